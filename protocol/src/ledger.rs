@@ -1,0 +1,273 @@
+//! Settlement rules for the issuer, as pure state.
+//!
+//! Each allowance is an escrow. IOUs arrive in any order, any number of times, through any
+//! number of gateways; [`Ledger::apply`] settles each `(allowance, counter)` slot at most
+//! once and never lets the settled total pass the allowance limit.
+//!
+//! ## The loss rule
+//!
+//! **First settled wins.** When a second, different IOU for an already settled slot arrives,
+//! it is rejected and the two make a fraud proof against the allowance. IOUs for other slots
+//! of a forked allowance still settle while the escrow lasts: their payees were paid in good
+//! faith. What the escrow cannot cover is the victims' loss; the settlement server then
+//! debits the holder's account for them where funds allow (the [`Outcome::Conflict`] carries
+//! the amount). The issuer never pays out more than the escrow, so its own loss is bounded by
+//! zero; the victims' loss is bounded by what they accepted from a forked allowance before the
+//! proof reached them.
+//!
+//! After `settle_by`, the allowance is closed: [`Ledger::release_expired`] returns the unspent
+//! escrow to the holder's account, and later records are rejected as late.
+
+use crate::iou::{FraudProof, Iou};
+use crate::keys::{DeviceKey, IssuerId};
+use crate::objects::{AllowanceCert, AllowanceId, Amount, Hash, Reason, UnixTime};
+use std::collections::BTreeMap;
+
+/// The verdict on one IOU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Settled now: credit `payee` with `amount` out of the escrow.
+    Settled {
+        /// IOU id.
+        iou: Hash,
+        /// Amount credited.
+        amount: Amount,
+        /// Who is credited.
+        payee: DeviceKey,
+    },
+    /// This very IOU settled before: nothing to do (idempotent re-upload).
+    AlreadySettled {
+        /// IOU id.
+        iou: Hash,
+    },
+    /// Refused.
+    Rejected {
+        /// IOU id.
+        iou: Hash,
+        /// Why.
+        reason: Reason,
+    },
+    /// Refused: its slot was settled by a different IOU. The proof names the allowance.
+    Conflict {
+        /// IOU id of the refused IOU.
+        iou: Hash,
+        /// The refused IOU's amount: the victim's loss, to recover from the holder.
+        amount: Amount,
+        /// The refused IOU's payee: the victim.
+        payee: DeviceKey,
+        /// The evidence.
+        proof: Box<FraudProof>,
+    },
+}
+
+impl Outcome {
+    /// The IOU the outcome is about.
+    pub fn iou(&self) -> Hash {
+        match self {
+            Outcome::Settled { iou, .. }
+            | Outcome::AlreadySettled { iou }
+            | Outcome::Rejected { iou, .. }
+            | Outcome::Conflict { iou, .. } => *iou,
+        }
+    }
+}
+
+/// One settled slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledSpend {
+    /// IOU id.
+    pub iou: Hash,
+    /// The spend statement's digest.
+    pub digest: Hash,
+    /// The signature (to build fraud proofs).
+    pub sig: crate::keys::Signature,
+    /// Amount settled.
+    pub amount: Amount,
+}
+
+/// One allowance's escrow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escrow {
+    /// The certificate the issuer signed.
+    pub cert: AllowanceCert,
+    /// Settled slots.
+    pub settled: BTreeMap<u32, SettledSpend>,
+    /// Sum of settled amounts.
+    pub settled_total: Amount,
+    /// Released after settle-by: no more settlement.
+    pub released: bool,
+    /// The first fraud proof found against it.
+    pub fraud: Option<FraudProof>,
+}
+
+impl Escrow {
+    /// Escrow not yet settled or released.
+    pub fn unspent(&self) -> Amount {
+        if self.released {
+            0
+        } else {
+            self.cert.body().limit - self.settled_total
+        }
+    }
+}
+
+/// Escrow returned to a holder's account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// The allowance closed.
+    pub allowance: AllowanceId,
+    /// Its holder.
+    pub holder: DeviceKey,
+    /// Amount returned.
+    pub amount: Amount,
+}
+
+/// Why an allowance could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenAllowanceError {
+    /// Signed by another issuer.
+    #[error("the certificate is another issuer's")]
+    ForeignIssuer,
+    /// An allowance with that id exists.
+    #[error("allowance {0} exists")]
+    Duplicate(AllowanceId),
+}
+
+/// The issuer's settlement state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ledger {
+    issuer: IssuerId,
+    escrows: BTreeMap<AllowanceId, Escrow>,
+}
+
+impl Ledger {
+    /// An empty ledger for `issuer`.
+    pub fn new(issuer: IssuerId) -> Self {
+        Self {
+            issuer,
+            escrows: BTreeMap::new(),
+        }
+    }
+
+    /// Opens the escrow for a certificate the issuer just signed.
+    pub fn open_allowance(&mut self, cert: AllowanceCert) -> Result<(), OpenAllowanceError> {
+        if cert.body().issuer != self.issuer {
+            return Err(OpenAllowanceError::ForeignIssuer);
+        }
+        let id = cert.id();
+        if self.escrows.contains_key(&id) {
+            return Err(OpenAllowanceError::Duplicate(id));
+        }
+        self.escrows.insert(
+            id,
+            Escrow {
+                cert,
+                settled: BTreeMap::new(),
+                settled_total: 0,
+                released: false,
+                fraud: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Restores an escrow from storage (settled slots, release flag and fraud proof included).
+    pub fn restore(&mut self, escrow: Escrow) {
+        self.escrows.insert(escrow.cert.id(), escrow);
+    }
+
+    /// The escrow of `allowance`.
+    pub fn escrow(&self, allowance: &AllowanceId) -> Option<&Escrow> {
+        self.escrows.get(allowance)
+    }
+
+    /// All escrows, by allowance id.
+    pub fn escrows(&self) -> &BTreeMap<AllowanceId, Escrow> {
+        &self.escrows
+    }
+
+    /// Judges and, if valid, settles one IOU at wall-clock `now`. `signature_checked` lets a
+    /// caller that already verified the IOU's signature against the holder key (in a batch)
+    /// skip the second check; pass `false` when unsure.
+    pub fn apply(&mut self, iou: &Iou, now: UnixTime, signature_checked: bool) -> Outcome {
+        let id = iou.id();
+        let reject = |reason| Outcome::Rejected { iou: id, reason };
+        let Some(escrow) = self.escrows.get_mut(&iou.allowance) else {
+            return reject(Reason::UnknownAllowance);
+        };
+        let body = escrow.cert.body();
+        if !signature_checked && iou.verify(&body.holder).is_err() {
+            return reject(Reason::BadSignature);
+        }
+        let digest = iou.digest();
+        if let Some(s) = escrow.settled.get(&iou.counter) {
+            if s.digest == digest {
+                return Outcome::AlreadySettled { iou: id };
+            }
+            let winner = crate::iou::SpendNotice {
+                version: crate::codec::VERSION,
+                allowance: iou.allowance,
+                counter: iou.counter,
+                digest: s.digest,
+                sig: s.sig,
+            };
+            let proof = FraudProof::new(escrow.cert.clone(), winner, iou.notice())
+                .expect("same slot, different digests");
+            escrow.fraud.get_or_insert_with(|| proof.clone());
+            return Outcome::Conflict {
+                iou: id,
+                amount: iou.amount,
+                payee: iou.payee,
+                proof: Box::new(proof),
+            };
+        }
+        if escrow.released || now > body.settle_by {
+            return reject(Reason::LateSettlement);
+        }
+        if iou.time < body.valid_from {
+            return reject(Reason::NotYetValid);
+        }
+        if iou.time > body.valid_until {
+            return reject(Reason::Expired);
+        }
+        if iou.amount > body.max_payment {
+            return reject(Reason::OverPaymentLimit);
+        }
+        if escrow.settled_total + iou.amount > body.limit {
+            return reject(Reason::OverLimit);
+        }
+        escrow.settled.insert(
+            iou.counter,
+            SettledSpend {
+                iou: id,
+                digest,
+                sig: iou.sig,
+                amount: iou.amount,
+            },
+        );
+        escrow.settled_total += iou.amount;
+        Outcome::Settled {
+            iou: id,
+            amount: iou.amount,
+            payee: iou.payee,
+        }
+    }
+
+    /// Closes every allowance whose settle-by time is before `now` and returns the escrow to
+    /// release, in allowance-id order.
+    pub fn release_expired(&mut self, now: UnixTime) -> Vec<Release> {
+        let mut out = Vec::new();
+        for (id, e) in &mut self.escrows {
+            if !e.released && now > e.cert.body().settle_by {
+                out.push(Release {
+                    allowance: *id,
+                    holder: e.cert.body().holder,
+                    amount: e.unspent(),
+                });
+                e.released = true;
+            }
+        }
+        out
+    }
+}

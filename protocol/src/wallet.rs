@@ -1,0 +1,304 @@
+//! Payer rules: making the next IOU from an allowance, and refusing to spend from a wallet
+//! state that may have been restored from an older copy.
+//!
+//! ## Driving contract
+//!
+//! 1. [`Wallet::prepare`] picks an allowance and returns a [`Spend`]: the signed IOU and the
+//!    wallet's next state. It changes nothing.
+//! 2. The driver commits the IOU and [`Spend::next`] **durably, in one transaction**, then
+//!    writes [`Spend::epoch`] to the wallet's sentinel (see below).
+//! 3. Only then it calls [`Wallet::commit`] and sends the IOU.
+//!
+//! If the driver crashes after step 2, the IOU is on disk and is re-sent on retry: the same
+//! IOU for the same request, never a new IOU for the same counter. If it crashes before,
+//! nothing left the device and the counter was never used.
+//!
+//! ## Restore detection
+//!
+//! Restoring a wallet from a backup is the usual way honest users fork: the backup does not
+//! know about IOUs made after it was taken, so the next payment would reuse their counters.
+//! Every spend raises the wallet's **epoch** by one, stored with the wallet state; the driver
+//! also keeps the epoch in a **sentinel** that is not part of any backup (the OS keystore, a
+//! TPM monotonic counter, or a file outside the wallet directory). On opening,
+//! [`restore_check`] compares them: a wallet behind its sentinel, or with no sentinel at all,
+//! may be a stale copy, and every allowance it holds is **retired**: it never spends from them
+//! again and must fetch a fresh allowance from the issuer (which is the online check-in).
+//! The old allowance's IOUs still settle; its unspent escrow returns to the account after its
+//! settle-by time. SPEC.md §7 gives the rule for other implementations.
+
+use crate::iou::{Iou, IouDraft};
+use crate::keys::{DeviceKey, DeviceSecret, IssuerId};
+use crate::objects::{AllowanceCert, AllowanceId, Amount, Hash, PaymentRequest, UnixTime};
+use std::collections::BTreeMap;
+
+/// The holder's position in one allowance's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpendHead {
+    /// The last counter used (0 before the first IOU).
+    pub counter: u32,
+    /// Sum of all IOUs made.
+    pub total: Amount,
+    /// Spend id of the last IOU (zeros before the first).
+    pub last: Hash,
+}
+
+/// An allowance the wallet holds, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldAllowance {
+    /// The issuer's certificate.
+    pub cert: AllowanceCert,
+    /// Where the log stands.
+    pub head: SpendHead,
+    /// Retired after a suspected restore: never spent from again.
+    pub retired: bool,
+}
+
+impl HeldAllowance {
+    /// A fresh allowance with no spends.
+    pub fn new(cert: AllowanceCert) -> Self {
+        Self {
+            cert,
+            head: SpendHead::default(),
+            retired: false,
+        }
+    }
+
+    /// What is left to spend.
+    pub fn available(&self) -> Amount {
+        self.cert.body().limit.saturating_sub(self.head.total)
+    }
+
+    /// Whether IOUs may be made at `now`.
+    pub fn usable_at(&self, now: UnixTime) -> bool {
+        let b = self.cert.body();
+        !self.retired && b.valid_from <= now && now <= b.valid_until
+    }
+}
+
+/// Result of comparing a wallet's stored epoch with its sentinel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreCheck {
+    /// The state is the latest: spend normally. (A state ahead of its sentinel is also
+    /// current: the sentinel write was lost after the state was committed; rewrite it.)
+    Current,
+    /// The state is older than the sentinel: it was restored from a copy.
+    RolledBack {
+        /// Epoch in the state.
+        stored: u64,
+        /// Epoch in the sentinel.
+        sentinel: u64,
+    },
+    /// No sentinel exists (a wallet directory moved to another device, or the sentinel was
+    /// lost): the state cannot be shown to be the latest.
+    NoSentinel,
+}
+
+/// Compares the stored epoch with the sentinel's.
+pub fn restore_check(stored: u64, sentinel: Option<u64>) -> RestoreCheck {
+    match sentinel {
+        None if stored == 0 => RestoreCheck::Current,
+        None => RestoreCheck::NoSentinel,
+        Some(s) if stored < s => RestoreCheck::RolledBack {
+            stored,
+            sentinel: s,
+        },
+        Some(_) => RestoreCheck::Current,
+    }
+}
+
+/// Why a payment could not be prepared. Nothing was spent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayError {
+    /// The request has expired.
+    #[error("the payment request expired at {expires}")]
+    RequestExpired {
+        /// Its expiry.
+        expires: UnixTime,
+    },
+    /// The wallet holds no usable allowance in the currency from an issuer the request
+    /// accepts.
+    #[error("no usable allowance in {currency} from an issuer the payee accepts")]
+    NoAllowance {
+        /// The currency asked for.
+        currency: String,
+    },
+    /// The amount is over what any usable allowance has left.
+    #[error("{amount} is more than the {available} left in the allowance")]
+    OverLimit {
+        /// Asked.
+        amount: Amount,
+        /// Most left in one allowance.
+        available: Amount,
+    },
+    /// The amount is over the allowance's per-payment maximum.
+    #[error("{amount} is over the per-payment maximum of {max}")]
+    OverPaymentLimit {
+        /// Asked.
+        amount: Amount,
+        /// The maximum.
+        max: Amount,
+    },
+    /// Paying oneself.
+    #[error("the request is from this wallet itself")]
+    SelfPayment,
+    /// Every allowance's log is full (2^32 - 1 IOUs).
+    #[error("the allowance's counter is exhausted")]
+    CounterExhausted,
+}
+
+/// A prepared payment: commit it, then send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spend {
+    /// The signed IOU.
+    pub iou: Iou,
+    /// The allowance's head after this IOU.
+    pub next: SpendHead,
+    /// The wallet epoch after this IOU.
+    pub epoch: u64,
+}
+
+/// The payer side: the allowances a device holds and its epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Wallet {
+    epoch: u64,
+    allowances: BTreeMap<AllowanceId, HeldAllowance>,
+}
+
+impl Wallet {
+    /// Opens a wallet from its stored state and its sentinel. A state that may be a stale
+    /// copy has every allowance retired; the check result says why.
+    pub fn open(
+        epoch: u64,
+        allowances: impl IntoIterator<Item = HeldAllowance>,
+        sentinel: Option<u64>,
+    ) -> (Self, RestoreCheck) {
+        let check = restore_check(epoch, sentinel);
+        let mut allowances: BTreeMap<_, _> =
+            allowances.into_iter().map(|a| (a.cert.id(), a)).collect();
+        if check != RestoreCheck::Current {
+            for a in allowances.values_mut() {
+                a.retired = true;
+            }
+        }
+        let epoch = match check {
+            RestoreCheck::RolledBack { sentinel, .. } => sentinel,
+            RestoreCheck::Current | RestoreCheck::NoSentinel => epoch,
+        };
+        (Self { epoch, allowances }, check)
+    }
+
+    /// The current epoch (what the sentinel must hold).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The allowances held, by id.
+    pub fn allowances(&self) -> &BTreeMap<AllowanceId, HeldAllowance> {
+        &self.allowances
+    }
+
+    /// Adds an allowance fresh from the issuer. The certificate must name `holder`.
+    pub fn add_allowance(&mut self, cert: AllowanceCert) {
+        self.allowances
+            .entry(cert.id())
+            .or_insert_with(|| HeldAllowance::new(cert));
+    }
+
+    /// Prepares the IOU paying `request` at wall-clock `now`, from the usable allowance with
+    /// the least left that covers it (so larger allowances stay whole). Changes nothing: see
+    /// the module's driving contract.
+    pub fn prepare(
+        &self,
+        key: &DeviceSecret,
+        request: &PaymentRequest,
+        now: UnixTime,
+    ) -> Result<Spend, PayError> {
+        if request.expires < now {
+            return Err(PayError::RequestExpired {
+                expires: request.expires,
+            });
+        }
+        let me: DeviceKey = key.public();
+        if request.payee == me {
+            return Err(PayError::SelfPayment);
+        }
+        let accepts =
+            |issuer: &IssuerId| request.issuers.is_empty() || request.issuers.contains(issuer);
+        let candidates: Vec<&HeldAllowance> = self
+            .allowances
+            .values()
+            .filter(|a| {
+                let b = a.cert.body();
+                b.holder == me
+                    && b.currency == request.currency
+                    && accepts(&b.issuer)
+                    && a.usable_at(now)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Err(PayError::NoAllowance {
+                currency: request.currency.clone(),
+            });
+        }
+        let amount = request.amount;
+        let fitting = candidates
+            .iter()
+            .filter(|a| a.available() >= amount && a.cert.body().max_payment >= amount)
+            .min_by_key(|a| (a.available(), a.cert.id()));
+        let Some(held) = fitting else {
+            let available = candidates.iter().map(|a| a.available()).max().unwrap_or(0);
+            if available >= amount {
+                let max = candidates
+                    .iter()
+                    .map(|a| a.cert.body().max_payment)
+                    .max()
+                    .unwrap_or(0);
+                return Err(PayError::OverPaymentLimit { amount, max });
+            }
+            return Err(PayError::OverLimit { amount, available });
+        };
+        let counter = held
+            .head
+            .counter
+            .checked_add(1)
+            .ok_or(PayError::CounterExhausted)?;
+        let total = held.head.total + amount;
+        let iou = IouDraft {
+            allowance: held.cert.id(),
+            counter,
+            amount,
+            total,
+            prev: held.head.last,
+            payee: request.payee,
+            nonce: request.nonce,
+            time: now,
+        }
+        .sign(key);
+        let next = SpendHead {
+            counter,
+            total,
+            last: iou.spend_id(),
+        };
+        Ok(Spend {
+            iou,
+            next,
+            epoch: self.epoch + 1,
+        })
+    }
+
+    /// Adopts a spend after it was committed durably.
+    pub fn commit(&mut self, spend: &Spend) {
+        if let Some(a) = self.allowances.get_mut(&spend.iou.allowance) {
+            a.head = spend.next;
+        }
+        self.epoch = self.epoch.max(spend.epoch);
+    }
+
+    /// Retires an allowance (a fraud proof or revocation names it, or it is to be replaced).
+    pub fn retire(&mut self, id: &AllowanceId) {
+        if let Some(a) = self.allowances.get_mut(id) {
+            a.retired = true;
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Integration tests across meshpay's crates and processes live in `tests/tests/`.
