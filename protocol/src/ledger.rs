@@ -271,3 +271,191 @@ impl Ledger {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{DAY, T0, allowance, device, issuer, pay, request, wallet};
+
+    #[test]
+    fn settle_once_conflict_limit_and_release() {
+        let iss = issuer();
+        let (alice, bob, carol) = (device(1), device(2), device(3));
+        let cert = allowance(&iss, 1, &alice, 1000);
+        let mut ledger = Ledger::new(iss.id());
+        ledger.open_allowance(cert.clone()).unwrap();
+        assert_eq!(
+            ledger.open_allowance(cert.clone()),
+            Err(OpenAllowanceError::Duplicate(cert.id()))
+        );
+        let mut w = wallet([cert.clone()]);
+        let mut clone = w.clone();
+        let a = pay(&mut w, &alice, &request(&bob, 600, 1));
+        let b = pay(&mut w, &alice, &request(&bob, 300, 2));
+        let forked = pay(&mut clone, &alice, &request(&carol, 700, 3));
+
+        // Arrival order: second IOU first.
+        assert_eq!(
+            ledger.apply(&b, T0, false),
+            Outcome::Settled {
+                iou: b.id(),
+                amount: 300,
+                payee: bob.public()
+            }
+        );
+        assert_eq!(
+            ledger.apply(&a, T0, false),
+            Outcome::Settled {
+                iou: a.id(),
+                amount: 600,
+                payee: bob.public()
+            }
+        );
+        assert_eq!(
+            ledger.apply(&a, T0, false),
+            Outcome::AlreadySettled { iou: a.id() }
+        );
+        let Outcome::Conflict {
+            iou,
+            amount,
+            payee,
+            proof,
+        } = ledger.apply(&forked, T0, false)
+        else {
+            panic!("expected a conflict");
+        };
+        assert_eq!((iou, amount, payee), (forked.id(), 700, carol.public()));
+        assert_eq!(proof.verify(&iss.id()), Ok(()));
+        let e = ledger.escrow(&cert.id()).unwrap();
+        assert_eq!(e.settled_total, 900);
+        assert_eq!(e.unspent(), 100);
+        assert!(e.fraud.is_some());
+
+        // Slots of a forked allowance that do not conflict still settle, up to the limit.
+        let last = pay(&mut w, &alice, &request(&bob, 100, 4));
+        assert_eq!(
+            ledger.apply(&last, T0, false),
+            Outcome::Settled {
+                iou: last.id(),
+                amount: 100,
+                payee: bob.public()
+            }
+        );
+        assert_eq!(ledger.escrow(&cert.id()).unwrap().settled_total, 1000);
+        // A tampered wallet that ignores its limit.
+        let cheat = crate::iou::IouDraft {
+            allowance: cert.id(),
+            counter: 9,
+            amount: 1,
+            total: 1,
+            prev: Hash([1; 32]),
+            payee: bob.public(),
+            nonce: crate::objects::Nonce([9; 16]),
+            time: T0,
+        }
+        .sign(&alice);
+        assert_eq!(
+            ledger.apply(&cheat, T0, false),
+            Outcome::Rejected {
+                iou: cheat.id(),
+                reason: Reason::OverLimit
+            }
+        );
+
+        // Release after settle-by.
+        assert_eq!(ledger.release_expired(T0 + 14 * DAY), vec![]);
+        assert_eq!(
+            ledger.release_expired(T0 + 14 * DAY + 1),
+            vec![Release {
+                allowance: cert.id(),
+                holder: alice.public(),
+                amount: 0
+            }]
+        );
+        assert_eq!(ledger.release_expired(T0 + 15 * DAY), vec![]);
+    }
+
+    #[test]
+    fn rejections() {
+        let iss = issuer();
+        let (alice, bob) = (device(1), device(2));
+        let cert = allowance(&iss, 1, &alice, 1000);
+        let mut ledger = Ledger::new(iss.id());
+        let stranger = crate::keys::IssuerSecret::from_bytes(&[0x44; 64]);
+        assert_eq!(
+            ledger.open_allowance(allowance(&stranger, 2, &alice, 10)),
+            Err(OpenAllowanceError::ForeignIssuer)
+        );
+        let mut w = wallet([cert.clone()]);
+        let iou = pay(&mut w, &alice, &request(&bob, 100, 1));
+        assert_eq!(
+            ledger.apply(&iou, T0, false),
+            Outcome::Rejected {
+                iou: iou.id(),
+                reason: Reason::UnknownAllowance
+            }
+        );
+        ledger.open_allowance(cert.clone()).unwrap();
+        let mut tampered = iou.clone();
+        tampered.payee = alice.public();
+        assert_eq!(
+            ledger.apply(&tampered, T0, false),
+            Outcome::Rejected {
+                iou: tampered.id(),
+                reason: Reason::BadSignature
+            }
+        );
+        assert_eq!(
+            ledger.apply(&iou, T0 + 14 * DAY + 1, false),
+            Outcome::Rejected {
+                iou: iou.id(),
+                reason: Reason::LateSettlement
+            }
+        );
+        let backdated = crate::iou::IouDraft {
+            allowance: cert.id(),
+            counter: 1,
+            amount: 5,
+            total: 5,
+            prev: Hash::default(),
+            payee: bob.public(),
+            nonce: crate::objects::Nonce([2; 16]),
+            time: T0 - 2 * DAY,
+        }
+        .sign(&alice);
+        assert_eq!(
+            ledger.apply(&backdated, T0, false),
+            Outcome::Rejected {
+                iou: backdated.id(),
+                reason: Reason::NotYetValid
+            }
+        );
+        let late = crate::iou::IouDraft {
+            allowance: cert.id(),
+            counter: 1,
+            amount: 5,
+            total: 5,
+            prev: Hash::default(),
+            payee: bob.public(),
+            nonce: crate::objects::Nonce([3; 16]),
+            time: T0 + 8 * DAY,
+        }
+        .sign(&alice);
+        assert_eq!(
+            ledger.apply(&late, T0, false),
+            Outcome::Rejected {
+                iou: late.id(),
+                reason: Reason::Expired
+            }
+        );
+        assert_eq!(ledger.escrow(&cert.id()).unwrap().settled_total, 0);
+        assert_eq!(
+            ledger.release_expired(T0 + 15 * DAY),
+            vec![Release {
+                allowance: cert.id(),
+                holder: alice.public(),
+                amount: 1000
+            }]
+        );
+    }
+}

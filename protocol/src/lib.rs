@@ -40,6 +40,8 @@ pub mod ledger;
 pub mod objects;
 pub mod payee;
 pub mod record;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod wallet;
 
 pub use codec::{DecodeError, Wire, decode, encode};

@@ -310,3 +310,318 @@ impl SpendBook {
         self.allowances.get(allowance).map_or(0, |a| a.spends.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::IssuerSecret;
+    use crate::objects::{AllowanceBody, RevocationReason};
+    use crate::testkit::{DAY, T0, allowance, device, issuer, pay, request, wallet};
+
+    struct Scene {
+        iss: IssuerSecret,
+        alice: crate::keys::DeviceSecret,
+        bob: crate::keys::DeviceSecret,
+        cert: AllowanceCert,
+        book: SpendBook,
+    }
+
+    fn scene() -> Scene {
+        let iss = issuer();
+        let (alice, bob) = (device(1), device(2));
+        let cert = allowance(&iss, 1, &alice, 1000);
+        let book = SpendBook::new([iss.id()]);
+        Scene {
+            iss,
+            alice,
+            bob,
+            cert,
+            book,
+        }
+    }
+
+    #[test]
+    fn accept_record_duplicate_replay() {
+        let mut s = scene();
+        let mut w = wallet([s.cert.clone()]);
+        let req = request(&s.bob, 100, 1);
+        let iou = pay(&mut w, &s.alice, &req);
+        let me = s.bob.public();
+        assert_eq!(
+            s.book
+                .check_payment(&iou, Some(&s.cert), Some(&req), &me, T0),
+            Verdict::Accept
+        );
+        s.book.record_payment(&iou, &s.cert);
+        assert_eq!(
+            s.book.check_payment(&iou, None, Some(&req), &me, T0),
+            Verdict::Duplicate
+        );
+        // Another IOU for the same request is a replay.
+        let mut w2 = wallet([allowance(&s.iss, 2, &s.alice, 1000)]);
+        let other = pay(&mut w2, &s.alice, &req);
+        assert_eq!(
+            s.book.check_payment(&other, None, Some(&req), &me, T0),
+            Verdict::Reject(Reason::Replay)
+        );
+        assert_eq!(s.book.spends_known(&s.cert.id()), 1);
+    }
+
+    #[test]
+    fn each_rejection_reason() {
+        let s = scene();
+        let me = s.bob.public();
+        let mut w = wallet([s.cert.clone()]);
+        let req = request(&s.bob, 100, 1);
+        let iou = pay(&mut w, &s.alice, &req);
+        let check = |book: &SpendBook,
+                     iou: &Iou,
+                     cert: Option<&AllowanceCert>,
+                     req: Option<&PaymentRequest>,
+                     now| { book.check_payment(iou, cert, req, &me, now) };
+        let c = Some(&s.cert);
+        let r = Some(&req);
+        use Verdict::Reject;
+        assert_eq!(check(&s.book, &iou, c, r, T0), Verdict::Accept);
+        assert_eq!(
+            s.book.check_payment(&iou, c, r, &s.alice.public(), T0),
+            Reject(Reason::WrongPayee)
+        );
+        assert_eq!(
+            check(&s.book, &iou, c, None, T0),
+            Reject(Reason::NonceMismatch)
+        );
+        let other_req = request(&s.bob, 100, 9);
+        assert_eq!(
+            check(&s.book, &iou, c, Some(&other_req), T0),
+            Reject(Reason::NonceMismatch)
+        );
+        assert_eq!(
+            check(&s.book, &iou, None, r, T0),
+            Reject(Reason::UnknownAllowance)
+        );
+        assert_eq!(
+            check(&SpendBook::new([]), &iou, c, r, T0),
+            Reject(Reason::UnknownIssuer)
+        );
+        let mut picky = req.clone();
+        picky.issuers = vec![crate::keys::IssuerId([7; 32])];
+        assert_eq!(
+            check(&s.book, &iou, c, Some(&picky), T0),
+            Reject(Reason::UnknownIssuer)
+        );
+        // A certificate whose body was altered after signing.
+        let mut body: AllowanceBody = s.cert.body().clone();
+        body.limit = 1_000_000;
+        let forged = AllowanceCert::from_parts(body, *s.cert.signature());
+        assert_eq!(
+            check(&s.book, &iou, Some(&forged), r, T0),
+            Reject(Reason::BadCertificate)
+        );
+        // An IOU altered after signing.
+        let mut tampered = iou.clone();
+        tampered.amount = 99;
+        tampered.total = 99;
+        assert_eq!(
+            check(&s.book, &tampered, c, r, T0),
+            Reject(Reason::BadSignature)
+        );
+        // Revoked, and known fraud.
+        let mut book = s.book.clone();
+        let rev = crate::objects::Revocation::issue(
+            &s.iss,
+            s.cert.id(),
+            RevocationReason::DeviceLost,
+            T0,
+        );
+        assert_eq!(book.add_revocation(&rev), Ok(true));
+        assert_eq!(check(&book, &iou, c, r, T0), Reject(Reason::Revoked));
+        // Time windows.
+        assert_eq!(
+            check(&s.book, &iou, c, r, T0 - 2 * DAY),
+            Reject(Reason::NotYetValid)
+        );
+        let mut long_req = req.clone();
+        long_req.expires = T0 + 30 * DAY;
+        assert_eq!(
+            check(&s.book, &iou, c, Some(&long_req), T0 + 8 * DAY),
+            Reject(Reason::Expired)
+        );
+        assert_eq!(
+            check(&s.book, &iou, c, r, T0 + 3601),
+            Reject(Reason::RequestExpired)
+        );
+        let mut usd = req.clone();
+        usd.currency = "USD".into();
+        assert_eq!(
+            check(&s.book, &iou, c, Some(&usd), T0),
+            Reject(Reason::CurrencyMismatch)
+        );
+        let mut more = req.clone();
+        more.amount = 101;
+        assert_eq!(
+            check(&s.book, &iou, c, Some(&more), T0),
+            Reject(Reason::AmountMismatch)
+        );
+    }
+
+    #[test]
+    fn limits_are_checked_even_if_the_wallet_cheats() {
+        let s = scene();
+        let me = s.bob.public();
+        let mut body = s.cert.body().clone();
+        body.max_payment = 50;
+        let cert = AllowanceCert::issue(&s.iss, body);
+        let req = request(&s.bob, 60, 1);
+        // A tampered wallet signs whatever it likes.
+        let over_payment = crate::iou::IouDraft {
+            allowance: cert.id(),
+            counter: 1,
+            amount: 60,
+            total: 60,
+            prev: Hash::default(),
+            payee: me,
+            nonce: req.nonce,
+            time: T0,
+        }
+        .sign(&s.alice);
+        assert_eq!(
+            s.book
+                .check_payment(&over_payment, Some(&cert), Some(&req), &me, T0),
+            Verdict::Reject(Reason::OverPaymentLimit)
+        );
+        let req = request(&s.bob, 10, 1);
+        let over_limit = crate::iou::IouDraft {
+            allowance: s.cert.id(),
+            counter: 5,
+            amount: 10,
+            total: 1001,
+            prev: Hash([1; 32]),
+            payee: me,
+            nonce: req.nonce,
+            time: T0,
+        }
+        .sign(&s.alice);
+        assert_eq!(
+            s.book
+                .check_payment(&over_limit, Some(&s.cert), Some(&req), &me, T0),
+            Verdict::Reject(Reason::OverLimit)
+        );
+    }
+
+    #[test]
+    fn fork_between_own_payment_and_clone_is_proven() {
+        let mut s = scene();
+        let me = s.bob.public();
+        // Alice's wallet and its clone both start from the same state.
+        let mut original = wallet([s.cert.clone()]);
+        let mut clone = original.clone();
+        let req1 = request(&s.bob, 100, 1);
+        let iou1 = pay(&mut original, &s.alice, &req1);
+        s.book.record_payment(&iou1, &s.cert);
+        let req2 = request(&s.bob, 70, 2);
+        let iou2 = pay(&mut clone, &s.alice, &req2);
+        assert_eq!(iou2.counter, iou1.counter);
+        let Verdict::Fork(proof) = s
+            .book
+            .check_payment(&iou2, Some(&s.cert), Some(&req2), &me, T0)
+        else {
+            panic!("expected a fork");
+        };
+        assert_eq!(proof.verify(&s.iss.id()), Ok(()));
+        assert_eq!(proof.allowance(), s.cert.id());
+        assert_eq!(s.book.add_fraud_proof(&proof), Ok(true));
+        assert_eq!(s.book.add_fraud_proof(&proof), Ok(false));
+        assert!(s.book.refuses(&s.cert.id()));
+        // From now on the allowance is refused, even for a slot never used.
+        let iou3 = pay(&mut clone, &s.alice, &request(&s.bob, 5, 3));
+        assert_eq!(
+            s.book
+                .check_payment(&iou3, None, Some(&request(&s.bob, 5, 3)), &me, T0),
+            Verdict::Reject(Reason::KnownFraud)
+        );
+    }
+
+    #[test]
+    fn notices_find_forks_and_chain_breaks() {
+        let mut s = scene();
+        let carol = device(3);
+        let me = s.bob.public();
+        let mut original = wallet([s.cert.clone()]);
+        let mut clone = original.clone();
+        let iou1 = pay(&mut original, &s.alice, &request(&carol, 100, 1));
+        // Bob has never seen the certificate: he cannot judge notices yet.
+        assert_eq!(
+            s.book.observe_notice(&iou1.notice()),
+            NoticeOutcome::Unverifiable
+        );
+        s.book.add_certificate(&s.cert).unwrap();
+        let mut bad = iou1.notice();
+        bad.digest = Hash([9; 32]);
+        assert_eq!(s.book.observe_notice(&bad), NoticeOutcome::BadSignature);
+        assert_eq!(s.book.observe_notice(&iou1.notice()), NoticeOutcome::New);
+        assert_eq!(s.book.observe_notice(&iou1.notice()), NoticeOutcome::Known);
+        // The clone pays Bob with the same counter: the notice from Carol's payment convicts it.
+        let req = request(&s.bob, 70, 2);
+        let forked = pay(&mut clone, &s.alice, &req);
+        assert!(matches!(
+            s.book.check_payment(&forked, None, Some(&req), &me, T0),
+            Verdict::Fork(_)
+        ));
+        // A notice conflicting with a known one also yields the proof, and the book keeps it.
+        let NoticeOutcome::Fork(proof) = s.book.observe_notice(&forked.notice()) else {
+            panic!("expected a fork");
+        };
+        assert_eq!(proof.verify(&s.iss.id()), Ok(()));
+        assert!(s.book.refuses(&s.cert.id()));
+
+        // Chain break: IOU 2 whose prev is not the known IOU 1.
+        let mut book = SpendBook::new([s.iss.id()]);
+        book.add_certificate(&s.cert).unwrap();
+        assert_eq!(book.observe_notice(&iou1.notice()), NoticeOutcome::New);
+        let req = request(&s.bob, 10, 4);
+        let broken = crate::iou::IouDraft {
+            allowance: s.cert.id(),
+            counter: 2,
+            amount: 10,
+            total: 110,
+            prev: Hash([3; 32]),
+            payee: me,
+            nonce: req.nonce,
+            time: T0,
+        }
+        .sign(&s.alice);
+        assert_eq!(
+            book.check_payment(&broken, None, Some(&req), &me, T0),
+            Verdict::Reject(Reason::ChainBreak)
+        );
+    }
+
+    #[test]
+    fn untrusted_and_forged_evidence_is_refused() {
+        let mut s = scene();
+        let stranger = IssuerSecret::from_bytes(&[0x33; 64]);
+        let cert = allowance(&stranger, 1, &s.alice, 1000);
+        assert_eq!(
+            s.book.add_certificate(&cert),
+            Err(BookError::UntrustedIssuer(stranger.id()))
+        );
+        let rev =
+            crate::objects::Revocation::issue(&stranger, cert.id(), RevocationReason::Fraud, T0);
+        assert_eq!(
+            s.book.add_revocation(&rev),
+            Err(BookError::UntrustedIssuer(stranger.id()))
+        );
+        // A "fraud proof" whose second notice was not signed by the holder.
+        let mut w = wallet([s.cert.clone()]);
+        let iou = pay(&mut w, &s.alice, &request(&s.bob, 10, 1));
+        let mut fake = iou.notice();
+        fake.digest = Hash([0xff; 32]);
+        let proof = FraudProof::new(s.cert.clone(), iou.notice(), fake).unwrap();
+        assert_eq!(
+            s.book.add_fraud_proof(&proof),
+            Err(BookError::BadProof(FraudProofError::BadNotice))
+        );
+        assert!(!s.book.refuses(&s.cert.id()));
+    }
+}

@@ -302,3 +302,161 @@ impl Wallet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{DAY, T0, allowance, device, issuer, request, wallet};
+
+    #[test]
+    fn first_and_second_iou_chain() {
+        let (iss, alice, bob) = (issuer(), device(1), device(2));
+        let mut w = wallet([allowance(&iss, 1, &alice, 1000)]);
+        let first = w.prepare(&alice, &request(&bob, 300, 1), T0).unwrap();
+        assert_eq!(first.iou.counter, 1);
+        assert_eq!(first.iou.amount, 300);
+        assert_eq!(first.iou.total, 300);
+        assert_eq!(first.iou.prev, Hash::default());
+        assert_eq!(first.iou.payee, bob.public());
+        assert_eq!(first.iou.time, T0);
+        assert_eq!(first.epoch, 1);
+        assert_eq!(
+            first.next,
+            SpendHead {
+                counter: 1,
+                total: 300,
+                last: first.iou.spend_id()
+            }
+        );
+        assert_eq!(first.iou.verify(&alice.public()), Ok(()));
+        // Preparing changes nothing: the same request gives the same IOU until commit.
+        assert_eq!(
+            w.prepare(&alice, &request(&bob, 300, 1), T0).unwrap(),
+            first
+        );
+        w.commit(&first);
+        let second = w.prepare(&alice, &request(&bob, 200, 2), T0).unwrap();
+        assert_eq!(second.iou.counter, 2);
+        assert_eq!(second.iou.total, 500);
+        assert_eq!(second.iou.prev, first.iou.spend_id());
+        assert_eq!(second.epoch, 2);
+        w.commit(&second);
+        let a = &w.allowances()[&AllowanceId([1; 16])];
+        assert_eq!(a.available(), 500);
+        assert_eq!(w.epoch(), 2);
+    }
+
+    #[test]
+    fn refusals() {
+        let (iss, alice, bob) = (issuer(), device(1), device(2));
+        let mut cert = allowance(&iss, 1, &alice, 1000);
+        let w = wallet([cert.clone()]);
+        assert_eq!(
+            w.prepare(&alice, &request(&bob, 1001, 1), T0),
+            Err(PayError::OverLimit {
+                amount: 1001,
+                available: 1000
+            })
+        );
+        assert_eq!(
+            w.prepare(&alice, &request(&bob, 10, 1), T0 + 3601),
+            Err(PayError::RequestExpired { expires: T0 + 3600 })
+        );
+        assert_eq!(
+            w.prepare(&alice, &request(&alice, 10, 1), T0),
+            Err(PayError::SelfPayment)
+        );
+        let mut usd = request(&bob, 10, 1);
+        usd.currency = "USD".into();
+        assert_eq!(
+            w.prepare(&alice, &usd, T0),
+            Err(PayError::NoAllowance {
+                currency: "USD".into()
+            })
+        );
+        let mut other_issuer = request(&bob, 10, 1);
+        other_issuer.issuers = vec![crate::keys::IssuerId([5; 32])];
+        assert!(matches!(
+            w.prepare(&alice, &other_issuer, T0),
+            Err(PayError::NoAllowance { .. })
+        ));
+        // Outside the validity window nothing is usable.
+        let mut late = request(&bob, 10, 1);
+        late.expires = T0 + 30 * DAY;
+        assert!(matches!(
+            w.prepare(&alice, &late, T0 + 8 * DAY),
+            Err(PayError::NoAllowance { .. })
+        ));
+        // Someone else's allowance is not spendable.
+        assert!(matches!(
+            w.prepare(&bob, &request(&alice, 10, 1), T0),
+            Err(PayError::NoAllowance { .. })
+        ));
+        // Per-payment maximum.
+        let mut body = cert.body().clone();
+        body.max_payment = 50;
+        cert = AllowanceCert::issue(&iss, body);
+        let w = wallet([cert]);
+        assert_eq!(
+            w.prepare(&alice, &request(&bob, 51, 1), T0),
+            Err(PayError::OverPaymentLimit {
+                amount: 51,
+                max: 50
+            })
+        );
+    }
+
+    #[test]
+    fn smallest_fitting_allowance_is_used() {
+        let (iss, alice, bob) = (issuer(), device(1), device(2));
+        let w = wallet([
+            allowance(&iss, 1, &alice, 1000),
+            allowance(&iss, 2, &alice, 100),
+            allowance(&iss, 3, &alice, 40),
+        ]);
+        let s = w.prepare(&alice, &request(&bob, 60, 1), T0).unwrap();
+        assert_eq!(s.iou.allowance, AllowanceId([2; 16]));
+    }
+
+    #[test]
+    fn restore_detection() {
+        assert_eq!(restore_check(0, None), RestoreCheck::Current);
+        assert_eq!(restore_check(5, Some(5)), RestoreCheck::Current);
+        assert_eq!(restore_check(6, Some(5)), RestoreCheck::Current);
+        assert_eq!(
+            restore_check(3, Some(5)),
+            RestoreCheck::RolledBack {
+                stored: 3,
+                sentinel: 5
+            }
+        );
+        assert_eq!(restore_check(3, None), RestoreCheck::NoSentinel);
+
+        let (iss, alice, bob) = (issuer(), device(1), device(2));
+        let held = HeldAllowance::new(allowance(&iss, 1, &alice, 1000));
+        let (w, check) = Wallet::open(3, [held.clone()], Some(5));
+        assert_eq!(
+            check,
+            RestoreCheck::RolledBack {
+                stored: 3,
+                sentinel: 5
+            }
+        );
+        assert_eq!(w.epoch(), 5);
+        assert!(w.allowances().values().all(|a| a.retired));
+        assert!(matches!(
+            w.prepare(&alice, &request(&bob, 10, 1), T0),
+            Err(PayError::NoAllowance { .. })
+        ));
+        // A fresh allowance from the issuer is spendable, and the epoch moves past the
+        // sentinel's.
+        let mut w = w;
+        w.add_allowance(allowance(&iss, 2, &alice, 1000));
+        let s = w.prepare(&alice, &request(&bob, 10, 1), T0).unwrap();
+        assert_eq!(s.iou.allowance, AllowanceId([2; 16]));
+        assert_eq!(s.epoch, 6);
+        let (w, check) = Wallet::open(3, [held], None);
+        assert_eq!(check, RestoreCheck::NoSentinel);
+        assert!(w.allowances().values().all(|a| a.retired));
+    }
+}

@@ -1,0 +1,105 @@
+//! Deterministic keys and objects for tests, test vectors and examples.
+//!
+//! Everything here derives from fixed seeds: **never use it for money**. The issuer it makes
+//! is a test issuer whose secret is public; no real issuer's key is involved, so nothing it
+//! signs is accepted by a node that trusts only real issuers.
+
+use crate::codec::VERSION;
+use crate::iou::Iou;
+use crate::keys::{DeviceSecret, IssuerSecret};
+use crate::objects::{
+    AllowanceBody, AllowanceCert, AllowanceId, Amount, DescriptorBody, IssuerDescriptor, Nonce,
+    PaymentRequest, UnixTime,
+};
+use crate::wallet::{HeldAllowance, Wallet};
+
+/// A fixed "now": 2027-01-15T08:00:00Z.
+pub const T0: UnixTime = 1_800_000_000;
+
+/// One day in seconds.
+pub const DAY: UnixTime = 86_400;
+
+/// The test issuer's secret bytes (Ed25519 seed, then X25519 scalar).
+pub const ISSUER_SEED: [u8; 64] = {
+    let mut b = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        b[i] = if i < 32 { 0x11 } else { 0x22 };
+        i += 1;
+    }
+    b
+};
+
+/// A device seed from a single byte (`[n; 32]`).
+pub fn device(n: u8) -> DeviceSecret {
+    DeviceSecret::from_seed(&[n; 32])
+}
+
+/// The test issuer.
+pub fn issuer() -> IssuerSecret {
+    IssuerSecret::from_bytes(&ISSUER_SEED)
+}
+
+/// The test issuer's descriptor.
+pub fn descriptor(issuer: &IssuerSecret) -> IssuerDescriptor {
+    IssuerDescriptor::issue(
+        issuer,
+        DescriptorBody {
+            version: VERSION,
+            issuer: issuer.id(),
+            seal_key: issuer.seal_key(),
+            name: "Test Market Association".to_owned(),
+            currencies: vec!["KES".to_owned()],
+            urls: vec!["https://settle.example/".to_owned()],
+            valid_from: T0 - DAY,
+            valid_until: T0 + 365 * DAY,
+            max_allowance: 1_000_000,
+            max_payment: 100_000,
+        },
+    )
+}
+
+/// An allowance of `limit` KES for `holder`, valid from `T0 - 1 day` for a week, settled by
+/// two weeks, with per-payment maximum `limit`.
+pub fn allowance(
+    issuer: &IssuerSecret,
+    id: u8,
+    holder: &DeviceSecret,
+    limit: Amount,
+) -> AllowanceCert {
+    AllowanceCert::issue(
+        issuer,
+        AllowanceBody {
+            version: VERSION,
+            id: AllowanceId([id; 16]),
+            issuer: issuer.id(),
+            holder: holder.public(),
+            currency: "KES".to_owned(),
+            limit,
+            max_payment: limit,
+            valid_from: T0 - DAY,
+            valid_until: T0 + 7 * DAY,
+            settle_by: T0 + 14 * DAY,
+        },
+    )
+}
+
+/// A request from `payee` for `amount` KES with nonce `[nonce; 16]`, expiring an hour after
+/// `T0`.
+pub fn request(payee: &DeviceSecret, amount: Amount, nonce: u8) -> PaymentRequest {
+    PaymentRequest::new(payee.public(), amount, "KES", Nonce([nonce; 16]), T0 + 3600)
+}
+
+/// A wallet holding the given allowances, fresh (epoch 0, no sentinel).
+pub fn wallet(certs: impl IntoIterator<Item = AllowanceCert>) -> Wallet {
+    Wallet::open(0, certs.into_iter().map(HeldAllowance::new), None).0
+}
+
+/// Pays `request` from `wallet` at `T0` and commits the spend, returning the IOU.
+pub fn pay(wallet: &mut Wallet, key: &DeviceSecret, request: &PaymentRequest) -> Iou {
+    let spend = wallet
+        .prepare(key, request, T0)
+        .expect("test payment is within the allowance");
+    wallet.commit(&spend);
+    spend.iou
+}

@@ -1,0 +1,276 @@
+//! Test vectors: every wire object built from fixed seeds, compared byte for byte with the
+//! frozen files in `tests/vectors/`. The files are the interoperability contract of SPEC.md §9.
+//!
+//! A missing file is written and the test fails, so a vector is never accepted unseen; set
+//! `MESHPAY_WRITE_VECTORS=1` to rewrite them all after a deliberate format change.
+
+use meshpay_protocol::objects::{Body, Signed, tags};
+use meshpay_protocol::testkit::{self, T0};
+use meshpay_protocol::{
+    AllowanceCert, FraudProof, Iou, IssuerDescriptor, PaymentAck, PaymentRequest, PrintableKey,
+    Reason, ReceiptStatus, Revocation, RevocationReason, SealedRecord, SettlementReceipt,
+    SpendNotice, Wire, decode, encode,
+};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+fn h(bytes: &[u8]) -> String {
+    hex::encode(bytes)
+}
+
+fn signing_input(tag: &str, msg: &[u8]) -> String {
+    let mut v = tag.as_bytes().to_vec();
+    v.push(0);
+    v.extend_from_slice(msg);
+    h(&v)
+}
+
+/// The common part of a vector for a `[body, signature]` object.
+fn signed<B: Body>(obj: &Signed<B>, fields: Value) -> Value {
+    json!({
+        "fields": fields,
+        "encoded": h(&encode(obj)),
+        "signing_input": signing_input(B::TAG, &obj.signed_bytes()),
+        "signature": h(&obj.signature().0),
+    })
+}
+
+fn check<T: Wire + PartialEq + std::fmt::Debug>(name: &str, object: &T, mut vector: Value) {
+    vector["object"] = json!(name);
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "vectors", &format!("{name}.json")]
+        .iter()
+        .collect();
+    let rewrite = std::env::var_os("MESHPAY_WRITE_VECTORS").is_some();
+    let stored: Option<Value> = std::fs::read_to_string(&path)
+        .ok()
+        .map(|s| serde_json::from_str(&s).expect("vector files are JSON"));
+    match stored {
+        Some(stored) if !rewrite => {
+            assert_eq!(stored, vector, "{name}: the code no longer produces the frozen vector");
+            // The frozen bytes decode to the same object.
+            let bytes = hex::decode(stored["encoded"].as_str().expect("encoded is a string"))
+                .expect("encoded is hex");
+            assert_eq!(&decode::<T>(&bytes).expect("frozen bytes decode"), object);
+        }
+        _ => {
+            let text = serde_json::to_string_pretty(&vector).expect("JSON") + "\n";
+            std::fs::write(&path, text).expect("write vector");
+            panic!("{name}: wrote {}; check it and run again", path.display());
+        }
+    }
+}
+
+#[test]
+fn vectors() {
+    let issuer = testkit::issuer();
+    let alice = testkit::device(1);
+    let bob = testkit::device(2);
+    let seeds = json!({
+        "issuer_secret": h(&testkit::ISSUER_SEED),
+        "alice_seed": h(&[1u8; 32]),
+        "bob_seed": h(&[2u8; 32]),
+    });
+
+    // Keys and their printable forms.
+    let keys = json!({
+        "seeds": seeds,
+        "alice_key": h(&alice.public().0),
+        "alice_text": alice.public().to_text(),
+        "bob_key": h(&bob.public().0),
+        "bob_text": bob.public().to_text(),
+        "issuer_id": h(&issuer.id().0),
+        "issuer_text": issuer.id().to_text(),
+        "issuer_seal_key": h(&issuer.seal_key().0),
+    });
+    let keys_path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "vectors", "keys.json"]
+        .iter()
+        .collect();
+    match std::fs::read_to_string(&keys_path) {
+        Ok(s) if std::env::var_os("MESHPAY_WRITE_VECTORS").is_none() => {
+            let stored: Value = serde_json::from_str(&s).expect("JSON");
+            assert_eq!(stored, keys, "keys: the code no longer derives the frozen keys");
+        }
+        _ => {
+            std::fs::write(&keys_path, serde_json::to_string_pretty(&keys).unwrap() + "\n").unwrap();
+            panic!("wrote {}; check it and run again", keys_path.display());
+        }
+    }
+
+    let desc: IssuerDescriptor = testkit::descriptor(&issuer);
+    let b = desc.body();
+    check(
+        "issuer_descriptor",
+        &desc,
+        signed(
+            &desc,
+            json!({
+                "version": b.version, "issuer": h(&b.issuer.0), "seal_key": h(&b.seal_key.0),
+                "name": b.name, "currencies": b.currencies, "urls": b.urls,
+                "valid_from": b.valid_from, "valid_until": b.valid_until,
+                "max_allowance": b.max_allowance, "max_payment": b.max_payment,
+            }),
+        ),
+    );
+
+    let cert: AllowanceCert = testkit::allowance(&issuer, 0xa1, &alice, 50_000);
+    let b = cert.body();
+    check(
+        "allowance_certificate",
+        &cert,
+        signed(
+            &cert,
+            json!({
+                "version": b.version, "id": h(&b.id.0), "issuer": h(&b.issuer.0),
+                "holder": h(&b.holder.0), "currency": b.currency, "limit": b.limit,
+                "max_payment": b.max_payment, "valid_from": b.valid_from,
+                "valid_until": b.valid_until, "settle_by": b.settle_by,
+            }),
+        ),
+    );
+
+    let mut req: PaymentRequest = testkit::request(&bob, 1_250, 0x5e);
+    req.issuers = vec![issuer.id()];
+    req.memo = "2 mangoes".to_owned();
+    check(
+        "payment_request",
+        &req,
+        json!({
+            "fields": {
+                "version": req.version, "payee": h(&req.payee.0), "amount": req.amount,
+                "currency": req.currency, "nonce": h(&req.nonce.0), "expires": req.expires,
+                "issuers": [h(&issuer.id().0)], "memo": req.memo,
+            },
+            "encoded": h(&encode(&req)),
+            "text": req.to_text(),
+        }),
+    );
+    assert_eq!(PaymentRequest::from_text(&req.to_text()), Ok(req.clone()));
+
+    let mut wallet = testkit::wallet([cert.clone()]);
+    let first: Iou = testkit::pay(&mut wallet, &alice, &testkit::request(&bob, 300, 0x01));
+    let iou: Iou = testkit::pay(&mut wallet, &alice, &req);
+    for (name, iou) in [("iou_first", &first), ("iou", &iou)] {
+        let statement = iou.statement();
+        let rest = encode(&(
+            iou.version, iou.amount, iou.total, &iou.prev, &iou.payee, &iou.nonce, iou.time,
+        ));
+        check(
+            name,
+            iou,
+            json!({
+                "fields": {
+                    "version": iou.version, "allowance": h(&iou.allowance.0),
+                    "counter": iou.counter, "amount": iou.amount, "total": iou.total,
+                    "prev": h(&iou.prev.0), "payee": h(&iou.payee.0), "nonce": h(&iou.nonce.0),
+                    "time": iou.time,
+                },
+                "encoded": h(&encode(iou)),
+                "rest_encoded": h(&rest),
+                "digest": h(&iou.digest().0),
+                "statement_encoded": h(&statement.signed_bytes()),
+                "signing_input": signing_input(tags::SPEND, &statement.signed_bytes()),
+                "signature": h(&iou.sig.0),
+                "spend_id": h(&iou.spend_id().0),
+                "iou_id": h(&iou.id().0),
+            }),
+        );
+        assert_eq!(iou.verify(&alice.public()), Ok(()));
+    }
+    assert_eq!(iou.prev, first.spend_id());
+
+    let notice: SpendNotice = iou.notice();
+    check(
+        "spend_notice",
+        &notice,
+        json!({
+            "fields": {
+                "version": notice.version, "allowance": h(&notice.allowance.0),
+                "counter": notice.counter, "digest": h(&notice.digest.0),
+            },
+            "encoded": h(&encode(&notice)),
+            "signature": h(&notice.sig.0),
+            "spend_id": h(&notice.id().0),
+        }),
+    );
+
+    let ack = PaymentAck::sign(&bob, iou.id(), T0 + 2);
+    check(
+        "payment_ack",
+        &ack,
+        signed(
+            &ack,
+            json!({ "version": ack.body().version, "iou": h(&ack.body().iou.0), "accepted_at": ack.body().accepted_at }),
+        ),
+    );
+    assert_eq!(ack.verify(&bob.public()), Ok(()));
+
+    // A clone of Alice's wallet spends counter 2 again, for Carol.
+    let carol = testkit::device(3);
+    let mut clone = testkit::wallet([cert.clone()]);
+    testkit::pay(&mut clone, &alice, &testkit::request(&bob, 300, 0x01));
+    let forked = testkit::pay(&mut clone, &alice, &testkit::request(&carol, 900, 0x77));
+    let proof = FraudProof::new(cert.clone(), iou.notice(), forked.notice()).expect("a fork");
+    check(
+        "fraud_proof",
+        &proof,
+        json!({
+            "encoded": h(&encode(&proof)),
+            "first_digest": h(&proof.first.digest.0),
+            "second_digest": h(&proof.second.digest.0),
+            "fraud_id": h(&proof.id().0),
+        }),
+    );
+    assert_eq!(proof.verify(&issuer.id()), Ok(()));
+
+    let mut rng = ChaCha20Rng::from_seed([0x42; 32]);
+    let record = SealedRecord::seal(&iou, issuer.id(), &issuer.seal_key(), T0 + 2, T0 + 14 * 86_400, &mut rng)
+        .expect("valid seal key");
+    check(
+        "sealed_record",
+        &record,
+        json!({
+            "rng": "ChaCha20Rng::from_seed([0x42; 32]), first use",
+            "plaintext": h(&encode(&(1u8, &iou))),
+            "aad": h(&encode(&(record.version, &record.id, &record.issuer, record.created, record.expires))),
+            "enc": h(&record.enc.0),
+            "encoded": h(&encode(&record)),
+        }),
+    );
+    assert_eq!(record.open(&issuer), Ok(iou.clone()));
+
+    let receipt = SettlementReceipt::issue(&issuer, iou.id(), ReceiptStatus::Settled, T0 + 86_400);
+    check(
+        "settlement_receipt",
+        &receipt,
+        signed(
+            &receipt,
+            json!({ "version": 1, "issuer": h(&issuer.id().0), "record": h(&iou.id().0), "status": 0, "decided_at": T0 + 86_400 }),
+        ),
+    );
+    let rejected = SettlementReceipt::issue(
+        &issuer,
+        forked.id(),
+        ReceiptStatus::Rejected(Reason::CounterConflict),
+        T0 + 86_400,
+    );
+    check(
+        "settlement_receipt_rejected",
+        &rejected,
+        signed(
+            &rejected,
+            json!({ "version": 1, "issuer": h(&issuer.id().0), "record": h(&forked.id().0), "status": 15, "decided_at": T0 + 86_400 }),
+        ),
+    );
+
+    let rev = Revocation::issue(&issuer, cert.id(), RevocationReason::Fraud, T0 + 86_400);
+    check(
+        "revocation",
+        &rev,
+        signed(
+            &rev,
+            json!({ "version": 1, "issuer": h(&issuer.id().0), "allowance": h(&cert.id().0), "reason": 1, "revoked_at": T0 + 86_400 }),
+        ),
+    );
+}
