@@ -93,15 +93,41 @@ pub fn decode<T: Wire>(bytes: &[u8]) -> Result<T, DecodeError> {
             limit: T::MAX_SIZE,
         });
     }
-    let value: T = serde_cbor::from_slice(bytes).map_err(|e| DecodeError::Malformed {
-        kind: T::KIND,
-        detail: e.to_string(),
+    let value: T = serde_cbor::from_slice(bytes).map_err(|e| {
+        // An object of another version may have another shape: name the version, not the
+        // shape, when it can be read.
+        match leading_version(bytes) {
+            Some(found) if found != VERSION => DecodeError::UnsupportedVersion {
+                kind: T::KIND,
+                found,
+            },
+            _ => DecodeError::Malformed {
+                kind: T::KIND,
+                detail: e.to_string(),
+            },
+        }
     })?;
     value.check()?;
     if encode(&value) != bytes {
         return Err(DecodeError::NotCanonical { kind: T::KIND });
     }
     Ok(value)
+}
+
+/// The version of an object: the first item that is not an array header, if it is a small
+/// unsigned integer. Every object starts `[version, …]` or `[[version, …], …]`.
+fn leading_version(bytes: &[u8]) -> Option<u8> {
+    let mut i = 0;
+    loop {
+        match *bytes.get(i)? {
+            0x80..=0x97 => i += 1,
+            0x98 => i += 2,
+            0x99 => i += 3,
+            v @ 0x00..=0x17 => return Some(v),
+            0x18 => return bytes.get(i + 1).copied(),
+            _ => return None,
+        }
+    }
 }
 
 /// Returns the version check error for `kind` unless `found` is [`VERSION`].
@@ -243,6 +269,9 @@ mod tests {
     impl Wire for Probe {
         const KIND: &'static str = "probe";
         const MAX_SIZE: usize = 16;
+        fn check(&self) -> Result<(), DecodeError> {
+            check_version(Self::KIND, self.v)
+        }
     }
 
     #[test]
@@ -289,6 +318,26 @@ mod tests {
             decode::<Probe>(&[0x82, 0x01]),
             Err(DecodeError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn other_versions_are_named_even_in_another_shape() {
+        // A version-2 object with a text field where version 1 has an integer.
+        let bytes = [0x82, 0x02, 0x61, b'x'];
+        assert_eq!(
+            decode::<Probe>(&bytes),
+            Err(DecodeError::UnsupportedVersion {
+                kind: "probe",
+                found: 2
+            })
+        );
+        assert_eq!(
+            decode::<Probe>(&[0x82, 0x02, 0x05]),
+            Err(DecodeError::UnsupportedVersion {
+                kind: "probe",
+                found: 2
+            })
+        );
     }
 
     #[test]

@@ -275,7 +275,15 @@ pub trait PrintableKey: Sized {
         let bytes: [u8; 32] = bytes
             .try_into()
             .map_err(|_| KeyTextError::Incomplete("wrong length"))?;
-        Ok(Self::from_key_bytes(bytes))
+        let key = Self::from_key_bytes(bytes);
+        // One text per key: the last character carries 4 padding bits that must be zero.
+        if !key.to_text().eq_ignore_ascii_case(text) {
+            return Err(KeyTextError::Typo {
+                positions: vec![text.len() - 6],
+                suggestion: Some(key.to_text()),
+            });
+        }
+        Ok(key)
     }
 }
 
@@ -285,12 +293,12 @@ fn explain<K: PrintableKey>(text: &str, e: &CheckedHrpstringError) -> KeyTextErr
         CheckedHrpstringError::Parse(UncheckedHrpstringError::Char(c)) => match c {
             CharError::MixedCase => KeyTextError::MixedCase,
             CharError::InvalidChar(ch) => {
-                // Report the first bad character after the separator; the prefix is checked
-                // separately.
-                let sep = text.rfind('1').unwrap_or(0);
+                // Report the first bad character after the separator (or anywhere, if there
+                // is none); the prefix is checked separately.
+                let start = text.rfind('1').map_or(0, |i| i + 1);
                 let position = text
                     .char_indices()
-                    .skip_while(|(i, _)| *i <= sep)
+                    .skip_while(|(i, _)| *i < start)
                     .find(|(_, x)| x == ch)
                     .map_or(0, |(i, _)| text[..i].chars().count() + 1);
                 KeyTextError::InvalidCharacter {

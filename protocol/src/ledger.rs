@@ -7,7 +7,11 @@
 //! ## The loss rule
 //!
 //! **First settled wins.** When a second, different IOU for an already settled slot arrives,
-//! it is rejected and the two make a fraud proof against the allowance. IOUs for other slots
+//! it is rejected and the two make a fraud proof against the allowance. The ledger also
+//! remembers the first IOU it refused for a slot (over the limit, late, …): a different IOU
+//! for that slot is a fork as well, so every fork that reaches the ledger is found, but since
+//! nothing settled in the slot, the new IOU is judged on its own and may settle (its payee
+//! accepted it in good faith). No slot settles twice. IOUs for other slots
 //! of a forked allowance still settle while the escrow lasts: their payees were paid in good
 //! faith. What the escrow cannot cover is the victims' loss; the settlement server then
 //! debits the holder's account for them where funds allow (the [`Outcome::Conflict`] carries
@@ -20,7 +24,7 @@
 
 use crate::iou::{FraudProof, Iou};
 use crate::keys::{DeviceKey, IssuerId};
-use crate::objects::{AllowanceCert, AllowanceId, Amount, Hash, Reason, UnixTime};
+use crate::objects::{AllowanceCert, AllowanceId, Amount, Hash, Reason, ReceiptStatus, UnixTime};
 use std::collections::BTreeMap;
 
 /// The verdict on one IOU.
@@ -34,6 +38,8 @@ pub enum Outcome {
         amount: Amount,
         /// Who is credited.
         payee: DeviceKey,
+        /// A fork found on the way: an IOU refused earlier for the same slot.
+        fork: Option<Box<FraudProof>>,
     },
     /// This very IOU settled before: nothing to do (idempotent re-upload).
     AlreadySettled {
@@ -46,6 +52,8 @@ pub enum Outcome {
         iou: Hash,
         /// Why.
         reason: Reason,
+        /// A fork found on the way: an IOU refused earlier for the same slot.
+        fork: Option<Box<FraudProof>>,
     },
     /// Refused: its slot was settled by a different IOU. The proof names the allowance.
     Conflict {
@@ -61,6 +69,25 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// What the settlement receipt for this IOU says: settled (now or before), or rejected with
+    /// the reason; a conflict is rejected as [`Reason::CounterConflict`].
+    pub fn receipt_status(&self) -> ReceiptStatus {
+        match self {
+            Outcome::Settled { .. } | Outcome::AlreadySettled { .. } => ReceiptStatus::Settled,
+            Outcome::Rejected { reason, .. } => ReceiptStatus::Rejected(*reason),
+            Outcome::Conflict { .. } => ReceiptStatus::Rejected(Reason::CounterConflict),
+        }
+    }
+
+    /// The fraud proof this outcome found, if any.
+    pub fn fork(&self) -> Option<&FraudProof> {
+        match self {
+            Outcome::Settled { fork, .. } | Outcome::Rejected { fork, .. } => fork.as_deref(),
+            Outcome::Conflict { proof, .. } => Some(proof),
+            Outcome::AlreadySettled { .. } => None,
+        }
+    }
+
     /// The IOU the outcome is about.
     pub fn iou(&self) -> Hash {
         match self {
@@ -72,17 +99,29 @@ impl Outcome {
     }
 }
 
-/// One settled slot.
+/// What became of the first IOU seen for a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotVerdict {
+    /// It settled.
+    Settled,
+    /// It was refused; a different IOU for the slot is still a fork.
+    Rejected(Reason),
+}
+
+/// The IOU that settled one `(allowance, counter)` slot, or else the first IOU with a valid
+/// signature that the ledger refused for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettledSpend {
+pub struct Slot {
     /// IOU id.
     pub iou: Hash,
     /// The spend statement's digest.
     pub digest: Hash,
-    /// The signature (to build fraud proofs).
+    /// The holder's signature (to build fraud proofs).
     pub sig: crate::keys::Signature,
-    /// Amount settled.
+    /// The IOU's amount.
     pub amount: Amount,
+    /// Settled or refused.
+    pub verdict: SlotVerdict,
 }
 
 /// One allowance's escrow.
@@ -90,8 +129,8 @@ pub struct SettledSpend {
 pub struct Escrow {
     /// The certificate the issuer signed.
     pub cert: AllowanceCert,
-    /// Settled slots.
-    pub settled: BTreeMap<u32, SettledSpend>,
+    /// Claimed slots, by counter.
+    pub slots: BTreeMap<u32, Slot>,
     /// Sum of settled amounts.
     pub settled_total: Amount,
     /// Released after settle-by: no more settlement.
@@ -163,7 +202,7 @@ impl Ledger {
             id,
             Escrow {
                 cert,
-                settled: BTreeMap::new(),
+                slots: BTreeMap::new(),
                 settled_total: 0,
                 released: false,
                 fraud: None,
@@ -192,58 +231,94 @@ impl Ledger {
     /// skip the second check; pass `false` when unsure.
     pub fn apply(&mut self, iou: &Iou, now: UnixTime, signature_checked: bool) -> Outcome {
         let id = iou.id();
-        let reject = |reason| Outcome::Rejected { iou: id, reason };
         let Some(escrow) = self.escrows.get_mut(&iou.allowance) else {
-            return reject(Reason::UnknownAllowance);
+            return Outcome::Rejected {
+                iou: id,
+                reason: Reason::UnknownAllowance,
+                fork: None,
+            };
         };
         let body = escrow.cert.body();
         if !signature_checked && iou.verify(&body.holder).is_err() {
-            return reject(Reason::BadSignature);
+            return Outcome::Rejected {
+                iou: id,
+                reason: Reason::BadSignature,
+                fork: None,
+            };
         }
         let digest = iou.digest();
-        if let Some(s) = escrow.settled.get(&iou.counter) {
-            if s.digest == digest {
-                return Outcome::AlreadySettled { iou: id };
+        let mut fork = None;
+        if let Some(slot) = escrow.slots.get(&iou.counter) {
+            if slot.digest == digest {
+                return match slot.verdict {
+                    SlotVerdict::Settled => Outcome::AlreadySettled { iou: id },
+                    SlotVerdict::Rejected(reason) => Outcome::Rejected {
+                        iou: id,
+                        reason,
+                        fork: None,
+                    },
+                };
             }
-            let winner = crate::iou::SpendNotice {
+            let claimed = crate::iou::SpendNotice {
                 version: crate::codec::VERSION,
                 allowance: iou.allowance,
                 counter: iou.counter,
-                digest: s.digest,
-                sig: s.sig,
+                digest: slot.digest,
+                sig: slot.sig,
             };
-            let proof = FraudProof::new(escrow.cert.clone(), winner, iou.notice())
+            let proof = FraudProof::new(escrow.cert.clone(), claimed, iou.notice())
                 .expect("same slot, different digests");
             escrow.fraud.get_or_insert_with(|| proof.clone());
-            return Outcome::Conflict {
-                iou: id,
-                amount: iou.amount,
-                payee: iou.payee,
-                proof: Box::new(proof),
-            };
+            if slot.verdict == SlotVerdict::Settled {
+                return Outcome::Conflict {
+                    iou: id,
+                    amount: iou.amount,
+                    payee: iou.payee,
+                    proof: Box::new(proof),
+                };
+            }
+            fork = Some(Box::new(proof));
         }
-        if escrow.released || now > body.settle_by {
-            return reject(Reason::LateSettlement);
-        }
-        if iou.time < body.valid_from {
-            return reject(Reason::NotYetValid);
-        }
-        if iou.time > body.valid_until {
-            return reject(Reason::Expired);
-        }
-        if iou.amount > body.max_payment {
-            return reject(Reason::OverPaymentLimit);
-        }
-        if escrow.settled_total + iou.amount > body.limit {
-            return reject(Reason::OverLimit);
-        }
-        escrow.settled.insert(
-            iou.counter,
-            SettledSpend {
+        let refusal = if escrow.released || now > body.settle_by {
+            Some(Reason::LateSettlement)
+        } else if iou.time < body.valid_from {
+            Some(Reason::NotYetValid)
+        } else if iou.time > body.valid_until {
+            Some(Reason::Expired)
+        } else if iou.amount > body.max_payment {
+            Some(Reason::OverPaymentLimit)
+        } else if escrow
+            .settled_total
+            .checked_add(iou.amount)
+            .is_none_or(|t| t > body.limit)
+        {
+            Some(Reason::OverLimit)
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            // Keep the first refused IOU of a slot; a later refusal changes nothing.
+            escrow.slots.entry(iou.counter).or_insert(Slot {
                 iou: id,
                 digest,
                 sig: iou.sig,
                 amount: iou.amount,
+                verdict: SlotVerdict::Rejected(reason),
+            });
+            return Outcome::Rejected {
+                iou: id,
+                reason,
+                fork,
+            };
+        }
+        escrow.slots.insert(
+            iou.counter,
+            Slot {
+                iou: id,
+                digest,
+                sig: iou.sig,
+                amount: iou.amount,
+                verdict: SlotVerdict::Settled,
             },
         );
         escrow.settled_total += iou.amount;
@@ -251,6 +326,7 @@ impl Ledger {
             iou: id,
             amount: iou.amount,
             payee: iou.payee,
+            fork,
         }
     }
 
@@ -300,7 +376,8 @@ mod tests {
             Outcome::Settled {
                 iou: b.id(),
                 amount: 300,
-                payee: bob.public()
+                payee: bob.public(),
+                fork: None,
             }
         );
         assert_eq!(
@@ -308,7 +385,8 @@ mod tests {
             Outcome::Settled {
                 iou: a.id(),
                 amount: 600,
-                payee: bob.public()
+                payee: bob.public(),
+                fork: None,
             }
         );
         assert_eq!(
@@ -338,7 +416,8 @@ mod tests {
             Outcome::Settled {
                 iou: last.id(),
                 amount: 100,
-                payee: bob.public()
+                payee: bob.public(),
+                fork: None,
             }
         );
         assert_eq!(ledger.escrow(&cert.id()).unwrap().settled_total, 1000);
@@ -358,7 +437,8 @@ mod tests {
             ledger.apply(&cheat, T0, false),
             Outcome::Rejected {
                 iou: cheat.id(),
-                reason: Reason::OverLimit
+                reason: Reason::OverLimit,
+                fork: None,
             }
         );
 
@@ -392,7 +472,8 @@ mod tests {
             ledger.apply(&iou, T0, false),
             Outcome::Rejected {
                 iou: iou.id(),
-                reason: Reason::UnknownAllowance
+                reason: Reason::UnknownAllowance,
+                fork: None,
             }
         );
         ledger.open_allowance(cert.clone()).unwrap();
@@ -402,22 +483,24 @@ mod tests {
             ledger.apply(&tampered, T0, false),
             Outcome::Rejected {
                 iou: tampered.id(),
-                reason: Reason::BadSignature
+                reason: Reason::BadSignature,
+                fork: None,
             }
         );
         assert_eq!(
             ledger.apply(&iou, T0 + 14 * DAY + 1, false),
             Outcome::Rejected {
                 iou: iou.id(),
-                reason: Reason::LateSettlement
+                reason: Reason::LateSettlement,
+                fork: None,
             }
         );
         let backdated = crate::iou::IouDraft {
             allowance: cert.id(),
-            counter: 1,
+            counter: 2,
             amount: 5,
             total: 5,
-            prev: Hash::default(),
+            prev: Hash([1; 32]),
             payee: bob.public(),
             nonce: crate::objects::Nonce([2; 16]),
             time: T0 - 2 * DAY,
@@ -427,15 +510,16 @@ mod tests {
             ledger.apply(&backdated, T0, false),
             Outcome::Rejected {
                 iou: backdated.id(),
-                reason: Reason::NotYetValid
+                reason: Reason::NotYetValid,
+                fork: None,
             }
         );
         let late = crate::iou::IouDraft {
             allowance: cert.id(),
-            counter: 1,
+            counter: 3,
             amount: 5,
             total: 5,
-            prev: Hash::default(),
+            prev: Hash([1; 32]),
             payee: bob.public(),
             nonce: crate::objects::Nonce([3; 16]),
             time: T0 + 8 * DAY,
@@ -445,16 +529,60 @@ mod tests {
             ledger.apply(&late, T0, false),
             Outcome::Rejected {
                 iou: late.id(),
-                reason: Reason::Expired
+                reason: Reason::Expired,
+                fork: None,
             }
         );
-        assert_eq!(ledger.escrow(&cert.id()).unwrap().settled_total, 0);
+        // A refused IOU is remembered: re-applying it gives the same answer, and a different
+        // IOU for its slot is a fork, found even though the new IOU settles.
+        assert_eq!(
+            ledger.apply(&late, T0, false),
+            Outcome::Rejected {
+                iou: late.id(),
+                reason: Reason::Expired,
+                fork: None
+            }
+        );
+        let other = crate::iou::IouDraft {
+            allowance: cert.id(),
+            counter: 3,
+            amount: 6,
+            total: 6,
+            prev: Hash([1; 32]),
+            payee: bob.public(),
+            nonce: crate::objects::Nonce([4; 16]),
+            time: T0,
+        }
+        .sign(&alice);
+        let out = ledger.apply(&other, T0, false);
+        assert!(
+            matches!(
+                out,
+                Outcome::Settled {
+                    amount: 6,
+                    fork: Some(_),
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        assert_eq!(out.fork().unwrap().verify(&iss.id()), Ok(()));
+        assert_eq!(out.receipt_status(), ReceiptStatus::Settled);
+        assert_eq!(ledger.escrow(&cert.id()).unwrap().settled_total, 6);
+        // Now the slot is settled: the refused IOU comes back as a conflict.
+        let again = ledger.apply(&late, T0, false);
+        assert_eq!(
+            again.receipt_status(),
+            ReceiptStatus::Rejected(Reason::CounterConflict)
+        );
+        ledger.apply(&other, T0, false);
+        assert_eq!(ledger.escrow(&cert.id()).unwrap().settled_total, 6);
         assert_eq!(
             ledger.release_expired(T0 + 15 * DAY),
             vec![Release {
                 allowance: cert.id(),
                 holder: alice.public(),
-                amount: 1000
+                amount: 994
             }]
         );
     }

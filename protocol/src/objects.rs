@@ -403,7 +403,12 @@ impl PaymentRequest {
             return Err(RequestTextError::NotARequest);
         }
         let bytes: Vec<u8> = checked.byte_iter().collect();
-        Ok(codec::decode(&bytes)?)
+        let request: Self = codec::decode(&bytes)?;
+        // One text per request: refuse non-zero padding bits.
+        if !request.to_text().eq_ignore_ascii_case(text.trim()) {
+            return Err(RequestTextError::NotARequest);
+        }
+        Ok(request)
     }
 }
 

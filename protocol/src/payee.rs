@@ -266,8 +266,8 @@ impl SpendBook {
             Some(seen) => {
                 let proof = FraudProof::new(a.cert.clone(), seen.clone(), notice.clone())
                     .expect("same allowance and counter, different digests");
-                self.fraud.insert(notice.allowance, proof.clone());
-                NoticeOutcome::Fork(Box::new(proof))
+                let kept = self.fraud.entry(notice.allowance).or_insert(proof);
+                NoticeOutcome::Fork(Box::new(kept.clone()))
             }
             None => {
                 self.insert_spend(notice.clone());
@@ -276,7 +276,8 @@ impl SpendBook {
         }
     }
 
-    /// Takes in a fraud proof after checking it. Returns whether it was new.
+    /// Takes in a fraud proof after checking it. Returns whether it was new; the book keeps the
+    /// first proof it learned for an allowance (any one suffices).
     pub fn add_fraud_proof(&mut self, proof: &FraudProof) -> Result<bool, BookError> {
         let issuer = proof.cert.body().issuer;
         if !self.trusts(&issuer) {
@@ -369,6 +370,7 @@ mod tests {
 
     #[test]
     fn each_rejection_reason() {
+        use Verdict::Reject;
         let s = scene();
         let me = s.bob.public();
         let mut w = wallet([s.cert.clone()]);
@@ -381,7 +383,6 @@ mod tests {
                      now| { book.check_payment(iou, cert, req, &me, now) };
         let c = Some(&s.cert);
         let r = Some(&req);
-        use Verdict::Reject;
         assert_eq!(check(&s.book, &iou, c, r, T0), Verdict::Accept);
         assert_eq!(
             s.book.check_payment(&iou, c, r, &s.alice.public(), T0),

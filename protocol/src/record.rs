@@ -5,7 +5,7 @@
 //! record id (= IOU id), issuer id, creation and expiry times, and the size. The header is the
 //! HPKE associated data, so changing any of it makes the record fail to open.
 
-use crate::codec::{self, Blob, DecodeError, VERSION, Wire, check_version};
+use crate::codec::{self, Blob, DecodeError, VERSION, Wire, byte_newtype, check_version};
 use crate::iou::Iou;
 use crate::keys::{IssuerId, IssuerSecret, SealKey};
 use crate::objects::{Hash, UnixTime, tags};
@@ -16,6 +16,12 @@ use serde_tuple::{Deserialize_tuple, Serialize_tuple};
 type Kem = hpke::kem::X25519HkdfSha256;
 type Kdf = hpke::kdf::HkdfSha256;
 type Aead = hpke::aead::ChaCha20Poly1305;
+
+byte_newtype!(
+    /// An HPKE encapsulated key: the sender's ephemeral X25519 public key.
+    EncapsulatedKey,
+    32
+);
 
 /// A settlement record sealed to an issuer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
@@ -31,7 +37,7 @@ pub struct SealedRecord {
     /// When carriers may drop it (the allowance's settle-by time).
     pub expires: UnixTime,
     /// HPKE encapsulated key (32 bytes for X25519).
-    pub enc: crate::objects::Hash,
+    pub enc: EncapsulatedKey,
     /// HPKE ciphertext of the plaintext `[version, IOU]`.
     pub ciphertext: Blob,
 }
@@ -122,7 +128,7 @@ impl SealedRecord {
             issuer,
             created,
             expires,
-            enc: Hash([0; 32]),
+            enc: EncapsulatedKey::default(),
             ciphertext: Blob(Vec::new()),
         };
         let plaintext = codec::encode(&RecordPlaintext {
@@ -138,7 +144,7 @@ impl SealedRecord {
             rng,
         )
         .map_err(|_| SealError::BadSealKey)?;
-        rec.enc = Hash(enc.to_bytes().into());
+        rec.enc = EncapsulatedKey(enc.to_bytes().into());
         rec.ciphertext = Blob(ct);
         Ok(rec)
     }

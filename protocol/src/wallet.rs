@@ -142,7 +142,7 @@ pub enum PayError {
     /// Paying oneself.
     #[error("the request is from this wallet itself")]
     SelfPayment,
-    /// Every allowance's log is full (2^32 - 1 IOUs).
+    /// The chosen allowance's log is full (2^32 - 1 IOUs): get a fresh allowance.
     #[error("the allowance's counter is exhausted")]
     CounterExhausted,
 }
@@ -167,7 +167,10 @@ pub struct Wallet {
 
 impl Wallet {
     /// Opens a wallet from its stored state and its sentinel. A state that may be a stale
-    /// copy has every allowance retired; the check result says why.
+    /// copy has every allowance retired; the check result says why. On anything but
+    /// [`RestoreCheck::Current`] the driver **must** persist the retired flags and the new
+    /// epoch before it writes the sentinel or spends, or the next open would not see the
+    /// restore.
     pub fn open(
         epoch: u64,
         allowances: impl IntoIterator<Item = HeldAllowance>,
@@ -198,7 +201,9 @@ impl Wallet {
         &self.allowances
     }
 
-    /// Adds an allowance fresh from the issuer. The certificate must name `holder`.
+    /// Adds an allowance fresh from the issuer. It is taken as given: the driver checks the
+    /// issuer's signature and that it names this device before adding it (a certificate for
+    /// another holder is simply never chosen by [`Wallet::prepare`]).
     pub fn add_allowance(&mut self, cert: AllowanceCert) {
         self.allowances
             .entry(cert.id())

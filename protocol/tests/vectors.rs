@@ -28,7 +28,7 @@ fn signing_input(tag: &str, msg: &[u8]) -> String {
 }
 
 /// The common part of a vector for a `[body, signature]` object.
-fn signed<B: Body>(obj: &Signed<B>, fields: Value) -> Value {
+fn signed<B: Body>(obj: &Signed<B>, fields: &Value) -> Value {
     json!({
         "fields": fields,
         "encoded": h(&encode(obj)),
@@ -39,16 +39,24 @@ fn signed<B: Body>(obj: &Signed<B>, fields: Value) -> Value {
 
 fn check<T: Wire + PartialEq + std::fmt::Debug>(name: &str, object: &T, mut vector: Value) {
     vector["object"] = json!(name);
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "vectors", &format!("{name}.json")]
-        .iter()
-        .collect();
+    let path: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "tests",
+        "vectors",
+        &format!("{name}.json"),
+    ]
+    .iter()
+    .collect();
     let rewrite = std::env::var_os("MESHPAY_WRITE_VECTORS").is_some();
     let stored: Option<Value> = std::fs::read_to_string(&path)
         .ok()
         .map(|s| serde_json::from_str(&s).expect("vector files are JSON"));
     match stored {
         Some(stored) if !rewrite => {
-            assert_eq!(stored, vector, "{name}: the code no longer produces the frozen vector");
+            assert_eq!(
+                stored, vector,
+                "{name}: the code no longer produces the frozen vector"
+            );
             // The frozen bytes decode to the same object.
             let bytes = hex::decode(stored["encoded"].as_str().expect("encoded is a string"))
                 .expect("encoded is hex");
@@ -90,10 +98,17 @@ fn vectors() {
     match std::fs::read_to_string(&keys_path) {
         Ok(s) if std::env::var_os("MESHPAY_WRITE_VECTORS").is_none() => {
             let stored: Value = serde_json::from_str(&s).expect("JSON");
-            assert_eq!(stored, keys, "keys: the code no longer derives the frozen keys");
+            assert_eq!(
+                stored, keys,
+                "keys: the code no longer derives the frozen keys"
+            );
         }
         _ => {
-            std::fs::write(&keys_path, serde_json::to_string_pretty(&keys).unwrap() + "\n").unwrap();
+            std::fs::write(
+                &keys_path,
+                serde_json::to_string_pretty(&keys).unwrap() + "\n",
+            )
+            .unwrap();
             panic!("wrote {}; check it and run again", keys_path.display());
         }
     }
@@ -105,7 +120,7 @@ fn vectors() {
         &desc,
         signed(
             &desc,
-            json!({
+            &json!({
                 "version": b.version, "issuer": h(&b.issuer.0), "seal_key": h(&b.seal_key.0),
                 "name": b.name, "currencies": b.currencies, "urls": b.urls,
                 "valid_from": b.valid_from, "valid_until": b.valid_until,
@@ -121,7 +136,7 @@ fn vectors() {
         &cert,
         signed(
             &cert,
-            json!({
+            &json!({
                 "version": b.version, "id": h(&b.id.0), "issuer": h(&b.issuer.0),
                 "holder": h(&b.holder.0), "currency": b.currency, "limit": b.limit,
                 "max_payment": b.max_payment, "valid_from": b.valid_from,
@@ -154,7 +169,13 @@ fn vectors() {
     for (name, iou) in [("iou_first", &first), ("iou", &iou)] {
         let statement = iou.statement();
         let rest = encode(&(
-            iou.version, iou.amount, iou.total, &iou.prev, &iou.payee, &iou.nonce, iou.time,
+            iou.version,
+            iou.amount,
+            iou.total,
+            &iou.prev,
+            &iou.payee,
+            &iou.nonce,
+            iou.time,
         ));
         check(
             name,
@@ -201,7 +222,7 @@ fn vectors() {
         &ack,
         signed(
             &ack,
-            json!({ "version": ack.body().version, "iou": h(&ack.body().iou.0), "accepted_at": ack.body().accepted_at }),
+            &json!({ "version": ack.body().version, "iou": h(&ack.body().iou.0), "accepted_at": ack.body().accepted_at }),
         ),
     );
     assert_eq!(ack.verify(&bob.public()), Ok(()));
@@ -225,8 +246,15 @@ fn vectors() {
     assert_eq!(proof.verify(&issuer.id()), Ok(()));
 
     let mut rng = ChaCha20Rng::from_seed([0x42; 32]);
-    let record = SealedRecord::seal(&iou, issuer.id(), &issuer.seal_key(), T0 + 2, T0 + 14 * 86_400, &mut rng)
-        .expect("valid seal key");
+    let record = SealedRecord::seal(
+        &iou,
+        issuer.id(),
+        &issuer.seal_key(),
+        T0 + 2,
+        T0 + 14 * 86_400,
+        &mut rng,
+    )
+    .expect("valid seal key");
     check(
         "sealed_record",
         &record,
@@ -246,7 +274,7 @@ fn vectors() {
         &receipt,
         signed(
             &receipt,
-            json!({ "version": 1, "issuer": h(&issuer.id().0), "record": h(&iou.id().0), "status": 0, "decided_at": T0 + 86_400 }),
+            &json!({ "version": 1, "issuer": h(&issuer.id().0), "record": h(&iou.id().0), "status": 0, "decided_at": T0 + 86_400 }),
         ),
     );
     let rejected = SettlementReceipt::issue(
@@ -260,7 +288,7 @@ fn vectors() {
         &rejected,
         signed(
             &rejected,
-            json!({ "version": 1, "issuer": h(&issuer.id().0), "record": h(&forked.id().0), "status": 15, "decided_at": T0 + 86_400 }),
+            &json!({ "version": 1, "issuer": h(&issuer.id().0), "record": h(&forked.id().0), "status": 15, "decided_at": T0 + 86_400 }),
         ),
     );
 
@@ -270,7 +298,7 @@ fn vectors() {
         &rev,
         signed(
             &rev,
-            json!({ "version": 1, "issuer": h(&issuer.id().0), "allowance": h(&cert.id().0), "reason": 1, "revoked_at": T0 + 86_400 }),
+            &json!({ "version": 1, "issuer": h(&issuer.id().0), "allowance": h(&cert.id().0), "reason": 1, "revoked_at": T0 + 86_400 }),
         ),
     );
 }
