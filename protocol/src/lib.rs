@@ -37,6 +37,7 @@ pub mod codec;
 pub mod iou;
 pub mod keys;
 pub mod ledger;
+pub mod message;
 pub mod objects;
 pub mod payee;
 pub mod record;

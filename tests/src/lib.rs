@@ -1,1 +1,361 @@
-//! Integration tests across meshpay's crates and processes live in `tests/tests/`.
+//! A harness for tests that run real `meshpay` processes: homes in temporary directories,
+//! daemons on loopback, the CLI, and a development issuer.
+//!
+//! The `meshpay` binary is the one `cargo test --workspace` builds (`target/<profile>/meshpay`).
+//! Waiting is always on an event or a condition with a deadline, never a bare sleep.
+
+use serde_json::Value;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long any single wait may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The `meshpay` binary under test.
+pub fn meshpay_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let bin = dir.join("meshpay");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the whole suite (`./scripts/test.sh`), or `cargo build -p meshpay-node` first",
+        bin.display()
+    );
+    bin
+}
+
+/// Waits until `f` returns `Some`, polling every 20 ms, failing after [`DEADLINE`].
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One node: a home directory, and a daemon when running.
+pub struct TestNode {
+    /// Name, for messages.
+    pub name: String,
+    /// The home directory.
+    pub home: PathBuf,
+    /// The sentinel directory.
+    pub state: PathBuf,
+    /// The device key (mpdev1…).
+    pub device: String,
+    /// Listen addresses of the running daemon.
+    pub listen: Vec<String>,
+    /// Environment for the daemon (faults, …).
+    pub env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    /// Creates a wallet in `root/name`.
+    pub fn init(root: &Path, name: &str) -> Self {
+        let home = root.join(name);
+        let state = root.join(format!("{name}-state"));
+        let mut node = Self {
+            name: name.to_owned(),
+            home,
+            state,
+            device: String::new(),
+            listen: Vec::new(),
+            env: Vec::new(),
+            child: None,
+        };
+        let v = node.json(&["init", "--json"]);
+        v["device_key"]
+            .as_str()
+            .expect("device key")
+            .clone_into(&mut node.device);
+        node
+    }
+
+    /// A node over an existing home (a copied wallet directory).
+    pub fn existing(home: PathBuf, state: PathBuf, name: &str, device: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            home,
+            state,
+            device: device.to_owned(),
+            listen: Vec::new(),
+            env: Vec::new(),
+            child: None,
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(meshpay_bin());
+        c.arg("--home")
+            .arg(&self.home)
+            .env("MESHPAY_PASSPHRASE", "test passphrase")
+            .env("MESHPAY_STATE_DIR", &self.state)
+            .env("MESHPAY_LOG", "info,libp2p=warn")
+            .env_remove("MESHPAY_HOME")
+            .env_remove("MESHPAY_FAULT");
+        c
+    }
+
+    /// Runs a CLI command.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run meshpay")
+    }
+
+    /// Runs a CLI command that must succeed and print JSON.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{}: meshpay {args:?} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{}: meshpay {args:?} printed no JSON ({e}): {}",
+                self.name,
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Starts the daemon on loopback with mDNS off, plus `extra` arguments, and waits for its
+    /// ready line.
+    pub fn start(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.with_extension("log"))
+            .expect("log file");
+        let mut cmd = self.command();
+        cmd.args([
+            "run",
+            "--json",
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn meshpay run");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!(
+                "{} did not start; see {}",
+                self.name,
+                self.home.with_extension("log").display()
+            )
+        });
+        let v: Value = serde_json::from_str(&line).expect("ready line is JSON");
+        assert_eq!(v["event"], "ready");
+        self.listen = v["listen"]
+            .as_array()
+            .expect("listen list")
+            .iter()
+            .map(|a| a.as_str().expect("address").to_owned())
+            .collect();
+        v["device_key"]
+            .as_str()
+            .expect("device key")
+            .clone_into(&mut self.device);
+        self.child = Some(child);
+    }
+
+    /// The TCP address with the peer id, for `--peer`.
+    pub fn tcp_addr(&self) -> String {
+        let peer = self.json(&["id", "--json"])["peer_id"]
+            .as_str()
+            .expect("peer id")
+            .to_owned();
+        let tcp = self
+            .listen
+            .iter()
+            .find(|a| a.contains("/tcp/"))
+            .expect("a TCP listener");
+        format!("{tcp}/p2p/{peer}")
+    }
+
+    /// Stops the daemon gracefully.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            wait_child(&mut child, &self.name);
+        }
+    }
+
+    /// Kills the daemon at once (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for a daemon that is expected to die by itself (a fault), returning whether it
+    /// was killed by a signal (abort).
+    pub fn wait_crash(&mut self) -> bool {
+        let mut child = self.child.take().expect("running");
+        let status = wait_child(&mut child, &self.name);
+        !status.success()
+    }
+
+    /// Whether the daemon is still running.
+    pub fn running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().is_ok_and(|s| s.is_none()),
+            None => false,
+        }
+    }
+
+    /// Waits until this node lists `other` among its connected peers.
+    pub fn wait_peer(&self, other: &str) {
+        wait_for(&format!("{} to see {other}", self.name), || {
+            let peers = self.json(&["peers", "--json"]);
+            peers
+                .as_array()
+                .is_some_and(|a| a.iter().any(|p| p["device_key"] == other))
+                .then_some(())
+        });
+    }
+
+    /// `balance --json` for one currency.
+    pub fn balance(&self, currency: &str) -> Value {
+        self.json(&["balance", "--json"])[currency].clone()
+    }
+
+    /// `history --json`.
+    pub fn history(&self) -> Vec<Value> {
+        self.json(&["history", "--json"])
+            .as_array()
+            .expect("history list")
+            .clone()
+    }
+}
+
+fn wait_child(child: &mut Child, name: &str) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("{name} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A development issuer in a directory.
+pub struct DevIssuer {
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+impl DevIssuer {
+    /// Creates one in `root/issuer`.
+    pub fn new(root: &Path) -> Self {
+        let dir = root.join("issuer");
+        let out = Command::new(meshpay_bin())
+            .args(["dev", "issuer-init", "--dir"])
+            .arg(&dir)
+            .output()
+            .expect("run meshpay");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir }
+    }
+
+    /// The descriptor file.
+    pub fn descriptor(&self) -> PathBuf {
+        self.dir.join("descriptor.cbor")
+    }
+
+    /// The issuer's secret.
+    pub fn secret(&self) -> meshpay_protocol::IssuerSecret {
+        let text = std::fs::read_to_string(self.dir.join("issuer.secret")).expect("secret");
+        let bytes: [u8; 64] = hex::decode(text.trim())
+            .expect("hex")
+            .try_into()
+            .expect("64 bytes");
+        meshpay_protocol::IssuerSecret::from_bytes(&bytes)
+    }
+
+    /// Makes `node` trust this issuer.
+    pub fn trusted_by(&self, node: &TestNode) {
+        node.json(&[
+            "trust",
+            self.descriptor().to_str().expect("utf-8 path"),
+            "--json",
+        ]);
+    }
+
+    /// Gives `node` an allowance of `limit` and returns its id.
+    pub fn fund(&self, node: &TestNode, limit: u64) -> String {
+        let file = self.dir.join(format!("{}-{limit}.cert", node.name));
+        let out = Command::new(meshpay_bin())
+            .args(["dev", "issue-allowance", "--issuer-dir"])
+            .arg(&self.dir)
+            .args([
+                "--holder",
+                &node.device,
+                "--limit",
+                &limit.to_string(),
+                "--out",
+            ])
+            .arg(&file)
+            .output()
+            .expect("run meshpay");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = node.json(&[
+            "allowance",
+            "--add",
+            file.to_str().expect("utf-8 path"),
+            "--json",
+        ]);
+        v["id"].as_str().expect("id").to_owned()
+    }
+}

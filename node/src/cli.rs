@@ -1,0 +1,536 @@
+//! The `meshpay` command line.
+
+use crate::config::{Home, TEMPLATE};
+use crate::control::{self, Command as Ctl};
+use crate::daemon::{Node, RunOptions};
+use crate::store::Store;
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use meshpay_protocol::{DeviceSecret, PrintableKey};
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// meshpay: pay and get paid with no coverage, over Bluetooth LE or local Wi-Fi.
+///
+/// A device holds an allowance from an issuer (its settlement server) and pays with signed
+/// IOUs that carry double-spend counters. Start a node with `meshpay init` then `meshpay run`;
+/// the other commands talk to the running node. Amounts are in minor units (cents): 1250 is
+/// 12.50.
+#[derive(Parser)]
+#[command(version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// The node's home directory [default: $MESHPAY_HOME, else ~/.meshpay]. Run several nodes
+    /// on one machine by giving each its own.
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone, Copy)]
+struct Json {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a wallet: a device key (encrypted with a passphrase), the database, config.toml.
+    ///
+    /// The passphrase comes from $MESHPAY_PASSPHRASE or is asked for.
+    Init(Json),
+    /// Run the node: wallet, links (libp2p TCP/QUIC, mDNS) and the control socket.
+    Run {
+        /// Listen on this multiaddress instead of the config's (repeatable), e.g.
+        /// /ip4/127.0.0.1/tcp/4001.
+        #[arg(long, value_name = "MULTIADDR")]
+        listen: Vec<String>,
+        /// Dial this peer at start (repeatable), e.g. /ip4/192.168.1.20/tcp/4001.
+        #[arg(long, value_name = "MULTIADDR")]
+        peer: Vec<String>,
+        /// Do not discover peers with mDNS.
+        #[arg(long)]
+        no_mdns: bool,
+        /// Print one JSON line when ready (device key, addresses).
+        #[arg(long)]
+        json: bool,
+    },
+    /// This device: its key, peer id and addresses.
+    Id(Json),
+    /// Peers connected now, and the link each is on.
+    Peers(Json),
+    /// Ask to be paid: prints a payment request as text and as a QR code.
+    Request {
+        /// Amount in minor units.
+        amount: u64,
+        /// Note for the payer (at most 80 bytes).
+        #[arg(long, default_value = "")]
+        memo: String,
+        /// Currency [default: the config's].
+        #[arg(long)]
+        currency: Option<String>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Pay a payment request (pasted or scanned `mpreq1…`), or a connected peer an amount.
+    ///
+    /// Paying the same request twice sends the same IOU again: it never pays twice.
+    Pay {
+        /// The payment request text.
+        request: Option<String>,
+        /// Or: the payee's device key (mpdev1…); needs --amount.
+        #[arg(long, value_name = "DEVICE_KEY", conflicts_with = "request")]
+        to: Option<String>,
+        /// Amount in minor units, with --to.
+        #[arg(long, requires = "to")]
+        amount: Option<u64>,
+        /// Currency [default: the config's], with --to.
+        #[arg(long)]
+        currency: Option<String>,
+        /// Note for the payee, with --to.
+        #[arg(long)]
+        memo: Option<String>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// What can be spent, and what was paid and received, per currency.
+    Balance(Json),
+    /// Payments sent and received, oldest first.
+    History(Json),
+    /// Allowances: list them, or add a certificate from an issuer.
+    Allowance {
+        /// Add the allowance certificate in this file.
+        #[arg(long, value_name = "FILE")]
+        add: Option<PathBuf>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Trust an issuer: add its descriptor (a file from the issuer).
+    Trust {
+        /// The descriptor file.
+        file: PathBuf,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Fraud proofs this node holds (double spends it caught).
+    Frauds(Json),
+    /// Connect to a peer now.
+    Dial {
+        /// Its multiaddress.
+        addr: String,
+    },
+    /// Check a printed device key and point at typos.
+    CheckKey {
+        /// The key (mpdev1…).
+        key: String,
+    },
+    /// Run the end-to-end demo.
+    Demo,
+    /// Tools for tests and development. NOT FOR MONEY.
+    #[command(subcommand)]
+    Dev(crate::dev::Dev),
+}
+
+fn passphrase(confirm: bool) -> Result<String> {
+    if let Ok(p) = std::env::var("MESHPAY_PASSPHRASE") {
+        return Ok(p);
+    }
+    let p = rpassword::prompt_password("passphrase: ")
+        .context("cannot read a passphrase (set MESHPAY_PASSPHRASE for scripts)")?;
+    if confirm && rpassword::prompt_password("again: ")? != p {
+        bail!("the passphrases differ");
+    }
+    Ok(p)
+}
+
+fn print(json: bool, data: &Value, text: impl FnOnce(&Value) -> String) {
+    if json {
+        println!("{data}");
+    } else {
+        println!("{}", text(data));
+    }
+}
+
+/// Runs the command line.
+pub fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let home = Home::resolve(cli.home);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(dispatch(home, cli.command))
+}
+
+async fn dispatch(home: Home, command: Command) -> Result<()> {
+    match command {
+        Command::Init(j) => init(&home, j.json).await,
+        Command::Run {
+            listen,
+            peer,
+            no_mdns,
+            json,
+        } => {
+            run(
+                &home,
+                RunOptions {
+                    listen,
+                    peers: peer,
+                    no_mdns,
+                },
+                json,
+            )
+            .await
+        }
+        Command::Id(j) => {
+            let d = control::call(&home, Ctl::Id).await?;
+            print(j.json, &d, |d| {
+                let addrs: Vec<String> = d["listen"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str().map(str::to_owned))
+                    .collect();
+                format!(
+                    "device key  {}\npeer id     {}\nlistening   {}",
+                    d["device_key"].as_str().unwrap_or(""),
+                    d["peer_id"].as_str().unwrap_or(""),
+                    addrs.join("\n            ")
+                )
+            });
+            Ok(())
+        }
+        Command::Peers(j) => {
+            let d = control::call(&home, Ctl::Peers).await?;
+            print(j.json, &d, |d| {
+                let rows: Vec<String> = d
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        format!(
+                            "{}  {:<5} {}",
+                            p["device_key"].as_str().unwrap_or(""),
+                            p["link"].as_str().unwrap_or(""),
+                            p["address"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect();
+                if rows.is_empty() {
+                    "no peers connected".into()
+                } else {
+                    rows.join("\n")
+                }
+            });
+            Ok(())
+        }
+        Command::Request {
+            amount,
+            memo,
+            currency,
+            json,
+        } => {
+            let d = control::call(
+                &home,
+                Ctl::Request {
+                    amount,
+                    currency,
+                    memo: Some(memo),
+                },
+            )
+            .await?;
+            print(json.json, &d, |d| {
+                let text = d["text"].as_str().unwrap_or("");
+                format!(
+                    "{}\n\n{text}\n\nrequest for {} {}, open until {} (unix time)",
+                    crate::qr::render(text),
+                    d["amount"],
+                    d["currency"].as_str().unwrap_or(""),
+                    d["expires"]
+                )
+            });
+            Ok(())
+        }
+        Command::Pay {
+            request,
+            to,
+            amount,
+            currency,
+            memo,
+            json,
+        } => {
+            if request.is_none() && (to.is_none() || amount.is_none()) {
+                bail!("give a payment request, or --to DEVICE_KEY with --amount");
+            }
+            let d = control::call(
+                &home,
+                Ctl::Pay {
+                    request,
+                    to,
+                    amount,
+                    currency,
+                    memo,
+                },
+            )
+            .await?;
+            let status = d["status"].as_str().unwrap_or("").to_owned();
+            print(json.json, &d, |d| match status.as_str() {
+                "acked" => format!(
+                    "paid {} {} to {} (counter {}, acknowledged)",
+                    d["amount"],
+                    d["currency"].as_str().unwrap_or(""),
+                    d["payee"].as_str().unwrap_or(""),
+                    d["counter"]
+                ),
+                "refused" => format!(
+                    "refused by the payee: {}",
+                    d["reason"].as_str().unwrap_or("")
+                ),
+                _ => format!(
+                    "sent, not yet acknowledged: {}",
+                    d["reason"].as_str().unwrap_or("")
+                ),
+            });
+            if status == "refused" {
+                std::process::exit(3);
+            }
+            Ok(())
+        }
+        Command::Balance(j) => {
+            let d = control::call(&home, Ctl::Balance).await?;
+            print(j.json, &d, |d| {
+                let rows: Vec<String> = d
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(cur, r)| {
+                        format!(
+                            "{cur}: spendable {}, sent {} (+{} pending), received {}",
+                            r["spendable"], r["sent_acked"], r["sent_pending"], r["received"]
+                        )
+                    })
+                    .collect();
+                if rows.is_empty() {
+                    "no allowances and no payments yet".into()
+                } else {
+                    rows.join("\n")
+                }
+            });
+            Ok(())
+        }
+        Command::History(j) => {
+            let d = control::call(&home, Ctl::History).await?;
+            print(j.json, &d, |d| {
+                let rows: Vec<String> = d
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|h| {
+                        format!(
+                            "{}  {:<8} {:>10} {:<5} {:<8} {}",
+                            h["time"],
+                            h["direction"].as_str().unwrap_or(""),
+                            h["amount"],
+                            h["currency"].as_str().unwrap_or(""),
+                            h["status"].as_str().unwrap_or(""),
+                            h["counterparty"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect();
+                if rows.is_empty() {
+                    "no payments yet".into()
+                } else {
+                    rows.join("\n")
+                }
+            });
+            Ok(())
+        }
+        Command::Allowance { add, json } => {
+            let d = if let Some(file) = add {
+                let bytes = std::fs::read(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                control::call(
+                    &home,
+                    Ctl::AddAllowance {
+                        cert: hex::encode(bytes),
+                    },
+                )
+                .await?
+            } else {
+                control::call(&home, Ctl::Allowances).await?
+            };
+            print(json.json, &d, |d| match d.as_array() {
+                Some(list) if list.is_empty() => "no allowances: get one from your issuer".into(),
+                Some(list) => list
+                    .iter()
+                    .map(|a| {
+                        format!(
+                            "{}  {} {}/{} left, counter {}, valid until {}{}",
+                            a["id"].as_str().unwrap_or(""),
+                            a["currency"].as_str().unwrap_or(""),
+                            a["available"],
+                            a["limit"],
+                            a["counter"],
+                            a["valid_until"],
+                            if a["retired"] == Value::Bool(true) {
+                                " (retired)"
+                            } else {
+                                ""
+                            }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                None => format!(
+                    "added allowance {} ({} {})",
+                    d["id"].as_str().unwrap_or(""),
+                    d["limit"],
+                    d["currency"].as_str().unwrap_or("")
+                ),
+            });
+            Ok(())
+        }
+        Command::Trust { file, json } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let d = control::call(
+                &home,
+                Ctl::Trust {
+                    descriptor: hex::encode(bytes),
+                },
+            )
+            .await?;
+            print(json.json, &d, |d| {
+                format!(
+                    "trusting issuer {} ({})",
+                    d["issuer"].as_str().unwrap_or(""),
+                    d["name"].as_str().unwrap_or("")
+                )
+            });
+            Ok(())
+        }
+        Command::Frauds(j) => {
+            let d = control::call(&home, Ctl::Frauds).await?;
+            print(j.json, &d, |d| {
+                let rows: Vec<String> = d
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|f| {
+                        format!(
+                            "allowance {} of {}: counter {} spent twice",
+                            f["allowance"].as_str().unwrap_or(""),
+                            f["holder"].as_str().unwrap_or(""),
+                            f["counter"]
+                        )
+                    })
+                    .collect();
+                if rows.is_empty() {
+                    "no fraud proofs".into()
+                } else {
+                    rows.join("\n")
+                }
+            });
+            Ok(())
+        }
+        Command::Dial { addr } => {
+            control::call(&home, Ctl::Dial { addr: addr.clone() }).await?;
+            println!("dialing {addr}");
+            Ok(())
+        }
+        Command::CheckKey { key } => {
+            let k = meshpay_protocol::DeviceKey::from_text(&key)?;
+            println!("ok: {}", k.short());
+            Ok(())
+        }
+        Command::Demo => bail!(
+            "the demo needs the settlement server and the store-and-forward mesh, which this \
+             release does not have yet; two nodes already pay each other: see README.md"
+        ),
+        Command::Dev(d) => crate::dev::run(d),
+    }
+}
+
+async fn init(home: &Home, json: bool) -> Result<()> {
+    if home.wallet_db().exists() {
+        bail!("{} already holds a wallet", home.dir.display());
+    }
+    std::fs::create_dir_all(&home.dir)
+        .with_context(|| format!("cannot create {}", home.dir.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&home.dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let pass = passphrase(true)?;
+    let secret = DeviceSecret::generate(&mut rand_core::OsRng);
+    let blob = crate::keystore::seal(&secret.seed(), &pass, crate::keystore::Cost::default())?;
+    let store = Store::open(&home.wallet_db(), true).await?;
+    store.set_meta("device_secret", &blob).await?;
+    store.set_meta("device_key", &secret.public().0).await?;
+    store.close().await;
+    if !home.config().exists() {
+        std::fs::write(home.config(), TEMPLATE)?;
+    }
+    let key = secret.public().to_text();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"device_key": key, "home": home.dir})
+        );
+    } else {
+        println!(
+            "created a wallet in {}\ndevice key {key}\nnext: `meshpay run`",
+            home.dir.display()
+        );
+    }
+    Ok(())
+}
+
+async fn run(home: &Home, opts: RunOptions, json: bool) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MESHPAY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let pass = passphrase(false)?;
+    let (node, events) = Node::start(home, &pass, &opts).await?;
+    let token = control::make_token(home)?;
+    let links = tokio::spawn(std::sync::Arc::clone(&node).serve_links(events));
+    let server = {
+        let node = std::sync::Arc::clone(&node);
+        let home = home.clone();
+        tokio::spawn(async move { control::serve(node, &home, token).await })
+    };
+    // Wait for the listeners so the ready line carries real addresses.
+    let mut addrs = Vec::new();
+    for _ in 0..200 {
+        addrs = node.listen_addrs().await;
+        if !addrs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "ready", "device_key": node.device.to_text(), "listen": addrs, "restore_check": format!("{:?}", node.restore)})
+        );
+    } else {
+        println!(
+            "meshpay node {} running; listening on {}",
+            node.device.to_text(),
+            addrs.join(", ")
+        );
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        r = server => { r??; }
+        _ = links => {}
+    }
+    let _ = std::fs::remove_file(home.socket());
+    let _ = std::fs::remove_file(home.token());
+    node.store().close().await;
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! The node's home directory, its TOML configuration and the restore sentinel.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Where a node keeps its files.
+#[derive(Debug, Clone)]
+pub struct Home {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl Home {
+    /// `--home`, else `$MESHPAY_HOME`, else `~/.meshpay`.
+    pub fn resolve(arg: Option<PathBuf>) -> Self {
+        let dir = arg
+            .or_else(|| std::env::var_os("MESHPAY_HOME").map(PathBuf::from))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".meshpay")))
+            .unwrap_or_else(|| PathBuf::from(".meshpay"));
+        Self { dir }
+    }
+
+    /// `config.toml`.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+    /// The wallet database.
+    pub fn wallet_db(&self) -> PathBuf {
+        self.dir.join("wallet.db")
+    }
+    /// The mesh store (sled).
+    pub fn mesh(&self) -> PathBuf {
+        self.dir.join("mesh")
+    }
+    /// The daemon's control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+    /// The control token, readable by the owner only.
+    pub fn token(&self) -> PathBuf {
+        self.dir.join("control.token")
+    }
+}
+
+/// The configuration file. Every key is optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Network settings.
+    pub network: NetworkConfig,
+    /// Wallet settings.
+    pub wallet: WalletConfig,
+}
+
+/// `[network]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Multiaddresses to listen on.
+    pub listen: Vec<String>,
+    /// Peers to dial at start.
+    pub peers: Vec<String>,
+    /// Find peers on the local network with mDNS.
+    pub mdns: bool,
+    /// Seconds to wait for a peer's answer.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".into(),
+                "/ip4/0.0.0.0/udp/0/quic-v1".into(),
+            ],
+            peers: Vec::new(),
+            mdns: true,
+            request_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[wallet]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalletConfig {
+    /// Currency used when a command names none.
+    pub currency: String,
+    /// Seconds a payment request stays open.
+    pub request_ttl_secs: u64,
+    /// Directory of the restore sentinel; must not be inside any backup of the home
+    /// directory. Default: `$MESHPAY_STATE_DIR`, else `$XDG_STATE_HOME/meshpay`, else
+    /// `~/.local/state/meshpay`.
+    pub sentinel_dir: Option<PathBuf>,
+}
+
+impl Default for WalletConfig {
+    fn default() -> Self {
+        Self {
+            currency: "KES".into(),
+            request_ttl_secs: 900,
+            sentinel_dir: None,
+        }
+    }
+}
+
+/// The file `meshpay init` writes: the defaults, documented.
+pub const TEMPLATE: &str = r#"# meshpay node configuration. Every key is optional; the values shown are the defaults.
+
+[network]
+# Multiaddresses to listen on (TCP and QUIC on every interface, ports chosen by the system).
+listen = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
+# Peers to dial at start, e.g. "/ip4/192.168.1.20/tcp/4001".
+peers = []
+# Find other meshpay devices on the local network with mDNS (`meshpay run --no-mdns` turns it off).
+mdns = true
+# Seconds to wait for a peer's answer.
+request_timeout_secs = 10
+
+[wallet]
+# Currency used when a command names none (amounts are always in minor units, e.g. cents).
+currency = "KES"
+# Seconds a payment request stays open.
+request_ttl_secs = 900
+# Where the restore sentinel lives; keep it out of backups of this directory.
+# sentinel_dir = "/var/lib/meshpay-state"
+"#;
+
+impl Config {
+    /// Reads the config file (missing file: defaults).
+    pub fn load(home: &Home) -> anyhow::Result<Self> {
+        match std::fs::read_to_string(home.config()) {
+            Ok(text) => toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", home.config().display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(anyhow::anyhow!("{}: {e}", home.config().display())),
+        }
+    }
+
+    /// The sentinel directory.
+    pub fn sentinel_dir(&self) -> PathBuf {
+        if let Some(d) = &self.wallet.sentinel_dir {
+            return d.clone();
+        }
+        if let Some(d) = std::env::var_os("MESHPAY_STATE_DIR") {
+            return PathBuf::from(d);
+        }
+        if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+            return PathBuf::from(d).join("meshpay");
+        }
+        std::env::var_os("HOME").map_or_else(
+            || PathBuf::from(".meshpay-state"),
+            |h| PathBuf::from(h).join(".local/state/meshpay"),
+        )
+    }
+}
+
+/// The restore sentinel: the wallet epoch, kept outside the wallet's directory (SPEC.md §7).
+#[derive(Debug, Clone)]
+pub struct Sentinel {
+    path: PathBuf,
+}
+
+impl Sentinel {
+    /// The sentinel of the wallet with this device key, in `dir`.
+    pub fn new(dir: &Path, device_hex: &str) -> Self {
+        Self {
+            path: dir.join(format!("{device_hex}.epoch")),
+        }
+    }
+
+    /// The epoch in the sentinel, if any.
+    pub fn read(&self) -> std::io::Result<Option<u64>> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(s) => s.trim().parse().map(Some).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "sentinel is not a number")
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the epoch durably (write, fsync, rename, fsync the directory).
+    pub fn write(&self, epoch: u64) -> std::io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let tmp = self.path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        writeln!(f, "{epoch}")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,90 @@
+//! The command line without a daemon: help that teaches, clear one-line errors, `init`.
+
+use std::process::Command;
+
+fn meshpay() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_meshpay"));
+    c.env_remove("MESHPAY_HOME").env("MESHPAY_PASSPHRASE", "pw");
+    c
+}
+
+#[test]
+fn help_names_every_command() {
+    let out = meshpay().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for cmd in [
+        "init",
+        "run",
+        "id",
+        "peers",
+        "request",
+        "pay",
+        "balance",
+        "history",
+        "allowance",
+        "trust",
+    ] {
+        assert!(text.contains(cmd), "--help does not mention {cmd}");
+    }
+}
+
+#[test]
+fn commands_without_a_daemon_fail_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = meshpay()
+        .arg("--home")
+        .arg(dir.path())
+        .args(["balance", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no meshpay daemon is running"), "{err}");
+}
+
+#[test]
+fn init_once_and_never_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("w");
+    let out = meshpay()
+        .arg("--home")
+        .arg(&home)
+        .args(["init", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["device_key"].as_str().unwrap().starts_with("mpdev1"));
+    let db = std::fs::read(home.join("wallet.db")).unwrap();
+    // The secret seed never appears in clear.
+    assert!(home.join("config.toml").exists());
+    let again = meshpay()
+        .arg("--home")
+        .arg(&home)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a wallet"));
+    assert!(!db.is_empty());
+}
+
+#[test]
+fn a_mistyped_key_is_pointed_at() {
+    let out = meshpay()
+        .args([
+            "check-key",
+            "mpdev1xmg2v83egv3gpyszjha64qxlundx4zat8whkcmr4kj834jxe4glq0nv7r7",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("typo"), "{err}");
+}

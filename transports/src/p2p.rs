@@ -1,0 +1,632 @@
+//! The libp2p link: TCP and QUIC, Noise, Yamux, identify, ping, mDNS, and a request–response
+//! protocol `/meshpay/1` whose frames are a 4-byte big-endian length and that many bytes.
+//!
+//! [`P2pLink::start`] spawns one tokio task that owns the swarm; the handle talks to it over a
+//! channel. Incoming requests become [`LinkEvent::Request`]s; the node's [`crate::Reply`] goes
+//! back through the same task.
+
+use crate::{EventSender, LinkError, LinkEvent, LinkKind, PeerInfo, Reply, ReplyAction};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::core::ConnectedPoint;
+use libp2p::request_response::{
+    self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel,
+};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, identify, identity, mdns, noise, ping, tcp, yamux,
+};
+use meshpay_protocol::DeviceKey;
+use std::collections::HashMap;
+use std::io;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// The request–response protocol name.
+pub const PROTOCOL: &str = "/meshpay/1";
+
+/// The libp2p peer id of a device key.
+pub fn peer_id_of(device: &DeviceKey) -> Option<PeerId> {
+    let pk = identity::ed25519::PublicKey::try_from_bytes(&device.0).ok()?;
+    Some(identity::PublicKey::from(pk).to_peer_id())
+}
+
+/// The device key inside a peer id (peer ids of Ed25519 keys embed the key).
+pub fn device_of(peer: &PeerId) -> Option<DeviceKey> {
+    let mh: &libp2p::multihash::Multihash<64> = peer.as_ref();
+    if mh.code() != 0 {
+        return None;
+    }
+    let pk = identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
+    Some(DeviceKey(pk.try_into_ed25519().ok()?.to_bytes()))
+}
+
+/// Test-only misbehaviour of the sending side of the codec, for proving that receivers drop
+/// bad peers. Never set it outside tests.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Announce the frame's true length but send only half of it, then close the stream.
+    Truncate,
+    /// Send raw bytes with no length prefix.
+    NoPrefix,
+}
+
+/// How the link is set up.
+#[derive(Debug, Clone)]
+pub struct P2pConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start.
+    pub peers: Vec<Multiaddr>,
+    /// Discover peers on the local network with mDNS.
+    pub mdns: bool,
+    /// How long to wait for an answer.
+    pub request_timeout: Duration,
+    /// Largest frame sent or accepted.
+    pub max_frame: usize,
+    /// Test-only: misbehave when sending requests.
+    #[doc(hidden)]
+    pub misbehave: Option<Misbehaviour>,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".parse().expect("valid"),
+                "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("valid"),
+            ],
+            peers: Vec::new(),
+            mdns: true,
+            request_timeout: Duration::from_secs(10),
+            max_frame: meshpay_protocol::message::MAX_MESSAGE,
+            misbehave: None,
+        }
+    }
+}
+
+/// Length-prefixed frames with a size limit.
+#[derive(Debug, Clone)]
+struct FrameCodec {
+    max: usize,
+    misbehave: Option<Misbehaviour>,
+}
+
+impl FrameCodec {
+    async fn read<T: futures::AsyncRead + Unpin + Send>(&self, io: &mut T) -> io::Result<Vec<u8>> {
+        let mut len = [0u8; 4];
+        io.read_exact(&mut len).await?;
+        let len = usize::try_from(u32::from_be_bytes(len)).unwrap_or(usize::MAX);
+        if len > self.max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("frame of {len} bytes is over the limit of {}", self.max),
+            ));
+        }
+        let mut buf = vec![0u8; len];
+        io.read_exact(&mut buf).await?;
+        Ok(buf)
+    }
+
+    async fn write<T: futures::AsyncWrite + Unpin + Send>(
+        &self,
+        io: &mut T,
+        frame: Vec<u8>,
+        misbehave: Option<Misbehaviour>,
+    ) -> io::Result<()> {
+        if frame.len() > self.max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "frame over the limit",
+            ));
+        }
+        let len = u32::try_from(frame.len()).expect("frames are far below 4 GiB");
+        match misbehave {
+            None => {
+                io.write_all(&len.to_be_bytes()).await?;
+                io.write_all(&frame).await?;
+            }
+            Some(Misbehaviour::Truncate) => {
+                io.write_all(&len.to_be_bytes()).await?;
+                io.write_all(&frame[..frame.len() / 2]).await?;
+            }
+            Some(Misbehaviour::NoPrefix) => io.write_all(&frame).await?,
+        }
+        io.close().await
+    }
+}
+
+#[async_trait::async_trait]
+impl request_response::Codec for FrameCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        self.read(io).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        self.read(io).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        let m = self.misbehave;
+        self.write(io, req, m).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        self.write(io, res, None).await
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    rr: request_response::Behaviour<FrameCodec>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+enum Command {
+    Request {
+        to: PeerId,
+        frame: Vec<u8>,
+        done: oneshot::Sender<Result<Vec<u8>, LinkError>>,
+    },
+    Respond {
+        id: InboundRequestId,
+        action: ReplyAction,
+    },
+    Dial {
+        addr: Multiaddr,
+        done: oneshot::Sender<Result<(), LinkError>>,
+    },
+    Peers {
+        done: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    Listening {
+        done: oneshot::Sender<Vec<Multiaddr>>,
+    },
+}
+
+/// A running libp2p link.
+#[derive(Clone)]
+pub struct P2pLink {
+    cmd: mpsc::Sender<Command>,
+    peer_id: PeerId,
+}
+
+impl P2pLink {
+    /// Starts the link with the device's Ed25519 secret seed as its identity. Events go to
+    /// `events`. Must be called inside a tokio runtime.
+    pub fn start(
+        seed: &[u8; 32],
+        config: &P2pConfig,
+        events: EventSender,
+    ) -> Result<Self, LinkError> {
+        let mut seed = *seed;
+        let keypair = identity::Keypair::ed25519_from_bytes(&mut seed)
+            .map_err(|e| LinkError::Failed(e.to_string()))?;
+        let peer_id = keypair.public().to_peer_id();
+        let codec = FrameCodec {
+            max: config.max_frame,
+            misbehave: config.misbehave,
+        };
+        let mdns_on = config.mdns;
+        let timeout = config.request_timeout;
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| LinkError::Failed(e.to_string()))?
+            .with_quic()
+            .with_behaviour(|key| {
+                let mdns = if mdns_on {
+                    Some(mdns::tokio::Behaviour::new(
+                        mdns::Config::default(),
+                        key.public().to_peer_id(),
+                    )?)
+                } else {
+                    None
+                };
+                Ok(Behaviour {
+                    rr: request_response::Behaviour::with_codec(
+                        codec,
+                        [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
+                        request_response::Config::default().with_request_timeout(timeout),
+                    ),
+                    identify: identify::Behaviour::new(
+                        identify::Config::new("/meshpay/1.0.0".into(), key.public())
+                            .with_agent_version(format!("meshpay/{}", env!("CARGO_PKG_VERSION"))),
+                    ),
+                    ping: ping::Behaviour::new(ping::Config::new()),
+                    mdns: Toggle::from(mdns),
+                })
+            })
+            .map_err(|e| LinkError::Failed(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+            .build();
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| LinkError::Failed(format!("cannot listen on {addr}: {e}")))?;
+        }
+        for addr in &config.peers {
+            if let Err(e) = swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot dial peer");
+            }
+        }
+        let (tx, rx) = mpsc::channel(256);
+        let mut driver = Driver::new(swarm, rx, tx.clone(), events);
+        // Peers given with their id (`…/p2p/<id>`) can be asked at once, before the dial ends.
+        for addr in &config.peers {
+            if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
+                driver.known.insert(peer, addr.clone());
+            }
+        }
+        tokio::spawn(driver.run());
+        Ok(Self { cmd: tx, peer_id })
+    }
+
+    /// This link's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Dials an address; returns once the dial is started.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), LinkError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Command::Dial { addr, done }).await?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// The addresses the link listens on.
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        let (done, rx) = oneshot::channel();
+        if self.send(Command::Listening { done }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    async fn send(&self, c: Command) -> Result<(), LinkError> {
+        self.cmd.send(c).await.map_err(|_| stopped())
+    }
+}
+
+fn stopped() -> LinkError {
+    LinkError::Failed("the libp2p task has stopped".into())
+}
+
+#[async_trait::async_trait]
+impl crate::Link for P2pLink {
+    async fn request(&self, to: &DeviceKey, frame: Vec<u8>) -> Result<Vec<u8>, LinkError> {
+        let peer = peer_id_of(to).ok_or_else(|| LinkError::Unreachable(hex_short(to)))?;
+        let (done, rx) = oneshot::channel();
+        self.send(Command::Request {
+            to: peer,
+            frame,
+            done,
+        })
+        .await?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    async fn peers(&self) -> Vec<PeerInfo> {
+        let (done, rx) = oneshot::channel();
+        if self.send(Command::Peers { done }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+fn hex_short(d: &DeviceKey) -> String {
+    use meshpay_protocol::PrintableKey as _;
+    d.short()
+}
+
+fn kind_of(addr: &Multiaddr) -> LinkKind {
+    if addr
+        .iter()
+        .any(|p| matches!(p, libp2p::multiaddr::Protocol::QuicV1))
+    {
+        LinkKind::Quic
+    } else {
+        LinkKind::Tcp
+    }
+}
+
+struct Driver {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    own: mpsc::Sender<Command>,
+    events: EventSender,
+    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, LinkError>>>,
+    inbound: HashMap<InboundRequestId, (PeerId, ResponseChannel<Vec<u8>>)>,
+    /// Peers to disconnect once their response is sent.
+    drop_after: HashMap<InboundRequestId, PeerId>,
+    connected: HashMap<PeerId, (Multiaddr, usize)>,
+    known: HashMap<PeerId, Multiaddr>,
+    listening: Vec<Multiaddr>,
+}
+
+impl Driver {
+    fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        own: mpsc::Sender<Command>,
+        events: EventSender,
+    ) -> Self {
+        Self {
+            swarm,
+            commands,
+            own,
+            events,
+            pending: HashMap::new(),
+            inbound: HashMap::new(),
+            drop_after: HashMap::new(),
+            connected: HashMap::new(),
+            known: HashMap::new(),
+            listening: Vec::new(),
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm(event).await,
+                cmd = self.commands.recv() => match cmd {
+                    Some(c) => self.on_command(c),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    fn on_command(&mut self, c: Command) {
+        match c {
+            Command::Request { to, frame, done } => {
+                let addrs: Vec<Multiaddr> = self.known.get(&to).cloned().into_iter().collect();
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .rr
+                    .send_request_with_addresses(&to, frame, addrs);
+                self.pending.insert(id, done);
+            }
+            Command::Respond { id, action } => {
+                let Some((peer, channel)) = self.inbound.remove(&id) else {
+                    return;
+                };
+                let (frame, drop) = match action {
+                    ReplyAction::Send(f) => (f, false),
+                    ReplyAction::SendAndDrop(f) => (f, true),
+                };
+                let sent = self.swarm.behaviour_mut().rr.send_response(channel, frame);
+                if drop {
+                    // The peer learns why from the response, then is dropped.
+                    if sent.is_ok() {
+                        self.drop_after.insert(id, peer);
+                    } else {
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                    }
+                }
+            }
+            Command::Dial { addr, done } => {
+                let r = self
+                    .swarm
+                    .dial(addr.clone())
+                    .map_err(|e| LinkError::Unreachable(format!("{addr}: {e}")));
+                let _ = done.send(r);
+            }
+            Command::Peers { done } => {
+                let mut peers: Vec<PeerInfo> = self
+                    .connected
+                    .iter()
+                    .filter_map(|(p, (addr, _))| {
+                        Some(PeerInfo {
+                            device: device_of(p)?,
+                            link: kind_of(addr),
+                            address: addr.to_string(),
+                        })
+                    })
+                    .collect();
+                peers.sort_by_key(|p| p.device);
+                let _ = done.send(peers);
+            }
+            Command::Listening { done } => {
+                let _ = done.send(self.listening.clone());
+            }
+        }
+    }
+
+    async fn emit(&mut self, e: LinkEvent) {
+        let _ = self.events.send(e).await;
+    }
+
+    async fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                self.listening.push(address.clone());
+                self.emit(LinkEvent::Listening {
+                    address: address.to_string(),
+                })
+                .await;
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let addr = match &endpoint {
+                    ConnectedPoint::Dialer { address, .. } => address.clone(),
+                    ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
+                };
+                if matches!(endpoint, ConnectedPoint::Dialer { .. }) {
+                    self.known.insert(peer_id, addr.clone());
+                }
+                let entry = self.connected.entry(peer_id).or_insert((addr.clone(), 0));
+                entry.1 = num_established.get() as usize;
+                if num_established.get() == 1 {
+                    if let Some(device) = device_of(&peer_id) {
+                        self.emit(LinkEvent::PeerConnected(PeerInfo {
+                            device,
+                            link: kind_of(&addr),
+                            address: addr.to_string(),
+                        }))
+                        .await;
+                    }
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.connected.remove(&peer_id);
+                if let Some(device) = device_of(&peer_id) {
+                    self.emit(LinkEvent::PeerDisconnected { device }).await;
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    self.known.entry(peer).or_insert_with(|| addr.clone());
+                    if !self.connected.contains_key(&peer) && peer != *self.swarm.local_peer_id() {
+                        let _ = self.swarm.dial(addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                if let Some(addr) = info
+                    .listen_addrs
+                    .iter()
+                    .find(|a| !a.to_string().contains("/0.0.0.0/"))
+                {
+                    self.known.entry(peer_id).or_insert_with(|| addr.clone());
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(e)) => self.on_rr(e).await,
+            _ => {}
+        }
+    }
+
+    async fn on_rr(&mut self, e: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match e {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request_id,
+                    request,
+                    channel,
+                } => {
+                    let Some(from) = device_of(&peer) else {
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                        return;
+                    };
+                    self.inbound.insert(request_id, (peer, channel));
+                    let (reply, rx) = Reply::new();
+                    let own = self.own.clone();
+                    tokio::spawn(async move {
+                        let action = rx.await.unwrap_or(ReplyAction::SendAndDrop(Vec::new()));
+                        let _ = own
+                            .send(Command::Respond {
+                                id: request_id,
+                                action,
+                            })
+                            .await;
+                    });
+                    self.emit(LinkEvent::Request {
+                        from,
+                        frame: request,
+                        reply,
+                    })
+                    .await;
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(done) = self.pending.remove(&request_id) {
+                        let _ = done.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(done) = self.pending.remove(&request_id) {
+                    let err = match error {
+                        request_response::OutboundFailure::DialFailure => {
+                            LinkError::Unreachable(peer.to_string())
+                        }
+                        request_response::OutboundFailure::Timeout => LinkError::Timeout,
+                        request_response::OutboundFailure::ConnectionClosed => LinkError::Closed,
+                        other => LinkError::Failed(other.to_string()),
+                    };
+                    let _ = done.send(Err(err));
+                }
+            }
+            request_response::Event::InboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.inbound.remove(&request_id);
+                if let Some(peer) = self.drop_after.remove(&request_id) {
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+                if let request_response::InboundFailure::Io(io_err) = error {
+                    // An unreadable frame: the peer breaks the protocol. Drop it.
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                    if let Some(device) = device_of(&peer) {
+                        self.emit(LinkEvent::PeerMisbehaved {
+                            device,
+                            what: io_err.to_string(),
+                        })
+                        .await;
+                    }
+                }
+            }
+            request_response::Event::ResponseSent { request_id, .. } => {
+                if let Some(peer) = self.drop_after.remove(&request_id) {
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+            }
+        }
+    }
+}
