@@ -438,7 +438,7 @@ impl Store {
 
     /// Every received payment, oldest first.
     pub async fn received(&self) -> Result<Vec<ReceivedPayment>> {
-        let rows = sqlx::query("SELECT iou, payer, currency, memo, ack, received_at FROM received ORDER BY received_at, iou_id")
+        let rows = sqlx::query("SELECT iou, payer, currency, memo, ack, received_at FROM received ORDER BY received_at, rowid")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
