@@ -27,7 +27,41 @@ pub fn meshpay_bin() -> PathBuf {
         "{} is missing: run the whole suite (`./scripts/test.sh`), or `cargo build -p meshpay-node` first",
         bin.display()
     );
+    // `cargo test -p meshpay-tests` alone does not rebuild the binary: refuse a stale one.
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .expect("binary mtime");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    for krate in ["protocol/src", "transports/src", "node/src"] {
+        if let Some(newer) = newer_than(&root.join(krate), built) {
+            panic!(
+                "{} is older than {}: run `cargo build -p meshpay-node` (or the whole suite) first",
+                bin.display(),
+                newer.display()
+            );
+        }
+    }
     bin
+}
+
+fn newer_than(dir: &Path, t: std::time::SystemTime) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(p) = newer_than(&path, t) {
+                return Some(p);
+            }
+        } else if entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|m| m > t)
+        {
+            return Some(path);
+        }
+    }
+    None
 }
 
 /// Waits until `f` returns `Some`, polling every 20 ms, failing after [`DEADLINE`].

@@ -136,17 +136,31 @@ impl FrameCodec {
     }
 }
 
+/// An incoming request frame, or what was wrong with it. A broken frame still becomes an event
+/// so that the link knows which peer sent it (libp2p reports failed reads without the peer).
+#[derive(Debug)]
+enum InFrame {
+    Data(Vec<u8>),
+    Broken(String),
+}
+
 #[async_trait::async_trait]
 impl request_response::Codec for FrameCodec {
     type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
+    type Request = InFrame;
     type Response = Vec<u8>;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<InFrame>
     where
         T: futures::AsyncRead + Unpin + Send,
     {
-        self.read(io).await
+        Ok(match self.read(io).await {
+            Ok(frame) => InFrame::Data(frame),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                InFrame::Broken("truncated frame".into())
+            }
+            Err(e) => InFrame::Broken(e.to_string()),
+        })
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
@@ -160,13 +174,16 @@ impl request_response::Codec for FrameCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        req: Vec<u8>,
+        req: InFrame,
     ) -> io::Result<()>
     where
         T: futures::AsyncWrite + Unpin + Send,
     {
         let m = self.misbehave;
-        self.write(io, req, m).await
+        match req {
+            InFrame::Data(frame) => self.write(io, frame, m).await,
+            InFrame::Broken(_) => Err(io::Error::new(io::ErrorKind::InvalidInput, "not a frame")),
+        }
     }
 
     async fn write_response<T>(
@@ -209,6 +226,9 @@ enum Command {
     },
     Listening {
         done: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Disconnect {
+        peer: PeerId,
     },
 }
 
@@ -414,11 +434,11 @@ impl Driver {
         match c {
             Command::Request { to, frame, done } => {
                 let addrs: Vec<Multiaddr> = self.known.get(&to).cloned().into_iter().collect();
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .rr
-                    .send_request_with_addresses(&to, frame, addrs);
+                let id = self.swarm.behaviour_mut().rr.send_request_with_addresses(
+                    &to,
+                    InFrame::Data(frame),
+                    addrs,
+                );
                 self.pending.insert(id, done);
             }
             Command::Respond { id, action } => {
@@ -463,6 +483,9 @@ impl Driver {
             }
             Command::Listening { done } => {
                 let _ = done.send(self.listening.clone());
+            }
+            Command::Disconnect { peer } => {
+                let _ = self.swarm.disconnect_peer_id(peer);
             }
         }
     }
@@ -542,7 +565,7 @@ impl Driver {
         }
     }
 
-    async fn on_rr(&mut self, e: request_response::Event<Vec<u8>, Vec<u8>>) {
+    async fn on_rr(&mut self, e: request_response::Event<InFrame, Vec<u8>>) {
         match e {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
@@ -553,6 +576,17 @@ impl Driver {
                     let Some(from) = device_of(&peer) else {
                         let _ = self.swarm.disconnect_peer_id(peer);
                         return;
+                    };
+                    let request = match request {
+                        InFrame::Data(frame) => frame,
+                        InFrame::Broken(what) => {
+                            // The peer breaks the framing rules: drop it, keep serving others.
+                            drop(channel);
+                            let _ = self.swarm.disconnect_peer_id(peer);
+                            self.emit(LinkEvent::PeerMisbehaved { device: from, what })
+                                .await;
+                            return;
+                        }
                     };
                     self.inbound.insert(request_id, (peer, channel));
                     let (reply, rx) = Reply::new();
@@ -624,7 +658,12 @@ impl Driver {
             }
             request_response::Event::ResponseSent { request_id, .. } => {
                 if let Some(peer) = self.drop_after.remove(&request_id) {
-                    let _ = self.swarm.disconnect_peer_id(peer);
+                    // Give the answer a moment to reach the peer before closing on it.
+                    let own = self.own.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        let _ = own.send(Command::Disconnect { peer }).await;
+                    });
                 }
             }
         }
