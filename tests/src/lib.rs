@@ -166,25 +166,47 @@ impl TestNode {
     /// Starts the daemon on loopback with mDNS off, plus `extra` arguments, and waits for its
     /// ready line.
     pub fn start(&mut self, extra: &[&str]) {
+        let mut args = vec![
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+        ];
+        args.extend_from_slice(extra);
+        self.start_in(None, &args);
+    }
+
+    /// Starts the daemon with exactly `args` after `run --json`, inside the network namespace
+    /// `netns` if given, and waits for its ready line.
+    pub fn start_in(&mut self, netns: Option<&str>, args: &[&str]) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.home.with_extension("log"))
             .expect("log file");
-        let mut cmd = self.command();
-        cmd.args([
-            "run",
-            "--json",
-            "--no-mdns",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--listen",
-            "/ip4/127.0.0.1/udp/0/quic-v1",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(log);
+        let inner = self.command();
+        let mut cmd = match netns {
+            None => self.command(),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns])
+                    .arg(inner.get_program())
+                    .args(inner.get_args());
+                for (k, v) in inner.get_envs() {
+                    match v {
+                        Some(v) => c.env(k, v),
+                        None => c.env_remove(k),
+                    };
+                }
+                c
+            }
+        };
+        cmd.args(["run", "--json"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(log);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
