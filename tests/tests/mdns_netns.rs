@@ -2,7 +2,7 @@
 //! Multicast never touches the default namespace. Needs root (CAP_NET_ADMIN); without it the
 //! test says so and does nothing.
 
-use meshpay_tests::{DevIssuer, TestNode, wait_for};
+use meshpay_tests::{DevIssuer, TestNode};
 use std::process::Command;
 
 /// Two namespaces and the veth pair between them, removed on drop.
