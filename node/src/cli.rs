@@ -453,23 +453,10 @@ async fn init(home: &Home, json: bool) -> Result<()> {
     if home.wallet_db().exists() {
         bail!("{} already holds a wallet", home.dir.display());
     }
-    std::fs::create_dir_all(&home.dir)
-        .with_context(|| format!("cannot create {}", home.dir.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&home.dir, std::fs::Permissions::from_mode(0o700))?;
-    }
     let pass = passphrase(true)?;
-    let secret = DeviceSecret::generate(&mut rand_core::OsRng);
-    let blob = crate::keystore::seal(&secret.seed(), &pass, crate::keystore::Cost::default())?;
-    let store = Store::open(&home.wallet_db(), true).await?;
-    store.set_meta("device_secret", &blob).await?;
-    store.set_meta("device_key", &secret.public().0).await?;
-    store.close().await;
-    if !home.config().exists() {
-        std::fs::write(home.config(), TEMPLATE)?;
-    }
-    let key = secret.public().to_text();
+    let key = create_wallet(home, &pass, crate::keystore::Cost::default())
+        .await?
+        .to_text();
     if json {
         println!(
             "{}",
@@ -482,6 +469,34 @@ async fn init(home: &Home, json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Creates a wallet in `home`: directory (owner-only), a fresh device key sealed under
+/// `passphrase`, the database and the documented config file.
+pub async fn create_wallet(
+    home: &Home,
+    passphrase: &str,
+    cost: crate::keystore::Cost,
+) -> Result<meshpay_protocol::DeviceKey> {
+    if home.wallet_db().exists() {
+        bail!("{} already holds a wallet", home.dir.display());
+    }
+    std::fs::create_dir_all(&home.dir)
+        .with_context(|| format!("cannot create {}", home.dir.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&home.dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let secret = DeviceSecret::generate(&mut rand_core::OsRng);
+    let blob = crate::keystore::seal(&secret.seed(), passphrase, cost)?;
+    let store = Store::open(&home.wallet_db(), true).await?;
+    store.set_meta("device_secret", &blob).await?;
+    store.set_meta("device_key", &secret.public().0).await?;
+    store.close().await;
+    if !home.config().exists() {
+        std::fs::write(home.config(), TEMPLATE)?;
+    }
+    Ok(secret.public())
 }
 
 async fn run(home: &Home, opts: RunOptions, json: bool) -> Result<()> {
