@@ -88,3 +88,22 @@ fn a_mistyped_key_is_pointed_at() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("typo"), "{err}");
 }
+
+#[test]
+fn the_demo_runs_and_catches_the_clone() {
+    let out = meshpay().arg("demo").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("alice pays the vendor 1250 for tea: IOU counter 1, acked."),
+        "{text}"
+    );
+    assert!(text.contains("refused (counter_conflict)"), "{text}");
+    assert!(text.contains("holds 1 fraud proof"), "{text}");
+    let vendor = text.lines().find(|l| l.starts_with("vendor ")).unwrap();
+    assert!(vendor.trim_end().ends_with("2850"), "{vendor}");
+}

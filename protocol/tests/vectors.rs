@@ -70,6 +70,94 @@ fn check<T: Wire + PartialEq + std::fmt::Debug>(name: &str, object: &T, mut vect
     }
 }
 
+fn check_frame(name: &str, frame: &[u8], decodes: bool, mut vector: Value) {
+    assert!(decodes, "{name}: the frame does not decode to its message");
+    vector["object"] = json!(name);
+    vector["encoded"] = json!(h(frame));
+    let path: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "tests",
+        "vectors",
+        &format!("{name}.json"),
+    ]
+    .iter()
+    .collect();
+    match std::fs::read_to_string(&path) {
+        Ok(s) if std::env::var_os("MESHPAY_WRITE_VECTORS").is_none() => {
+            let stored: Value = serde_json::from_str(&s).expect("JSON");
+            assert_eq!(
+                stored, vector,
+                "{name}: the code no longer produces the frozen vector"
+            );
+        }
+        _ => {
+            std::fs::write(&path, serde_json::to_string_pretty(&vector).unwrap() + "\n").unwrap();
+            panic!("{name}: wrote {}; check it and run again", path.display());
+        }
+    }
+}
+
+#[test]
+fn link_message_vectors() {
+    use meshpay_protocol::message::{Ask, Pay, Request, Response};
+    let issuer = testkit::issuer();
+    let (alice, bob) = (testkit::device(1), testkit::device(2));
+    let cert = testkit::allowance(&issuer, 0xa1, &alice, 50_000);
+    let req = testkit::request(&bob, 1_250, 0x5e);
+    let mut wallet = testkit::wallet([cert.clone()]);
+    let iou = testkit::pay(&mut wallet, &alice, &req);
+    let ask = Request::Ask(Ask::new(1_250, "KES", "tea"));
+    let pay = Request::Pay(Box::new(Pay::new(iou.clone(), Some(cert.clone()))));
+    let answer = Response::Request(req.clone());
+    let ack = Response::Ack(PaymentAck::sign(&bob, iou.id(), T0 + 1));
+    let refused = Response::Refused(Reason::CounterConflict);
+    for (name, r, note) in [
+        (
+            "message_ask",
+            &ask,
+            "kind 1: ask for a request of 1250 KES, memo \"tea\"",
+        ),
+        (
+            "message_pay",
+            &pay,
+            "kind 2: the IOU of iou_first-like fields for request nonce 5e.., with the allowance certificate (first contact)",
+        ),
+    ] {
+        let f = r.encode();
+        check_frame(
+            name,
+            &f,
+            Request::decode(&f).as_ref() == Ok(r),
+            json!({"note": note}),
+        );
+    }
+    for (name, r, note) in [
+        ("message_request", &answer, "kind 16: the payment request"),
+        (
+            "message_ack",
+            &ack,
+            "kind 17: the payee's ack of the IOU in message_pay",
+        ),
+        (
+            "message_refused",
+            &refused,
+            "kind 18: refused, reason 15 (counter_conflict)",
+        ),
+    ] {
+        let f = r.encode();
+        check_frame(
+            name,
+            &f,
+            Response::decode(&f).as_ref() == Ok(r),
+            json!({"note": note}),
+        );
+    }
+    // The whole first exchange on the wire, frames only (libp2p adds a 4-byte length each).
+    let total =
+        ask.encode().len() + answer.encode().len() + pay.encode().len() + ack.encode().len();
+    assert!(total <= 1024, "first exchange with ask: {total} bytes");
+}
+
 #[test]
 fn vectors() {
     let issuer = testkit::issuer();
