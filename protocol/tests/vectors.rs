@@ -37,43 +37,9 @@ fn signed<B: Body>(obj: &Signed<B>, fields: &Value) -> Value {
     })
 }
 
-fn check<T: Wire + PartialEq + std::fmt::Debug>(name: &str, object: &T, mut vector: Value) {
-    vector["object"] = json!(name);
-    let path: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "tests",
-        "vectors",
-        &format!("{name}.json"),
-    ]
-    .iter()
-    .collect();
-    let rewrite = std::env::var_os("MESHPAY_WRITE_VECTORS").is_some();
-    let stored: Option<Value> = std::fs::read_to_string(&path)
-        .ok()
-        .map(|s| serde_json::from_str(&s).expect("vector files are JSON"));
-    match stored {
-        Some(stored) if !rewrite => {
-            assert_eq!(
-                stored, vector,
-                "{name}: the code no longer produces the frozen vector"
-            );
-            // The frozen bytes decode to the same object.
-            let bytes = hex::decode(stored["encoded"].as_str().expect("encoded is a string"))
-                .expect("encoded is hex");
-            assert_eq!(&decode::<T>(&bytes).expect("frozen bytes decode"), object);
-        }
-        _ => {
-            let text = serde_json::to_string_pretty(&vector).expect("JSON") + "\n";
-            std::fs::write(&path, text).expect("write vector");
-            panic!("{name}: wrote {}; check it and run again", path.display());
-        }
-    }
-}
-
-fn check_frame(name: &str, frame: &[u8], decodes: bool, mut vector: Value) {
-    assert!(decodes, "{name}: the frame does not decode to its message");
-    vector["object"] = json!(name);
-    vector["encoded"] = json!(h(frame));
+/// Compares `vector` with the frozen file `tests/vectors/<name>.json`. A missing file (or
+/// `MESHPAY_WRITE_VECTORS`) writes it and fails, so no vector is accepted unseen.
+fn frozen(name: &str, vector: &Value) {
     let path: PathBuf = [
         env!("CARGO_MANIFEST_DIR"),
         "tests",
@@ -84,17 +50,37 @@ fn check_frame(name: &str, frame: &[u8], decodes: bool, mut vector: Value) {
     .collect();
     match std::fs::read_to_string(&path) {
         Ok(s) if std::env::var_os("MESHPAY_WRITE_VECTORS").is_none() => {
-            let stored: Value = serde_json::from_str(&s).expect("JSON");
+            let stored: Value = serde_json::from_str(&s).expect("vector files are JSON");
             assert_eq!(
-                stored, vector,
+                &stored, vector,
                 "{name}: the code no longer produces the frozen vector"
             );
         }
         _ => {
-            std::fs::write(&path, serde_json::to_string_pretty(&vector).unwrap() + "\n").unwrap();
+            std::fs::write(
+                &path,
+                serde_json::to_string_pretty(vector).expect("JSON") + "\n",
+            )
+            .expect("write vector");
             panic!("{name}: wrote {}; check it and run again", path.display());
         }
     }
+}
+
+fn check<T: Wire + PartialEq + std::fmt::Debug>(name: &str, object: &T, mut vector: Value) {
+    vector["object"] = json!(name);
+    frozen(name, &vector);
+    // The frozen bytes decode to the same object.
+    let bytes = hex::decode(vector["encoded"].as_str().expect("encoded is a string"))
+        .expect("encoded is hex");
+    assert_eq!(&decode::<T>(&bytes).expect("frozen bytes decode"), object);
+}
+
+fn check_frame(name: &str, frame: &[u8], decodes: bool, mut vector: Value) {
+    assert!(decodes, "{name}: the frame does not decode to its message");
+    vector["object"] = json!(name);
+    vector["encoded"] = json!(h(frame));
+    frozen(name, &vector);
 }
 
 #[test]
@@ -180,26 +166,7 @@ fn vectors() {
         "issuer_text": issuer.id().to_text(),
         "issuer_seal_key": h(&issuer.seal_key().0),
     });
-    let keys_path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "vectors", "keys.json"]
-        .iter()
-        .collect();
-    match std::fs::read_to_string(&keys_path) {
-        Ok(s) if std::env::var_os("MESHPAY_WRITE_VECTORS").is_none() => {
-            let stored: Value = serde_json::from_str(&s).expect("JSON");
-            assert_eq!(
-                stored, keys,
-                "keys: the code no longer derives the frozen keys"
-            );
-        }
-        _ => {
-            std::fs::write(
-                &keys_path,
-                serde_json::to_string_pretty(&keys).unwrap() + "\n",
-            )
-            .unwrap();
-            panic!("wrote {}; check it and run again", keys_path.display());
-        }
-    }
+    frozen("keys", &keys);
 
     let desc: IssuerDescriptor = testkit::descriptor(&issuer);
     let b = desc.body();
