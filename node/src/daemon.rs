@@ -505,11 +505,12 @@ impl Node {
             NodeError::Input("the issuer descriptor's signature does not verify".into())
         })?;
         self.store.add_issuer(d, now()).await?;
-        self.book.lock().await.trust(d.body().issuer);
+        // The descriptor first: an IOU the book accepts must find its issuer's seal key.
         self.issuers
             .write()
             .await
             .insert(d.body().issuer, d.clone());
+        self.book.lock().await.trust(d.body().issuer);
         Ok(())
     }
 
