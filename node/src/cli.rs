@@ -486,7 +486,7 @@ pub async fn create_wallet(
         std::fs::set_permissions(&home.dir, std::fs::Permissions::from_mode(0o700))?;
     }
     let secret = DeviceSecret::generate(&mut rand_core::OsRng);
-    let blob = crate::keystore::seal(&secret.seed(), passphrase, cost)?;
+    let blob = crate::keystore::seal(secret.seed().as_ref(), passphrase, cost)?;
     let store = Store::open(&home.wallet_db(), true).await?;
     store.set_meta("device_secret", &blob).await?;
     store.set_meta("device_key", &secret.public().0).await?;

@@ -144,7 +144,7 @@ impl Node {
             .meta("device_secret")
             .await?
             .ok_or_else(|| anyhow::anyhow!("the wallet has no device key"))?;
-        let seed = crate::keystore::open(&blob, passphrase)?;
+        let seed = crate::keystore::open::<32>(&blob, passphrase)?;
         let secret = DeviceSecret::from_seed(&seed);
         let device = secret.public();
         let mesh = sled::open(home.mesh()).map_err(|e| {

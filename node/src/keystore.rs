@@ -1,8 +1,8 @@
-//! Secret keys at rest: the device's Ed25519 seed encrypted with a key derived from a
-//! passphrase by Argon2id, sealed with XChaCha20-Poly1305.
+//! Secret keys at rest (a device's Ed25519 seed, an issuer's two keys) encrypted with a key
+//! derived from a passphrase by Argon2id, sealed with XChaCha20-Poly1305.
 //!
 //! Layout (all integers big-endian): `"MPK1" || salt (16) || m_cost KiB (4) || t_cost (4) ||
-//! p_cost (4) || nonce (24) || ciphertext + tag (32 + 16)`. The header is the AEAD's
+//! p_cost (4) || nonce (24) || ciphertext + tag (secret length + 16)`. The header is the AEAD's
 //! associated data, so the parameters cannot be altered to weaken a brute-force attack.
 
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -13,7 +13,6 @@ use zeroize::Zeroizing;
 
 const MAGIC: &[u8; 4] = b"MPK1";
 const HEADER: usize = 4 + 16 + 12 + 24;
-const LEN: usize = HEADER + 32 + 16;
 
 /// Why the key could not be unlocked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,9 +60,12 @@ fn derive(pass: &[u8], salt: &[u8], cost: Cost) -> Result<Zeroizing<[u8; 32]>, K
     Ok(key)
 }
 
-/// Encrypts a 32-byte secret under `passphrase`.
-pub fn seal(secret: &[u8; 32], passphrase: &str, cost: Cost) -> Result<Vec<u8>, KeystoreError> {
-    let mut out = Vec::with_capacity(LEN);
+/// Encrypts a secret of up to 64 bytes under `passphrase`.
+pub fn seal(secret: &[u8], passphrase: &str, cost: Cost) -> Result<Vec<u8>, KeystoreError> {
+    if secret.is_empty() || secret.len() > 64 {
+        return Err(KeystoreError::Format);
+    }
+    let mut out = Vec::with_capacity(HEADER + secret.len() + 16);
     let mut salt = [0u8; 16];
     let mut nonce = [0u8; 24];
     OsRng.fill_bytes(&mut salt);
@@ -89,9 +91,9 @@ pub fn seal(secret: &[u8; 32], passphrase: &str, cost: Cost) -> Result<Vec<u8>, 
     Ok(out)
 }
 
-/// Decrypts a blob made by [`seal`].
-pub fn open(blob: &[u8], passphrase: &str) -> Result<Zeroizing<[u8; 32]>, KeystoreError> {
-    if blob.len() != LEN || &blob[..4] != MAGIC {
+/// Decrypts a blob made by [`seal`] of a `N`-byte secret.
+pub fn open<const N: usize>(blob: &[u8], passphrase: &str) -> Result<Zeroizing<[u8; N]>, KeystoreError> {
+    if blob.len() != HEADER + N + 16 || &blob[..4] != MAGIC {
         return Err(KeystoreError::Format);
     }
     let word = |i: usize| u32::from_be_bytes(blob[i..i + 4].try_into().expect("4 bytes"));
@@ -117,7 +119,7 @@ pub fn open(blob: &[u8], passphrase: &str) -> Result<Zeroizing<[u8; 32]>, Keysto
             )
             .map_err(|_| KeystoreError::WrongPassphrase)?,
     );
-    let mut out = Zeroizing::new([0u8; 32]);
+    let mut out = Zeroizing::new([0u8; N]);
     out.copy_from_slice(&pt);
     Ok(out)
 }
@@ -131,15 +133,15 @@ mod tests {
     #[test]
     fn round_trip_and_wrong_passphrase() {
         let blob = seal(&[7; 32], "correct horse", CHEAP).unwrap();
-        assert_eq!(blob.len(), LEN);
-        assert_eq!(*open(&blob, "correct horse").unwrap(), [7; 32]);
-        assert_eq!(
-            open(&blob, "wrong").unwrap_err(),
-            KeystoreError::WrongPassphrase
-        );
+        assert_eq!(blob.len(), HEADER + 32 + 16);
+        assert_eq!(*open::<32>(&blob, "correct horse").unwrap(), [7; 32]);
+        assert_eq!(open::<32>(&blob, "wrong").unwrap_err(), KeystoreError::WrongPassphrase);
+        assert_eq!(open::<64>(&blob, "correct horse").unwrap_err(), KeystoreError::Format);
         let mut altered = blob.clone();
         altered[21] ^= 1; // the memory cost
-        assert!(open(&altered, "correct horse").is_err());
-        assert_eq!(open(&blob[..10], "x").unwrap_err(), KeystoreError::Format);
+        assert!(open::<32>(&altered, "correct horse").is_err());
+        assert_eq!(open::<32>(&blob[..10], "x").unwrap_err(), KeystoreError::Format);
+        let issuer = seal(&[9; 64], "pw", CHEAP).unwrap();
+        assert_eq!(*open::<64>(&issuer, "pw").unwrap(), [9; 64]);
     }
 }

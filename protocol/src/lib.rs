@@ -51,6 +51,6 @@ pub use keys::{DeviceKey, DeviceSecret, IssuerId, IssuerSecret, PrintableKey, Se
 pub use objects::{
     AllowanceBody, AllowanceCert, AllowanceId, Amount, DescriptorBody, Hash, IssuerDescriptor,
     Nonce, PaymentAck, PaymentRequest, Reason, ReceiptStatus, Revocation, RevocationReason,
-    SettlementReceipt, UnixTime,
+    SettlementReceipt, UnixTime, WalletAction, WalletRequest,
 };
 pub use record::SealedRecord;

@@ -74,6 +74,8 @@ pub mod tags {
     pub const REVOCATION: &str = "meshpay/v1/revocation";
     /// Fraud proof id.
     pub const FRAUD_ID: &str = "meshpay/v1/fraud-id";
+    /// A wallet's signed request to its issuer (allowance, statement).
+    pub const WALLET_REQUEST: &str = "meshpay/v1/wallet-request";
     /// HPKE `info` for sealed settlement records.
     pub const SEALED_RECORD: &str = "meshpay/v1/sealed-record";
 }
@@ -771,6 +773,115 @@ impl Revocation {
             return Err(BadSignature);
         }
         self.verify_by(&issuer.0)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wallet requests to the issuer
+
+/// What a wallet asks its issuer for, online.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WalletAction {
+    /// Lock `amount` of the account in escrow and return an allowance certificate valid for
+    /// `valid_secs` seconds.
+    Allowance {
+        /// Amount to lock.
+        amount: Amount,
+        /// Validity in seconds from the issuer's now.
+        valid_secs: u64,
+    },
+    /// The account's statement.
+    Statement,
+}
+
+/// A wallet's request to its issuer, signed by the device key. `time` and `nonce` make it
+/// single-use: the issuer refuses a request more than five minutes off its clock or with a
+/// nonce it has seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct WalletRequestBody {
+    /// Format version.
+    pub version: u8,
+    /// The device asking (and signing).
+    pub device: DeviceKey,
+    /// The issuer asked.
+    pub issuer: IssuerId,
+    /// 1 = allowance, 2 = statement.
+    pub action: u8,
+    /// Currency (allowance) or empty.
+    pub currency: String,
+    /// Amount (allowance) or 0.
+    pub amount: Amount,
+    /// Validity in seconds (allowance) or 0.
+    pub valid_secs: u64,
+    /// The wallet's clock.
+    pub time: UnixTime,
+    /// Random, never reused.
+    pub nonce: Nonce,
+}
+
+/// A signed wallet request.
+pub type WalletRequest = Signed<WalletRequestBody>;
+
+impl Body for WalletRequestBody {
+    const TAG: &'static str = tags::WALLET_REQUEST;
+    const KIND: &'static str = "wallet request";
+    const MAX_SIZE: usize = 256;
+    fn check(&self) -> Result<(), DecodeError> {
+        check_version(Self::KIND, self.version)?;
+        match self.action {
+            1 if self.amount > 0 && self.valid_secs > 0 && valid_currency(&self.currency) => Ok(()),
+            2 if self.amount == 0 && self.valid_secs == 0 && self.currency.is_empty() => Ok(()),
+            _ => Err(invalid(Self::KIND, "action and its fields")),
+        }
+    }
+}
+
+impl WalletRequest {
+    /// The device signs a request to `issuer`.
+    pub fn sign(
+        key: &DeviceSecret,
+        issuer: IssuerId,
+        action: WalletAction,
+        currency: &str,
+        time: UnixTime,
+        nonce: Nonce,
+    ) -> Self {
+        let (code, amount, valid_secs, currency) = match action {
+            WalletAction::Allowance { amount, valid_secs } => (1, amount, valid_secs, currency),
+            WalletAction::Statement => (2, 0, 0, ""),
+        };
+        Self::by_device(
+            WalletRequestBody {
+                version: VERSION,
+                device: key.public(),
+                issuer,
+                action: code,
+                currency: currency.to_owned(),
+                amount,
+                valid_secs,
+                time,
+                nonce,
+            },
+            key,
+        )
+    }
+
+    /// Checks the device's signature.
+    pub fn verify(&self) -> Result<(), BadSignature> {
+        self.verify_by(&self.body().device.0)
+    }
+
+    /// The action asked for.
+    pub fn action(&self) -> WalletAction {
+        let b = self.body();
+        match b.action {
+            1 => WalletAction::Allowance {
+                amount: b.amount,
+                valid_secs: b.valid_secs,
+            },
+            _ => WalletAction::Statement,
+        }
     }
 }
 
