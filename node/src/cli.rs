@@ -115,6 +115,32 @@ enum Command {
     },
     /// Fraud proofs this node holds (double spends it caught).
     Frauds(Json),
+    /// Get an allowance online: the issuer locks AMOUNT of this device's account in escrow.
+    Topup {
+        /// Amount in minor units.
+        amount: u64,
+        /// The settlement server's URL, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        issuer: String,
+        /// Currency [default: the config's].
+        #[arg(long)]
+        currency: Option<String>,
+        /// Days the allowance is valid.
+        #[arg(long, default_value_t = 7)]
+        days: u64,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Settle online: upload this node's sealed records to the issuer and fetch its receipts.
+    SyncIssuer {
+        /// The settlement server's URL.
+        #[arg(long)]
+        issuer: String,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// The sealed settlement records of received payments, in hex (for a gateway or a file).
+    Records(Json),
     /// Connect to a peer now.
     Dial {
         /// Its multiaddress.
@@ -128,6 +154,12 @@ enum Command {
     /// Run the demo: a vendor and shoppers as real processes on loopback pay each other, and
     /// a cloned wallet is caught double spending.
     Demo,
+    /// Issuer keys: `meshpay issuer init`.
+    #[command(subcommand)]
+    Issuer(crate::settle::cli::IssuerCmd),
+    /// The settlement server: `meshpay settle serve`.
+    #[command(subcommand)]
+    Settle(crate::settle::cli::SettleCmd),
     /// Tools for tests and development. NOT FOR MONEY.
     #[command(subcommand)]
     Dev(crate::dev::Dev),
@@ -432,6 +464,56 @@ async fn dispatch(home: Home, command: Command) -> Result<()> {
             });
             Ok(())
         }
+        Command::Topup {
+            amount,
+            issuer,
+            currency,
+            days,
+            json,
+        } => {
+            let d = control::call(
+                &home,
+                Ctl::Topup {
+                    url: issuer,
+                    amount,
+                    currency,
+                    days,
+                },
+            )
+            .await?;
+            print(json.json, &d, |d| {
+                format!(
+                    "new allowance {}: {} {} valid until {} (unix time)",
+                    d["id"].as_str().unwrap_or(""),
+                    d["limit"],
+                    d["currency"].as_str().unwrap_or(""),
+                    d["valid_until"]
+                )
+            });
+            Ok(())
+        }
+        Command::SyncIssuer { issuer, json } => {
+            let d = control::call(&home, Ctl::SyncIssuer { url: issuer }).await?;
+            print(json.json, &d, |d| {
+                format!(
+                    "uploaded {} records; {} payments got the issuer's decision",
+                    d["uploaded"], d["updated"]
+                )
+            });
+            Ok(())
+        }
+        Command::Records(j) => {
+            let d = control::call(&home, Ctl::Records).await?;
+            print(j.json, &d, |d| {
+                d.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Ok(())
+        }
         Command::Dial { addr } => {
             control::call(&home, Ctl::Dial { addr: addr.clone() }).await?;
             println!("dialing {addr}");
@@ -444,6 +526,11 @@ async fn dispatch(home: Home, command: Command) -> Result<()> {
         }
         Command::Demo => crate::demo::run(),
         Command::Dev(d) => crate::dev::run(d),
+        Command::Issuer(c) => crate::settle::cli::issuer(c),
+        Command::Settle(c) => {
+            init_logs();
+            crate::settle::cli::settle(c).await
+        }
     }
 }
 
@@ -497,14 +584,18 @@ pub async fn create_wallet(
     Ok(secret.public())
 }
 
-async fn run(home: &Home, opts: RunOptions, json: bool) -> Result<()> {
-    tracing_subscriber::fmt()
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MESHPAY_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn")),
         )
         .with_writer(std::io::stderr)
-        .init();
+        .try_init();
+}
+
+async fn run(home: &Home, opts: RunOptions, json: bool) -> Result<()> {
+    init_logs();
     let pass = passphrase(false)?;
     let (node, events) = Node::start(home, &pass, &opts).await?;
     let token = control::make_token(home)?;

@@ -68,6 +68,24 @@ pub enum Command {
     },
     /// Fraud proofs held.
     Frauds,
+    /// Get an allowance from the issuer at `url`.
+    Topup {
+        /// The settlement server.
+        url: String,
+        /// Amount to lock.
+        amount: u64,
+        /// Currency (default from config).
+        currency: Option<String>,
+        /// Validity in days.
+        days: u64,
+    },
+    /// Upload sealed records to the issuer at `url` and fetch its receipts.
+    SyncIssuer {
+        /// The settlement server.
+        url: String,
+    },
+    /// The sealed records of received payments (hex).
+    Records,
     /// Dial a peer.
     Dial {
         /// Multiaddress.
@@ -230,6 +248,23 @@ async fn run(node: &Node, cmd: Command) -> Result<Value, NodeError> {
                     .collect(),
             ))
         }
+        Command::Topup { url, amount, currency, days } => {
+            if amount == 0 || days == 0 {
+                return Err(input("amount and days must be positive"));
+            }
+            let currency = currency.unwrap_or_else(|| node.currency().to_owned());
+            let cert = node.topup(&url, amount, &currency, days * 86_400).await?;
+            let b = cert.body();
+            Ok(json!({"id": b.id.to_hex(), "limit": b.limit, "currency": b.currency, "valid_until": b.valid_until, "settle_by": b.settle_by}))
+        }
+        Command::SyncIssuer { url } => {
+            let (uploaded, updated) = node.sync_issuer(&url).await?;
+            Ok(json!({"uploaded": uploaded, "updated": updated}))
+        }
+        Command::Records => {
+            let records = node.store().records().await?;
+            Ok(Value::Array(records.iter().map(|r| json!(hex::encode(r))).collect()))
+        }
         Command::Dial { addr } => {
             node.dial(&addr).await?;
             Ok(json!({"dialing": addr}))
@@ -279,6 +314,8 @@ async fn balance(node: &Node) -> Result<Value, NodeError> {
 }
 
 async fn history(node: &Node) -> Result<Value, NodeError> {
+    let settlements = node.store().settlements().await?;
+    let settled = |id: &meshpay_protocol::Hash| settlements.get(id.0.as_slice()).cloned();
     let mut items: Vec<(u64, Value)> = Vec::new();
     for s in node.store().sent().await? {
         items.push((s.created_at, json!({
@@ -286,6 +323,7 @@ async fn history(node: &Node) -> Result<Value, NodeError> {
             "amount": s.iou.amount, "currency": s.currency, "memo": s.memo,
             "status": match s.status { SentStatus::Acked => "acked", SentStatus::Pending => "pending", SentStatus::Refused => "refused" },
             "reason": s.reason, "allowance": s.iou.allowance.to_hex(), "counter": s.iou.counter, "time": s.created_at,
+            "settlement": settled(&s.iou.id()),
         })));
     }
     for p in node.store().received().await? {
@@ -293,6 +331,7 @@ async fn history(node: &Node) -> Result<Value, NodeError> {
             "direction": "received", "iou": p.iou.id().to_hex(), "counterparty": p.payer.to_text(),
             "amount": p.iou.amount, "currency": p.currency, "memo": p.memo, "status": "acked",
             "allowance": p.iou.allowance.to_hex(), "counter": p.iou.counter, "time": p.received_at,
+            "settlement": settled(&p.iou.id()),
         })));
     }
     items.sort_by_key(|(t, _)| *t);

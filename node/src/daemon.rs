@@ -88,6 +88,9 @@ pub enum NodeError {
     /// The peer answered something unexpected.
     #[error("the peer answered wrongly: {0}")]
     Peer(String),
+    /// The issuer's server refused or could not be reached.
+    #[error("issuer: {0}")]
+    Issuer(String),
     /// The restore sentinel could not be written: the payment was committed but not sent.
     #[error("cannot write the restore sentinel: {0}")]
     Sentinel(std::io::Error),
@@ -572,6 +575,150 @@ impl Node {
         Ok(self.p2p.dial(addr).await?)
     }
 
+    /// Fetches and checks the descriptor of the issuer at `url`, which must be trusted.
+    async fn trusted_issuer_at(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+    ) -> Result<IssuerDescriptor, NodeError> {
+        let bytes = http_bytes(client.get(format!("{url}/.well-known/meshpay-issuer"))).await?;
+        let d: IssuerDescriptor =
+            decode(&bytes).map_err(|e| NodeError::Issuer(format!("bad descriptor: {e}")))?;
+        d.verify()
+            .map_err(|_| NodeError::Issuer("the descriptor's signature does not verify".into()))?;
+        if !self.issuers.read().await.contains_key(&d.body().issuer) {
+            return Err(NodeError::Input(format!(
+                "the issuer at {url} is {}, which this node does not trust: `meshpay trust` its descriptor first",
+                d.body().issuer.to_text()
+            )));
+        }
+        Ok(d)
+    }
+
+    /// Tops up: asks the issuer at `url` to lock `amount` of this device's account in escrow
+    /// and adds the allowance it returns.
+    pub async fn topup(
+        &self,
+        url: &str,
+        amount: u64,
+        currency: &str,
+        valid_secs: u64,
+    ) -> Result<AllowanceCert, NodeError> {
+        let url = url.trim_end_matches('/');
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| NodeError::Issuer(e.to_string()))?;
+        let d = self.trusted_issuer_at(&client, url).await?;
+        let mut nonce = [0u8; 16];
+        OsRng.fill_bytes(&mut nonce);
+        let req = meshpay_protocol::WalletRequest::sign(
+            &self.secret,
+            d.body().issuer,
+            meshpay_protocol::WalletAction::Allowance { amount, valid_secs },
+            currency,
+            now(),
+            Nonce(nonce),
+        );
+        let bytes = http_bytes(
+            client
+                .post(format!("{url}/v1/allowances"))
+                .header("content-type", "application/cbor")
+                .body(encode(&req)),
+        )
+        .await?;
+        let cert: AllowanceCert =
+            decode(&bytes).map_err(|e| NodeError::Issuer(format!("bad certificate: {e}")))?;
+        if cert.body().issuer != d.body().issuer || cert.body().limit != amount {
+            return Err(NodeError::Issuer(
+                "the certificate is not the one asked for".into(),
+            ));
+        }
+        self.add_allowance(&cert).await?;
+        Ok(cert)
+    }
+
+    /// Settles online: uploads this node's sealed records to the issuer at `url`, then fetches
+    /// the issuer's receipts and marks this wallet's payments settled or rejected. Returns
+    /// (records uploaded, payments updated).
+    pub async fn sync_issuer(&self, url: &str) -> Result<(usize, usize), NodeError> {
+        let url = url.trim_end_matches('/');
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| NodeError::Issuer(e.to_string()))?;
+        let d = self.trusted_issuer_at(&client, url).await?;
+        let issuer = d.body().issuer;
+        let records = self.store.records().await?;
+        let mut updated = 0;
+        for chunk in records.chunks(1024) {
+            let batch = meshpay_protocol::RecordBatch(
+                chunk
+                    .iter()
+                    .cloned()
+                    .map(meshpay_protocol::codec::Blob)
+                    .collect(),
+            );
+            let bytes = http_bytes(
+                client
+                    .post(format!("{url}/v1/settle"))
+                    .header("content-type", "application/cbor")
+                    .body(encode(&batch)),
+            )
+            .await?;
+            let answer: meshpay_protocol::ReceiptBatch =
+                decode(&bytes).map_err(|e| NodeError::Issuer(format!("bad receipts: {e}")))?;
+            for r in answer.0.iter().flatten() {
+                updated += usize::from(self.take_receipt(&issuer, r).await?);
+            }
+        }
+        // Receipts for payments this wallet made (the payees uploaded them).
+        let key = format!("receipts_cursor:{}", issuer.to_hex());
+        let mut since: i64 = self
+            .store
+            .meta(&key)
+            .await?
+            .and_then(|b| b.try_into().ok().map(i64::from_be_bytes))
+            .unwrap_or(0);
+        loop {
+            let bytes =
+                http_bytes(client.get(format!("{url}/v1/receipts?since={since}&limit=1000")))
+                    .await?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| NodeError::Issuer(e.to_string()))?;
+            let list = v["receipts"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                break;
+            }
+            for item in &list {
+                let Some(r) = item["receipt"].as_str().and_then(|h| hex::decode(h).ok()) else {
+                    continue;
+                };
+                if let Ok(receipt) = decode::<meshpay_protocol::SettlementReceipt>(&r) {
+                    updated += usize::from(self.take_receipt(&issuer, &receipt).await?);
+                }
+            }
+            since = v["next"].as_i64().unwrap_or(since);
+            self.store.set_meta(&key, &since.to_be_bytes()).await?;
+        }
+        Ok((records.len(), updated))
+    }
+
+    async fn take_receipt(
+        &self,
+        issuer: &IssuerId,
+        r: &meshpay_protocol::SettlementReceipt,
+    ) -> Result<bool, NodeError> {
+        if r.verify(issuer).is_err() {
+            return Ok(false);
+        }
+        let status = match r.status() {
+            meshpay_protocol::ReceiptStatus::Settled => "settled".to_owned(),
+            meshpay_protocol::ReceiptStatus::Rejected(reason) => format!("rejected: {reason}"),
+        };
+        Ok(self.store.set_settlement(&r.body().record, &status).await?)
+    }
+
     /// The store, for queries.
     pub fn store(&self) -> &Store {
         &self.store
@@ -581,6 +728,26 @@ impl Node {
     pub fn currency(&self) -> &str {
         &self.config.wallet.currency
     }
+}
+
+async fn http_bytes(req: reqwest::RequestBuilder) -> Result<Vec<u8>, NodeError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| NodeError::Issuer(format!("unreachable: {e}")))?;
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| NodeError::Issuer(e.to_string()))?;
+    if !status.is_success() {
+        let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| status.to_string());
+        return Err(NodeError::Issuer(msg));
+    }
+    Ok(bytes.to_vec())
 }
 
 fn outcome(iou: &Iou, currency: &str, status: SentStatus, reason: Option<String>) -> PayOutcome {

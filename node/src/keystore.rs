@@ -92,7 +92,10 @@ pub fn seal(secret: &[u8], passphrase: &str, cost: Cost) -> Result<Vec<u8>, Keys
 }
 
 /// Decrypts a blob made by [`seal`] of a `N`-byte secret.
-pub fn open<const N: usize>(blob: &[u8], passphrase: &str) -> Result<Zeroizing<[u8; N]>, KeystoreError> {
+pub fn open<const N: usize>(
+    blob: &[u8],
+    passphrase: &str,
+) -> Result<Zeroizing<[u8; N]>, KeystoreError> {
     if blob.len() != HEADER + N + 16 || &blob[..4] != MAGIC {
         return Err(KeystoreError::Format);
     }
@@ -135,12 +138,21 @@ mod tests {
         let blob = seal(&[7; 32], "correct horse", CHEAP).unwrap();
         assert_eq!(blob.len(), HEADER + 32 + 16);
         assert_eq!(*open::<32>(&blob, "correct horse").unwrap(), [7; 32]);
-        assert_eq!(open::<32>(&blob, "wrong").unwrap_err(), KeystoreError::WrongPassphrase);
-        assert_eq!(open::<64>(&blob, "correct horse").unwrap_err(), KeystoreError::Format);
+        assert_eq!(
+            open::<32>(&blob, "wrong").unwrap_err(),
+            KeystoreError::WrongPassphrase
+        );
+        assert_eq!(
+            open::<64>(&blob, "correct horse").unwrap_err(),
+            KeystoreError::Format
+        );
         let mut altered = blob.clone();
         altered[21] ^= 1; // the memory cost
         assert!(open::<32>(&altered, "correct horse").is_err());
-        assert_eq!(open::<32>(&blob[..10], "x").unwrap_err(), KeystoreError::Format);
+        assert_eq!(
+            open::<32>(&blob[..10], "x").unwrap_err(),
+            KeystoreError::Format
+        );
         let issuer = seal(&[9; 64], "pw", CHEAP).unwrap();
         assert_eq!(*open::<64>(&issuer, "pw").unwrap(), [9; 64]);
     }

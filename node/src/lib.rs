@@ -12,4 +12,5 @@ pub mod demo;
 pub mod dev;
 pub mod keystore;
 pub mod qr;
+pub mod settle;
 pub mod store;

@@ -58,6 +58,9 @@ const MIGRATIONS: &[&str] = &[
         allowance BLOB NOT NULL, counter INTEGER NOT NULL, notice BLOB NOT NULL,
         PRIMARY KEY (allowance, counter));
      CREATE TABLE frauds (allowance BLOB PRIMARY KEY, proof BLOB NOT NULL, found_at INTEGER NOT NULL);",
+    // 2: what the issuer decided about each payment (its receipt's status name).
+    "ALTER TABLE sent ADD COLUMN settlement TEXT;
+     ALTER TABLE received ADD COLUMN settlement TEXT;",
 ];
 
 /// Status of a sent payment.
@@ -522,6 +525,43 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// The sealed records of received payments.
+    pub async fn records(&self) -> Result<Vec<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT record FROM received ORDER BY received_at, rowid")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Records the issuer's decision on the payment with IOU id `iou`, sent or received.
+    /// Returns whether a payment of this wallet matched.
+    pub async fn set_settlement(&self, iou: &Hash, status: &str) -> Result<bool> {
+        let mut n = 0;
+        for table in ["sent", "received"] {
+            n += sqlx::query(&format!(
+                "UPDATE {table} SET settlement = ? WHERE iou_id = ?"
+            ))
+            .bind(status)
+            .bind(iou.0.to_vec())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        Ok(n > 0)
+    }
+
+    /// Settlement status by IOU id (sent and received).
+    pub async fn settlements(&self) -> Result<std::collections::BTreeMap<Vec<u8>, String>> {
+        let rows = sqlx::query("SELECT iou_id, settlement FROM sent WHERE settlement IS NOT NULL UNION ALL SELECT iou_id, settlement FROM received WHERE settlement IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<Vec<u8>, _>(0), r.get::<String, _>(1)))
+            .collect())
     }
 
     /// Closes the database.

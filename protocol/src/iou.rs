@@ -399,7 +399,9 @@ mod tests {
         let iss = issuer();
         let (alice, bob) = (device(1), device(2));
         let mut w = wallet([allowance(&iss, 1, &alice, 10_000)]);
-        let ious: Vec<Iou> = (0..20).map(|i| pay(&mut w, &alice, &request(&bob, 10, i))).collect();
+        let ious: Vec<Iou> = (0..20)
+            .map(|i| pay(&mut w, &alice, &request(&bob, 10, i)))
+            .collect();
         let mut items: Vec<(&Iou, DeviceKey)> = ious.iter().map(|i| (i, alice.public())).collect();
         assert_eq!(verify_batch(&items), Ok(()));
         assert_eq!(verify_batch(&[]), Ok(()));

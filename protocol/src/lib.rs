@@ -50,7 +50,7 @@ pub use iou::{FraudProof, Iou, IouDraft, SpendNotice, SpendStatement};
 pub use keys::{DeviceKey, DeviceSecret, IssuerId, IssuerSecret, PrintableKey, SealKey, Signature};
 pub use objects::{
     AllowanceBody, AllowanceCert, AllowanceId, Amount, DescriptorBody, Hash, IssuerDescriptor,
-    Nonce, PaymentAck, PaymentRequest, Reason, ReceiptStatus, Revocation, RevocationReason,
-    SettlementReceipt, UnixTime, WalletAction, WalletRequest,
+    Nonce, PaymentAck, PaymentRequest, Reason, ReceiptBatch, ReceiptStatus, RecordBatch,
+    Revocation, RevocationReason, SettlementReceipt, UnixTime, WalletAction, WalletRequest,
 };
 pub use record::SealedRecord;

@@ -915,3 +915,39 @@ mod tests {
         assert!(!valid_currency("THIRTEEN-CHAR"));
     }
 }
+
+/// A settlement upload: sealed records, each as the bytes of its encoding, in one CBOR array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordBatch(pub Vec<crate::codec::Blob>);
+
+impl RecordBatch {
+    /// At most this many records per upload.
+    pub const MAX_RECORDS: usize = 4096;
+}
+
+impl Wire for RecordBatch {
+    const KIND: &'static str = "record batch";
+    const MAX_SIZE: usize = 2 * 1024 * 1024;
+    fn check(&self) -> Result<(), DecodeError> {
+        if self.0.len() > Self::MAX_RECORDS {
+            return Err(invalid(Self::KIND, "more than 4096 records"));
+        }
+        Ok(())
+    }
+}
+
+/// The answer to a [`RecordBatch`]: one receipt per record, in order, `null` where an input
+/// was not a sealed record at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptBatch(pub Vec<Option<SettlementReceipt>>);
+
+impl Wire for ReceiptBatch {
+    const KIND: &'static str = "receipt batch";
+    const MAX_SIZE: usize = 1024 * 1024;
+    fn check(&self) -> Result<(), DecodeError> {
+        for r in self.0.iter().flatten() {
+            r.check()?;
+        }
+        Ok(())
+    }
+}
