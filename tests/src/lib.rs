@@ -415,3 +415,106 @@ impl DevIssuer {
         v["id"].as_str().expect("id").to_owned()
     }
 }
+
+/// A settlement server process with its issuer, on loopback, with a settable clock.
+pub struct SettleServer {
+    /// The issuer's directory.
+    pub dir: PathBuf,
+    /// Its base URL.
+    pub url: String,
+    /// The admin token.
+    pub token: String,
+    /// The database URL.
+    pub db: String,
+    child: Option<Child>,
+}
+
+impl SettleServer {
+    /// Creates an issuer in `root/<name>` and starts its server on a SQLite file there.
+    pub fn new(root: &Path, name: &str) -> Self {
+        let dir = root.join(name);
+        let out = Command::new(meshpay_bin())
+            .args(["issuer", "init", "--dir"])
+            .arg(&dir)
+            .env("MESHPAY_ISSUER_PASSPHRASE", "issuer passphrase")
+            .output()
+            .expect("run meshpay");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let db = format!("sqlite://{}", dir.join("settlement.db").display());
+        let mut s = Self {
+            dir,
+            url: String::new(),
+            token: "test-admin-token-0123456789".into(),
+            db,
+            child: None,
+        };
+        s.start();
+        s
+    }
+
+    /// Starts (or restarts) the server process.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.with_extension("log"))
+            .expect("log");
+        let mut child = Command::new(meshpay_bin())
+            .args([
+                "settle",
+                "serve",
+                "--json",
+                "--test-clock",
+                "--listen",
+                "127.0.0.1:0",
+                "--db",
+                &self.db,
+                "--dir",
+            ])
+            .arg(&self.dir)
+            .env("MESHPAY_ISSUER_PASSPHRASE", "issuer passphrase")
+            .env("MESHPAY_ADMIN_TOKEN", &self.token)
+            .env("MESHPAY_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn settle serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            if let Some(Ok(line)) = BufReader::new(stdout).lines().next() {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(DEADLINE)
+            .expect("settlement server ready line");
+        let v: Value = serde_json::from_str(&line).expect("JSON");
+        v["url"].as_str().expect("url").clone_into(&mut self.url);
+        self.child = Some(child);
+    }
+
+    /// Kills the server at once.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The descriptor file.
+    pub fn descriptor(&self) -> PathBuf {
+        self.dir.join("descriptor.cbor")
+    }
+}
+
+impl Drop for SettleServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,501 @@
+//! The settlement server as a real process over HTTP: top-up, offline payments, uploads that
+//! settle once however often and however concurrently they come, typed rejections, bad
+//! bodies, escrow release, conservation of money, and SIGKILL in the middle of a batch.
+
+use meshpay_protocol::codec::Blob;
+use meshpay_protocol::{
+    AllowanceCert, DeviceSecret, FraudProof, Hash, Iou, IouDraft, IssuerDescriptor, IssuerSecret,
+    Nonce, PrintableKey as _, Reason, ReceiptBatch, ReceiptStatus, RecordBatch, SealedRecord,
+    WalletAction, WalletRequest, decode, encode,
+};
+use meshpay_tests::{SettleServer, TestNode};
+use serde_json::{Value, json};
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+struct Admin<'a> {
+    s: &'a SettleServer,
+    http: reqwest::Client,
+}
+
+impl Admin<'_> {
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.s.url))
+            .bearer_auth(&self.s.token)
+            .json_body(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.s.url))
+            .bearer_auth(&self.s.token)
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+    }
+
+    async fn account(&self, device: &str, credit: u64) {
+        self.post("/admin/accounts", json!({"device": device}))
+            .await;
+        if credit > 0 {
+            self.post(
+                &format!("/admin/accounts/{device}/credit"),
+                json!({"amount": credit, "reference": "test"}),
+            )
+            .await;
+        }
+    }
+
+    /// Conservation: users + escrow == everything credited, and every balance sums to zero.
+    async fn conserved(&self, credited: i64) -> Value {
+        let r = self.get("/admin/reconciliation").await;
+        assert_eq!(r["conserved"], true, "{r}");
+        assert_eq!(r["totals"]["credited_net"], credited, "{r}");
+        r
+    }
+}
+
+trait JsonBody {
+    fn json_body(self, v: &Value) -> Self;
+}
+
+impl JsonBody for reqwest::RequestBuilder {
+    fn json_body(self, v: &Value) -> Self {
+        self.header("content-type", "application/json")
+            .body(v.to_string())
+    }
+}
+
+async fn upload(
+    http: &reqwest::Client,
+    url: &str,
+    records: &[Vec<u8>],
+) -> Vec<Option<ReceiptStatus>> {
+    let body = encode(&RecordBatch(records.iter().cloned().map(Blob).collect()));
+    let r = http
+        .post(format!("{url}/v1/settle"))
+        .header("content-type", "application/cbor")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let batch: ReceiptBatch = decode(&r.bytes().await.unwrap()).unwrap();
+    batch
+        .0
+        .iter()
+        .map(|r| r.as_ref().map(meshpay_protocol::SettlementReceipt::status))
+        .collect()
+}
+
+/// A device that talks to the server directly with the protocol crate.
+struct Device {
+    key: DeviceSecret,
+}
+
+impl Device {
+    async fn allowance(
+        &self,
+        http: &reqwest::Client,
+        s: &SettleServer,
+        issuer: &IssuerDescriptor,
+        amount: u64,
+    ) -> AllowanceCert {
+        let req = WalletRequest::sign(
+            &self.key,
+            issuer.body().issuer,
+            WalletAction::Allowance {
+                amount,
+                valid_secs: 3600,
+            },
+            "KES",
+            now(),
+            Nonce(rand16()),
+        );
+        let r = http
+            .post(format!("{}/v1/allowances", s.url))
+            .header("content-type", "application/cbor")
+            .body(encode(&req))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        decode(&r.bytes().await.unwrap()).unwrap()
+    }
+
+    fn iou(
+        &self,
+        cert: &AllowanceCert,
+        counter: u32,
+        amount: u64,
+        total: u64,
+        payee: &DeviceSecret,
+        time: u64,
+    ) -> Iou {
+        IouDraft {
+            allowance: cert.id(),
+            counter,
+            amount,
+            total,
+            prev: if counter == 1 {
+                Hash::default()
+            } else {
+                Hash([1; 32])
+            },
+            payee: payee.public(),
+            nonce: Nonce(rand16()),
+            time,
+        }
+        .sign(&self.key)
+    }
+}
+
+fn rand16() -> [u8; 16] {
+    use rand_core::RngCore as _;
+    let mut b = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut b);
+    b
+}
+
+fn seal(iou: &Iou, issuer: &IssuerDescriptor) -> Vec<u8> {
+    encode(
+        &SealedRecord::seal(
+            iou,
+            issuer.body().issuer,
+            &issuer.body().seal_key,
+            now(),
+            now() + 86_400,
+            &mut rand_core::OsRng,
+        )
+        .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_up_pay_offline_and_settle_once_however_uploaded() {
+    let root = tempfile::tempdir().unwrap();
+    let server = SettleServer::new(root.path(), "issuer");
+    let http = reqwest::Client::new();
+    let admin = Admin {
+        s: &server,
+        http: http.clone(),
+    };
+    let mut vendor = TestNode::init(root.path(), "vendor");
+    let mut shopper = TestNode::init(root.path(), "shopper");
+    vendor.start(&[]);
+    shopper.start(&["--peer", &vendor.tcp_addr()]);
+    for n in [&vendor, &shopper] {
+        n.json(&["trust", server.descriptor().to_str().unwrap(), "--json"]);
+    }
+    admin.account(&shopper.device, 10_000).await;
+    admin.account(&vendor.device, 0).await;
+    admin.conserved(10_000).await;
+    let a = shopper.json(&["topup", "5000", "--issuer", &server.url, "--json"]);
+    assert_eq!(a["limit"], 5000);
+    let r = admin.conserved(10_000).await;
+    assert_eq!(r["totals"]["escrow"], 5000);
+    assert_eq!(r["totals"]["users"], 5000);
+
+    // Offline: the server plays no part in paying.
+    for amount in ["1250", "300"] {
+        let p = shopper.json(&["pay", "--to", &vendor.device, "--amount", amount, "--json"]);
+        assert_eq!(p["status"], "acked");
+    }
+    let records: Vec<Vec<u8>> = vendor
+        .json(&["records", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| hex::decode(h.as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+
+    // Two gateways upload the same records at the same time, then once more each.
+    let (a, b) = tokio::join!(
+        upload(&http, &server.url, &records),
+        upload(&http, &server.url, &records)
+    );
+    assert_eq!(a, vec![Some(ReceiptStatus::Settled); 2]);
+    assert_eq!(a, b);
+    assert_eq!(upload(&http, &server.url, &records).await, a);
+    let r = admin.conserved(10_000).await;
+    assert_eq!(r["records"]["settled"], 2);
+    assert_eq!(r["settled_amount"], 1550);
+    let statement = admin
+        .get(&format!("/admin/accounts/{}", vendor.device))
+        .await;
+    assert_eq!(statement["balance"], 1550);
+
+    // Both wallets see the receipts.
+    shopper.json(&["sync-issuer", "--issuer", &server.url, "--json"]);
+    vendor.json(&["sync-issuer", "--issuer", &server.url, "--json"]);
+    for n in [&shopper, &vendor] {
+        let h = n.history();
+        assert_eq!(h.len(), 2);
+        assert!(h.iter().all(|p| p["settlement"] == "settled"), "{h:?}");
+    }
+
+    // The escrow's remainder returns to the shopper after settle-by (test clock).
+    let settle_by = shopper.json(&["allowance", "--json"])[0]["settle_by"]
+        .as_u64()
+        .unwrap();
+    admin
+        .post("/admin/clock", json!({"now": settle_by + 1}))
+        .await;
+    let released = admin.post("/admin/release", json!({})).await;
+    assert_eq!(released["released"][0]["returned"], 5000 - 1550);
+    let r = admin.conserved(10_000).await;
+    assert_eq!(r["totals"]["escrow"], 0);
+    assert_eq!(r["totals"]["users"], 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_are_rejected_with_their_reason_and_bad_bodies_change_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let server = SettleServer::new(root.path(), "issuer");
+    let http = reqwest::Client::new();
+    let admin = Admin {
+        s: &server,
+        http: http.clone(),
+    };
+    let issuer: IssuerDescriptor = decode(&std::fs::read(server.descriptor()).unwrap()).unwrap();
+    let holder = Device {
+        key: DeviceSecret::from_seed(&[1; 32]),
+    };
+    let payee = DeviceSecret::from_seed(&[2; 32]);
+    let victim = DeviceSecret::from_seed(&[3; 32]);
+    admin.account(&holder.key.public().to_text(), 2_000).await;
+    admin.account(&payee.public().to_text(), 0).await;
+    admin.account(&victim.public().to_text(), 0).await;
+    let cert = holder.allowance(&http, &server, &issuer, 1_000).await;
+    let t = now();
+
+    let good = holder.iou(&cert, 1, 400, 400, &payee, t);
+    let fork = holder.iou(&cert, 1, 300, 300, &victim, t);
+    let over = holder.iou(&cert, 2, 700, 1_100, &payee, t);
+    let expired = holder.iou(&cert, 3, 10, 410, &payee, t + 7200);
+    let mut tampered = holder.iou(&cert, 4, 10, 420, &payee, t);
+    tampered.amount = 11;
+    tampered.total = 421;
+    let nobody = holder.iou(&cert, 5, 10, 430, &DeviceSecret::from_seed(&[4; 32]), t);
+    let stranger = IssuerSecret::from_bytes(&[0x77; 64]);
+    let foreign = encode(
+        &SealedRecord::seal(
+            &holder.iou(&cert, 6, 10, 440, &payee, t),
+            stranger.id(),
+            &stranger.seal_key(),
+            t,
+            t + 10,
+            &mut rand_core::OsRng,
+        )
+        .unwrap(),
+    );
+    let mut garbled = SealedRecord::seal(
+        &holder.iou(&cert, 7, 10, 450, &payee, t),
+        issuer.body().issuer,
+        &issuer.body().seal_key,
+        t,
+        t + 10,
+        &mut rand_core::OsRng,
+    )
+    .unwrap();
+    garbled.ciphertext.0[5] ^= 1;
+
+    let batch = vec![
+        seal(&good, &issuer),
+        seal(&fork, &issuer),
+        seal(&over, &issuer),
+        seal(&expired, &issuer),
+        seal(&tampered, &issuer),
+        seal(&nobody, &issuer),
+        foreign,
+        encode(&garbled),
+        b"not a record".to_vec(),
+    ];
+    let got = upload(&http, &server.url, &batch).await;
+    assert_eq!(
+        got,
+        vec![
+            Some(ReceiptStatus::Settled),
+            Some(ReceiptStatus::Rejected(Reason::CounterConflict)),
+            Some(ReceiptStatus::Rejected(Reason::OverLimit)),
+            Some(ReceiptStatus::Rejected(Reason::Expired)),
+            Some(ReceiptStatus::Rejected(Reason::BadSignature)),
+            Some(ReceiptStatus::Rejected(Reason::UnknownPayee)),
+            Some(ReceiptStatus::Rejected(Reason::ForeignIssuer)),
+            Some(ReceiptStatus::Rejected(Reason::Malformed)),
+            None,
+        ]
+    );
+    // The fork is proven, and the proof checks out with nothing but the issuer's key.
+    let proofs = admin.get("/v1/fraud-proofs").await;
+    let proof: FraudProof =
+        decode(&hex::decode(proofs["fraud_proofs"][0]["proof"].as_str().unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(proof.verify(&issuer.body().issuer), Ok(()));
+    // The loss rule: the victim is repaid 300 from the holder's account (2000 - 1000 escrowed).
+    let victim_stmt = admin
+        .get(&format!("/admin/accounts/{}", victim.public().to_text()))
+        .await;
+    assert_eq!(victim_stmt["balance"], 300);
+    let before = admin.conserved(2_000).await;
+
+    // Bad bodies: a clear 4xx and nothing changes.
+    let post = |ct: &'static str, body: Vec<u8>| {
+        let http = http.clone();
+        let url = format!("{}/v1/settle", server.url);
+        async move {
+            http.post(url)
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = post("application/cbor", vec![0xff, 0x00, 0x13]).await;
+    assert_eq!(r.status(), 400);
+    assert!(String::from_utf8_lossy(&r.bytes().await.unwrap()).contains("record batch"));
+    assert_eq!(post("text/plain", b"hello".to_vec()).await.status(), 415);
+    assert_eq!(
+        post("application/json", b"{\"records\": 5}".to_vec())
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        post("application/json", b"{\"records\": [\"zz\"]}".to_vec())
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        post("application/cbor", vec![0u8; 3 * 1024 * 1024])
+            .await
+            .status(),
+        413
+    );
+    let r = http
+        .post(format!("{}/v1/allowances", server.url))
+        .header("content-type", "application/cbor")
+        .body(vec![1, 2, 3])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .post(format!("{}/admin/accounts", server.url))
+        .json_body(&json!({"device": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let after = admin.conserved(2_000).await;
+    assert_eq!(before, after);
+
+    // A wallet request cannot be replayed.
+    let req = WalletRequest::sign(
+        &holder.key,
+        issuer.body().issuer,
+        WalletAction::Allowance {
+            amount: 10,
+            valid_secs: 60,
+        },
+        "KES",
+        now(),
+        Nonce([9; 16]),
+    );
+    let send = || {
+        http.post(format!("{}/v1/allowances", server.url))
+            .header("content-type", "application/cbor")
+            .body(encode(&req))
+            .send()
+    };
+    assert!(send().await.unwrap().status().is_success());
+    assert_eq!(send().await.unwrap().status(), 409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_the_middle_of_a_batch_settles_nothing_twice() {
+    let root = tempfile::tempdir().unwrap();
+    let mut server = SettleServer::new(root.path(), "issuer");
+    let http = reqwest::Client::new();
+    let issuer: IssuerDescriptor = decode(&std::fs::read(server.descriptor()).unwrap()).unwrap();
+    let holder = Device {
+        key: DeviceSecret::from_seed(&[5; 32]),
+    };
+    let payee = DeviceSecret::from_seed(&[6; 32]);
+    {
+        let admin = Admin {
+            s: &server,
+            http: http.clone(),
+        };
+        admin
+            .account(&holder.key.public().to_text(), 1_000_000)
+            .await;
+        admin.account(&payee.public().to_text(), 0).await;
+    }
+    let cert = holder.allowance(&http, &server, &issuer, 1_000_000).await;
+    let t = now();
+    let records: Vec<Vec<u8>> = (1..=1500u32)
+        .map(|c| {
+            seal(
+                &holder.iou(&cert, c, 3, u64::from(c) * 3, &payee, t),
+                &issuer,
+            )
+        })
+        .collect();
+    // Upload in the background and kill the server while it works.
+    let url = server.url.clone();
+    let h2 = http.clone();
+    let big = records.clone();
+    let inflight = tokio::spawn(async move {
+        h2.post(format!("{url}/v1/settle"))
+            .header("content-type", "application/cbor")
+            .body(encode(&RecordBatch(big.into_iter().map(Blob).collect())))
+            .send()
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    server.kill();
+    let first = inflight.await.unwrap();
+    // If an answer came back before the kill, everything in it is kept; otherwise nothing was
+    // acknowledged.
+    let acked = first.as_ref().is_ok_and(|r| r.status().is_success());
+    server.start();
+    let admin = Admin {
+        s: &server,
+        http: http.clone(),
+    };
+    if acked {
+        assert_eq!(
+            admin.get("/admin/reconciliation").await["records"]["settled"],
+            1500
+        );
+    }
+    let again = upload(&http, &server.url, &records).await;
+    assert!(again.iter().all(|r| *r == Some(ReceiptStatus::Settled)));
+    let r = admin.conserved(1_000_000).await;
+    assert_eq!(r["records"]["settled"], 1500);
+    assert_eq!(r["settled_amount"], 4_500);
+    assert_eq!(
+        admin
+            .get(&format!("/admin/accounts/{}", payee.public().to_text()))
+            .await["balance"],
+        4_500
+    );
+}
