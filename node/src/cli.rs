@@ -599,12 +599,14 @@ async fn run(home: &Home, opts: RunOptions, json: bool) -> Result<()> {
     let pass = passphrase(false)?;
     let (node, events) = Node::start(home, &pass, &opts).await?;
     let token = control::make_token(home)?;
+    let control_socket = control::bind(home)?;
     let links = tokio::spawn(std::sync::Arc::clone(&node).serve_links(events));
-    let server = {
-        let node = std::sync::Arc::clone(&node);
-        let home = home.clone();
-        tokio::spawn(async move { control::serve(node, &home, token).await })
-    };
+    let server = tokio::spawn(control::serve(
+        std::sync::Arc::clone(&node),
+        control_socket,
+        token,
+    ));
+
     // Wait for the listeners so the ready line carries real addresses.
     let mut addrs = Vec::new();
     for _ in 0..200 {

@@ -181,6 +181,35 @@ impl Sentinel {
         }
     }
 
+    fn spent_path(&self) -> PathBuf {
+        self.path.with_extension("spent")
+    }
+
+    /// Allowances this wallet (or any earlier copy of it on this device) has spent from.
+    pub fn spent(&self) -> std::io::Result<Vec<meshpay_protocol::AllowanceId>> {
+        match std::fs::read_to_string(self.spent_path()) {
+            Ok(s) => Ok(s
+                .lines()
+                .filter_map(meshpay_protocol::AllowanceId::from_hex)
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records durably that the wallet spent from `id` (appends one line and fsyncs).
+    pub fn record_spent(&self, id: &meshpay_protocol::AllowanceId) -> std::io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.spent_path())?;
+        writeln!(f, "{}", id.to_hex())?;
+        f.sync_all()?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+
     /// Writes the epoch durably (write, fsync, rename, fsync the directory).
     pub fn write(&self, epoch: u64) -> std::io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));

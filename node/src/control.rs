@@ -15,7 +15,7 @@ use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -107,17 +107,27 @@ pub fn make_token(home: &Home) -> std::io::Result<String> {
     let token = hex::encode(t);
     let path = home.token();
     let _ = std::fs::remove_file(&path);
-    std::fs::write(&path, &token)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    // Created owner-only from the first byte, never readable by others.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::io::Write::write_all(&mut f, token.as_bytes())?;
     Ok(token)
 }
 
-/// Serves the control socket until the process ends.
-pub async fn serve(node: Arc<Node>, home: &Home, token: String) -> std::io::Result<()> {
+/// Binds the control socket (owner-only). Bind before announcing the node as ready.
+pub fn bind(home: &Home) -> std::io::Result<UnixListener> {
     let path = home.socket();
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves the control socket until the process ends.
+pub async fn serve(node: Arc<Node>, listener: UnixListener, token: String) -> std::io::Result<()> {
     let token = Arc::new(token);
     loop {
         let (stream, _) = listener.accept().await?;

@@ -315,7 +315,13 @@ impl Node {
             now + self.config.wallet.request_ttl_secs,
         );
         req.memo = memo.to_owned();
-        req.issuers = self.issuers.read().await.keys().take(4).copied().collect();
+        // Name the accepted issuers when they fit the request's four slots; an empty list
+        // means any issuer this node trusts (SPEC.md §4.4).
+        let issuers = self.issuers.read().await;
+        if issuers.len() <= 4 {
+            req.issuers = issuers.keys().copied().collect();
+        }
+        drop(issuers);
         // Validate through the codec's own rules before storing.
         let req: PaymentRequest =
             decode(&encode(&req)).map_err(|e| NodeError::Input(e.to_string()))?;
@@ -403,10 +409,17 @@ impl Node {
                 self.store
                     .commit_spend(&spend, &request.currency, &request.memo, now)
                     .await?;
+                // Adopt the committed head first: whatever happens next, the next IOU of this
+                // allowance takes the next counter.
+                wallet.commit(&spend);
+                if spend.next.counter == 1 {
+                    self.sentinel
+                        .record_spent(&spend.iou.allowance)
+                        .map_err(NodeError::Sentinel)?;
+                }
                 self.sentinel
                     .write(spend.epoch)
                     .map_err(NodeError::Sentinel)?;
-                wallet.commit(&spend);
                 spend.iou
             }
         };
@@ -484,6 +497,17 @@ impl Node {
         currency: &str,
         memo: &str,
     ) -> Result<PayOutcome, NodeError> {
+        // A payment to this peer for this amount that is still unanswered is sent again
+        // rather than paid a second time.
+        for s in self.store.sent().await? {
+            if s.status == SentStatus::Pending
+                && s.iou.payee == *payee
+                && s.iou.amount == amount
+                && s.currency == currency
+            {
+                return Ok(self.deliver(&s.iou, currency).await);
+            }
+        }
         let ask = Request::Ask(Ask::new(amount, currency, memo));
         let answer = self.links.request(payee, ask.encode()).await?;
         match Response::decode(&answer) {
@@ -536,6 +560,21 @@ impl Node {
             NodeError::Input("the allowance certificate's signature does not verify".into())
         })?;
         let mut wallet = self.wallet.lock().await;
+        // An allowance an earlier copy of this wallet spent from is never spent from again:
+        // its counters may already be in other hands (SPEC.md §7).
+        let known = wallet.allowances().contains_key(&cert.id());
+        if !known
+            && self
+                .sentinel
+                .spent()
+                .map_err(NodeError::Sentinel)?
+                .contains(&cert.id())
+        {
+            return Err(NodeError::Input(format!(
+                "allowance {} was spent from by an earlier copy of this wallet and cannot be used again; get a fresh one",
+                cert.id()
+            )));
+        }
         let new = self.store.add_allowance(cert, now()).await?;
         wallet.add_allowance(cert.clone());
         Ok(new)

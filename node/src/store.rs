@@ -347,7 +347,8 @@ impl Store {
         rows.iter().map(sent_row).collect()
     }
 
-    /// Records the payee's answer to a sent IOU.
+    /// Records the payee's first answer to a sent IOU (later answers, from racing re-sends,
+    /// change nothing).
     pub async fn set_sent_outcome(
         &self,
         iou: &Hash,
@@ -355,7 +356,7 @@ impl Store {
         reason: Option<&str>,
         ack: Option<&PaymentAck>,
     ) -> Result<()> {
-        sqlx::query("UPDATE sent SET status = ?, reason = ?, ack = ? WHERE iou_id = ?")
+        sqlx::query("UPDATE sent SET status = ?, reason = ?, ack = ? WHERE iou_id = ? AND status = 'pending'")
             .bind(status.as_str())
             .bind(reason)
             .bind(ack.map(encode))

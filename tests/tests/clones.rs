@@ -87,6 +87,8 @@ fn a_restored_wallet_does_not_spend_from_its_old_allowances() {
     copy_dir(&shopper.home, &backup);
 
     shopper.start(&["--peer", &vendor_addr]);
+    // An allowance added after the backup, and spent from.
+    issuer.fund(&shopper, 700);
     let paid = shopper.json(&["pay", "--to", &vendor.device, "--amount", "100", "--json"]);
     assert_eq!(paid["status"], "acked");
     shopper.stop();
@@ -112,6 +114,16 @@ fn a_restored_wallet_does_not_spend_from_its_old_allowances() {
         vendor.balance("KES")["received"],
         100,
         "no second IOU reached the vendor"
+    );
+
+    // Adding the certificate the lost copy spent from does not bring its counters back.
+    let old_cert = issuer.dir.join("shopper-700.cert");
+    let out = shopper.cli(&["allowance", "--add", old_cert.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("spent from by an earlier copy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // A fresh allowance from the issuer is the way back.

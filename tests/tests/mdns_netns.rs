@@ -34,6 +34,7 @@ impl Netns {
             a: format!("mpa{tag}"),
             b: format!("mpb{tag}"),
         };
+        // `ns` exists before anything is created, so a failure part-way cleans up on drop.
         ip(&["netns", "add", &ns.a])?;
         ip(&["netns", "add", &ns.b])?;
         let (va, vb) = (format!("va{tag}"), format!("vb{tag}"));

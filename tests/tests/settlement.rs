@@ -384,7 +384,10 @@ async fn bad_records_are_rejected_with_their_reason_and_bad_bodies_change_nothin
         400
     );
     // An oversized upload, on its own connection (the server closes it after refusing).
-    let lone = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let lone = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let r = lone
         .post(format!("{}/v1/settle", server.url))
         .header("content-type", "application/cbor")

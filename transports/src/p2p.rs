@@ -16,6 +16,7 @@ use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, identify, identity, mdns, noise, ping, tcp, yamux,
 };
 use meshpay_protocol::DeviceKey;
+use meshpay_protocol::message::{ErrorCode, Response};
 use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
@@ -592,7 +593,10 @@ impl Driver {
                     let (reply, rx) = Reply::new();
                     let own = self.own.clone();
                     tokio::spawn(async move {
-                        let action = rx.await.unwrap_or(ReplyAction::SendAndDrop(Vec::new()));
+                        // A node that dropped the reply failed internally: say so, keep the peer.
+                        let action = rx.await.unwrap_or_else(|_| {
+                            ReplyAction::Send(Response::Error(ErrorCode::Unavailable).encode())
+                        });
                         let _ = own
                             .send(Command::Respond {
                                 id: request_id,
