@@ -211,8 +211,11 @@ struct Cursor {
     limit: Option<i64>,
 }
 
-async fn receipts(State(s): State<AppState>, Query(c): Query<Cursor>) -> ApiResult {
-    let rows = sqlx::query("SELECT seq, receipt FROM records WHERE seq > $1 ORDER BY seq LIMIT $2")
+/// A feed read after a cursor: `SELECT seq, <column> FROM <table>` as hex, with the next
+/// cursor. Table and column names are constants of this module, never user input.
+async fn feed(s: &AppState, c: &Cursor, table: &str, column: &str, key: &str) -> ApiResult {
+    let sql = format!("SELECT seq, {column} FROM {table} WHERE seq > $1 ORDER BY seq LIMIT $2");
+    let rows = sqlx::query(&sql)
         .bind(c.since.unwrap_or(0))
         .bind(c.limit.unwrap_or(1000).clamp(1, 10_000))
         .fetch_all(s.server.db.pool())
@@ -224,27 +227,17 @@ async fn receipts(State(s): State<AppState>, Query(c): Query<Cursor>) -> ApiResu
         let seq: i64 = r.try_get(0).map_err(ServerError::from)?;
         let bytes: Vec<u8> = r.try_get(1).map_err(ServerError::from)?;
         next = seq;
-        list.push(json!({"seq": seq, "receipt": hex::encode(bytes)}));
+        list.push(json!({"seq": seq, column: hex::encode(bytes)}));
     }
-    Ok(Json(json!({"receipts": list, "next": next})).into_response())
+    Ok(Json(json!({key: list, "next": next})).into_response())
+}
+
+async fn receipts(State(s): State<AppState>, Query(c): Query<Cursor>) -> ApiResult {
+    feed(&s, &c, "records", "receipt", "receipts").await
 }
 
 async fn frauds(State(s): State<AppState>, Query(c): Query<Cursor>) -> ApiResult {
-    let rows = sqlx::query("SELECT seq, proof FROM frauds WHERE seq > $1 ORDER BY seq LIMIT $2")
-        .bind(c.since.unwrap_or(0))
-        .bind(c.limit.unwrap_or(1000).clamp(1, 10_000))
-        .fetch_all(s.server.db.pool())
-        .await
-        .map_err(ServerError::from)?;
-    let mut next = c.since.unwrap_or(0);
-    let mut list = Vec::new();
-    for r in rows {
-        let seq: i64 = r.try_get(0).map_err(ServerError::from)?;
-        let bytes: Vec<u8> = r.try_get(1).map_err(ServerError::from)?;
-        next = seq;
-        list.push(json!({"seq": seq, "proof": hex::encode(bytes)}));
-    }
-    Ok(Json(json!({"fraud_proofs": list, "next": next})).into_response())
+    feed(&s, &c, "frauds", "proof", "fraud_proofs").await
 }
 
 #[derive(Deserialize)]
