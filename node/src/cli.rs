@@ -601,6 +601,7 @@ async fn run(home: &Home, opts: RunOptions, json: bool) -> Result<()> {
     let token = control::make_token(home)?;
     let control_socket = control::bind(home)?;
     let links = tokio::spawn(std::sync::Arc::clone(&node).serve_links(events));
+    tokio::spawn(std::sync::Arc::clone(&node).maintain(std::time::Duration::from_secs(30)));
     let server = tokio::spawn(control::serve(
         std::sync::Arc::clone(&node),
         control_socket,

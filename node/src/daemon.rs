@@ -23,6 +23,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Mutex, RwLock, mpsc};
 
+/// Most open requests one peer may have asked this node for.
+pub const MAX_OPEN_ASKS_PER_PEER: u64 = 16;
+/// Most open requests this node keeps in all.
+pub const MAX_OPEN_REQUESTS: u64 = 10_000;
+
 /// Wall-clock seconds.
 pub fn now() -> u64 {
     SystemTime::now()
@@ -281,7 +286,7 @@ impl Node {
 
     async fn answer(&self, from: &DeviceKey, req: Request) -> Response {
         let r = match req {
-            Request::Ask(ask) => self.on_ask(&ask).await,
+            Request::Ask(ask) => self.on_ask(from, &ask).await,
             Request::Pay(pay) => self.on_pay(from, *pay).await,
         };
         r.unwrap_or_else(|e| {
@@ -290,9 +295,15 @@ impl Node {
         })
     }
 
-    async fn on_ask(&self, ask: &Ask) -> Result<Response, NodeError> {
+    async fn on_ask(&self, from: &DeviceKey, ask: &Ask) -> Result<Response, NodeError> {
+        // Asks cost a durable write each: bound what one peer, and all peers, can keep open.
+        let (open, by_peer) = self.store.open_requests(from, now()).await?;
+        if by_peer >= MAX_OPEN_ASKS_PER_PEER || open >= MAX_OPEN_REQUESTS {
+            tracing::warn!(peer = %from.short(), by_peer, open, "too many open requests; ask refused");
+            return Ok(Response::Error(ErrorCode::Unavailable));
+        }
         let req = self
-            .new_request(ask.amount, &ask.currency, &ask.memo)
+            .make_request(ask.amount, &ask.currency, &ask.memo, Some(from))
             .await?;
         Ok(Response::Request(req))
     }
@@ -303,6 +314,16 @@ impl Node {
         amount: u64,
         currency: &str,
         memo: &str,
+    ) -> Result<PaymentRequest, NodeError> {
+        self.make_request(amount, currency, memo, None).await
+    }
+
+    async fn make_request(
+        &self,
+        amount: u64,
+        currency: &str,
+        memo: &str,
+        asked_by: Option<&DeviceKey>,
     ) -> Result<PaymentRequest, NodeError> {
         let mut nonce = [0u8; 16];
         OsRng.fill_bytes(&mut nonce);
@@ -325,7 +346,7 @@ impl Node {
         // Validate through the codec's own rules before storing.
         let req: PaymentRequest =
             decode(&encode(&req)).map_err(|e| NodeError::Input(e.to_string()))?;
-        self.store.add_request(&req, now).await?;
+        self.store.add_request(&req, asked_by, now).await?;
         Ok(req)
     }
 
@@ -474,6 +495,37 @@ impl Node {
             Err(e) => return pending(format!("unreadable answer: {e}")),
         };
         result.unwrap_or_else(|e| pending(e.to_string()))
+    }
+
+    /// Housekeeping, every `period`: re-sends pending IOUs to payees that are connected (an
+    /// answer lost on a live connection is not waited out until the next reconnect), and
+    /// forgets unpaid requests that expired a day ago.
+    pub async fn maintain(self: Arc<Self>, period: Duration) {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let connected: Vec<DeviceKey> =
+                self.peers().await.into_iter().map(|p| p.device).collect();
+            if let Ok(pending) = self.store.pending().await {
+                let mut payees: Vec<DeviceKey> = pending
+                    .iter()
+                    .map(|s| s.iou.payee)
+                    .filter(|p| connected.contains(p))
+                    .collect();
+                payees.sort();
+                payees.dedup();
+                for p in payees {
+                    self.resend_pending(&p).await;
+                }
+            }
+            if let Err(e) = self
+                .store
+                .purge_requests(now().saturating_sub(86_400))
+                .await
+            {
+                tracing::warn!(error = %e, "could not purge old requests");
+            }
+        }
     }
 
     /// Re-sends every pending IOU to `payee`.

@@ -61,6 +61,9 @@ const MIGRATIONS: &[&str] = &[
     // 2: what the issuer decided about each payment (its receipt's status name).
     "ALTER TABLE sent ADD COLUMN settlement TEXT;
      ALTER TABLE received ADD COLUMN settlement TEXT;",
+    // 3: which peer asked for a request (NULL: made here), and when it expires.
+    "ALTER TABLE requests ADD COLUMN asked_by BLOB;
+     ALTER TABLE requests ADD COLUMN expires INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Status of a sent payment.
@@ -366,15 +369,57 @@ impl Store {
         Ok(())
     }
 
-    /// Stores an open payment request.
-    pub async fn add_request(&self, req: &PaymentRequest, now: u64) -> Result<()> {
-        sqlx::query("INSERT INTO requests (nonce, request, created_at) VALUES (?, ?, ?)")
+    /// Stores an open payment request, made here or asked for by the peer `asked_by`.
+    pub async fn add_request(
+        &self,
+        req: &PaymentRequest,
+        asked_by: Option<&meshpay_protocol::DeviceKey>,
+        now: u64,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO requests (nonce, request, created_at, asked_by, expires) VALUES (?, ?, ?, ?, ?)")
             .bind(req.nonce.0.to_vec())
             .bind(encode(req))
             .bind(i64_of(now)?)
+            .bind(asked_by.map(|d| d.0.to_vec()))
+            .bind(i64_of(req.expires)?)
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Open (unpaid, unexpired) requests, all and those asked for by `peer`.
+    pub async fn open_requests(
+        &self,
+        peer: &meshpay_protocol::DeviceKey,
+        now: u64,
+    ) -> Result<(u64, u64)> {
+        let row = sqlx::query("SELECT COUNT(*), COALESCE(SUM(asked_by = ?), 0) FROM requests WHERE paid_by IS NULL AND expires >= ?")
+            .bind(peer.0.to_vec())
+            .bind(i64_of(now)?)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((u64_of(row.get(0))?, u64_of(row.get(1))?))
+    }
+
+    /// Forgets unpaid requests that expired before `before`. Returns how many.
+    pub async fn purge_requests(&self, before: u64) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM requests WHERE paid_by IS NULL AND expires < ?")
+                .bind(i64_of(before)?)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// Pending sent payments.
+    pub async fn pending(&self) -> Result<Vec<SentPayment>> {
+        Ok(self
+            .sent()
+            .await?
+            .into_iter()
+            .filter(|s| s.status == SentStatus::Pending)
+            .collect())
     }
 
     /// The request with this nonce.

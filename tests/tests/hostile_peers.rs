@@ -290,3 +290,26 @@ async fn peers_sending_bad_frames_are_dropped_and_others_are_served() {
     );
     assert!(log.matches("broke the framing rules").count() >= 2, "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flooding_asks_is_capped_and_others_still_served() {
+    let root = tempfile::tempdir().unwrap();
+    let mut vendor = TestNode::init(root.path(), "vendor");
+    vendor.start(&[]);
+    let flooder = Client::connect(7, &vendor, |_| {});
+    let mut answers = Vec::new();
+    for _ in 0..20 {
+        answers.push(flooder.send(&Request::Ask(Ask::new(1, "KES", ""))).await);
+    }
+    let granted = answers
+        .iter()
+        .filter(|a| matches!(a, Response::Request(_)))
+        .count();
+    assert_eq!(granted, 16, "{answers:?}");
+    assert!(matches!(
+        answers[19],
+        Response::Error(ErrorCode::Unavailable)
+    ));
+    let other = Client::connect(8, &vendor, |_| {});
+    assert_eq!(other.ask(5).await.amount, 5);
+}
