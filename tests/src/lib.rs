@@ -134,7 +134,10 @@ impl TestNode {
             .arg(&self.home)
             .env("MESHPAY_PASSPHRASE", "test passphrase")
             .env("MESHPAY_STATE_DIR", &self.state)
-            .env("MESHPAY_LOG", "info,libp2p=warn")
+            .env(
+                "MESHPAY_LOG",
+                std::env::var("MESHPAY_TEST_LOG").unwrap_or_else(|_| "info,libp2p=warn".into()),
+            )
             .env_remove("MESHPAY_HOME")
             .env_remove("MESHPAY_FAULT");
         c
@@ -293,15 +296,24 @@ impl TestNode {
         }
     }
 
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home.with_extension("log")).unwrap_or_default()
+    }
+
     /// Waits until this node lists `other` among its connected peers.
     pub fn wait_peer(&self, other: &str) {
-        wait_for(&format!("{} to see {other}", self.name), || {
-            let peers = self.json(&["peers", "--json"]);
-            peers
-                .as_array()
-                .is_some_and(|a| a.iter().any(|p| p["device_key"] == other))
-                .then_some(())
-        });
+        let log = self.home.with_extension("log");
+        wait_for(
+            &format!("{} to see {other} (log: {})", self.name, log.display()),
+            || {
+                let peers = self.json(&["peers", "--json"]);
+                peers
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|p| p["device_key"] == other))
+                    .then_some(())
+            },
+        );
     }
 
     /// `balance --json` for one currency.
@@ -432,6 +444,12 @@ pub struct SettleServer {
 impl SettleServer {
     /// Creates an issuer in `root/<name>` and starts its server on a SQLite file there.
     pub fn new(root: &Path, name: &str) -> Self {
+        Self::with_db(root, name, None)
+    }
+
+    /// Creates an issuer in `root/<name>` and starts its server on `db` (default: a SQLite
+    /// file in its directory).
+    pub fn with_db(root: &Path, name: &str, db: Option<&str>) -> Self {
         let dir = root.join(name);
         let out = Command::new(meshpay_bin())
             .args(["issuer", "init", "--dir"])
@@ -444,7 +462,10 @@ impl SettleServer {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let db = format!("sqlite://{}", dir.join("settlement.db").display());
+        let db = db.map_or_else(
+            || format!("sqlite://{}", dir.join("settlement.db").display()),
+            str::to_owned,
+        );
         let mut s = Self {
             dir,
             url: String::new(),
@@ -453,6 +474,22 @@ impl SettleServer {
             child: None,
         };
         s.start();
+        s
+    }
+
+    /// Another server process for the same issuer and database (several servers may share a
+    /// PostgreSQL database).
+    #[must_use]
+    pub fn twin(&self, name: &str) -> Self {
+        let mut s = Self {
+            dir: self.dir.clone(),
+            url: String::new(),
+            token: self.token.clone(),
+            db: self.db.clone(),
+            child: None,
+        };
+        s.start();
+        let _ = name;
         s
     }
 
@@ -516,5 +553,124 @@ impl SettleServer {
 impl Drop for SettleServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A throwaway PostgreSQL cluster from the machine's binaries, run as the unprivileged
+/// `postgres` user, on a loopback port; stopped and deleted on drop.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl Postgres {
+    /// Starts a cluster, or says why it cannot.
+    pub fn start() -> Result<Self, String> {
+        if !Path::new(PG_BIN).join("initdb").exists() {
+            return Err(format!("no PostgreSQL binaries in {PG_BIN}"));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("meshpay-pg")
+            .tempdir_in("/tmp")
+            .map_err(|e| e.to_string())?;
+        let run = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .args(args)
+                .current_dir("/tmp")
+                .output()
+                .map_err(|e| format!("runuser: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !chown.success() {
+            return Err(
+                "cannot hand the cluster directory to the postgres user (not root?)".into(),
+            );
+        }
+        let data = dir.path().join("data");
+        let data = data.to_str().ok_or("path")?;
+        run(&[
+            &format!("{PG_BIN}/initdb"),
+            "-D",
+            data,
+            "-U",
+            "meshpay",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ])?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=60 -c shared_buffers=32MB",
+            dir.path().display()
+        );
+        let log = dir.path().join("postgres.log");
+        run(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            data,
+            "-o",
+            &opts,
+            "-l",
+            log.to_str().ok_or("path")?,
+            "-w",
+            "-t",
+            "30",
+            "start",
+        ])?;
+        Ok(Self { dir, port })
+    }
+
+    /// A fresh database in the cluster; its connection URL.
+    pub fn database(&self, name: &str) -> String {
+        let out = Command::new(format!("{PG_BIN}/createdb"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "meshpay",
+                name,
+            ])
+            .output()
+            .expect("createdb");
+        assert!(
+            out.status.success(),
+            "createdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("postgres://meshpay@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl"), "-D"])
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .current_dir("/tmp")
+            .output();
     }
 }

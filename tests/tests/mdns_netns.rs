@@ -75,8 +75,18 @@ fn nodes_in_two_namespaces_find_each_other_with_mdns_and_pay() {
     // mDNS on (the default), no --peer: they must discover each other.
     vendor.start_in(Some(&ns.b), &["--listen", "/ip4/10.77.0.2/tcp/0"]);
     shopper.start_in(Some(&ns.a), &["--listen", "/ip4/10.77.0.1/tcp/0"]);
-    shopper.wait_peer(&vendor.device);
-    vendor.wait_peer(&shopper.device);
+    let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        shopper.wait_peer(&vendor.device);
+        vendor.wait_peer(&shopper.device);
+    }));
+    if let Err(e) = seen {
+        eprintln!(
+            "shopper log:\n{}\nvendor log:\n{}",
+            shopper.log(),
+            vendor.log()
+        );
+        std::panic::resume_unwind(e);
+    }
     let peers = shopper.json(&["peers", "--json"]);
     assert!(
         peers[0]["address"].as_str().unwrap().contains("10.77.0.2"),

@@ -8,7 +8,7 @@ use meshpay_protocol::{
     Nonce, PrintableKey as _, Reason, ReceiptBatch, ReceiptStatus, RecordBatch, SealedRecord,
     WalletAction, WalletRequest, decode, encode,
 };
-use meshpay_tests::{SettleServer, TestNode};
+use meshpay_tests::{Postgres, SettleServer, TestNode};
 use serde_json::{Value, json};
 
 fn now() -> u64 {
@@ -16,6 +16,43 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A settlement server on `backend`, with the PostgreSQL cluster it needs kept alive; `None`
+/// (with a message) where PostgreSQL cannot run here.
+fn server_on(root: &std::path::Path, backend: Backend) -> Option<(SettleServer, Option<Postgres>)> {
+    match backend {
+        Backend::Sqlite => Some((SettleServer::new(root, "issuer"), None)),
+        Backend::Postgres => match Postgres::start() {
+            Ok(pg) => {
+                let url = pg.database("meshpay");
+                Some((SettleServer::with_db(root, "issuer", Some(&url)), Some(pg)))
+            }
+            Err(e) => {
+                eprintln!("SKIPPED on PostgreSQL: {e}");
+                None
+            }
+        },
+    }
+}
+
+macro_rules! on_both_backends {
+    ($scenario:ident, $sqlite:ident, $postgres:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            $scenario(Backend::Sqlite).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            $scenario(Backend::Postgres).await;
+        }
+    };
 }
 
 struct Admin<'a> {
@@ -185,10 +222,11 @@ fn seal(iou: &Iou, issuer: &IssuerDescriptor) -> Vec<u8> {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn top_up_pay_offline_and_settle_once_however_uploaded() {
+async fn settle_once(backend: Backend) {
     let root = tempfile::tempdir().unwrap();
-    let server = SettleServer::new(root.path(), "issuer");
+    let Some((server, _pg)) = server_on(root.path(), backend) else {
+        return;
+    };
     let http = reqwest::Client::new();
     let admin = Admin {
         s: &server,
@@ -263,10 +301,11 @@ async fn top_up_pay_offline_and_settle_once_however_uploaded() {
     assert_eq!(r["totals"]["users"], 10_000);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_records_are_rejected_with_their_reason_and_bad_bodies_change_nothing() {
+async fn rejections(backend: Backend) {
     let root = tempfile::tempdir().unwrap();
-    let server = SettleServer::new(root.path(), "issuer");
+    let Some((server, _pg)) = server_on(root.path(), backend) else {
+        return;
+    };
     let http = reqwest::Client::new();
     let admin = Admin {
         s: &server,
@@ -436,10 +475,11 @@ async fn bad_records_are_rejected_with_their_reason_and_bad_bodies_change_nothin
     assert_eq!(send().await.unwrap().status(), 409);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_in_the_middle_of_a_batch_settles_nothing_twice() {
+async fn sigkill(backend: Backend) {
     let root = tempfile::tempdir().unwrap();
-    let mut server = SettleServer::new(root.path(), "issuer");
+    let Some((mut server, _pg)) = server_on(root.path(), backend) else {
+        return;
+    };
     let http = reqwest::Client::new();
     let issuer: IssuerDescriptor = decode(&std::fs::read(server.descriptor()).unwrap()).unwrap();
     let holder = Device {
@@ -504,5 +544,74 @@ async fn sigkill_in_the_middle_of_a_batch_settles_nothing_twice() {
             .get(&format!("/admin/accounts/{}", payee.public().to_text()))
             .await["balance"],
         4_500
+    );
+}
+
+on_both_backends!(
+    settle_once,
+    top_up_pay_offline_and_settle_once_on_sqlite,
+    top_up_pay_offline_and_settle_once_on_postgres
+);
+on_both_backends!(
+    rejections,
+    bad_records_and_bodies_on_sqlite,
+    bad_records_and_bodies_on_postgres
+);
+on_both_backends!(
+    sigkill,
+    sigkill_mid_batch_on_sqlite,
+    sigkill_mid_batch_on_postgres
+);
+
+/// Several server processes on one PostgreSQL database, the same records uploaded to all of
+/// them at once: each settles exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_servers_on_one_postgres_settle_each_record_once() {
+    let root = tempfile::tempdir().unwrap();
+    let Some((a, _pg)) = server_on(root.path(), Backend::Postgres) else {
+        return;
+    };
+    let b = a.twin("issuer-b");
+    let http = reqwest::Client::new();
+    let issuer: IssuerDescriptor = decode(&std::fs::read(a.descriptor()).unwrap()).unwrap();
+    let holder = Device {
+        key: DeviceSecret::from_seed(&[8; 32]),
+    };
+    let payee = DeviceSecret::from_seed(&[9; 32]);
+    let admin = Admin {
+        s: &a,
+        http: http.clone(),
+    };
+    admin.account(&holder.key.public().to_text(), 100_000).await;
+    admin.account(&payee.public().to_text(), 0).await;
+    let cert = holder.allowance(&http, &a, &issuer, 50_000).await;
+    let t = now();
+    let records: Vec<Vec<u8>> = (1..=300u32)
+        .map(|c| {
+            seal(
+                &holder.iou(&cert, c, 7, u64::from(c) * 7, &payee, t),
+                &issuer,
+            )
+        })
+        .collect();
+    let (mut first_half, second_half) = (records[..200].to_vec(), records[100..].to_vec());
+    first_half.reverse();
+    let (r1, r2, r3, r4) = tokio::join!(
+        upload(&http, &a.url, &records),
+        upload(&http, &b.url, &records),
+        upload(&http, &a.url, &second_half),
+        upload(&http, &b.url, &first_half),
+    );
+    for r in [&r1, &r2, &r3, &r4] {
+        assert!(r.iter().all(|s| *s == Some(ReceiptStatus::Settled)));
+    }
+    let rec = admin.conserved(100_000).await;
+    assert_eq!(rec["records"]["settled"], 300);
+    assert_eq!(rec["settled_amount"], 2_100);
+    assert_eq!(
+        admin
+            .get(&format!("/admin/accounts/{}", payee.public().to_text()))
+            .await["balance"],
+        2_100
     );
 }

@@ -231,6 +231,10 @@ enum Command {
     Disconnect {
         peer: PeerId,
     },
+    DialIfAlone {
+        peer: PeerId,
+        addr: Multiaddr,
+    },
 }
 
 /// A running libp2p link.
@@ -270,7 +274,11 @@ impl P2pLink {
             .with_behaviour(|key| {
                 let mdns = if mdns_on {
                     Some(mdns::tokio::Behaviour::new(
-                        mdns::Config::default(),
+                        mdns::Config {
+                            // Devices meet for minutes at a stall: look often (the default is 5 min).
+                            query_interval: Duration::from_secs(5),
+                            ..mdns::Config::default()
+                        },
                         key.public().to_peer_id(),
                     )?)
                 } else {
@@ -488,6 +496,11 @@ impl Driver {
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
+            Command::DialIfAlone { peer, addr } => {
+                if !self.connected.contains_key(&peer) {
+                    let _ = self.swarm.dial(addr);
+                }
+            }
         }
     }
 
@@ -541,10 +554,23 @@ impl Driver {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                let me = *self.swarm.local_peer_id();
                 for (peer, addr) in found {
                     self.known.entry(peer).or_insert_with(|| addr.clone());
-                    if !self.connected.contains_key(&peer) && peer != *self.swarm.local_peer_id() {
+                    if self.connected.contains_key(&peer) || peer == me {
+                        continue;
+                    }
+                    // Two devices usually discover each other at the same instant, and two
+                    // simultaneous dials can both fail. The smaller peer id dials at once; the
+                    // other dials only if no connection came in meanwhile.
+                    if me < peer {
                         let _ = self.swarm.dial(addr);
+                    } else {
+                        let own = self.own.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(1500)).await;
+                            let _ = own.send(Command::DialIfAlone { peer, addr }).await;
+                        });
                     }
                 }
             }

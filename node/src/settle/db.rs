@@ -120,16 +120,6 @@ impl Db {
     }
 
     async fn migrate(&self) -> DbResult<()> {
-        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
-            .execute(&self.pool)
-            .await?;
-        let done: Option<i64> = sqlx::query("SELECT MAX(version) FROM schema_migrations")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
-        if done.unwrap_or(0) >= 1 {
-            return Ok(());
-        }
         let ddl = match self.engine {
             Engine::Sqlite => TABLES
                 .replace("SERIALKEY", "INTEGER PRIMARY KEY AUTOINCREMENT")
@@ -140,23 +130,25 @@ impl Db {
         };
         let mut tx = self.pool.begin().await?;
         if self.engine == Engine::Postgres {
-            // Several servers may start at once: one migrates, the others wait and see it done.
-            sqlx::raw_sql("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+            // Several servers may start at once on one database: one migrates, the others
+            // wait for it and then find the work done.
+            sqlx::query("SELECT pg_advisory_xact_lock(7433)")
                 .execute(&mut *tx)
                 .await?;
-            let again: Option<i64> = sqlx::query("SELECT MAX(version) FROM schema_migrations")
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
-            if again.unwrap_or(0) >= 1 {
-                tx.commit().await?;
-                return Ok(());
-            }
         }
-        sqlx::raw_sql(&ddl).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO schema_migrations (version) VALUES (1)")
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
             .execute(&mut *tx)
             .await?;
+        let done: Option<i64> = sqlx::query("SELECT MAX(version) FROM schema_migrations")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if done.unwrap_or(0) < 1 {
+            sqlx::raw_sql(&ddl).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES (1)")
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

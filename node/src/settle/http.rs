@@ -371,7 +371,7 @@ async fn reconciliation(State(s): State<AppState>, h: HeaderMap) -> ApiResult {
             "settled": count("SELECT COUNT(*) FROM records WHERE status = 0").await?,
             "rejected": count("SELECT COUNT(*) FROM records WHERE status <> 0").await?,
         },
-        "settled_amount": count("SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE kind = 'settle'").await?,
+        "settled_amount": count("SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM transfers WHERE kind = 'settle'").await?,
         "fraud_proofs": count("SELECT COUNT(*) FROM frauds").await?,
         "conserved": sum == 0 && users + escrow == -external,
     }))

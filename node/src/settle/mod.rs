@@ -54,6 +54,20 @@ pub enum ServerError {
     Busy,
 }
 
+impl ServerError {
+    /// Whether judging the batch again may succeed: another transaction won a race
+    /// (a deadlock, a serialization failure or a unique key taken meanwhile).
+    fn is_transient(&self) -> bool {
+        match self {
+            ServerError::Busy => true,
+            ServerError::Db(DbError::Sql(sqlx::Error::Database(e))) => {
+                matches!(e.code().as_deref(), Some("40P01" | "40001" | "23505"))
+            }
+            _ => false,
+        }
+    }
+}
+
 impl From<sqlx::Error> for ServerError {
     fn from(e: sqlx::Error) -> Self {
         ServerError::Db(DbError::Sql(e))
@@ -369,7 +383,9 @@ impl Server {
         self.metrics.batches.fetch_add(1, Ordering::Relaxed);
         for _ in 0..8 {
             match self.settle_once(inputs).await {
-                Err(ServerError::Busy) => {}
+                Err(e) if e.is_transient() => {
+                    tracing::debug!(error = %e, "settlement raced another; judging again");
+                }
                 other => return other,
             }
         }
@@ -409,8 +425,14 @@ impl Server {
                 Opened::Decided(_) => None,
             })
             .collect();
+        // On PostgreSQL, lock the escrows of this batch in id order first: concurrent batches
+        // over the same allowances then queue instead of deadlocking. (SQLite has one writer.)
+        let select = match self.db.engine {
+            db::Engine::Postgres => "SELECT cert FROM escrows WHERE id = $1 FOR UPDATE",
+            db::Engine::Sqlite => "SELECT cert FROM escrows WHERE id = $1",
+        };
         for allowance in wanted {
-            if let Some(row) = sqlx::query("SELECT cert FROM escrows WHERE id = $1")
+            if let Some(row) = sqlx::query(select)
                 .bind(allowance.0.to_vec())
                 .fetch_optional(&mut *tx)
                 .await?
