@@ -387,6 +387,31 @@ async fn rejections(backend: Backend) {
             .unwrap();
     assert_eq!(proof.verify(&issuer.body().issuer), Ok(()));
     // The loss rule: the victim is repaid 300 from the holder's account (2000 - 1000 escrowed).
+    // ... and revokes the allowance, signed, for the mesh to carry.
+    let revs = admin.get("/v1/revocations").await;
+    let rev: meshpay_protocol::Revocation =
+        decode(&hex::decode(revs["revocations"][0]["revocation"].as_str().unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(rev.verify(&issuer.body().issuer), Ok(()));
+    assert_eq!(rev.body().allowance, cert.id());
+    // The holder reads its own statement with a signed request.
+    let req = WalletRequest::sign(
+        &holder.key,
+        issuer.body().issuer,
+        WalletAction::Statement,
+        "",
+        now(),
+        Nonce([3; 16]),
+    );
+    let r = http
+        .post(format!("{}/v1/statement", server.url))
+        .header("content-type", "application/cbor")
+        .body(encode(&req))
+        .send()
+        .await
+        .unwrap();
+    let st: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(st["balance"], 2_000 - 1_000 - 300, "{st}");
     let victim_stmt = admin
         .get(&format!("/admin/accounts/{}", victim.public().to_text()))
         .await;

@@ -103,6 +103,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/settle", post(settle))
         .route("/v1/receipts", get(receipts))
         .route("/v1/fraud-proofs", get(frauds))
+        .route("/v1/revocations", get(revocations))
+        .route("/v1/statement", post(wallet_statement))
+        .route("/admin/revocations", post(revoke))
         .route("/admin/accounts", post(open_account))
         .route("/admin/accounts/{device}/credit", post(credit))
         .route("/admin/accounts/{device}/debit", post(debit))
@@ -238,6 +241,55 @@ async fn receipts(State(s): State<AppState>, Query(c): Query<Cursor>) -> ApiResu
 
 async fn frauds(State(s): State<AppState>, Query(c): Query<Cursor>) -> ApiResult {
     feed(&s, &c, "frauds", "proof", "fraud_proofs").await
+}
+
+async fn revocations(State(s): State<AppState>, Query(c): Query<Cursor>) -> ApiResult {
+    feed(&s, &c, "revocations", "revocation", "revocations").await
+}
+
+async fn wallet_statement(State(s): State<AppState>, h: HeaderMap, body: Bytes) -> ApiResult {
+    if content_type(&h) != "application/cbor" {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send a CBOR wallet request (application/cbor)".into(),
+        ));
+    }
+    let req: WalletRequest = decode(&body).map_err(|e| bad(e.to_string()))?;
+    let (balance, entries) = s.server.wallet_statement(&req).await?;
+    let entries: Vec<Value> = entries
+        .into_iter()
+        .map(|(kind, amount, counterpart, reference, at)| json!({"kind": kind, "amount": amount, "counterpart": counterpart, "reference": reference, "at": at}))
+        .collect();
+    Ok(Json(json!({"balance": balance, "entries": entries})).into_response())
+}
+
+#[derive(Deserialize)]
+struct Revoke {
+    allowance: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn revoke(State(s): State<AppState>, h: HeaderMap, body: Bytes) -> ApiResult {
+    admin(&s, &h)?;
+    let r: Revoke = serde_json::from_slice(&body).map_err(|e| bad(format!("JSON body: {e}")))?;
+    let id = meshpay_protocol::AllowanceId::from_hex(&r.allowance)
+        .ok_or_else(|| bad("allowance: 32 hex digits"))?;
+    let reason = match r.reason.as_deref() {
+        None | Some("device_lost") => meshpay_protocol::RevocationReason::DeviceLost,
+        Some("issuer") => meshpay_protocol::RevocationReason::Issuer,
+        Some("fraud") => meshpay_protocol::RevocationReason::Fraud,
+        Some(other) => {
+            return Err(bad(format!(
+                "reason {other:?}: device_lost, issuer or fraud"
+            )));
+        }
+    };
+    let rev = s.server.revoke(&id, reason).await?;
+    Ok(
+        Json(json!({"allowance": r.allowance, "revocation": hex::encode(encode(&rev))}))
+            .into_response(),
+    )
 }
 
 #[derive(Deserialize)]

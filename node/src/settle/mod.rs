@@ -22,8 +22,8 @@ use meshpay_protocol::codec::VERSION;
 use meshpay_protocol::ledger::{Escrow, Ledger, Outcome, Slot, SlotVerdict};
 use meshpay_protocol::{
     AllowanceBody, AllowanceCert, AllowanceId, DeviceKey, FraudProof, Hash, Iou, IssuerDescriptor,
-    IssuerSecret, Reason, ReceiptStatus, SealedRecord, SettlementReceipt, WalletAction,
-    WalletRequest, decode, encode,
+    IssuerSecret, Reason, ReceiptStatus, Revocation, RevocationReason, SealedRecord,
+    SettlementReceipt, WalletAction, WalletRequest, decode, encode,
 };
 use rand_core::{OsRng, RngCore};
 use sqlx::Row;
@@ -683,8 +683,92 @@ impl Server {
             .await?;
         if r.rows_affected() == 1 {
             self.metrics.frauds.fetch_add(1, Ordering::Relaxed);
+            // A proven fork revokes the allowance: nodes that get the revocation refuse it.
+            self.store_revocation(tx, &proof.allowance(), RevocationReason::Fraud, now)
+                .await?;
         }
         Ok(())
+    }
+
+    async fn store_revocation(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        allowance: &AllowanceId,
+        reason: RevocationReason,
+        now: u64,
+    ) -> Result<Revocation, ServerError> {
+        let rev = Revocation::issue(&self.issuer, *allowance, reason, now);
+        sqlx::query("INSERT INTO revocations (allowance, revocation, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(allowance.0.to_vec())
+            .bind(encode(&rev))
+            .bind(i(now)?)
+            .execute(&mut **tx)
+            .await?;
+        Ok(rev)
+    }
+
+    /// Revokes an allowance this issuer granted (admin: a device reported lost, …).
+    pub async fn revoke(
+        &self,
+        allowance: &AllowanceId,
+        reason: RevocationReason,
+    ) -> Result<Revocation, ServerError> {
+        let mut tx = self.db.begin().await?;
+        let exists = sqlx::query("SELECT id FROM escrows WHERE id = $1")
+            .bind(allowance.0.to_vec())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !exists {
+            return Err(ServerError::NotFound(format!("no allowance {allowance}")));
+        }
+        let rev = self
+            .store_revocation(&mut tx, allowance, reason, self.clock.now())
+            .await?;
+        tx.commit().await?;
+        Ok(rev)
+    }
+
+    /// A wallet's own account statement, asked with a signed wallet request.
+    pub async fn wallet_statement(
+        &self,
+        req: &WalletRequest,
+    ) -> Result<(u64, Vec<(String, i64, String, String, u64)>), ServerError> {
+        if req.action() != WalletAction::Statement {
+            return Err(ServerError::Bad("not a statement request".into()));
+        }
+        let mut tx = self.db.begin().await?;
+        self.check_wallet_request(&mut tx, req).await?;
+        let name = user(&req.body().device);
+        let Some(balance) = db::balance(&mut tx, &name).await? else {
+            return Err(ServerError::NotFound(
+                "this device has no account here".into(),
+            ));
+        };
+        let rows = sqlx::query("SELECT kind, src, dst, amount, reference, at FROM transfers WHERE src = $1 OR dst = $1 ORDER BY seq")
+            .bind(&name)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for r in rows {
+            let src: String = r.try_get(1)?;
+            let dst: String = r.try_get(2)?;
+            let amount: i64 = r.try_get(3)?;
+            let (signed, other) = if src == name {
+                (-amount, dst)
+            } else {
+                (amount, src)
+            };
+            entries.push((
+                r.try_get(0)?,
+                signed,
+                other,
+                r.try_get(4)?,
+                u(r.try_get(5)?),
+            ));
+        }
+        Ok((u(balance), entries))
     }
 
     /// Returns the unspent escrow of every allowance past its settle-by time to its holder.
