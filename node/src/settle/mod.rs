@@ -397,7 +397,7 @@ impl Server {
         inputs: &[Vec<u8>],
     ) -> Result<Vec<Option<SettlementReceipt>>, ServerError> {
         let now = self.clock.now();
-        // Open every record (no database work yet).
+        // 1. Open every record (no database work yet).
         let mut opened: Vec<Option<Opened>> = Vec::with_capacity(inputs.len());
         for bytes in inputs {
             let Ok(record) = decode::<SealedRecord>(bytes) else {
@@ -414,259 +414,191 @@ impl Server {
                 ),
             }));
         }
-        let mut tx = self.db.begin().await?;
-        // Certificates of the allowances named, and the batch signature check.
-        let mut certs: BTreeMap<AllowanceId, AllowanceCert> = BTreeMap::new();
-        let wanted: std::collections::BTreeSet<AllowanceId> = opened
+        let ious: Vec<(Hash, &Iou)> = opened
             .iter()
             .flatten()
             .filter_map(|o| match o {
-                Opened::Iou(_, iou) => Some(iou.allowance),
+                Opened::Iou(id, iou) => Some((*id, iou)),
                 Opened::Decided(_) => None,
             })
             .collect();
+
+        // 2. Read, once, the state the batch needs.
+        let mut tx = self.db.begin().await?;
+        let wanted: std::collections::BTreeSet<AllowanceId> =
+            ious.iter().map(|(_, iou)| iou.allowance).collect();
+        let mut ledger = Ledger::new(self.issuer.id());
+        let mut loaded: BTreeMap<AllowanceId, Escrow> = BTreeMap::new();
         // On PostgreSQL, lock the escrows of this batch in id order first: concurrent batches
         // over the same allowances then queue instead of deadlocking. (SQLite has one writer.)
         let select = match self.db.engine {
-            db::Engine::Postgres => "SELECT cert FROM escrows WHERE id = $1 FOR UPDATE",
-            db::Engine::Sqlite => "SELECT cert FROM escrows WHERE id = $1",
+            db::Engine::Postgres => {
+                "SELECT cert, settled, released FROM escrows WHERE id = $1 FOR UPDATE"
+            }
+            db::Engine::Sqlite => "SELECT cert, settled, released FROM escrows WHERE id = $1",
         };
-        for allowance in wanted {
-            if let Some(row) = sqlx::query(select)
+        for allowance in &wanted {
+            let Some(row) = sqlx::query(select)
                 .bind(allowance.0.to_vec())
                 .fetch_optional(&mut *tx)
                 .await?
-            {
-                let bytes: Vec<u8> = row.try_get(0)?;
-                if let Ok(c) = decode::<AllowanceCert>(&bytes) {
-                    certs.insert(allowance, c);
-                }
-            }
+            else {
+                continue;
+            };
+            let bytes: Vec<u8> = row.try_get(0)?;
+            let Ok(cert) = decode::<AllowanceCert>(&bytes) else {
+                continue;
+            };
+            let counters: Vec<u32> = ious
+                .iter()
+                .filter(|(_, i)| i.allowance == *allowance)
+                .map(|(_, i)| i.counter)
+                .collect();
+            let escrow = Escrow {
+                cert,
+                slots: load_slots(&mut tx, allowance, &counters).await?,
+                settled_total: u(row.try_get(1)?),
+                released: row.try_get::<i64, _>(2)? != 0,
+                fraud: None,
+            };
+            ledger.restore(escrow.clone());
+            loaded.insert(*allowance, escrow);
         }
-        let signed: Vec<(&Iou, DeviceKey)> = opened
+        let decided = load_receipts(&mut tx, &ious.iter().map(|(id, _)| *id).collect::<Vec<_>>()).await?;
+        let payees = existing_accounts(
+            &mut tx,
+            &ious.iter().map(|(_, i)| user(&i.payee)).collect::<Vec<_>>(),
+        )
+        .await?;
+        let signed: Vec<(&Iou, DeviceKey)> = ious
             .iter()
-            .flatten()
-            .filter_map(|o| match o {
-                Opened::Iou(_, iou) => certs.get(&iou.allowance).map(|c| (iou, c.body().holder)),
-                Opened::Decided(_) => None,
-            })
+            .filter_map(|(_, iou)| loaded.get(&iou.allowance).map(|e| (*iou, e.cert.body().holder)))
             .collect();
         let batch_ok = meshpay_protocol::iou::verify_batch(&signed).is_ok();
 
+        // 3. Judge every record in memory, in upload order.
         let mut out = Vec::with_capacity(opened.len());
-        for o in opened {
+        let mut new_records: Vec<(Hash, u16, Vec<u8>)> = Vec::new();
+        let mut this_batch: BTreeMap<Hash, SettlementReceipt> = BTreeMap::new();
+        let mut credits: BTreeMap<(AllowanceId, DeviceKey), (u64, usize)> = BTreeMap::new();
+        let mut conflicts: Vec<(DeviceKey, DeviceKey, u64, Hash)> = Vec::new();
+        let mut frauds: BTreeMap<AllowanceId, FraudProof> = BTreeMap::new();
+        for o in &opened {
             let receipt = match o {
                 None => None,
-                Some(Opened::Decided(r)) => Some(r),
-                Some(Opened::Iou(id, iou)) => Some(
-                    self.apply(&mut tx, id, &iou, certs.get(&iou.allowance), batch_ok, now)
-                        .await?,
-                ),
+                Some(Opened::Decided(r)) => Some(r.clone()),
+                Some(Opened::Iou(id, iou)) => {
+                    if let Some(r) = decided.get(id).or_else(|| this_batch.get(id)) {
+                        self.metrics.repeated.fetch_add(1, Ordering::Relaxed);
+                        out.push(Some(r.clone()));
+                        continue;
+                    }
+                    let status = match loaded.get(&iou.allowance) {
+                        None => Some(ReceiptStatus::Rejected(Reason::UnknownAllowance)),
+                        // No account to credit: nothing is claimed or stored, so the record
+                        // settles when uploaded again once the payee has an account.
+                        Some(_) if !payees.contains(&user(&iou.payee)) => None,
+                        Some(e) if !batch_ok && iou.verify(&e.cert.body().holder).is_err() => {
+                            Some(ReceiptStatus::Rejected(Reason::BadSignature))
+                        }
+                        Some(e) => {
+                            let holder = e.cert.body().holder;
+                            let outcome = ledger.apply(iou, now, true);
+                            if let Some(proof) = outcome.fork() {
+                                frauds.entry(proof.allowance()).or_insert_with(|| proof.clone());
+                            }
+                            match &outcome {
+                                Outcome::Settled { amount, payee, .. } => {
+                                    let c = credits.entry((iou.allowance, *payee)).or_default();
+                                    c.0 += amount;
+                                    c.1 += 1;
+                                }
+                                Outcome::Conflict { amount, payee, .. } => {
+                                    conflicts.push((holder, *payee, *amount, *id));
+                                }
+                                _ => {}
+                            }
+                            Some(outcome.receipt_status())
+                        }
+                    };
+                    match status {
+                        None => {
+                            self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                            Some(self.receipt(*id, ReceiptStatus::Rejected(Reason::UnknownPayee)))
+                        }
+                        Some(status) => {
+                            let r = self.receipt(*id, status);
+                            new_records.push((*id, status.code(), encode(&r)));
+                            this_batch.insert(*id, r.clone());
+                            match status {
+                                ReceiptStatus::Settled => self.metrics.settled.fetch_add(1, Ordering::Relaxed),
+                                ReceiptStatus::Rejected(_) => self.metrics.rejected.fetch_add(1, Ordering::Relaxed),
+                            };
+                            Some(r)
+                        }
+                    }
+                }
             };
             out.push(receipt);
         }
+
+        // 4. Write the difference. Every write is conditional on the state read in step 2; if
+        //    another server changed it meanwhile, the batch is judged again.
+        for (id, before) in &loaded {
+            let after = ledger.escrow(id).expect("restored above");
+            let mut fresh = Vec::new();
+            for (counter, slot) in &after.slots {
+                match before.slots.get(counter) {
+                    None => fresh.push((*counter, slot.clone())),
+                    Some(old) if old.verdict != slot.verdict || old.digest != slot.digest => {
+                        let r = sqlx::query("UPDATE slots SET iou = $3, digest = $4, sig = $5, amount = $6, verdict = 0 WHERE allowance = $1 AND counter = $2 AND verdict <> 0")
+                            .bind(id.0.to_vec())
+                            .bind(i64::from(*counter))
+                            .bind(slot.iou.0.to_vec())
+                            .bind(slot.digest.0.to_vec())
+                            .bind(slot.sig.0.to_vec())
+                            .bind(i(slot.amount)?)
+                            .execute(&mut *tx)
+                            .await?;
+                        if r.rows_affected() != 1 {
+                            return Err(ServerError::Busy);
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+            insert_slots(&mut tx, id, &fresh).await?;
+            if after.settled_total != before.settled_total {
+                let r = sqlx::query("UPDATE escrows SET settled = $3 WHERE id = $1 AND settled = $2 AND released = 0")
+                    .bind(id.0.to_vec())
+                    .bind(i(before.settled_total)?)
+                    .bind(i(after.settled_total)?)
+                    .execute(&mut *tx)
+                    .await?;
+                if r.rows_affected() != 1 {
+                    return Err(ServerError::Busy);
+                }
+            }
+        }
+        for ((allowance, payee), (amount, n)) in &credits {
+            let reference = format!("settle {n} record(s)");
+            transfer(&mut tx, &escrow_account(allowance), &user(payee), *amount, "settle", &reference, now).await?;
+        }
+        for (holder, victim, amount, id) in &conflicts {
+            // The loss rule: the victim is repaid from the holder's account where funds allow.
+            let holder = user(holder);
+            let available = u(db::balance(&mut tx, &holder).await?.unwrap_or(0));
+            let repay = (*amount).min(available);
+            if repay > 0 {
+                transfer(&mut tx, &holder, &user(victim), repay, "fraud-recovery", &id.to_hex(), now).await?;
+            }
+        }
+        for proof in frauds.values() {
+            self.store_fraud(&mut tx, proof, now).await?;
+        }
+        insert_records(&mut tx, &new_records, now).await?;
         tx.commit().await?;
         Ok(out)
-    }
-
-    /// Judges and records one IOU inside `tx`.
-    async fn apply(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        id: Hash,
-        iou: &Iou,
-        cert: Option<&AllowanceCert>,
-        batch_ok: bool,
-        now: u64,
-    ) -> Result<SettlementReceipt, ServerError> {
-        // Decided before (by this server or another): the same receipt again.
-        if let Some(row) = sqlx::query("SELECT receipt FROM records WHERE id = $1")
-            .bind(id.0.to_vec())
-            .fetch_optional(&mut **tx)
-            .await?
-        {
-            let bytes: Vec<u8> = row.try_get(0)?;
-            self.metrics.repeated.fetch_add(1, Ordering::Relaxed);
-            return decode(&bytes)
-                .map_err(|_| ServerError::Bad("a stored receipt is corrupt".into()));
-        }
-        let Some(cert) = cert else {
-            return self
-                .record(
-                    tx,
-                    id,
-                    ReceiptStatus::Rejected(Reason::UnknownAllowance),
-                    now,
-                )
-                .await;
-        };
-        // The payee must have an account to be credited. Nothing is claimed, so the record
-        // can be uploaded again once the account exists.
-        if db::balance(tx, &user(&iou.payee)).await?.is_none() {
-            self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
-            return Ok(self.receipt(id, ReceiptStatus::Rejected(Reason::UnknownPayee)));
-        }
-        let row = sqlx::query("SELECT settled, released FROM escrows WHERE id = $1")
-            .bind(iou.allowance.0.to_vec())
-            .fetch_one(&mut **tx)
-            .await?;
-        let settled: i64 = row.try_get(0)?;
-        let released: i64 = row.try_get(1)?;
-        let slot_row = sqlx::query("SELECT iou, digest, sig, amount, verdict FROM slots WHERE allowance = $1 AND counter = $2")
-            .bind(iou.allowance.0.to_vec())
-            .bind(i64::from(iou.counter))
-            .fetch_optional(&mut **tx)
-            .await?;
-        let mut slots = BTreeMap::new();
-        let had_slot = slot_row.is_some();
-        if let Some(r) = slot_row {
-            let hash = |v: Vec<u8>| Hash(v.try_into().unwrap_or([0; 32]));
-            let sig: Vec<u8> = r.try_get(2)?;
-            let verdict: i64 = r.try_get(4)?;
-            slots.insert(
-                iou.counter,
-                Slot {
-                    iou: hash(r.try_get(0)?),
-                    digest: hash(r.try_get(1)?),
-                    sig: meshpay_protocol::Signature(sig.try_into().unwrap_or([0; 64])),
-                    amount: u(r.try_get(3)?),
-                    verdict: if verdict == 0 {
-                        SlotVerdict::Settled
-                    } else {
-                        SlotVerdict::Rejected(
-                            Reason::from_code(u16::try_from(verdict).unwrap_or(0))
-                                .unwrap_or(Reason::Malformed),
-                        )
-                    },
-                },
-            );
-        }
-        let mut ledger = Ledger::new(self.issuer.id());
-        ledger.restore(Escrow {
-            cert: cert.clone(),
-            slots,
-            settled_total: u(settled),
-            released: released != 0,
-            fraud: None,
-        });
-        let checked = batch_ok || iou.verify(&cert.body().holder).is_ok();
-        if !checked {
-            return self
-                .record(tx, id, ReceiptStatus::Rejected(Reason::BadSignature), now)
-                .await;
-        }
-        let outcome = ledger.apply(iou, now, true);
-        if let Some(proof) = outcome.fork() {
-            self.store_fraud(tx, proof, now).await?;
-        }
-        match &outcome {
-            Outcome::Settled { amount, payee, .. } => {
-                let slot = (
-                    iou.allowance.0.to_vec(),
-                    i64::from(iou.counter),
-                    id.0.to_vec(),
-                    iou.digest().0.to_vec(),
-                    iou.sig.0.to_vec(),
-                    i(*amount)?,
-                );
-                let r = if had_slot {
-                    sqlx::query("UPDATE slots SET iou = $3, digest = $4, sig = $5, amount = $6, verdict = 0 WHERE allowance = $1 AND counter = $2 AND verdict <> 0")
-                } else {
-                    sqlx::query("INSERT INTO slots (allowance, counter, iou, digest, sig, amount, verdict) VALUES ($1, $2, $3, $4, $5, $6, 0) ON CONFLICT DO NOTHING")
-                }
-                .bind(slot.0)
-                .bind(slot.1)
-                .bind(slot.2)
-                .bind(slot.3)
-                .bind(slot.4)
-                .bind(slot.5)
-                .execute(&mut **tx)
-                .await?;
-                if r.rows_affected() != 1 {
-                    return Err(ServerError::Busy);
-                }
-                let r = sqlx::query("UPDATE escrows SET settled = settled + $2 WHERE id = $1 AND released = 0 AND settled + $2 <= limit_amount")
-                    .bind(iou.allowance.0.to_vec())
-                    .bind(i(*amount)?)
-                    .execute(&mut **tx)
-                    .await?;
-                if r.rows_affected() != 1 {
-                    return Err(ServerError::Busy);
-                }
-                transfer(
-                    tx,
-                    &escrow_account(&iou.allowance),
-                    &user(payee),
-                    *amount,
-                    "settle",
-                    &id.to_hex(),
-                    now,
-                )
-                .await?;
-            }
-            Outcome::Rejected { reason, .. } => {
-                if !had_slot {
-                    let r = sqlx::query("INSERT INTO slots (allowance, counter, iou, digest, sig, amount, verdict) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING")
-                        .bind(iou.allowance.0.to_vec())
-                        .bind(i64::from(iou.counter))
-                        .bind(id.0.to_vec())
-                        .bind(iou.digest().0.to_vec())
-                        .bind(iou.sig.0.to_vec())
-                        .bind(i(iou.amount)?)
-                        .bind(i64::from(reason.code()))
-                        .execute(&mut **tx)
-                        .await?;
-                    if r.rows_affected() != 1 {
-                        return Err(ServerError::Busy);
-                    }
-                }
-            }
-            Outcome::Conflict { amount, payee, .. } => {
-                // The loss rule: the victim is repaid from the holder's account where funds allow.
-                let holder = user(&cert.body().holder);
-                let available = u(db::balance(tx, &holder).await?.unwrap_or(0));
-                let repay = (*amount).min(available);
-                if repay > 0 {
-                    transfer(
-                        tx,
-                        &holder,
-                        &user(payee),
-                        repay,
-                        "fraud-recovery",
-                        &id.to_hex(),
-                        now,
-                    )
-                    .await?;
-                }
-            }
-            Outcome::AlreadySettled { .. } => {}
-        }
-        self.record(tx, id, outcome.receipt_status(), now).await
-    }
-
-    async fn record(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        id: Hash,
-        status: ReceiptStatus,
-        now: u64,
-    ) -> Result<SettlementReceipt, ServerError> {
-        let receipt = self.receipt(id, status);
-        let r = sqlx::query("INSERT INTO records (id, status, receipt, decided_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
-            .bind(id.0.to_vec())
-            .bind(i64::from(status.code()))
-            .bind(encode(&receipt))
-            .bind(i(now)?)
-            .execute(&mut **tx)
-            .await?;
-        if r.rows_affected() != 1 {
-            return Err(ServerError::Busy);
-        }
-        match status {
-            ReceiptStatus::Settled => self.metrics.settled.fetch_add(1, Ordering::Relaxed),
-            ReceiptStatus::Rejected(_) => self.metrics.rejected.fetch_add(1, Ordering::Relaxed),
-        };
-        Ok(receipt)
     }
 
     async fn store_fraud(
@@ -818,4 +750,163 @@ impl Server {
         tx.commit().await?;
         Ok(out)
     }
+}
+
+/// Rows per multi-row statement (well under both engines' bind-parameter limits).
+const ROWS_PER_STATEMENT: usize = 400;
+
+fn placeholders(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn load_slots(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    allowance: &AllowanceId,
+    counters: &[u32],
+) -> Result<BTreeMap<u32, Slot>, ServerError> {
+    let mut slots = BTreeMap::new();
+    for chunk in counters.chunks(ROWS_PER_STATEMENT) {
+        let list: Vec<String> = (2..chunk.len() + 2).map(|k| format!("${k}")).collect();
+        let sql = format!(
+            "SELECT counter, iou, digest, sig, amount, verdict FROM slots WHERE allowance = $1 AND counter IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(allowance.0.to_vec());
+        for c in chunk {
+            q = q.bind(i64::from(*c));
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            let hash = |v: Vec<u8>| Hash(v.try_into().unwrap_or([0; 32]));
+            let counter = u32::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0);
+            let sig: Vec<u8> = r.try_get(3)?;
+            let verdict: i64 = r.try_get(5)?;
+            slots.insert(
+                counter,
+                Slot {
+                    iou: hash(r.try_get(1)?),
+                    digest: hash(r.try_get(2)?),
+                    sig: meshpay_protocol::Signature(sig.try_into().unwrap_or([0; 64])),
+                    amount: u(r.try_get(4)?),
+                    verdict: if verdict == 0 {
+                        SlotVerdict::Settled
+                    } else {
+                        SlotVerdict::Rejected(
+                            Reason::from_code(u16::try_from(verdict).unwrap_or(0))
+                                .unwrap_or(Reason::Malformed),
+                        )
+                    },
+                },
+            );
+        }
+    }
+    Ok(slots)
+}
+
+async fn load_receipts(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    ids: &[Hash],
+) -> Result<BTreeMap<Hash, SettlementReceipt>, ServerError> {
+    let mut out = BTreeMap::new();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let list: Vec<String> = (1..=chunk.len()).map(|k| format!("${k}")).collect();
+        let sql = format!("SELECT id, receipt FROM records WHERE id IN ({})", list.join(", "));
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(id.0.to_vec());
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            let id: Vec<u8> = r.try_get(0)?;
+            let bytes: Vec<u8> = r.try_get(1)?;
+            let receipt = decode(&bytes).map_err(|_| ServerError::Bad("a stored receipt is corrupt".into()))?;
+            out.insert(Hash(id.try_into().unwrap_or([0; 32])), receipt);
+        }
+    }
+    Ok(out)
+}
+
+async fn existing_accounts(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    names: &[String],
+) -> Result<std::collections::BTreeSet<String>, ServerError> {
+    let mut names = names.to_vec();
+    names.sort();
+    names.dedup();
+    let mut out = std::collections::BTreeSet::new();
+    for chunk in names.chunks(ROWS_PER_STATEMENT) {
+        let list: Vec<String> = (1..=chunk.len()).map(|k| format!("${k}")).collect();
+        let sql = format!("SELECT name FROM accounts WHERE name IN ({})", list.join(", "));
+        let mut q = sqlx::query(&sql);
+        for n in chunk {
+            q = q.bind(n.clone());
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            out.insert(r.try_get::<String, _>(0)?);
+        }
+    }
+    Ok(out)
+}
+
+async fn insert_slots(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    allowance: &AllowanceId,
+    slots: &[(u32, Slot)],
+) -> Result<(), ServerError> {
+    for chunk in slots.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO slots (allowance, counter, iou, digest, sig, amount, verdict) VALUES {} ON CONFLICT DO NOTHING",
+            placeholders(chunk.len(), 7)
+        );
+        let mut q = sqlx::query(&sql);
+        for (counter, slot) in chunk {
+            let verdict = match slot.verdict {
+                SlotVerdict::Settled => 0,
+                SlotVerdict::Rejected(r) => i64::from(r.code()),
+            };
+            q = q
+                .bind(allowance.0.to_vec())
+                .bind(i64::from(*counter))
+                .bind(slot.iou.0.to_vec())
+                .bind(slot.digest.0.to_vec())
+                .bind(slot.sig.0.to_vec())
+                .bind(i(slot.amount)?)
+                .bind(verdict);
+        }
+        let r = q.execute(&mut **tx).await?;
+        if usize::try_from(r.rows_affected()).unwrap_or(0) != chunk.len() {
+            return Err(ServerError::Busy);
+        }
+    }
+    Ok(())
+}
+
+async fn insert_records(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    records: &[(Hash, u16, Vec<u8>)],
+    now: u64,
+) -> Result<(), ServerError> {
+    for chunk in records.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO records (id, status, receipt, decided_at) VALUES {} ON CONFLICT DO NOTHING",
+            placeholders(chunk.len(), 4)
+        );
+        let mut q = sqlx::query(&sql);
+        for (id, status, receipt) in chunk {
+            q = q
+                .bind(id.0.to_vec())
+                .bind(i64::from(*status))
+                .bind(receipt.clone())
+                .bind(i(now)?);
+        }
+        let r = q.execute(&mut **tx).await?;
+        if usize::try_from(r.rows_affected()).unwrap_or(0) != chunk.len() {
+            return Err(ServerError::Busy);
+        }
+    }
+    Ok(())
 }
