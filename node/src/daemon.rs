@@ -506,7 +506,7 @@ impl Node {
             tick.tick().await;
             let connected: Vec<DeviceKey> =
                 self.peers().await.into_iter().map(|p| p.device).collect();
-            if let Ok(pending) = self.store.pending().await {
+            if let Ok(pending) = self.store.pending(None).await {
                 let mut payees: Vec<DeviceKey> = pending
                     .iter()
                     .map(|s| s.iou.payee)
@@ -530,14 +530,12 @@ impl Node {
 
     /// Re-sends every pending IOU to `payee`.
     pub async fn resend_pending(&self, payee: &DeviceKey) {
-        let Ok(sent) = self.store.sent().await else {
+        let Ok(pending) = self.store.pending(Some(payee)).await else {
             return;
         };
-        for s in sent {
-            if s.status == SentStatus::Pending && s.iou.payee == *payee {
-                let o = self.deliver(&s.iou, &s.currency).await;
-                tracing::info!(iou = %o.iou, status = o.status, "re-sent pending payment");
-            }
+        for s in pending {
+            let o = self.deliver(&s.iou, &s.currency).await;
+            tracing::info!(iou = %o.iou, status = o.status, "re-sent pending payment");
         }
     }
 
@@ -551,12 +549,8 @@ impl Node {
     ) -> Result<PayOutcome, NodeError> {
         // A payment to this peer for this amount that is still unanswered is sent again
         // rather than paid a second time.
-        for s in self.store.sent().await? {
-            if s.status == SentStatus::Pending
-                && s.iou.payee == *payee
-                && s.iou.amount == amount
-                && s.currency == currency
-            {
+        for s in self.store.pending(Some(payee)).await? {
+            if s.iou.amount == amount && s.currency == currency {
                 return Ok(self.deliver(&s.iou, currency).await);
             }
         }

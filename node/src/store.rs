@@ -64,6 +64,9 @@ const MIGRATIONS: &[&str] = &[
     // 3: which peer asked for a request (NULL: made here), and when it expires.
     "ALTER TABLE requests ADD COLUMN asked_by BLOB;
      ALTER TABLE requests ADD COLUMN expires INTEGER NOT NULL DEFAULT 0;",
+    // 4: find pending payments without scanning them all.
+    "CREATE INDEX sent_pending ON sent (status, payee);
+     CREATE INDEX requests_open ON requests (paid_by, expires);",
 ];
 
 /// Status of a sent payment.
@@ -412,14 +415,30 @@ impl Store {
         )
     }
 
-    /// Pending sent payments.
-    pub async fn pending(&self) -> Result<Vec<SentPayment>> {
-        Ok(self
-            .sent()
-            .await?
-            .into_iter()
-            .filter(|s| s.status == SentStatus::Pending)
-            .collect())
+    /// Pending sent payments, to one payee or to all.
+    pub async fn pending(
+        &self,
+        payee: Option<&meshpay_protocol::DeviceKey>,
+    ) -> Result<Vec<SentPayment>> {
+        const COLUMNS: &str =
+            "SELECT iou, currency, memo, created_at, status, reason, ack FROM sent";
+        let rows =
+            match payee {
+                Some(p) => sqlx::query(&format!(
+                    "{COLUMNS} WHERE status = 'pending' AND payee = ? ORDER BY created_at, counter"
+                ))
+                .bind(p.0.to_vec())
+                .fetch_all(&self.pool)
+                .await?,
+                None => {
+                    sqlx::query(&format!(
+                        "{COLUMNS} WHERE status = 'pending' ORDER BY created_at, counter"
+                    ))
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+            };
+        rows.iter().map(sent_row).collect()
     }
 
     /// The request with this nonce.

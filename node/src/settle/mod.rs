@@ -464,7 +464,8 @@ impl Server {
             ledger.restore(escrow.clone());
             loaded.insert(*allowance, escrow);
         }
-        let decided = load_receipts(&mut tx, &ious.iter().map(|(id, _)| *id).collect::<Vec<_>>()).await?;
+        let decided =
+            load_receipts(&mut tx, &ious.iter().map(|(id, _)| *id).collect::<Vec<_>>()).await?;
         let payees = existing_accounts(
             &mut tx,
             &ious.iter().map(|(_, i)| user(&i.payee)).collect::<Vec<_>>(),
@@ -472,7 +473,11 @@ impl Server {
         .await?;
         let signed: Vec<(&Iou, DeviceKey)> = ious
             .iter()
-            .filter_map(|(_, iou)| loaded.get(&iou.allowance).map(|e| (*iou, e.cert.body().holder)))
+            .filter_map(|(_, iou)| {
+                loaded
+                    .get(&iou.allowance)
+                    .map(|e| (*iou, e.cert.body().holder))
+            })
             .collect();
         let batch_ok = meshpay_protocol::iou::verify_batch(&signed).is_ok();
 
@@ -505,7 +510,9 @@ impl Server {
                             let holder = e.cert.body().holder;
                             let outcome = ledger.apply(iou, now, true);
                             if let Some(proof) = outcome.fork() {
-                                frauds.entry(proof.allowance()).or_insert_with(|| proof.clone());
+                                frauds
+                                    .entry(proof.allowance())
+                                    .or_insert_with(|| proof.clone());
                             }
                             match &outcome {
                                 Outcome::Settled { amount, payee, .. } => {
@@ -531,8 +538,12 @@ impl Server {
                             new_records.push((*id, status.code(), encode(&r)));
                             this_batch.insert(*id, r.clone());
                             match status {
-                                ReceiptStatus::Settled => self.metrics.settled.fetch_add(1, Ordering::Relaxed),
-                                ReceiptStatus::Rejected(_) => self.metrics.rejected.fetch_add(1, Ordering::Relaxed),
+                                ReceiptStatus::Settled => {
+                                    self.metrics.settled.fetch_add(1, Ordering::Relaxed)
+                                }
+                                ReceiptStatus::Rejected(_) => {
+                                    self.metrics.rejected.fetch_add(1, Ordering::Relaxed)
+                                }
                             };
                             Some(r)
                         }
@@ -582,7 +593,16 @@ impl Server {
         }
         for ((allowance, payee), (amount, n)) in &credits {
             let reference = format!("settle {n} record(s)");
-            transfer(&mut tx, &escrow_account(allowance), &user(payee), *amount, "settle", &reference, now).await?;
+            transfer(
+                &mut tx,
+                &escrow_account(allowance),
+                &user(payee),
+                *amount,
+                "settle",
+                &reference,
+                now,
+            )
+            .await?;
         }
         for (holder, victim, amount, id) in &conflicts {
             // The loss rule: the victim is repaid from the holder's account where funds allow.
@@ -590,7 +610,16 @@ impl Server {
             let available = u(db::balance(&mut tx, &holder).await?.unwrap_or(0));
             let repay = (*amount).min(available);
             if repay > 0 {
-                transfer(&mut tx, &holder, &user(victim), repay, "fraud-recovery", &id.to_hex(), now).await?;
+                transfer(
+                    &mut tx,
+                    &holder,
+                    &user(victim),
+                    repay,
+                    "fraud-recovery",
+                    &id.to_hex(),
+                    now,
+                )
+                .await?;
             }
         }
         for proof in frauds.values() {
@@ -815,7 +844,10 @@ async fn load_receipts(
     let mut out = BTreeMap::new();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let list: Vec<String> = (1..=chunk.len()).map(|k| format!("${k}")).collect();
-        let sql = format!("SELECT id, receipt FROM records WHERE id IN ({})", list.join(", "));
+        let sql = format!(
+            "SELECT id, receipt FROM records WHERE id IN ({})",
+            list.join(", ")
+        );
         let mut q = sqlx::query(&sql);
         for id in chunk {
             q = q.bind(id.0.to_vec());
@@ -823,7 +855,8 @@ async fn load_receipts(
         for r in q.fetch_all(&mut **tx).await? {
             let id: Vec<u8> = r.try_get(0)?;
             let bytes: Vec<u8> = r.try_get(1)?;
-            let receipt = decode(&bytes).map_err(|_| ServerError::Bad("a stored receipt is corrupt".into()))?;
+            let receipt = decode(&bytes)
+                .map_err(|_| ServerError::Bad("a stored receipt is corrupt".into()))?;
             out.insert(Hash(id.try_into().unwrap_or([0; 32])), receipt);
         }
     }
@@ -840,7 +873,10 @@ async fn existing_accounts(
     let mut out = std::collections::BTreeSet::new();
     for chunk in names.chunks(ROWS_PER_STATEMENT) {
         let list: Vec<String> = (1..=chunk.len()).map(|k| format!("${k}")).collect();
-        let sql = format!("SELECT name FROM accounts WHERE name IN ({})", list.join(", "));
+        let sql = format!(
+            "SELECT name FROM accounts WHERE name IN ({})",
+            list.join(", ")
+        );
         let mut q = sqlx::query(&sql);
         for n in chunk {
             q = q.bind(n.clone());
