@@ -794,7 +794,7 @@ impl Node {
         issuer: &IssuerId,
         r: &meshpay_protocol::SettlementReceipt,
     ) -> Result<bool, NodeError> {
-        if r.verify(issuer).is_err() {
+        if r.verify(issuer).is_err() || !r.status().is_final() {
             return Ok(false);
         }
         let status = match r.status() {

@@ -599,6 +599,19 @@ pub enum ReceiptStatus {
 }
 
 impl ReceiptStatus {
+    /// Whether the receipt is the issuer's last word on the record. `malformed` and
+    /// `foreign_issuer` describe the bytes that were uploaded, which anyone can pair with any
+    /// record id, and `unknown_payee` lasts only until the payee opens an account: nodes keep
+    /// carrying a record after such a receipt, and wallets do not change a payment's state on it.
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            ReceiptStatus::Rejected(
+                Reason::Malformed | Reason::ForeignIssuer | Reason::UnknownPayee
+            )
+        )
+    }
+
     /// Wire code: 0 for settled, else the reason's code.
     pub fn code(self) -> u16 {
         match self {

@@ -380,6 +380,23 @@ async fn rejections(backend: Backend) {
             None,
         ]
     );
+    // Anyone can upload bytes under a settled record's id: the answer is the stored receipt,
+    // never a contradicting one. (Receipts for bytes that do not open are not final.)
+    let mut impostor = SealedRecord::seal(
+        &holder.iou(&cert, 9, 10, 460, &payee, t),
+        stranger.id(),
+        &stranger.seal_key(),
+        t,
+        t + 10,
+        &mut rand_core::OsRng,
+    )
+    .unwrap();
+    impostor.id = good.id();
+    assert_eq!(
+        upload(&http, &server.url, &[encode(&impostor)]).await,
+        vec![Some(ReceiptStatus::Settled)]
+    );
+    assert!(!ReceiptStatus::Rejected(Reason::ForeignIssuer).is_final());
     // The fork is proven, and the proof checks out with nothing but the issuer's key.
     let proofs = admin.get("/v1/fraud-proofs").await;
     let proof: FraudProof =

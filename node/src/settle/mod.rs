@@ -59,7 +59,8 @@ impl ServerError {
     /// (a deadlock, a serialization failure or a unique key taken meanwhile).
     fn is_transient(&self) -> bool {
         match self {
-            ServerError::Busy => true,
+            // A balance read in this batch was changed by a concurrent transaction.
+            ServerError::Busy | ServerError::Db(DbError::Insufficient(_)) => true,
             ServerError::Db(DbError::Sql(sqlx::Error::Database(e))) => {
                 matches!(e.code().as_deref(), Some("40P01" | "40001" | "23505"))
             }
@@ -464,8 +465,17 @@ impl Server {
             ledger.restore(escrow.clone());
             loaded.insert(*allowance, escrow);
         }
-        let decided =
-            load_receipts(&mut tx, &ious.iter().map(|(id, _)| *id).collect::<Vec<_>>()).await?;
+        // Receipts already given, for every record id uploaded (opened or not): a record that
+        // was decided is always answered with its stored receipt.
+        let all_ids: Vec<Hash> = opened
+            .iter()
+            .flatten()
+            .map(|o| match o {
+                Opened::Iou(id, _) => *id,
+                Opened::Decided(r) => r.body().record,
+            })
+            .collect();
+        let decided = load_receipts(&mut tx, &all_ids).await?;
         let payees = existing_accounts(
             &mut tx,
             &ious.iter().map(|(_, i)| user(&i.payee)).collect::<Vec<_>>(),
@@ -491,7 +501,10 @@ impl Server {
         for o in &opened {
             let receipt = match o {
                 None => None,
-                Some(Opened::Decided(r)) => Some(r.clone()),
+                // Not final (SPEC.md §4.10): never stored, and a stored receipt wins.
+                Some(Opened::Decided(r)) => {
+                    Some(decided.get(&r.body().record).unwrap_or(r).clone())
+                }
                 Some(Opened::Iou(id, iou)) => {
                     if let Some(r) = decided.get(id).or_else(|| this_batch.get(id)) {
                         self.metrics.repeated.fetch_add(1, Ordering::Relaxed);
@@ -535,7 +548,17 @@ impl Server {
                         }
                         Some(status) => {
                             let r = self.receipt(*id, status);
-                            new_records.push((*id, status.code(), encode(&r)));
+                            // Refusals that claim no slot (unknown allowance, bad signature)
+                            // are not stored: anyone can make them, and the same bytes always
+                            // get the same answer.
+                            if !matches!(
+                                status,
+                                ReceiptStatus::Rejected(
+                                    Reason::UnknownAllowance | Reason::BadSignature
+                                )
+                            ) {
+                                new_records.push((*id, status.code(), encode(&r)));
+                            }
                             this_batch.insert(*id, r.clone());
                             match status {
                                 ReceiptStatus::Settled => {
@@ -621,6 +644,14 @@ impl Server {
                 )
                 .await?;
             }
+        }
+        if self.db.engine == db::Engine::Postgres && (!new_records.is_empty() || !frauds.is_empty())
+        {
+            // Feeds page by sequence number: make rows become visible in sequence order by
+            // letting one batch at a time add to them.
+            sqlx::query("SELECT pg_advisory_xact_lock(7434)")
+                .execute(&mut *tx)
+                .await?;
         }
         for proof in frauds.values() {
             self.store_fraud(&mut tx, proof, now).await?;
@@ -736,7 +767,7 @@ impl Server {
     pub async fn release_expired(&self) -> Result<Vec<(AllowanceId, u64)>, ServerError> {
         let now = self.clock.now();
         let mut tx = self.db.begin().await?;
-        let rows = sqlx::query("SELECT id, holder, limit_amount, settled FROM escrows WHERE released = 0 AND settle_by < $1")
+        let rows = sqlx::query("SELECT id, holder FROM escrows WHERE released = 0 AND settle_by < $1 ORDER BY id LIMIT 1000")
             .bind(i(now)?)
             .fetch_all(&mut *tx)
             .await?;
@@ -744,15 +775,16 @@ impl Server {
         for r in rows {
             let id: Vec<u8> = r.try_get(0)?;
             let holder: Vec<u8> = r.try_get(1)?;
-            let unspent = u(r.try_get::<i64, _>(2)? - r.try_get::<i64, _>(3)?);
-            let done =
-                sqlx::query("UPDATE escrows SET released = 1 WHERE id = $1 AND released = 0")
-                    .bind(id.clone())
-                    .execute(&mut *tx)
-                    .await?;
-            if done.rows_affected() != 1 {
+            // Close the escrow and read what is left in one statement: a settlement that
+            // commits first is counted, one that commits later finds the escrow released.
+            let Some(left) = sqlx::query("UPDATE escrows SET released = 1 WHERE id = $1 AND released = 0 RETURNING limit_amount - settled")
+                .bind(id.clone())
+                .fetch_optional(&mut *tx)
+                .await?
+            else {
                 continue;
-            }
+            };
+            let unspent = u(left.try_get::<i64, _>(0)?);
             let id = AllowanceId(
                 id.try_into()
                     .map_err(|_| ServerError::Bad("corrupt escrow id".into()))?,
