@@ -187,6 +187,16 @@ pub fn load_issuer(
     Ok((secret, descriptor))
 }
 
+/// What an upload's record is answered with, before new receipts are signed.
+enum Answer {
+    /// A receipt already made (stored, or for bytes that did not open), or none.
+    Ready(Option<SettlementReceipt>),
+    /// A new decision, to sign.
+    Fresh(Hash, ReceiptStatus),
+    /// The same record earlier in the batch.
+    SameAs(usize),
+}
+
 /// One record of an upload, after opening.
 enum Opened {
     Decided(SettlementReceipt),
@@ -399,13 +409,9 @@ impl Server {
     ) -> Result<Vec<Option<SettlementReceipt>>, ServerError> {
         let now = self.clock.now();
         // 1. Open every record (no database work yet).
-        let mut opened: Vec<Option<Opened>> = Vec::with_capacity(inputs.len());
-        for bytes in inputs {
-            let Ok(record) = decode::<SealedRecord>(bytes) else {
-                opened.push(None);
-                continue;
-            };
-            opened.push(Some(match record.open(&self.issuer) {
+        let opened: Vec<Option<Opened>> = par_map(inputs, |bytes| {
+            let record = decode::<SealedRecord>(bytes).ok()?;
+            Some(match record.open(&self.issuer) {
                 Ok(iou) => Opened::Iou(record.id, iou),
                 Err(meshpay_protocol::record::OpenError::ForeignIssuer) => Opened::Decided(
                     self.receipt(record.id, ReceiptStatus::Rejected(Reason::ForeignIssuer)),
@@ -413,8 +419,8 @@ impl Server {
                 Err(_) => Opened::Decided(
                     self.receipt(record.id, ReceiptStatus::Rejected(Reason::Malformed)),
                 ),
-            }));
-        }
+            })
+        });
         let ious: Vec<(Hash, &Iou)> = opened
             .iter()
             .flatten()
@@ -491,33 +497,38 @@ impl Server {
             .collect();
         let batch_ok = meshpay_protocol::iou::verify_batch(&signed).is_ok();
 
-        // 3. Judge every record in memory, in upload order.
-        let mut out = Vec::with_capacity(opened.len());
-        let mut new_records: Vec<(Hash, u16, Vec<u8>)> = Vec::new();
-        let mut this_batch: BTreeMap<Hash, SettlementReceipt> = BTreeMap::new();
+        // 3. Judge every record in memory, in upload order; sign the new receipts afterwards,
+        //    on every core.
+        let mut answers: Vec<Answer> = Vec::with_capacity(opened.len());
+        let mut this_batch: BTreeMap<Hash, usize> = BTreeMap::new();
         let mut credits: BTreeMap<(AllowanceId, DeviceKey), (u64, usize)> = BTreeMap::new();
         let mut conflicts: Vec<(DeviceKey, DeviceKey, u64, Hash)> = Vec::new();
         let mut frauds: BTreeMap<AllowanceId, FraudProof> = BTreeMap::new();
         for o in &opened {
-            let receipt = match o {
-                None => None,
+            let answer = match o {
+                None => Answer::Ready(None),
                 // Not final (SPEC.md §4.10): never stored, and a stored receipt wins.
                 Some(Opened::Decided(r)) => {
-                    Some(decided.get(&r.body().record).unwrap_or(r).clone())
+                    Answer::Ready(Some(decided.get(&r.body().record).unwrap_or(r).clone()))
                 }
                 Some(Opened::Iou(id, iou)) => {
-                    if let Some(r) = decided.get(id).or_else(|| this_batch.get(id)) {
-                        self.metrics.repeated.fetch_add(1, Ordering::Relaxed);
-                        out.push(Some(r.clone()));
+                    if let Some(r) = decided.get(id) {
+                        answers.push(Answer::Ready(Some(r.clone())));
+                        continue;
+                    }
+                    if let Some(k) = this_batch.get(id) {
+                        answers.push(Answer::SameAs(*k));
                         continue;
                     }
                     let status = match loaded.get(&iou.allowance) {
-                        None => Some(ReceiptStatus::Rejected(Reason::UnknownAllowance)),
+                        None => ReceiptStatus::Rejected(Reason::UnknownAllowance),
                         // No account to credit: nothing is claimed or stored, so the record
                         // settles when uploaded again once the payee has an account.
-                        Some(_) if !payees.contains(&user(&iou.payee)) => None,
+                        Some(_) if !payees.contains(&user(&iou.payee)) => {
+                            ReceiptStatus::Rejected(Reason::UnknownPayee)
+                        }
                         Some(e) if !batch_ok && iou.verify(&e.cert.body().holder).is_err() => {
-                            Some(ReceiptStatus::Rejected(Reason::BadSignature))
+                            ReceiptStatus::Rejected(Reason::BadSignature)
                         }
                         Some(e) => {
                             let holder = e.cert.body().holder;
@@ -538,42 +549,53 @@ impl Server {
                                 }
                                 _ => {}
                             }
-                            Some(outcome.receipt_status())
+                            outcome.receipt_status()
                         }
                     };
-                    match status {
-                        None => {
-                            self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
-                            Some(self.receipt(*id, ReceiptStatus::Rejected(Reason::UnknownPayee)))
-                        }
-                        Some(status) => {
-                            let r = self.receipt(*id, status);
-                            // Refusals that claim no slot (unknown allowance, bad signature)
-                            // are not stored: anyone can make them, and the same bytes always
-                            // get the same answer.
-                            if !matches!(
-                                status,
-                                ReceiptStatus::Rejected(
-                                    Reason::UnknownAllowance | Reason::BadSignature
-                                )
-                            ) {
-                                new_records.push((*id, status.code(), encode(&r)));
-                            }
-                            this_batch.insert(*id, r.clone());
-                            match status {
-                                ReceiptStatus::Settled => {
-                                    self.metrics.settled.fetch_add(1, Ordering::Relaxed)
-                                }
-                                ReceiptStatus::Rejected(_) => {
-                                    self.metrics.rejected.fetch_add(1, Ordering::Relaxed)
-                                }
-                            };
-                            Some(r)
-                        }
-                    }
+                    this_batch.insert(*id, answers.len());
+                    Answer::Fresh(*id, status)
                 }
             };
-            out.push(receipt);
+            answers.push(answer);
+        }
+        let to_sign: Vec<(Hash, ReceiptStatus)> = answers
+            .iter()
+            .filter_map(|a| match a {
+                Answer::Fresh(id, status) => Some((*id, *status)),
+                _ => None,
+            })
+            .collect();
+        let signed = par_map(&to_sign, |(id, status)| self.receipt(*id, *status));
+        let mut signed = signed.into_iter();
+        let mut out: Vec<Option<SettlementReceipt>> = Vec::with_capacity(answers.len());
+        let mut new_records: Vec<(Hash, u16, Vec<u8>)> = Vec::new();
+        let mut fresh_count = (0u64, 0u64);
+        for a in &answers {
+            let r = match a {
+                Answer::Ready(r) => r.clone(),
+                Answer::SameAs(k) => out[*k].clone(),
+                Answer::Fresh(id, status) => {
+                    let r = signed.next().expect("one signature per fresh receipt");
+                    // Refusals that claim no slot (unknown allowance, bad signature) and the
+                    // provisional unknown_payee are not stored: anyone can make the first two,
+                    // and the same bytes always get the same answer.
+                    if !matches!(
+                        status,
+                        ReceiptStatus::Rejected(
+                            Reason::UnknownAllowance | Reason::BadSignature | Reason::UnknownPayee
+                        )
+                    ) {
+                        new_records.push((*id, status.code(), encode(&r)));
+                    }
+                    if *status == ReceiptStatus::Settled {
+                        fresh_count.0 += 1;
+                    } else {
+                        fresh_count.1 += 1;
+                    }
+                    Some(r)
+                }
+            };
+            out.push(r);
         }
 
         // 4. Write the difference. Every write is conditional on the state read in step 2; if
@@ -658,6 +680,16 @@ impl Server {
         }
         insert_records(&mut tx, &new_records, now).await?;
         tx.commit().await?;
+        self.metrics
+            .settled
+            .fetch_add(fresh_count.0, Ordering::Relaxed);
+        self.metrics
+            .rejected
+            .fetch_add(fresh_count.1, Ordering::Relaxed);
+        let repeated = answers.len() - to_sign.len();
+        self.metrics
+            .repeated
+            .fetch_add(repeated as u64, Ordering::Relaxed);
         Ok(out)
     }
 
@@ -977,4 +1009,24 @@ async fn insert_records(
         }
     }
     Ok(())
+}
+
+/// Maps `f` over `items` on every core (scoped threads), keeping the order. Opening sealed
+/// records and signing receipts are independent per record and dominate a batch's CPU time.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if threads < 2 || items.len() < 64 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("settlement worker threads do not panic"))
+            .collect()
+    })
 }
