@@ -138,6 +138,21 @@ pub const DECODERS: &[NamedDecoder] = &[
     ("revocation", |b| {
         crate::decode::<crate::Revocation>(b).map(drop)
     }),
+    ("wallet_request", |b| {
+        crate::decode::<crate::WalletRequest>(b).map(drop)
+    }),
+    ("record_batch", |b| {
+        crate::decode::<crate::RecordBatch>(b).map(drop)
+    }),
+    ("receipt_batch", |b| {
+        crate::decode::<crate::ReceiptBatch>(b).map(drop)
+    }),
+    ("link_request", |b| {
+        crate::message::Request::decode(b).map(drop)
+    }),
+    ("link_response", |b| {
+        crate::message::Response::decode(b).map(drop)
+    }),
 ];
 
 /// Runs the decoder named `name` (for fuzz targets). Unknown names decode nothing.

@@ -96,10 +96,37 @@ fn huge_declared_lengths_are_refused_without_allocating() {
 
 #[test]
 fn oversized_input_is_refused_before_parsing() {
-    let big = vec![0u8; 4096];
+    let big = vec![0u8; 4 << 20];
     for (name, decode) in DECODERS {
         assert!(
-            matches!(decode(&big), Err(DecodeError::TooLarge { len: 4096, .. })),
+            matches!(decode(&big), Err(DecodeError::TooLarge { len: 4_194_304, .. })),
+            "{name}"
+        );
+    }
+}
+
+/// Every fuzz target names a decoder that exists, and every decoder has a fuzz target.
+#[test]
+fn every_decoder_has_a_fuzz_target() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/fuzz_targets");
+    let mut targets: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .trim_start_matches("decode_")
+                .trim_end_matches(".rs")
+                .to_owned()
+        })
+        .collect();
+    targets.sort();
+    let mut decoders: Vec<String> = DECODERS.iter().map(|(n, _)| (*n).to_owned()).collect();
+    decoders.sort();
+    assert_eq!(targets, decoders);
+    for name in &targets {
+        assert!(
+            meshpay_protocol::testkit::decode_named(name, &[]).is_some(),
             "{name}"
         );
     }
