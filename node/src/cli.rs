@@ -151,8 +151,8 @@ enum Command {
         /// The key (mpdev1…).
         key: String,
     },
-    /// Run the demo: a vendor and shoppers as real processes on loopback pay each other, and
-    /// a cloned wallet is caught double spending.
+    /// Run the demo: a settlement server, a vendor and shoppers as real processes on loopback;
+    /// shoppers top up, pay offline, a cloned wallet is caught double spending, records settle.
     Demo,
     /// Issuer keys: `meshpay issuer init`.
     #[command(subcommand)]
@@ -524,7 +524,7 @@ async fn dispatch(home: Home, command: Command) -> Result<()> {
             println!("ok: {}", k.short());
             Ok(())
         }
-        Command::Demo => crate::demo::run(),
+        Command::Demo => crate::demo::run().await,
         Command::Dev(d) => crate::dev::run(d),
         Command::Issuer(c) => crate::settle::cli::issuer(c),
         Command::Settle(c) => {

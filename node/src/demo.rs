@@ -1,9 +1,11 @@
 //! `meshpay demo`: a market with no coverage, on one machine, with real `meshpay` processes
 //! talking libp2p over loopback.
 //!
-//! A development issuer stands in for the settlement server, which this release does not have
-//! yet: it signs the shoppers' allowances (without escrow). Shoppers pay a vendor with IOUs;
-//! a cloned wallet tries to spend the same counter twice and is caught by the vendor.
+//! A settlement server (SQLite in a temporary directory) runs the issuer: the shoppers' accounts
+//! are credited, they top up offline allowances while online, then pay a vendor with IOUs with
+//! no server in reach; a cloned wallet tries to spend the same counter twice and is caught by
+//! the vendor; when the vendor reaches the server, its records settle and everyone's payments
+//! show the issuer's decision.
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
@@ -142,15 +144,15 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Runs the demo.
-pub fn run() -> Result<()> {
+pub async fn run() -> Result<()> {
     let tmp = std::env::temp_dir().join(format!("meshpay-demo-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
-    let result = run_in(&tmp);
+    let result = run_in(&tmp).await;
     let _ = std::fs::remove_dir_all(&tmp);
     result
 }
 
-fn run_in(root: &Path) -> Result<()> {
+async fn run_in(root: &Path) -> Result<()> {
     let d = Demo {
         exe: std::env::current_exe()?,
         root: root.to_owned(),
@@ -158,14 +160,67 @@ fn run_in(root: &Path) -> Result<()> {
     };
     d.say("A market with no coverage: a vendor, two shoppers, all on this machine's loopback.");
     let issuer_dir = root.join("issuer");
+    let token = "demo-admin-token-0123456789";
     let out = Command::new(&d.exe)
-        .args(["dev", "issuer-init", "--dir"])
+        .args(["issuer", "init", "--name", "Market association", "--dir"])
         .arg(&issuer_dir)
+        .env("MESHPAY_ISSUER_PASSPHRASE", "demo issuer passphrase")
         .output()?;
     if !out.status.success() {
         bail!("issuer: {}", String::from_utf8_lossy(&out.stderr));
     }
-    d.say("A development issuer stands in for the settlement server (not in this release): it signs allowances.");
+    let mut server = Proc {
+        name: "settlement server",
+        home: issuer_dir.clone(),
+        state: root.join("server-state"),
+        device: String::new(),
+        child: None,
+    };
+    let log = std::fs::File::create(root.join("server.log"))?;
+    let mut child = Command::new(&d.exe)
+        .args([
+            "settle",
+            "serve",
+            "--json",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(&issuer_dir)
+        .env("MESHPAY_ISSUER_PASSPHRASE", "demo issuer passphrase")
+        .env("MESHPAY_ADMIN_TOKEN", token)
+        .env("MESHPAY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    server.child = Some(child);
+    let ready: Value = serde_json::from_str(
+        &BufReader::new(stdout)
+            .lines()
+            .next()
+            .context("the server did not start")??,
+    )?;
+    let url = ready["url"].as_str().context("no url")?.to_owned();
+    d.say(&format!(
+        "The market association's settlement server is up at {url} (SQLite)."
+    ));
+    let http = reqwest::Client::new();
+    let admin = |path: String, body: Value| {
+        let http = http.clone();
+        let url = format!("{url}{path}");
+        async move {
+            let r = http
+                .post(url)
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().is_success(), "admin call failed: {}", r.status());
+            Ok::<_, anyhow::Error>(())
+        }
+    };
     let mut vendor = d.node("vendor")?;
     let mut alice = d.node("alice")?;
     let mut bob = d.node("bob")?;
@@ -180,38 +235,28 @@ fn run_in(root: &Path) -> Result<()> {
             p,
             &["trust", descriptor.to_str().context("path")?, "--json"],
         )?;
+        admin(
+            "/admin/accounts".into(),
+            serde_json::json!({"device": p.device}),
+        )
+        .await?;
     }
-    for (p, limit) in [(&alice, 5_000u64), (&bob, 3_000)] {
-        let cert = root.join(format!("{}.cert", p.name));
-        let out = Command::new(&d.exe)
-            .args(["dev", "issue-allowance", "--issuer-dir"])
-            .arg(&issuer_dir)
-            .args([
-                "--holder",
-                &p.device,
-                "--limit",
-                &limit.to_string(),
-                "--out",
-            ])
-            .arg(&cert)
-            .output()?;
-        if !out.status.success() {
-            bail!("allowance: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        d.json(
+    for (p, credit, limit) in [(&alice, 10_000u64, 5_000u64), (&bob, 6_000, 3_000)] {
+        admin(
+            format!("/admin/accounts/{}/credit", p.device),
+            serde_json::json!({"amount": credit, "reference": "cash at the desk"}),
+        )
+        .await?;
+        let a = d.json(
             p,
-            &[
-                "allowance",
-                "--add",
-                cert.to_str().context("path")?,
-                "--json",
-            ],
+            &["topup", &limit.to_string(), "--issuer", &url, "--json"],
         )?;
         d.say(&format!(
-            "{} holds an offline allowance of {limit} KES (minor units).",
-            p.name
+            "{} has {credit} KES on account and tops up an offline allowance of {} (escrowed until it settles).",
+            p.name, a["limit"]
         ));
     }
+    d.say("The network goes down: from here on nobody reaches the server.");
 
     let paid = d.json(
         &alice,
@@ -320,8 +365,50 @@ fn run_in(root: &Path) -> Result<()> {
         );
     }
     println!();
-    d.say("Settlement (server, relays carrying sealed records, receipts) comes with the next releases.");
-    for p in [&mut vendor, &mut alice, &mut bob, &mut clone] {
+    d.say("The vendor reaches the signal: it uploads its sealed records and fetches the receipts.");
+    let v = d.json(&vendor, &["sync-issuer", "--issuer", &url, "--json"])?;
+    d.say(&format!(
+        "{} records uploaded; the issuer settled them once, signed a receipt for each.",
+        v["uploaded"]
+    ));
+    for p in [&alice, &bob] {
+        d.json(p, &["sync-issuer", "--issuer", &url, "--json"])?;
+    }
+    let settled = |p: &Proc| -> Result<usize> {
+        Ok(d.json(p, &["history", "--json"])?
+            .as_array()
+            .map_or(0, |h| {
+                h.iter().filter(|x| x["settlement"] == "settled").count()
+            }))
+    };
+    println!();
+    println!("{:<10} {:>22}", "node", "payments settled");
+    for p in [&vendor, &alice, &bob] {
+        println!("{:<10} {:>22}", p.name, settled(p)?);
+    }
+    let report: Value = {
+        let r = http
+            .get(format!("{url}/admin/reconciliation"))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await?;
+        serde_json::from_slice(&r.bytes().await?)?
+    };
+    println!();
+    println!(
+        "issuer: accounts {} + escrow {} = credited {} (conserved: {}); {} records settled, {} KES paid out",
+        report["totals"]["users"],
+        report["totals"]["escrow"],
+        report["totals"]["credited_net"],
+        report["conserved"],
+        report["records"]["settled"],
+        report["settled_amount"]
+    );
+    println!();
+    d.say(
+        "Done. Relays that carry records hand to hand between the market and the signal come next.",
+    );
+    for p in [&mut vendor, &mut alice, &mut bob, &mut clone, &mut server] {
         Demo::stop(p);
     }
     Ok(())

@@ -106,4 +106,13 @@ fn the_demo_runs_and_catches_the_clone() {
     assert!(text.contains("holds 1 fraud proof"), "{text}");
     let vendor = text.lines().find(|l| l.starts_with("vendor ")).unwrap();
     assert!(vendor.trim_end().ends_with("2850"), "{vendor}");
+    // The records reach the settlement server and settle once; money is conserved.
+    assert!(
+        text.contains("4 records settled, 2850 KES paid out"),
+        "{text}"
+    );
+    assert!(
+        text.contains("= credited 16000 (conserved: true)"),
+        "{text}"
+    );
 }

@@ -99,7 +99,10 @@ fn oversized_input_is_refused_before_parsing() {
     let big = vec![0u8; 4 << 20];
     for (name, decode) in DECODERS {
         assert!(
-            matches!(decode(&big), Err(DecodeError::TooLarge { len: 4_194_304, .. })),
+            matches!(
+                decode(&big),
+                Err(DecodeError::TooLarge { len: 4_194_304, .. })
+            ),
             "{name}"
         );
     }
