@@ -584,14 +584,19 @@ pub async fn create_wallet(
     Ok(secret.public())
 }
 
+/// Logs to standard error: `MESHPAY_LOG` filters (default `info,libp2p=warn`), and
+/// `MESHPAY_LOG_FORMAT=json` writes one JSON object per line for log collectors.
 fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MESHPAY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHPAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if std::env::var("MESHPAY_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 async fn run(home: &Home, opts: RunOptions, json: bool) -> Result<()> {
