@@ -478,9 +478,9 @@ impl SettleServer {
     }
 
     /// Another server process for the same issuer and database (several servers may share a
-    /// PostgreSQL database).
+    /// PostgreSQL database); it logs to the same file.
     #[must_use]
-    pub fn twin(&self, name: &str) -> Self {
+    pub fn twin(&self) -> Self {
         let mut s = Self {
             dir: self.dir.clone(),
             url: String::new(),
@@ -489,7 +489,6 @@ impl SettleServer {
             child: None,
         };
         s.start();
-        let _ = name;
         s
     }
 

@@ -613,7 +613,7 @@ async fn several_servers_on_one_postgres_settle_each_record_once() {
     let Some((a, _pg)) = server_on(root.path(), Backend::Postgres) else {
         return;
     };
-    let b = a.twin("issuer-b");
+    let b = a.twin();
     let http = reqwest::Client::new();
     let issuer: IssuerDescriptor = decode(&std::fs::read(a.descriptor()).unwrap()).unwrap();
     let holder = Device {
