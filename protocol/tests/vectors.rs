@@ -347,6 +347,32 @@ fn vectors() {
         ),
     );
 
+    let wreq = meshpay_protocol::WalletRequest::sign(
+        &alice,
+        issuer.id(),
+        meshpay_protocol::WalletAction::Allowance {
+            amount: 50_000,
+            valid_secs: 7 * 86_400,
+        },
+        "KES",
+        T0 - 86_400,
+        meshpay_protocol::Nonce([0x77; 16]),
+    );
+    let b = wreq.body();
+    check(
+        "wallet_request",
+        &wreq,
+        signed(
+            &wreq,
+            &json!({
+                "version": b.version, "device": h(&b.device.0), "issuer": h(&b.issuer.0),
+                "action": b.action, "currency": b.currency, "amount": b.amount,
+                "valid_secs": b.valid_secs, "time": b.time, "nonce": h(&b.nonce.0),
+            }),
+        ),
+    );
+    assert_eq!(wreq.verify(), Ok(()));
+
     let rev = Revocation::issue(&issuer, cert.id(), RevocationReason::Fraud, T0 + 86_400);
     check(
         "revocation",
