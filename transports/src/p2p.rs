@@ -202,6 +202,7 @@ impl request_response::Codec for FrameCodec {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    limits: libp2p::connection_limits::Behaviour,
     rr: request_response::Behaviour<FrameCodec>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -285,6 +286,15 @@ impl P2pLink {
                     None
                 };
                 Ok(Behaviour {
+                    // A market has tens of devices, not thousands: bound what strangers can
+                    // open, so a flood of connections cannot starve the node.
+                    limits: libp2p::connection_limits::Behaviour::new(
+                        libp2p::connection_limits::ConnectionLimits::default()
+                            .with_max_pending_incoming(Some(32))
+                            .with_max_established_incoming(Some(128))
+                            .with_max_established(Some(256))
+                            .with_max_established_per_peer(Some(4)),
+                    ),
                     rr: request_response::Behaviour::with_codec(
                         codec,
                         [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
@@ -508,7 +518,26 @@ impl Driver {
         let _ = self.events.send(e).await;
     }
 
+    /// Keeps the address book bounded: past its size, addresses of peers not connected are
+    /// forgotten first.
+    fn trim_known(&mut self) {
+        const MAX_KNOWN: usize = 1024;
+        if self.known.len() > MAX_KNOWN {
+            let stale: Vec<PeerId> = self
+                .known
+                .keys()
+                .filter(|p| !self.connected.contains_key(p))
+                .take(self.known.len() - MAX_KNOWN)
+                .copied()
+                .collect();
+            for p in stale {
+                self.known.remove(&p);
+            }
+        }
+    }
+
     async fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.trim_known();
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 self.listening.push(address.clone());
@@ -551,6 +580,13 @@ impl Driver {
                 self.connected.remove(&peer_id);
                 if let Some(device) = device_of(&peer_id) {
                     self.emit(LinkEvent::PeerDisconnected { device }).await;
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
+                for (peer, addr) in gone {
+                    if !self.connected.contains_key(&peer) && self.known.get(&peer) == Some(&addr) {
+                        self.known.remove(&peer);
+                    }
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
