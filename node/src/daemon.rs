@@ -690,10 +690,7 @@ impl Node {
         valid_secs: u64,
     ) -> Result<AllowanceCert, NodeError> {
         let url = url.trim_end_matches('/');
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| NodeError::Issuer(e.to_string()))?;
+        let client = issuer_client(Duration::from_secs(30))?;
         let d = self.trusted_issuer_at(&client, url).await?;
         let mut nonce = [0u8; 16];
         OsRng.fill_bytes(&mut nonce);
@@ -728,10 +725,7 @@ impl Node {
     /// (records uploaded, payments updated).
     pub async fn sync_issuer(&self, url: &str) -> Result<(usize, usize), NodeError> {
         let url = url.trim_end_matches('/');
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| NodeError::Issuer(e.to_string()))?;
+        let client = issuer_client(Duration::from_secs(60))?;
         let d = self.trusted_issuer_at(&client, url).await?;
         let issuer = d.body().issuer;
         let records = self.store.records().await?;
@@ -813,6 +807,13 @@ impl Node {
     pub fn currency(&self) -> &str {
         &self.config.wallet.currency
     }
+}
+
+fn issuer_client(timeout: Duration) -> Result<reqwest::Client, NodeError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| NodeError::Issuer(e.to_string()))
 }
 
 async fn http_bytes(req: reqwest::RequestBuilder) -> Result<Vec<u8>, NodeError> {

@@ -213,25 +213,9 @@ impl TestNode {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn meshpay run");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let line = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!(
-                "{} did not start; see {}",
-                self.name,
-                self.home.with_extension("log").display()
-            )
-        });
+        let log = self.home.with_extension("log");
+        let (child, line) =
+            spawn_ready(&mut cmd, &format!("{} (log: {})", self.name, log.display()));
         let v: Value = serde_json::from_str(&line).expect("ready line is JSON");
         assert_eq!(v["event"], "ready");
         self.listen = v["listen"]
@@ -330,6 +314,38 @@ impl TestNode {
     }
 }
 
+/// Runs a command that must succeed.
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run meshpay");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Spawns a daemon whose stdout is piped and returns it with its first line (its ready line),
+/// killing it and failing if none comes within [`DEADLINE`].
+fn spawn_ready(cmd: &mut Command, what: &str) -> (Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn meshpay");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Keep draining after the first line, so a later write never meets a closed pipe.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    if let Ok(line) = rx.recv_timeout(DEADLINE) {
+        (child, line)
+    } else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{what} did not start");
+    }
+}
+
 fn wait_child(child: &mut Child, name: &str) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {
@@ -360,15 +376,10 @@ impl DevIssuer {
     /// Creates one in `root/issuer`.
     pub fn new(root: &Path) -> Self {
         let dir = root.join("issuer");
-        let out = Command::new(meshpay_bin())
-            .args(["dev", "issuer-init", "--dir"])
-            .arg(&dir)
-            .output()
-            .expect("run meshpay");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new(meshpay_bin())
+                .args(["dev", "issuer-init", "--dir"])
+                .arg(&dir),
         );
         Self { dir }
     }
@@ -400,23 +411,18 @@ impl DevIssuer {
     /// Gives `node` an allowance of `limit` and returns its id.
     pub fn fund(&self, node: &TestNode, limit: u64) -> String {
         let file = self.dir.join(format!("{}-{limit}.cert", node.name));
-        let out = Command::new(meshpay_bin())
-            .args(["dev", "issue-allowance", "--issuer-dir"])
-            .arg(&self.dir)
-            .args([
-                "--holder",
-                &node.device,
-                "--limit",
-                &limit.to_string(),
-                "--out",
-            ])
-            .arg(&file)
-            .output()
-            .expect("run meshpay");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new(meshpay_bin())
+                .args(["dev", "issue-allowance", "--issuer-dir"])
+                .arg(&self.dir)
+                .args([
+                    "--holder",
+                    &node.device,
+                    "--limit",
+                    &limit.to_string(),
+                    "--out",
+                ])
+                .arg(&file),
         );
         let v = node.json(&[
             "allowance",
@@ -451,16 +457,11 @@ impl SettleServer {
     /// file in its directory).
     pub fn with_db(root: &Path, name: &str, db: Option<&str>) -> Self {
         let dir = root.join(name);
-        let out = Command::new(meshpay_bin())
-            .args(["issuer", "init", "--dir"])
-            .arg(&dir)
-            .env("MESHPAY_ISSUER_PASSPHRASE", "issuer passphrase")
-            .output()
-            .expect("run meshpay");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new(meshpay_bin())
+                .args(["issuer", "init", "--dir"])
+                .arg(&dir)
+                .env("MESHPAY_ISSUER_PASSPHRASE", "issuer passphrase"),
         );
         let db = db.map_or_else(
             || format!("sqlite://{}", dir.join("settlement.db").display()),
@@ -500,36 +501,25 @@ impl SettleServer {
             .append(true)
             .open(self.dir.with_extension("log"))
             .expect("log");
-        let mut child = Command::new(meshpay_bin())
-            .args([
-                "settle",
-                "serve",
-                "--json",
-                "--test-clock",
-                "--listen",
-                "127.0.0.1:0",
-                "--db",
-                &self.db,
-                "--dir",
-            ])
-            .arg(&self.dir)
-            .env("MESHPAY_ISSUER_PASSPHRASE", "issuer passphrase")
-            .env("MESHPAY_ADMIN_TOKEN", &self.token)
-            .env("MESHPAY_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn settle serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            if let Some(Ok(line)) = BufReader::new(stdout).lines().next() {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(DEADLINE)
-            .expect("settlement server ready line");
+        let mut cmd = Command::new(meshpay_bin());
+        cmd.args([
+            "settle",
+            "serve",
+            "--json",
+            "--test-clock",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &self.db,
+            "--dir",
+        ])
+        .arg(&self.dir)
+        .env("MESHPAY_ISSUER_PASSPHRASE", "issuer passphrase")
+        .env("MESHPAY_ADMIN_TOKEN", &self.token)
+        .env("MESHPAY_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log);
+        let (child, line) = spawn_ready(&mut cmd, "settlement server");
         let v: Value = serde_json::from_str(&line).expect("JSON");
         v["url"].as_str().expect("url").clone_into(&mut self.url);
         self.child = Some(child);

@@ -14,6 +14,7 @@ use meshpay_protocol::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -460,42 +461,46 @@ async fn set_clock(State(s): State<AppState>, h: HeaderMap, body: Bytes) -> ApiR
 
 async fn metrics(State(s): State<AppState>) -> Response {
     let m = &s.server.metrics;
-    let line = |name: &str, help: &str, v: u64| {
-        format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n")
-    };
-    let text = [
-        line(
+    let counters = [
+        (
             "meshpay_records_settled_total",
             "Records settled.",
-            m.settled.load(Ordering::Relaxed),
+            &m.settled,
         ),
-        line(
+        (
             "meshpay_records_rejected_total",
             "Records rejected with a receipt.",
-            m.rejected.load(Ordering::Relaxed),
+            &m.rejected,
         ),
-        line(
+        (
             "meshpay_records_repeated_total",
             "Records uploaded again after their decision.",
-            m.repeated.load(Ordering::Relaxed),
+            &m.repeated,
         ),
-        line(
+        (
             "meshpay_upload_batches_total",
             "Upload batches.",
-            m.batches.load(Ordering::Relaxed),
+            &m.batches,
         ),
-        line(
+        (
             "meshpay_allowances_issued_total",
             "Allowances issued.",
-            m.allowances.load(Ordering::Relaxed),
+            &m.allowances,
         ),
-        line(
+        (
             "meshpay_fraud_proofs_total",
             "Fraud proofs found.",
-            m.frauds.load(Ordering::Relaxed),
+            &m.frauds,
         ),
-    ]
-    .concat();
+    ];
+    let mut text = String::new();
+    for (name, help, v) in counters {
+        let v = v.load(Ordering::Relaxed);
+        let _ = write!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
