@@ -166,10 +166,11 @@ impl Node {
         // Restore detection before anything can spend.
         let sentinel = Sentinel::new(&config.sentinel_dir(), &device.to_hex());
         let stored_epoch = store.epoch().await?;
+        let sentinel_epoch = sentinel.read()?;
         let (wallet, restore) =
-            Wallet::open(stored_epoch, store.allowances().await?, sentinel.read()?);
+            Wallet::open(stored_epoch, store.allowances().await?, sentinel_epoch);
         if restore == RestoreCheck::Current {
-            if sentinel.read()? != Some(wallet.epoch()) {
+            if sentinel_epoch != Some(wallet.epoch()) {
                 sentinel.write(wallet.epoch())?;
             }
         } else {
