@@ -33,6 +33,7 @@
 //! [`codec::encode`] and [`codec::decode`], which enforces the per-type size limit and the
 //! canonical-encoding rule.
 
+pub mod bundle;
 pub mod codec;
 pub mod iou;
 pub mod keys;
@@ -41,6 +42,8 @@ pub mod message;
 pub mod objects;
 pub mod payee;
 pub mod record;
+pub mod store;
+pub mod sync;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod wallet;

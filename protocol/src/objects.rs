@@ -76,6 +76,10 @@ pub mod tags {
     pub const FRAUD_ID: &str = "meshpay/v1/fraud-id";
     /// A wallet's signed request to its issuer (allowance, statement).
     pub const WALLET_REQUEST: &str = "meshpay/v1/wallet-request";
+    /// Hand-over receipt signature (proof of carriage).
+    pub const HAND_OVER: &str = "meshpay/v1/hand-over";
+    /// Digest of the bundle ids a hand-over receipt covers.
+    pub const HAND_OVER_IDS: &str = "meshpay/v1/hand-over-ids";
     /// HPKE `info` for sealed settlement records.
     pub const SEALED_RECORD: &str = "meshpay/v1/sealed-record";
 }

@@ -104,6 +104,77 @@ pub fn pay(wallet: &mut Wallet, key: &DeviceSecret, request: &PaymentRequest) ->
     spend.iou
 }
 
+/// A deterministic generator for sealing in tests (SplitMix64). **Not a CSPRNG**: it only
+/// satisfies the bound so that test records are reproducible.
+#[derive(Debug, Clone)]
+pub struct TestRng(pub u64);
+
+impl rand_core::RngCore for TestRng {
+    fn next_u32(&mut self) -> u32 {
+        // The high half of a 64-bit output.
+        u32::try_from(self.next_u64() >> 32).expect("fits")
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        rand_core::impls::fill_bytes_via_next(self, dest);
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rand_core::CryptoRng for TestRng {}
+
+/// `iou` sealed to `issuer` at `T0`, expiring at the test allowances' settle-by time, with a
+/// generator seeded from the IOU id (so the same IOU always seals to the same bytes).
+pub fn sealed(issuer: &IssuerSecret, iou: &Iou) -> crate::SealedRecord {
+    let id = iou.id();
+    let seed = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"));
+    crate::SealedRecord::seal(
+        iou,
+        issuer.id(),
+        &issuer.seal_key(),
+        T0,
+        T0 + 14 * DAY,
+        &mut TestRng(seed),
+    )
+    .expect("the test issuer's seal key is valid")
+}
+
+/// A final receipt bundle from the test issuer for a made-up record number `n`: cheap,
+/// distinct bundles for sync tests and benchmarks.
+pub fn receipt_bundle(n: u64) -> crate::bundle::Bundle {
+    let mut record = [0u8; 32];
+    record[..8].copy_from_slice(&n.to_le_bytes());
+    crate::bundle::Bundle::new(crate::bundle::Content::Receipt(
+        crate::SettlementReceipt::issue(
+            &issuer(),
+            crate::Hash(record),
+            crate::ReceiptStatus::Settled,
+            T0,
+        ),
+    ))
+}
+
+/// Session settings for a test contact between device `me` and device `peer` at `T0`.
+pub fn session_config(me: u8, peer: u8, budget: u64) -> crate::sync::SessionConfig {
+    crate::sync::SessionConfig {
+        me: device(me).public(),
+        peer: device(peer).public(),
+        gateway_for: Vec::new(),
+        routing: crate::sync::Routing::Epidemic,
+        budget,
+        now: T0,
+    }
+}
+
 /// A decoder for one wire type, by name: the hostile-input tests and the fuzz targets run
 /// every one of them.
 pub type NamedDecoder = (&'static str, fn(&[u8]) -> Result<(), crate::DecodeError>);
@@ -146,6 +217,10 @@ pub const DECODERS: &[NamedDecoder] = &[
     }),
     ("receipt_batch", |b| {
         crate::decode::<crate::ReceiptBatch>(b).map(drop)
+    }),
+    ("bundle", |b| crate::bundle::Bundle::decode(b).map(drop)),
+    ("sync_message", |b| {
+        crate::decode::<crate::sync::SyncMessage>(b).map(drop)
     }),
     ("link_request", |b| {
         crate::message::Request::decode(b).map(drop)

@@ -1,0 +1,6 @@
+//! Fuzzes the bundle decoder: any input gives a value or a typed error, never a panic.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = meshpay_protocol::testkit::decode_named("bundle", data).expect("decoder exists");
+});

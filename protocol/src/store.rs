@@ -1,0 +1,595 @@
+//! The bundle store's rules: what a node keeps for the mesh, for how long, and what it gives
+//! up first when full.
+//!
+//! - **Admission**: a bundle is decoded and checked ([`Bundle::verify`]) before anything is
+//!   kept; expired ones, provisional receipts, forged signatures and records already settled
+//!   (tombstoned) are refused.
+//! - **Quotas**: a global limit in bytes and in bundles, and a limit per origin (the peer that
+//!   handed the bundle over, a file, or this node itself) so that one peer cannot fill a relay.
+//!   When full, the least urgent bundle (last in forwarding order) that is not the node's own
+//!   is evicted if the newcomer is more urgent; otherwise the newcomer is refused.
+//! - **Forwarding order**: fraud proofs, revocations, receipts first; then everything else
+//!   oldest first ([`Priority`]).
+//! - **Purge**: a final receipt for a record removes every copy of that record and leaves a
+//!   tombstone until the receipt expires, so a settled record stops travelling (the
+//!   "immunity" of epidemic routing, Haas & Small 2006).
+//! - **In-mesh fraud detection**: two spend notices for the same allowance and counter with
+//!   different digests are a fork; the store builds the [`FraudProof`] and keeps it as its own
+//!   bundle, so the proof travels first from then on.
+//!
+//! The store keeps bundles in memory and reports every change ([`Changes`]) so the driver can
+//! mirror it to disk; [`BundleStore::restore`] loads it back without re-deciding anything.
+
+use crate::bundle::{Bundle, BundleError, BundleKind, Content, Meta};
+use crate::iou::FraudProof;
+use crate::keys::IssuerId;
+use crate::objects::{AllowanceId, Hash, UnixTime};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Where a bundle came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Origin {
+    /// Made by this node (its own records, notices, fraud proofs it built, what its gateway
+    /// fetched). Never evicted for others' bundles; not counted against a per-origin limit.
+    Local,
+    /// Handed over by the peer with this device key.
+    Peer([u8; 32]),
+    /// Imported from a file.
+    File,
+}
+
+/// Limits of a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Most bytes of bundles held.
+    pub max_bytes: u64,
+    /// Most bundles held.
+    pub max_bundles: usize,
+    /// Most bytes held from any one origin other than [`Origin::Local`].
+    pub max_bytes_per_origin: u64,
+    /// Carry only these issuers' bundles (`None`: any issuer).
+    pub issuers: Option<BTreeSet<IssuerId>>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 << 20,
+            max_bundles: 200_000,
+            max_bytes_per_origin: 16 << 20,
+            issuers: None,
+        }
+    }
+}
+
+/// Forwarding order: smaller goes first.
+pub type Priority = (u8, UnixTime, Hash);
+
+/// The forwarding priority of a bundle.
+pub fn priority(meta: &Meta) -> Priority {
+    let rank = match meta.kind {
+        BundleKind::Fraud => 0,
+        BundleKind::Revocation => 1,
+        BundleKind::Receipt => 2,
+        _ => 3,
+    };
+    (rank, meta.created, meta.id)
+}
+
+/// One held bundle.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The encoding.
+    pub bytes: Arc<[u8]>,
+    /// Its metadata.
+    pub meta: Meta,
+    /// Who handed it over.
+    pub origin: Origin,
+    /// Copies this node may still hand out under spray-and-wait (0: no limit).
+    pub copies: u32,
+}
+
+/// What a call changed, for the driver to persist.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Bundles added (or whose copy count changed).
+    pub added: Vec<Hash>,
+    /// Bundles removed.
+    pub removed: Vec<Hash>,
+    /// Tombstones added: record id and expiry.
+    pub tombstoned: Vec<(Hash, UnixTime)>,
+    /// Tombstones expired.
+    pub untombstoned: Vec<Hash>,
+}
+
+impl Changes {
+    /// True if nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.tombstoned.is_empty()
+            && self.untombstoned.is_empty()
+    }
+}
+
+/// The result of offering a bundle to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Kept.
+    Added(Meta),
+    /// Already held.
+    Duplicate,
+    /// A record already settled: its tombstone is still there.
+    Settled,
+    /// Refused: invalid, forged or expired.
+    Refused(BundleError),
+    /// Refused: the origin is over its quota, or the store is full of more urgent bundles.
+    Full,
+    /// Refused: an issuer this store does not carry.
+    ForeignIssuer,
+}
+
+/// The store. See the module docs for its rules.
+#[derive(Debug, Default)]
+pub struct BundleStore {
+    config: StoreConfig,
+    entries: BTreeMap<Hash, Entry>,
+    order: BTreeSet<Priority>,
+    expiry: BTreeSet<(UnixTime, Hash)>,
+    by_subject: BTreeSet<(Hash, Hash)>,
+    tombstones: BTreeMap<Hash, UnixTime>,
+    tomb_expiry: BTreeSet<(UnixTime, Hash)>,
+    notices: BTreeMap<(AllowanceId, u32), Hash>,
+    per_origin: BTreeMap<Origin, u64>,
+    bytes: u64,
+    changes: Changes,
+}
+
+impl BundleStore {
+    /// An empty store.
+    pub fn new(config: StoreConfig) -> Self {
+        Self {
+            config,
+            ..Self::default()
+        }
+    }
+
+    /// Offers bundle bytes from `origin` at time `now`. `copies` is the spray-and-wait copy
+    /// count handed over with it (0: no limit). Refusals change nothing.
+    pub fn insert(
+        &mut self,
+        bytes: &[u8],
+        origin: Origin,
+        copies: u32,
+        now: UnixTime,
+    ) -> Admission {
+        let bundle = match Bundle::decode(bytes) {
+            Ok(b) => b,
+            Err(e) => return Admission::Refused(BundleError::Decode(e)),
+        };
+        self.insert_bundle(&bundle, origin, copies, now)
+    }
+
+    /// [`BundleStore::insert`] for a bundle already decoded.
+    pub fn insert_bundle(
+        &mut self,
+        bundle: &Bundle,
+        origin: Origin,
+        copies: u32,
+        now: UnixTime,
+    ) -> Admission {
+        let meta = *bundle.meta();
+        if self.entries.contains_key(&meta.id) {
+            return Admission::Duplicate;
+        }
+        if let Some(issuers) = &self.config.issuers {
+            if !issuers.contains(&meta.issuer) {
+                return Admission::ForeignIssuer;
+            }
+        }
+        if let Err(e) = bundle.verify(now) {
+            return Admission::Refused(e);
+        }
+        if meta.kind == BundleKind::Record
+            && meta
+                .subject
+                .is_some_and(|s| self.tombstones.contains_key(&s))
+        {
+            return Admission::Settled;
+        }
+        if !self.make_room(&meta, origin) {
+            return Admission::Full;
+        }
+        self.put(bundle.bytes().into(), meta, origin, copies);
+        match bundle.content() {
+            Content::Receipt(_) => {
+                let subject = meta.subject.expect("receipts have a subject");
+                self.purge(subject, meta.expires);
+            }
+            Content::Notice(n) => {
+                let slot = (n.notice.allowance, n.notice.counter);
+                match self.notices.get(&slot) {
+                    None => {
+                        self.notices.insert(slot, meta.id);
+                    }
+                    Some(other) => {
+                        if let Some(proof) = self.fork_with(*other, n) {
+                            let b = Bundle::new(Content::Fraud(Box::new(proof)));
+                            let m = *b.meta();
+                            if !self.entries.contains_key(&m.id) {
+                                self.put(b.bytes().into(), m, Origin::Local, 0);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Admission::Added(meta)
+    }
+
+    fn fork_with(&self, other: Hash, n: &crate::bundle::CertifiedNotice) -> Option<FraudProof> {
+        let held = self.entries.get(&other)?;
+        let Ok(b) = Bundle::decode(&held.bytes) else {
+            return None;
+        };
+        let Content::Notice(first) = b.content() else {
+            return None;
+        };
+        FraudProof::new(n.cert.clone(), first.notice.clone(), n.notice.clone())
+    }
+
+    /// Puts back a bundle read from the driver's disk, without checks or side effects.
+    /// Returns `false` (and keeps nothing) if the bytes are not a bundle.
+    pub fn restore(&mut self, bytes: &[u8], origin: Origin, copies: u32) -> bool {
+        let Ok(bundle) = Bundle::decode(bytes) else {
+            return false;
+        };
+        let meta = *bundle.meta();
+        if self.entries.contains_key(&meta.id) {
+            return true;
+        }
+        self.put(bytes.into(), meta, origin, copies);
+        if let Content::Notice(n) = bundle.content() {
+            self.notices
+                .entry((n.notice.allowance, n.notice.counter))
+                .or_insert(meta.id);
+        }
+        self.changes = Changes::default();
+        true
+    }
+
+    /// Puts back a tombstone read from disk.
+    pub fn restore_tombstone(&mut self, subject: Hash, expires: UnixTime) {
+        self.tombstones.insert(subject, expires);
+        self.tomb_expiry.insert((expires, subject));
+    }
+
+    fn put(&mut self, bytes: Arc<[u8]>, meta: Meta, origin: Origin, copies: u32) {
+        let size = u64::from(meta.size);
+        self.bytes += size;
+        *self.per_origin.entry(origin).or_default() += size;
+        self.order.insert(priority(&meta));
+        self.expiry.insert((meta.expires, meta.id));
+        if meta.kind == BundleKind::Record {
+            if let Some(s) = meta.subject {
+                self.by_subject.insert((s, meta.id));
+            }
+        }
+        self.entries.insert(
+            meta.id,
+            Entry {
+                bytes,
+                meta,
+                origin,
+                copies,
+            },
+        );
+        self.changes.added.push(meta.id);
+    }
+
+    /// Removes a bundle. Returns it if it was held.
+    pub fn remove(&mut self, id: &Hash) -> Option<Entry> {
+        let e = self.entries.remove(id)?;
+        let size = u64::from(e.meta.size);
+        self.bytes -= size;
+        if let Some(n) = self.per_origin.get_mut(&e.origin) {
+            *n -= size;
+            if *n == 0 {
+                self.per_origin.remove(&e.origin);
+            }
+        }
+        self.order.remove(&priority(&e.meta));
+        self.expiry.remove(&(e.meta.expires, e.meta.id));
+        if let Some(s) = e.meta.subject {
+            self.by_subject.remove(&(s, e.meta.id));
+        }
+        if e.meta.kind == BundleKind::Notice {
+            self.notices.retain(|_, v| v != id);
+        }
+        self.changes.removed.push(*id);
+        Some(e)
+    }
+
+    fn purge(&mut self, subject: Hash, until: UnixTime) {
+        let ids: Vec<Hash> = self
+            .by_subject
+            .range((subject, Hash([0; 32]))..=(subject, Hash([0xff; 32])))
+            .map(|(_, id)| *id)
+            .collect();
+        for id in ids {
+            self.remove(&id);
+        }
+        let old = self.tombstones.insert(subject, until);
+        if let Some(old) = old {
+            self.tomb_expiry.remove(&(old, subject));
+        }
+        self.tomb_expiry.insert((until, subject));
+        self.changes.tombstoned.push((subject, until));
+    }
+
+    /// Makes room for `meta` from `origin`, evicting less urgent bundles of others if needed.
+    fn make_room(&mut self, meta: &Meta, origin: Origin) -> bool {
+        let size = u64::from(meta.size);
+        if origin != Origin::Local
+            && self.per_origin.get(&origin).copied().unwrap_or(0) + size
+                > self.config.max_bytes_per_origin
+        {
+            return false;
+        }
+        let new = priority(meta);
+        while self.bytes + size > self.config.max_bytes
+            || self.entries.len() >= self.config.max_bundles
+        {
+            let victim = self
+                .order
+                .iter()
+                .rev()
+                .find(|p| {
+                    self.entries
+                        .get(&p.2)
+                        .is_some_and(|e| e.origin != Origin::Local)
+                })
+                .copied();
+            match victim {
+                Some(v) if v > new || origin == Origin::Local => {
+                    self.remove(&v.2);
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Drops bundles and tombstones past their expiry at `now`.
+    pub fn expire(&mut self, now: UnixTime) {
+        let gone: Vec<Hash> = self
+            .expiry
+            .iter()
+            .take_while(|(t, _)| *t < now)
+            .map(|(_, id)| *id)
+            .collect();
+        for id in gone {
+            self.remove(&id);
+        }
+        let tombs: Vec<(UnixTime, Hash)> = self
+            .tomb_expiry
+            .iter()
+            .take_while(|(t, _)| *t < now)
+            .copied()
+            .collect();
+        for (t, s) in tombs {
+            self.tomb_expiry.remove(&(t, s));
+            self.tombstones.remove(&s);
+            self.changes.untombstoned.push(s);
+        }
+    }
+
+    /// Sets a bundle's spray-and-wait copy count.
+    pub fn set_copies(&mut self, id: &Hash, copies: u32) {
+        if let Some(e) = self.entries.get_mut(id) {
+            if e.copies != copies {
+                e.copies = copies;
+                self.changes.added.push(*id);
+            }
+        }
+    }
+
+    /// Takes the changes made since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// A held bundle.
+    pub fn get(&self, id: &Hash) -> Option<&Entry> {
+        self.entries.get(id)
+    }
+
+    /// True if `id` is held.
+    pub fn contains(&self, id: &Hash) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    /// True if the record `subject` is known settled.
+    pub fn is_settled(&self, subject: &Hash) -> bool {
+        self.tombstones.contains_key(subject)
+    }
+
+    /// Held bundle ids, in id order.
+    pub fn ids(&self) -> impl Iterator<Item = &Hash> {
+        self.entries.keys()
+    }
+
+    /// Held bundles in forwarding order.
+    pub fn in_order(&self) -> impl Iterator<Item = &Entry> {
+        self.order.iter().filter_map(|p| self.entries.get(&p.2))
+    }
+
+    /// Tombstones: settled record id and until when it is remembered.
+    pub fn tombstones(&self) -> impl Iterator<Item = (&Hash, &UnixTime)> {
+        self.tombstones.iter()
+    }
+
+    /// Number of bundles held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The limits.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ReceiptStatus;
+    use crate::objects::SettlementReceipt;
+    use crate::testkit::{T0, allowance, device, issuer, pay, request, sealed, wallet};
+
+    fn records(n: u8) -> Vec<Bundle> {
+        let iss = issuer();
+        let alice = device(1);
+        let mut w = wallet([allowance(&iss, 1, &alice, 1_000_000)]);
+        (1..=n)
+            .map(|i| {
+                let iou = pay(&mut w, &alice, &request(&device(2), 10, i));
+                Bundle::new(Content::Record(sealed(&iss, &iou)))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_final_receipt_purges_the_record_and_keeps_it_out() {
+        let mut s = BundleStore::new(StoreConfig::default());
+        let r = &records(1)[0];
+        assert!(matches!(
+            s.insert(r.bytes(), Origin::Peer([1; 32]), 0, T0),
+            Admission::Added(_)
+        ));
+        assert_eq!(
+            s.insert(r.bytes(), Origin::Peer([2; 32]), 0, T0),
+            Admission::Duplicate
+        );
+        let subject = r.meta().subject.expect("record");
+        let receipt = Bundle::new(Content::Receipt(SettlementReceipt::issue(
+            &issuer(),
+            subject,
+            ReceiptStatus::Settled,
+            T0,
+        )));
+        s.take_changes();
+        assert!(matches!(
+            s.insert(receipt.bytes(), Origin::Local, 0, T0),
+            Admission::Added(_)
+        ));
+        let changes = s.take_changes();
+        assert_eq!(changes.removed, vec![r.id()]);
+        assert_eq!(changes.tombstoned.len(), 1);
+        assert!(!s.contains(&r.id()));
+        assert_eq!(
+            s.insert(r.bytes(), Origin::Peer([1; 32]), 0, T0),
+            Admission::Settled
+        );
+        // Tombstones go when the receipt expires.
+        s.expire(receipt.meta().expires + 1);
+        assert!(s.is_empty());
+        assert!(!s.is_settled(&subject));
+    }
+
+    #[test]
+    fn quotas_per_origin_and_eviction_by_priority() {
+        let rs = records(6);
+        let size = u64::from(rs[0].meta().size);
+        let mut s = BundleStore::new(StoreConfig {
+            max_bytes: size * 4 + 16,
+            max_bundles: 100,
+            max_bytes_per_origin: size * 2 + 8,
+            issuers: None,
+        });
+        let (p, q) = (Origin::Peer([1; 32]), Origin::Peer([2; 32]));
+        assert!(matches!(
+            s.insert(rs[0].bytes(), p, 0, T0),
+            Admission::Added(_)
+        ));
+        assert!(matches!(
+            s.insert(rs[1].bytes(), p, 0, T0),
+            Admission::Added(_)
+        ));
+        assert_eq!(s.insert(rs[2].bytes(), p, 0, T0), Admission::Full);
+        assert!(matches!(
+            s.insert(rs[2].bytes(), q, 0, T0),
+            Admission::Added(_)
+        ));
+        assert!(matches!(
+            s.insert(rs[3].bytes(), q, 0, T0),
+            Admission::Added(_)
+        ));
+        // Full: the node's own bundle evicts the least urgent of others'.
+        assert!(matches!(
+            s.insert(rs[4].bytes(), Origin::Local, 0, T0),
+            Admission::Added(_)
+        ));
+        assert_eq!(s.len(), 4);
+        assert!(s.bytes() <= size * 4 + 16);
+        // A receipt (more urgent) evicts a record from a peer.
+        let receipt = Bundle::new(Content::Receipt(SettlementReceipt::issue(
+            &issuer(),
+            Hash([9; 32]),
+            ReceiptStatus::Settled,
+            T0,
+        )));
+        assert!(matches!(
+            s.insert(receipt.bytes(), Origin::Peer([3; 32]), 0, T0),
+            Admission::Added(_)
+        ));
+        assert!(s.bytes() <= size * 4 + 16);
+        assert_eq!(s.in_order().next().map(|e| e.meta.id), Some(receipt.id()));
+    }
+
+    #[test]
+    fn two_notices_for_one_slot_become_a_fraud_proof() {
+        let iss = issuer();
+        let alice = device(1);
+        let cert = allowance(&iss, 1, &alice, 1000);
+        // A clone: two wallets from the same state pay different payees with counter 1.
+        let a = pay(
+            &mut wallet([cert.clone()]),
+            &alice,
+            &request(&device(2), 10, 1),
+        );
+        let b = pay(
+            &mut wallet([cert.clone()]),
+            &alice,
+            &request(&device(3), 20, 2),
+        );
+        let mut s = BundleStore::new(StoreConfig::default());
+        let na = Bundle::notice(cert.clone(), a.notice());
+        let nb = Bundle::notice(cert.clone(), b.notice());
+        assert!(matches!(
+            s.insert(na.bytes(), Origin::Peer([1; 32]), 0, T0),
+            Admission::Added(_)
+        ));
+        assert!(matches!(
+            s.insert(nb.bytes(), Origin::Peer([2; 32]), 0, T0),
+            Admission::Added(_)
+        ));
+        let first = s.in_order().next().expect("a bundle");
+        assert_eq!(first.meta.kind, BundleKind::Fraud);
+        assert_eq!(first.origin, Origin::Local);
+        let proof = Bundle::decode(&first.bytes).expect("decodes");
+        assert_eq!(proof.verify(T0), Ok(()));
+    }
+}

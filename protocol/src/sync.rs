@@ -1,0 +1,1244 @@
+//! Bundle sync between two peers in contact: reconcile the sets of bundle ids, then hand over
+//! what each side lacks, most urgent first, within a byte budget.
+//!
+//! ## Reconciliation
+//!
+//! Set reconciliation with **rateless invertible Bloom lookup tables** (Yang, Gilad and
+//! Alizadeh, "Practical Rateless Set Reconciliation", SIGCOMM 2024). Each side maps every
+//! bundle id to a salted 64-bit key. The initiator streams *coded symbols* (count, XOR of keys,
+//! XOR of key checksums) over ever more indices; the responder subtracts its own symbols and
+//! peels. Once every cell is zero the responder knows both differences. The cost is about 1.4
+//! to 2.5 symbols (17 bytes each) per difference whatever the set sizes, and a few hundred
+//! bytes when the sets are equal.
+//!
+//! When listing keys is cheaper (a side holds at most [`LIST_MAX`] bundles, or the counts
+//! differ by much more than the smaller set), the smaller side lists its keys instead, and so
+//! does the responder if the symbols it has taken already cost more than listing would. Either
+//! way the session always ends with exact differences.
+//!
+//! The salt is fresh per session (the initiator draws it from the driver's generator): nobody
+//! can grind two bundles onto one key, and an accidental 64-bit collision lasts one contact.
+//!
+//! ## Transfer
+//!
+//! The side that knows the differences sends the other its *want list* (the keys it lacks),
+//! paged; both sides then send what the other lacks in forwarding order ([`store::priority`]),
+//! filtered by the [`Routing`] choice, until each side is done or its byte budget for the
+//! contact is spent. Each side closes with a signed [`HandOver`] receipt for the bundles it
+//! took: the giver's proof of carriage.
+//!
+//! ## Driving contract
+//!
+//! Messages strictly alternate: the initiator sends, the responder answers, one message at a
+//! time, so any request–response link carries them. Every message fits in [`MAX_SYNC`] bytes.
+//!
+//! 1. Initiator: [`Session::initiate`] → send the message.
+//! 2. Responder: on the first message, [`Session::accept`] → send the answer.
+//! 3. Either side: on every further message, [`Session::handle`]; send what it returns. The
+//!    initiator gets `None` when the session is over; the responder is over after answering a
+//!    close ([`Session::is_finished`]).
+//! 4. After each call, drain [`BundleStore::take_changes`] to persist what arrived.
+//!
+//! A [`SyncError`] means the peer broke the protocol (or sent a forged bundle): drop the
+//! session and the peer.
+
+use crate::bundle::{BundleError, BundleKind, MAX_BUNDLE};
+use crate::codec::{self, Blob, DecodeError, VERSION, Wire, check_version};
+use crate::keys::{DeviceKey, DeviceSecret, IssuerId};
+use crate::objects::{Body, Hash, Signed, UnixTime, hash, tags};
+use crate::store::{Admission, BundleStore, Entry, Origin, priority};
+use serde_tuple::{Deserialize_tuple, Serialize_tuple};
+use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Largest sync message, in bytes (it travels inside a link message of at most 2 KiB).
+pub const MAX_SYNC: usize = 2000;
+/// A side holding at most this many bundles lists its keys instead of sending symbols.
+pub const LIST_MAX: usize = 64;
+/// Coded symbols in the initiator's first message.
+pub const FIRST_SYMBOLS: usize = 16;
+/// Bytes of symbols, keys or bundles a message carries at most.
+const ROOM: usize = 1700;
+
+/// How records are handed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// To every peer that lacks them, until a receipt purges them.
+    Epidemic,
+    /// Binary spray-and-wait (Spyropoulos et al. 2005): a record starts with `copies` tokens;
+    /// a holder with `n > 1` gives `n / 2` to a peer that lacks it; with one token it waits
+    /// for a gateway.
+    SprayAndWait {
+        /// Tokens a new record starts with.
+        copies: u32,
+    },
+    /// Only from the node that made the record to a gateway.
+    Direct,
+}
+
+impl Routing {
+    /// Copy tokens a record made on this node starts with (0: no limit).
+    pub fn initial_copies(self) -> u32 {
+        match self {
+            Routing::SprayAndWait { copies } => copies.max(1),
+            Routing::Epidemic | Routing::Direct => 0,
+        }
+    }
+}
+
+/// A sync session's settings.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// This node's device key.
+    pub me: DeviceKey,
+    /// The peer's device key, as the link authenticated it.
+    pub peer: DeviceKey,
+    /// Issuers this node uploads for (it is their gateway now).
+    pub gateway_for: Vec<IssuerId>,
+    /// Routing of records.
+    pub routing: Routing,
+    /// Most bytes of bundles this side sends in the session.
+    pub budget: u64,
+    /// Wall-clock time, for expiry and the hand-over receipt.
+    pub now: UnixTime,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rateless IBLT
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn checksum(key: u64) -> u64 {
+    let mut s = key ^ 0x6D65_7368_7061_7921;
+    splitmix(&mut s)
+}
+
+/// The indices of the coded symbols an item is part of: 0, then a sparser and sparser
+/// sequence (item in symbol `i` with probability about `1 / (1 + i/2)`).
+#[derive(Debug, Clone, Copy)]
+struct Mapping {
+    state: u64,
+    index: u64,
+}
+
+impl Mapping {
+    fn new(key: u64) -> Self {
+        Self {
+            state: key,
+            index: 0,
+        }
+    }
+
+    // f64 arithmetic here is exact where it must be (u64 → f64 of 53-bit values) and IEEE
+    // correctly rounded elsewhere, so every implementation computes the same indices.
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    fn advance(&mut self) {
+        let r = splitmix(&mut self.state);
+        let u = ((r >> 11) as f64 + 1.0) / 9_007_199_254_740_992.0;
+        let gap = ((self.index as f64 + 1.5) * (1.0 / u.sqrt() - 1.0)).ceil();
+        let gap = if gap >= 1.8e19 { u64::MAX } else { gap as u64 };
+        self.index = self.index.saturating_add(gap.max(1));
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Symbol {
+    count: i64,
+    key: u64,
+    check: u64,
+}
+
+impl Symbol {
+    fn add(&mut self, key: u64, sign: i64) {
+        self.count += sign;
+        self.key ^= key;
+        self.check ^= checksum(key);
+    }
+
+    fn pure(&self) -> Option<i64> {
+        ((self.count == 1 || self.count == -1) && checksum(self.key) == self.check)
+            .then_some(self.count)
+    }
+
+    fn is_zero(&self) -> bool {
+        *self == Symbol::default()
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.key.to_le_bytes());
+        out.extend_from_slice(&self.check.to_le_bytes());
+        // Zigzag, then LEB128.
+        #[allow(clippy::cast_sign_loss)]
+        let mut z = ((self.count << 1) ^ (self.count >> 63)) as u64;
+        loop {
+            let b = u8::try_from(z & 0x7f).expect("7 bits");
+            z >>= 7;
+            if z == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    fn read(bytes: &mut &[u8]) -> Option<Self> {
+        if bytes.len() < 17 {
+            return None;
+        }
+        let key = u64::from_le_bytes(bytes[..8].try_into().ok()?);
+        let check = u64::from_le_bytes(bytes[8..16].try_into().ok()?);
+        *bytes = &bytes[16..];
+        let mut z: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = bytes.split_first()?;
+            *bytes = rest;
+            z |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                #[allow(clippy::cast_possible_wrap)]
+                let count = ((z >> 1) as i64) ^ -((z & 1) as i64);
+                return Some(Self { count, key, check });
+            }
+        }
+        None
+    }
+}
+
+/// Produces a set's coded symbols, in index order, a batch at a time.
+#[derive(Debug)]
+struct Encoder {
+    items: Vec<(u64, Mapping)>,
+    produced: u64,
+}
+
+impl Encoder {
+    fn new(keys: impl Iterator<Item = u64>) -> Self {
+        Self {
+            items: keys.map(|k| (k, Mapping::new(k))).collect(),
+            produced: 0,
+        }
+    }
+
+    fn produce(&mut self, n: usize) -> Vec<Symbol> {
+        let start = self.produced;
+        let end = start + n as u64;
+        let mut out = vec![Symbol::default(); n];
+        for (key, m) in &mut self.items {
+            while m.index < end {
+                out[usize::try_from(m.index - start).expect("within batch")].add(*key, 1);
+                m.advance();
+            }
+        }
+        self.produced = end;
+        out
+    }
+}
+
+/// The responder's side: the initiator's symbols minus its own, peeled.
+#[derive(Debug)]
+struct Decoder {
+    own: Encoder,
+    cells: Vec<Symbol>,
+    /// Keys found, with +1 (only the initiator has it) or -1 (only we have it), and where
+    /// their mapping continues.
+    found: Vec<(u64, i64, Mapping)>,
+}
+
+impl Decoder {
+    fn add(&mut self, theirs: &[Symbol]) {
+        let start = self.cells.len();
+        let mine = self.own.produce(theirs.len());
+        for (t, m) in theirs.iter().zip(&mine) {
+            self.cells.push(Symbol {
+                count: t.count.wrapping_sub(m.count),
+                key: t.key ^ m.key,
+                check: t.check ^ m.check,
+            });
+        }
+        let end = self.cells.len() as u64;
+        for (key, sign, m) in &mut self.found {
+            while m.index < end {
+                self.cells[usize::try_from(m.index).expect("index")].add(*key, -*sign);
+                m.advance();
+            }
+        }
+        let mut queue: Vec<usize> = (start..self.cells.len())
+            .filter(|&j| self.cells[j].pure().is_some())
+            .collect();
+        while let Some(j) = queue.pop() {
+            let Some(sign) = self.cells[j].pure() else {
+                continue;
+            };
+            let key = self.cells[j].key;
+            let mut m = Mapping::new(key);
+            while m.index < end {
+                let i = usize::try_from(m.index).expect("index");
+                self.cells[i].add(key, -sign);
+                if self.cells[i].pure().is_some() {
+                    queue.push(i);
+                }
+                m.advance();
+            }
+            self.found.push((key, sign, m));
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.cells.iter().all(Symbol::is_zero)
+    }
+}
+
+fn salted_key(salt: u64, id: &Hash) -> u64 {
+    let mut h = Sha256::new();
+    h.update(b"meshpay/v1/sync-key\0");
+    h.update(salt.to_le_bytes());
+    h.update(id.0);
+    let d = h.finalize();
+    u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-over receipts
+
+/// What a hand-over receipt says: `taker` took `count` bundles (`bytes` in all) from `giver`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct HandOverBody {
+    /// Format version.
+    pub version: u8,
+    /// Who handed the bundles over.
+    pub giver: DeviceKey,
+    /// Who took them (the signer).
+    pub taker: DeviceKey,
+    /// How many bundles.
+    pub count: u32,
+    /// Their total size.
+    pub bytes: u64,
+    /// [`ids_digest`] of their ids.
+    pub ids: Hash,
+    /// When.
+    pub at: UnixTime,
+}
+
+/// A hand-over receipt, signed by the taker: the giver's proof of carriage.
+pub type HandOver = Signed<HandOverBody>;
+
+impl Body for HandOverBody {
+    const TAG: &'static str = tags::HAND_OVER;
+    const KIND: &'static str = "hand-over receipt";
+    const MAX_SIZE: usize = 192;
+    fn check(&self) -> Result<(), DecodeError> {
+        check_version(Self::KIND, self.version)
+    }
+}
+
+impl HandOver {
+    /// Checks the taker's signature.
+    pub fn verify(&self) -> Result<(), crate::keys::BadSignature> {
+        self.verify_by(&self.body().taker.0)
+    }
+}
+
+/// Digest of a set of bundle ids: SHA-256 over the tag and the ids in ascending order.
+pub fn ids_digest<'a>(ids: impl IntoIterator<Item = &'a Hash>) -> Hash {
+    let sorted: BTreeSet<&Hash> = ids.into_iter().collect();
+    let mut bytes = Vec::with_capacity(sorted.len() * 32);
+    for id in sorted {
+        bytes.extend_from_slice(&id.0);
+    }
+    hash(tags::HAND_OVER_IDS, &bytes)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+/// A bundle handed over, with the spray-and-wait tokens that go with it (0: no limit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Carried {
+    /// Copy tokens.
+    pub copies: u32,
+    /// The bundle's encoding.
+    pub bundle: Blob,
+}
+
+/// Message steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// Initiator: salt, count, first symbols (or all keys).
+    Open,
+    /// Initiator: more symbols.
+    Symbols,
+    /// Responder: send more symbols.
+    More,
+    /// Responder: a page of its keys.
+    Keys,
+    /// Initiator: send the next page of keys.
+    Pull,
+    /// Either: want list page and bundles.
+    Transfer,
+    /// Either: the end, with the hand-over receipt.
+    Close,
+}
+
+impl Step {
+    fn code(self) -> u8 {
+        match self {
+            Step::Open => 1,
+            Step::Symbols => 2,
+            Step::More => 3,
+            Step::Keys => 4,
+            Step::Pull => 5,
+            Step::Transfer => 6,
+            Step::Close => 7,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            1 => Step::Open,
+            2 => Step::Symbols,
+            3 => Step::More,
+            4 => Step::Keys,
+            5 => Step::Pull,
+            6 => Step::Transfer,
+            7 => Step::Close,
+            _ => return None,
+        })
+    }
+}
+
+/// One sync message. Fields a step does not use are empty (SPEC.md §11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct SyncMessage {
+    /// Format version.
+    pub version: u8,
+    /// [`Step`] code.
+    pub step: u8,
+    /// Open: the session's key salt.
+    pub salt: u64,
+    /// Open, and the responder's first answer: how many bundles the sender holds.
+    pub count: u32,
+    /// Open, and the responder's first answer: issuers the sender is a gateway for.
+    pub gateway_for: Vec<IssuerId>,
+    /// Open, Symbols: coded symbols, packed.
+    pub symbols: Blob,
+    /// Open, Keys: the sender's keys; Transfer: its want list page. 8 bytes each.
+    pub keys: Blob,
+    /// Keys, Transfer: this is the last page of keys.
+    pub last: bool,
+    /// Transfer: bundles.
+    pub bundles: Vec<Carried>,
+    /// Transfer: the sender has nothing more to send.
+    pub done: bool,
+    /// Close: receipt for the bundles the sender took.
+    pub handover: Option<HandOver>,
+}
+
+impl Wire for SyncMessage {
+    const KIND: &'static str = "sync message";
+    const MAX_SIZE: usize = MAX_SYNC;
+    fn check(&self) -> Result<(), DecodeError> {
+        let bad = |field| DecodeError::InvalidField {
+            kind: Self::KIND,
+            field,
+        };
+        check_version(Self::KIND, self.version)?;
+        Step::from_code(self.step).ok_or(bad("unknown step"))?;
+        if self.keys.0.len() % 8 != 0 {
+            return Err(bad("keys are 8 bytes each"));
+        }
+        if self.gateway_for.len() > 4 {
+            return Err(bad("at most 4 gateway issuers"));
+        }
+        if let Some(h) = &self.handover {
+            Body::check(h.body())?;
+        }
+        Ok(())
+    }
+}
+
+impl SyncMessage {
+    fn new(step: Step) -> Self {
+        Self {
+            version: VERSION,
+            step: step.code(),
+            salt: 0,
+            count: 0,
+            gateway_for: Vec::new(),
+            symbols: Blob(Vec::new()),
+            keys: Blob(Vec::new()),
+            last: false,
+            bundles: Vec::new(),
+            done: false,
+            handover: None,
+        }
+    }
+
+    /// The step.
+    pub fn step(&self) -> Step {
+        Step::from_code(self.step).expect("checked at decode and construction")
+    }
+
+    /// Encodes it.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Bytes of bundles it carries.
+    pub fn bundle_bytes(&self) -> usize {
+        self.bundles.iter().map(|c| c.bundle.0.len()).sum()
+    }
+}
+
+fn pack_keys(keys: &[u64]) -> Blob {
+    Blob(keys.iter().flat_map(|k| k.to_le_bytes()).collect())
+}
+
+fn unpack_keys(blob: &Blob) -> Vec<u64> {
+    blob.0
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The session
+
+/// Why a session was abandoned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The peer's message does not decode.
+    #[error("unreadable sync message: {0}")]
+    Decode(#[from] DecodeError),
+    /// The peer sent a step that does not fit the session's state.
+    #[error("unexpected sync step {0:?}")]
+    Unexpected(Step),
+    /// The peer's symbols do not parse.
+    #[error("malformed coded symbols")]
+    BadSymbols,
+    /// The peer kept sending symbols past any reasonable bound.
+    #[error("the peer sent too many symbols")]
+    TooManySymbols,
+    /// The peer handed over a forged or malformed bundle.
+    #[error("the peer handed over a bad bundle: {0}")]
+    BadBundle(BundleError),
+    /// The session is over.
+    #[error("the session is over")]
+    Finished,
+}
+
+/// Which end of the session this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Sent the first message.
+    Initiator,
+    /// Answered it.
+    Responder,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Initiator: streaming symbols, waiting for the answer.
+    Offering,
+    /// Initiator: taking the responder's key pages.
+    Listening,
+    /// Responder: taking symbols.
+    Decoding,
+    /// Responder: listing its keys page by page.
+    Listing,
+    /// Both: handing bundles over.
+    Transfer,
+    /// Initiator: close sent. Responder: not used.
+    Closing,
+    /// Over.
+    Finished,
+}
+
+/// Counters of one session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages this side sent.
+    pub messages_sent: u32,
+    /// Bytes this side sent (whole messages).
+    pub bytes_sent: u64,
+    /// Bytes this side received (whole messages).
+    pub bytes_received: u64,
+    /// Bytes of bundles among them, both ways.
+    pub bundle_bytes: u64,
+    /// Request–response pairs until the differences were known (counted by the initiator).
+    pub reconcile_round_trips: u32,
+    /// Coded symbols exchanged.
+    pub symbols: u64,
+}
+
+/// A sync session with one peer. See the module docs for the driving contract.
+// The flags are independent facts about the two directions of the transfer.
+#[allow(clippy::struct_excessive_bools)]
+#[derive(Debug)]
+pub struct Session {
+    side: Side,
+    cfg: SessionConfig,
+    salt: u64,
+    state: State,
+    /// Our keys at the start of the session.
+    keys: BTreeMap<u64, Hash>,
+    encoder: Option<Encoder>,
+    decoder: Option<Decoder>,
+    peer_count: u32,
+    peer_keys: Vec<u64>,
+    list_pos: usize,
+    peer_gateways: Vec<IssuerId>,
+    told_role: bool,
+    known: bool,
+    to_send: Vec<Hash>,
+    send_pos: usize,
+    want: Vec<u64>,
+    want_pos: usize,
+    peer_want_done: bool,
+    peer_done: bool,
+    sent_done: bool,
+    budget_spent: bool,
+    spent: u64,
+    given: Vec<Hash>,
+    given_bytes: u64,
+    taken: Vec<Hash>,
+    taken_bytes: u64,
+    admitted: Vec<Hash>,
+    proof: Option<HandOver>,
+    stats: Stats,
+}
+
+impl Session {
+    fn new(side: Side, cfg: SessionConfig, salt: u64, store: &BundleStore) -> Self {
+        let mut keys = BTreeMap::new();
+        let mut collided = BTreeSet::new();
+        for id in store.ids() {
+            let k = salted_key(salt, id);
+            if keys.insert(k, *id).is_some() {
+                collided.insert(k);
+            }
+        }
+        // Two of our ids on one key: leave both out of this session (the next salt differs).
+        for k in collided {
+            keys.remove(&k);
+        }
+        Self {
+            side,
+            cfg,
+            salt,
+            state: State::Finished,
+            keys,
+            encoder: None,
+            decoder: None,
+            peer_count: 0,
+            peer_keys: Vec::new(),
+            list_pos: 0,
+            peer_gateways: Vec::new(),
+            told_role: false,
+            known: false,
+            to_send: Vec::new(),
+            send_pos: 0,
+            want: Vec::new(),
+            want_pos: 0,
+            peer_want_done: false,
+            peer_done: false,
+            sent_done: false,
+            budget_spent: false,
+            spent: 0,
+            given: Vec::new(),
+            given_bytes: 0,
+            taken: Vec::new(),
+            taken_bytes: 0,
+            admitted: Vec::new(),
+            proof: None,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Starts a session as the initiator; `salt` comes from the driver's generator.
+    pub fn initiate(cfg: SessionConfig, store: &BundleStore, salt: u64) -> (Self, SyncMessage) {
+        let mut s = Self::new(Side::Initiator, cfg, salt, store);
+        let mut m = SyncMessage::new(Step::Open);
+        m.salt = salt;
+        m.count = u32::try_from(s.keys.len()).unwrap_or(u32::MAX);
+        m.gateway_for = s.cfg.gateway_for.iter().take(4).copied().collect();
+        if s.keys.len() <= LIST_MAX {
+            m.keys = pack_keys(&s.keys.keys().copied().collect::<Vec<_>>());
+            m.last = true;
+        } else {
+            let mut enc = Encoder::new(s.keys.keys().copied());
+            let mut packed = Vec::new();
+            for sym in enc.produce(FIRST_SYMBOLS) {
+                sym.write(&mut packed);
+            }
+            s.stats.symbols += FIRST_SYMBOLS as u64;
+            m.symbols = Blob(packed);
+            s.encoder = Some(enc);
+        }
+        s.state = State::Offering;
+        s.stats.reconcile_round_trips = 1;
+        let m = s.sent(m);
+        (s, m)
+    }
+
+    /// Answers an initiator's first message as the responder.
+    pub fn accept(
+        cfg: SessionConfig,
+        store: &mut BundleStore,
+        open: &SyncMessage,
+    ) -> Result<(Self, SyncMessage), SyncError> {
+        if open.step() != Step::Open {
+            return Err(SyncError::Unexpected(open.step()));
+        }
+        let mut s = Self::new(Side::Responder, cfg, open.salt, store);
+        s.received(open);
+        s.peer_count = open.count;
+        s.peer_gateways.clone_from(&open.gateway_for);
+        let theirs = open.symbols.0.is_empty();
+        let answer = if theirs {
+            // The initiator listed all its keys.
+            s.peer_keys = unpack_keys(&open.keys);
+            s.learn_from_list();
+            s.transfer(store)
+        } else {
+            let n_mine = s.keys.len();
+            let spread = n_mine.abs_diff(open.count as usize);
+            s.decoder = Some(Decoder {
+                own: Encoder::new(s.keys.keys().copied()),
+                cells: Vec::new(),
+                found: Vec::new(),
+            });
+            if n_mine <= LIST_MAX || n_mine * 8 <= spread * 27 {
+                s.state = State::Listing;
+                s.list_page()
+            } else {
+                s.state = State::Decoding;
+                s.take_symbols(&open.symbols, store)?
+            }
+        };
+        let answer = s.sent(answer);
+        Ok((s, answer))
+    }
+
+    /// Handles the peer's next message and returns the answer (`None`: the initiator is
+    /// done; the session is over).
+    pub fn handle(
+        &mut self,
+        msg: &SyncMessage,
+        store: &mut BundleStore,
+        key: &DeviceSecret,
+    ) -> Result<Option<SyncMessage>, SyncError> {
+        self.received(msg);
+        let step = msg.step();
+        let answer = match (self.side, self.state, step) {
+            (_, State::Finished, _) => return Err(SyncError::Finished),
+            (Side::Initiator, State::Offering, Step::More) => {
+                self.role_of(msg);
+                self.stats.reconcile_round_trips += 1;
+                let enc = self.encoder.as_mut().ok_or(SyncError::Unexpected(step))?;
+                let mut packed = Vec::new();
+                let mut n = 0;
+                while packed.len() + 26 <= ROOM {
+                    for sym in enc.produce(1) {
+                        sym.write(&mut packed);
+                    }
+                    n += 1;
+                }
+                self.stats.symbols += n;
+                let mut m = SyncMessage::new(Step::Symbols);
+                m.symbols = Blob(packed);
+                Some(m)
+            }
+            (Side::Initiator, State::Offering | State::Listening, Step::Keys) => {
+                self.role_of(msg);
+                self.peer_keys.extend(unpack_keys(&msg.keys));
+                if msg.last {
+                    self.learn_from_list();
+                    Some(self.transfer(store))
+                } else {
+                    self.stats.reconcile_round_trips += 1;
+                    self.state = State::Listening;
+                    Some(SyncMessage::new(Step::Pull))
+                }
+            }
+            (Side::Initiator, State::Offering | State::Transfer, Step::Transfer) => {
+                self.role_of(msg);
+                self.take_transfer(msg, store)?;
+                if self.sent_done && self.peer_done && self.nothing_left() {
+                    self.state = State::Closing;
+                    Some(self.close(key))
+                } else {
+                    Some(self.transfer(store))
+                }
+            }
+            (Side::Initiator, State::Closing, Step::Close) => {
+                self.take_close(msg);
+                self.state = State::Finished;
+                None
+            }
+            (Side::Responder, State::Decoding, Step::Symbols) => {
+                Some(self.take_symbols(&msg.symbols, store)?)
+            }
+            (Side::Responder, State::Listing, Step::Pull) => Some(self.list_page()),
+            (Side::Responder, State::Transfer, Step::Transfer) => {
+                self.take_transfer(msg, store)?;
+                Some(self.transfer(store))
+            }
+            (Side::Responder, State::Transfer, Step::Close) => {
+                self.take_close(msg);
+                self.state = State::Finished;
+                Some(self.close(key))
+            }
+            _ => return Err(SyncError::Unexpected(step)),
+        };
+        Ok(answer.map(|m| self.sent(m)))
+    }
+
+    fn received(&mut self, m: &SyncMessage) {
+        self.stats.bytes_received += m.encode().len() as u64;
+        self.stats.bundle_bytes += m.bundle_bytes() as u64;
+    }
+
+    fn sent(&mut self, mut m: SyncMessage) -> SyncMessage {
+        if self.side == Side::Responder && !self.told_role {
+            m.count = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
+            m.gateway_for = self.cfg.gateway_for.iter().take(4).copied().collect();
+            self.told_role = true;
+        }
+        self.stats.messages_sent += 1;
+        self.stats.bytes_sent += m.encode().len() as u64;
+        self.stats.bundle_bytes += m.bundle_bytes() as u64;
+        m
+    }
+
+    fn role_of(&mut self, m: &SyncMessage) {
+        if self.peer_gateways.is_empty() && !m.gateway_for.is_empty() {
+            self.peer_gateways.clone_from(&m.gateway_for);
+        }
+    }
+
+    fn take_symbols(
+        &mut self,
+        packed: &Blob,
+        store: &mut BundleStore,
+    ) -> Result<SyncMessage, SyncError> {
+        let mut bytes = packed.0.as_slice();
+        let mut syms = Vec::new();
+        while !bytes.is_empty() {
+            syms.push(Symbol::read(&mut bytes).ok_or(SyncError::BadSymbols)?);
+        }
+        let dec = self
+            .decoder
+            .as_mut()
+            .ok_or(SyncError::Unexpected(Step::Symbols))?;
+        dec.add(&syms);
+        self.stats.symbols += syms.len() as u64;
+        if dec.done() {
+            let found = std::mem::take(&mut dec.found);
+            // +1: only the initiator has it (we want it); -1: only we have it.
+            self.want = found.iter().filter(|f| f.1 > 0).map(|f| f.0).collect();
+            let give: Vec<Hash> = found
+                .iter()
+                .filter(|f| f.1 < 0)
+                .filter_map(|f| self.keys.get(&f.0).copied())
+                .collect();
+            self.known = true;
+            self.peer_want_done = true;
+            self.queue(give, store);
+            return Ok(self.transfer(store));
+        }
+        // Listing our keys costs 8 bytes each; symbols about 17. Past that point, list.
+        let taken = dec.cells.len();
+        if taken * 17 > self.keys.len() * 8 + 2048 {
+            self.state = State::Listing;
+            return Ok(self.list_page());
+        }
+        let bound = 2 * (self.keys.len() + self.peer_count as usize) + 4096;
+        if taken > bound {
+            return Err(SyncError::TooManySymbols);
+        }
+        Ok(SyncMessage::new(Step::More))
+    }
+
+    fn list_page(&mut self) -> SyncMessage {
+        let all: Vec<u64> = self
+            .keys
+            .keys()
+            .skip(self.list_pos)
+            .take(ROOM / 8)
+            .copied()
+            .collect();
+        self.list_pos += all.len();
+        let mut m = SyncMessage::new(Step::Keys);
+        m.keys = pack_keys(&all);
+        m.last = self.list_pos >= self.keys.len();
+        if m.last {
+            // The initiator computes the differences and opens the transfer.
+            self.state = State::Transfer;
+        }
+        m
+    }
+
+    /// We hold the peer's whole key list: compute both differences.
+    fn learn_from_list(&mut self) {
+        let theirs: BTreeSet<u64> = self.peer_keys.iter().copied().collect();
+        self.want = theirs
+            .iter()
+            .filter(|k| !self.keys.contains_key(k))
+            .copied()
+            .collect();
+        let give: Vec<Hash> = self
+            .keys
+            .iter()
+            .filter(|(k, _)| !theirs.contains(k))
+            .map(|(_, id)| *id)
+            .collect();
+        self.to_send = give;
+        self.known = true;
+        self.peer_want_done = true;
+        self.peer_keys = Vec::new();
+    }
+
+    fn queue(&mut self, more: Vec<Hash>, store: &BundleStore) {
+        let mut rest: Vec<Hash> = self.to_send.split_off(self.send_pos);
+        rest.extend(more);
+        rest.sort_by_key(|id| store.get(id).map(|e| priority(&e.meta)));
+        rest.dedup();
+        self.to_send.truncate(self.send_pos);
+        self.to_send.extend(rest);
+    }
+
+    /// Copies to give with `entry` to this peer, or `None` if routing keeps it here.
+    fn offer(&self, entry: &Entry) -> Option<(u32, u32)> {
+        if entry.meta.kind != BundleKind::Record {
+            return Some((0, entry.copies));
+        }
+        if self.peer_gateways.contains(&entry.meta.issuer) {
+            return Some((entry.copies.min(1), entry.copies));
+        }
+        match self.cfg.routing {
+            Routing::Epidemic => Some((0, entry.copies)),
+            Routing::Direct => None,
+            Routing::SprayAndWait { .. } => match entry.copies {
+                0 => Some((0, 0)),
+                1 => None,
+                n => Some((n / 2, n - n / 2)),
+            },
+        }
+    }
+
+    fn nothing_left(&self) -> bool {
+        self.want_pos >= self.want.len()
+            && self.peer_want_done
+            && (self.send_pos >= self.to_send.len() || self.budget_spent)
+    }
+
+    fn transfer(&mut self, store: &mut BundleStore) -> SyncMessage {
+        if self.state != State::Transfer {
+            // Entering the transfer: put what we know to send in forwarding order.
+            self.state = State::Transfer;
+            let give = std::mem::take(&mut self.to_send);
+            self.queue(give, store);
+        }
+        let mut m = SyncMessage::new(Step::Transfer);
+        let mut room = ROOM;
+        if self.want_pos < self.want.len() {
+            let page: Vec<u64> = self.want[self.want_pos..]
+                .iter()
+                .take(room / 8)
+                .copied()
+                .collect();
+            self.want_pos += page.len();
+            room -= page.len() * 8;
+            m.keys = pack_keys(&page);
+        }
+        m.last = self.want_pos >= self.want.len();
+        while self.send_pos < self.to_send.len() && !self.budget_spent {
+            let id = self.to_send[self.send_pos];
+            let Some(entry) = store.get(&id) else {
+                // Purged or evicted meanwhile.
+                self.send_pos += 1;
+                continue;
+            };
+            let Some((give, keep)) = self.offer(entry) else {
+                self.send_pos += 1;
+                continue;
+            };
+            let len = entry.bytes.len();
+            if self.spent + len as u64 > self.cfg.budget {
+                self.budget_spent = true;
+                break;
+            }
+            if len + 12 > room {
+                break;
+            }
+            room -= len + 12;
+            self.spent += len as u64;
+            m.bundles.push(Carried {
+                copies: give,
+                bundle: Blob(entry.bytes.to_vec()),
+            });
+            self.given.push(id);
+            self.given_bytes += len as u64;
+            if keep != entry.copies {
+                store.set_copies(&id, keep);
+            }
+            self.send_pos += 1;
+        }
+        m.done = self.nothing_left();
+        self.sent_done = m.done;
+        m
+    }
+
+    fn take_transfer(&mut self, m: &SyncMessage, store: &mut BundleStore) -> Result<(), SyncError> {
+        if !self.known {
+            // The peer knows the differences: its want list tells us what to send.
+            let want = unpack_keys(&m.keys);
+            let give: Vec<Hash> = want
+                .iter()
+                .filter_map(|k| self.keys.get(k).copied())
+                .collect();
+            self.queue(give, store);
+            if m.last {
+                self.peer_want_done = true;
+            }
+        }
+        for c in &m.bundles {
+            if c.bundle.0.len() > MAX_BUNDLE {
+                return Err(SyncError::BadBundle(BundleError::Decode(
+                    DecodeError::TooLarge {
+                        kind: "bundle",
+                        len: c.bundle.0.len(),
+                        limit: MAX_BUNDLE,
+                    },
+                )));
+            }
+            let id = crate::bundle::bundle_id(&c.bundle.0);
+            self.taken.push(id);
+            self.taken_bytes += c.bundle.0.len() as u64;
+            match store.insert(
+                &c.bundle.0,
+                Origin::Peer(self.cfg.peer.0),
+                c.copies,
+                self.cfg.now,
+            ) {
+                Admission::Added(_) => self.admitted.push(id),
+                Admission::Refused(
+                    e @ (BundleError::Decode(_)
+                    | BundleError::BadSignature(_)
+                    | BundleError::ProvisionalReceipt),
+                ) => return Err(SyncError::BadBundle(e)),
+                _ => {}
+            }
+        }
+        self.peer_done = m.done;
+        Ok(())
+    }
+
+    fn close(&mut self, key: &DeviceSecret) -> SyncMessage {
+        let mut m = SyncMessage::new(Step::Close);
+        if !self.taken.is_empty() {
+            m.handover = Some(Signed::by_device(
+                HandOverBody {
+                    version: VERSION,
+                    giver: self.cfg.peer,
+                    taker: self.cfg.me,
+                    count: u32::try_from(self.taken.len()).unwrap_or(u32::MAX),
+                    bytes: self.taken_bytes,
+                    ids: ids_digest(&self.taken),
+                    at: self.cfg.now,
+                },
+                key,
+            ));
+        }
+        m
+    }
+
+    fn take_close(&mut self, m: &SyncMessage) {
+        // Keep the peer's receipt only if it is theirs and covers exactly what we gave.
+        if let Some(h) = &m.handover {
+            let b = h.body();
+            if b.taker == self.cfg.peer
+                && b.giver == self.cfg.me
+                && b.count as usize == self.given.len()
+                && b.bytes == self.given_bytes
+                && b.ids == ids_digest(&self.given)
+                && h.verify().is_ok()
+            {
+                self.proof = Some(h.clone());
+            }
+        }
+    }
+
+    /// True once the session is over.
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Finished
+    }
+
+    /// The session's key salt.
+    pub fn salt(&self) -> u64 {
+        self.salt
+    }
+
+    /// Which end this is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// Bundles the peer handed over that the store kept.
+    pub fn admitted(&self) -> &[Hash] {
+        &self.admitted
+    }
+
+    /// Bundles handed to the peer.
+    pub fn given(&self) -> &[Hash] {
+        &self.given
+    }
+
+    /// The peer's signed receipt for what we gave, once the session closed.
+    pub fn proof(&self) -> Option<&HandOver> {
+        self.proof.as_ref()
+    }
+
+    /// The issuers the peer is a gateway for.
+    pub fn peer_gateways(&self) -> &[IssuerId] {
+        &self.peer_gateways
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+}
+
+/// One side of an in-memory contact (see [`contact`]).
+#[derive(Debug)]
+pub struct Party<'a> {
+    /// Its bundle store.
+    pub store: &'a mut BundleStore,
+    /// Its session settings.
+    pub cfg: SessionConfig,
+    /// Its device key, for hand-over receipts.
+    pub key: &'a DeviceSecret,
+}
+
+/// What an in-memory contact did.
+#[derive(Debug)]
+pub struct Contact {
+    /// The initiator's session.
+    pub initiator: Session,
+    /// The responder's session.
+    pub responder: Session,
+    /// Messages exchanged, both ways.
+    pub messages: u32,
+    /// False if the contact ended (after `max_messages`) before the session closed.
+    pub completed: bool,
+}
+
+/// Runs a whole session between two stores in memory, every message through its encoding,
+/// for at most `max_messages` messages (a contact that breaks off early keeps what arrived).
+/// The simulator, the tests and the benchmarks drive sync through this.
+pub fn contact(
+    a: Party<'_>,
+    b: Party<'_>,
+    salt: u64,
+    max_messages: u32,
+) -> Result<Contact, SyncError> {
+    fn wire(m: &SyncMessage) -> Result<SyncMessage, SyncError> {
+        Ok(codec::decode(&m.encode())?)
+    }
+    let (mut init, first) = Session::initiate(a.cfg, a.store, salt);
+    let mut messages = 1;
+    if max_messages < 2 {
+        let (resp, _) = Session::accept(b.cfg, b.store, &wire(&first)?)?;
+        return Ok(Contact {
+            initiator: init,
+            responder: resp,
+            messages,
+            completed: false,
+        });
+    }
+    let (mut resp, mut answer) = Session::accept(b.cfg, b.store, &wire(&first)?)?;
+    messages += 1;
+    loop {
+        if messages >= max_messages {
+            break;
+        }
+        let Some(next) = init.handle(&wire(&answer)?, a.store, a.key)? else {
+            break;
+        };
+        messages += 1;
+        if messages >= max_messages {
+            break;
+        }
+        answer = resp
+            .handle(&wire(&next)?, b.store, b.key)?
+            .ok_or(SyncError::Finished)?;
+        messages += 1;
+    }
+    let completed = init.is_finished() && resp.is_finished();
+    Ok(Contact {
+        initiator: init,
+        responder: resp,
+        messages,
+        completed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbols_round_trip_through_their_packing() {
+        for count in [0, 1, -1, 63, -64, 1 << 40, i64::MIN, i64::MAX] {
+            let s = Symbol {
+                count,
+                key: 7,
+                check: 9,
+            };
+            let mut out = Vec::new();
+            s.write(&mut out);
+            let mut slice = out.as_slice();
+            assert_eq!(Symbol::read(&mut slice), Some(s));
+            assert!(slice.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_decoder_finds_both_differences() {
+        let a: Vec<u64> = (0..5000).map(|i| i * 7 + 1).collect();
+        let mut b: Vec<u64> = a[30..].to_vec();
+        b.extend((0..70).map(|i| 1_000_000 + i));
+        let mut enc = Encoder::new(a.iter().copied());
+        let mut dec = Decoder {
+            own: Encoder::new(b.iter().copied()),
+            cells: Vec::new(),
+            found: Vec::new(),
+        };
+        let mut sent = 0;
+        loop {
+            dec.add(&enc.produce(10));
+            sent += 10;
+            if dec.done() {
+                break;
+            }
+            assert!(sent < 1000, "does not converge");
+        }
+        let only_a: BTreeSet<u64> = dec.found.iter().filter(|f| f.1 > 0).map(|f| f.0).collect();
+        let only_b: BTreeSet<u64> = dec.found.iter().filter(|f| f.1 < 0).map(|f| f.0).collect();
+        assert_eq!(only_a, a[..30].iter().copied().collect());
+        assert_eq!(only_b, (0..70).map(|i| 1_000_000 + i).collect());
+        assert!(sent <= 300, "100 differences took {sent} symbols");
+    }
+}

@@ -1,0 +1,376 @@
+//! Bundle sync between two stores: reconciliation to the union whatever the contact's length
+//! and budget, forwarding order, purge, routing, fork detection and hand-over receipts.
+
+use meshpay_protocol::bundle::{Bundle, BundleKind, Content};
+use meshpay_protocol::store::{Admission, BundleStore, Origin, StoreConfig};
+use meshpay_protocol::sync::{Party, Routing, contact};
+use meshpay_protocol::testkit::{
+    T0, allowance, device, issuer, pay, receipt_bundle, request, sealed, session_config, wallet,
+};
+use meshpay_protocol::{Hash, ReceiptStatus, SettlementReceipt};
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+
+fn store_with(ids: impl IntoIterator<Item = u64>) -> BundleStore {
+    let mut s = BundleStore::new(StoreConfig::default());
+    for i in ids {
+        let b = receipt_bundle(i);
+        assert!(matches!(
+            s.insert(b.bytes(), Origin::Local, 0, T0),
+            Admission::Added(_)
+        ));
+    }
+    s
+}
+
+fn ids(s: &BundleStore) -> BTreeSet<Hash> {
+    s.ids().copied().collect()
+}
+
+fn sync(a: &mut BundleStore, b: &mut BundleStore, budget: u64, max: u32, salt: u64) -> bool {
+    let (ka, kb) = (device(1), device(2));
+    contact(
+        Party {
+            store: a,
+            cfg: session_config(1, 2, budget),
+            key: &ka,
+        },
+        Party {
+            store: b,
+            cfg: session_config(2, 1, budget),
+            key: &kb,
+        },
+        salt,
+        max,
+    )
+    .expect("honest peers")
+    .completed
+}
+
+#[test]
+fn sizes_and_round_trips_for_common_cases() {
+    // (shared, only in a, only in b)
+    for (shared, only_a, only_b) in [
+        (0, 0, 0),
+        (0, 10, 0),
+        (0, 0, 10),
+        (10, 3, 3),
+        (500, 0, 0),
+        (500, 40, 60),
+        (3000, 0, 500),
+    ] {
+        let mut a = store_with((0..shared).chain(10_000..10_000 + only_a));
+        let mut b = store_with((0..shared).chain(20_000..20_000 + only_b));
+        let union: BTreeSet<Hash> = ids(&a).union(&ids(&b)).copied().collect();
+        assert!(sync(&mut a, &mut b, u64::MAX, u32::MAX, 42));
+        assert_eq!(ids(&a), union, "{shared}/{only_a}/{only_b}");
+        assert_eq!(ids(&b), union, "{shared}/{only_a}/{only_b}");
+    }
+}
+
+#[test]
+fn reconciliation_of_equal_sets_is_small() {
+    let mut a = store_with(0..2000);
+    let mut b = store_with(0..2000);
+    let (ka, kb) = (device(1), device(2));
+    let c = contact(
+        Party {
+            store: &mut a,
+            cfg: session_config(1, 2, u64::MAX),
+            key: &ka,
+        },
+        Party {
+            store: &mut b,
+            cfg: session_config(2, 1, u64::MAX),
+            key: &kb,
+        },
+        7,
+        u32::MAX,
+    )
+    .expect("honest");
+    let s = c.initiator.stats();
+    assert!(c.completed);
+    assert!(s.bytes_sent + s.bytes_received < 1024, "{s:?}");
+    assert_eq!(s.reconcile_round_trips, 1);
+    assert!(c.initiator.proof().is_none(), "nothing was handed over");
+}
+
+#[test]
+fn urgent_bundles_go_first_and_the_budget_holds() {
+    let iss = issuer();
+    let alice = device(1);
+    let mut w = wallet([allowance(&iss, 1, &alice, 1_000_000)]);
+    let mut a = BundleStore::new(StoreConfig::default());
+    for n in 1..=20u8 {
+        let iou = pay(&mut w, &alice, &request(&device(2), 10, n));
+        let b = Bundle::new(Content::Record(sealed(&iss, &iou)));
+        assert!(matches!(
+            a.insert(b.bytes(), Origin::Local, 0, T0),
+            Admission::Added(_)
+        ));
+    }
+    let receipt = receipt_bundle(1);
+    assert!(matches!(
+        a.insert(receipt.bytes(), Origin::Local, 0, T0),
+        Admission::Added(_)
+    ));
+    let mut b = BundleStore::new(StoreConfig::default());
+    // Room for the receipt and two records.
+    let budget = u64::from(receipt.meta().size) + 2 * 330;
+    let (ka, kb) = (device(1), device(2));
+    let c = contact(
+        Party {
+            store: &mut a,
+            cfg: session_config(1, 2, budget),
+            key: &ka,
+        },
+        Party {
+            store: &mut b,
+            cfg: session_config(2, 1, budget),
+            key: &kb,
+        },
+        1,
+        u32::MAX,
+    )
+    .expect("honest");
+    assert!(c.completed);
+    assert_eq!(b.len(), 3);
+    assert_eq!(
+        b.in_order().next().map(|e| e.meta.kind),
+        Some(BundleKind::Receipt)
+    );
+    // The taker's signed receipt covers exactly what was handed over.
+    let proof = c.initiator.proof().expect("hand-over receipt");
+    assert_eq!(proof.body().count, 3);
+    assert_eq!(proof.body().taker, device(2).public());
+    assert!(proof.verify().is_ok());
+    // A second contact carries on where the budget stopped.
+    assert!(sync(&mut a, &mut b, u64::MAX, u32::MAX, 2));
+    assert_eq!(b.len(), 21);
+}
+
+#[test]
+fn a_receipt_purges_copies_along_a_line() {
+    let iss = issuer();
+    let alice = device(1);
+    let mut w = wallet([allowance(&iss, 1, &alice, 1_000_000)]);
+    let iou = pay(&mut w, &alice, &request(&device(2), 10, 1));
+    let record = Bundle::new(Content::Record(sealed(&iss, &iou)));
+    let mut line: Vec<BundleStore> = (0..4)
+        .map(|_| BundleStore::new(StoreConfig::default()))
+        .collect();
+    assert!(matches!(
+        line[0].insert(record.bytes(), Origin::Local, 0, T0),
+        Admission::Added(_)
+    ));
+    for i in 0..3 {
+        let (l, r) = line.split_at_mut(i + 1);
+        assert!(sync(&mut l[i], &mut r[0], u64::MAX, u32::MAX, i as u64));
+    }
+    assert!(line.iter().all(|s| s.contains(&record.id())));
+    // The gateway at the end gets the receipt; it flows back and every copy goes.
+    let receipt = Bundle::new(Content::Receipt(SettlementReceipt::issue(
+        &iss,
+        iou.id(),
+        ReceiptStatus::Settled,
+        T0,
+    )));
+    assert!(matches!(
+        line[3].insert(receipt.bytes(), Origin::Local, 0, T0),
+        Admission::Added(_)
+    ));
+    for i in (0..3).rev() {
+        let (l, r) = line.split_at_mut(i + 1);
+        assert!(sync(
+            &mut r[0],
+            &mut l[i],
+            u64::MAX,
+            u32::MAX,
+            10 + i as u64
+        ));
+    }
+    for s in &line {
+        assert!(!s.contains(&record.id()));
+        assert!(s.is_settled(&iou.id()));
+        assert_eq!(s.len(), 1, "only the receipt is left");
+    }
+}
+
+#[test]
+fn spray_and_wait_halves_tokens_and_waits_for_a_gateway() {
+    let iss = issuer();
+    let alice = device(1);
+    let mut w = wallet([allowance(&iss, 1, &alice, 1_000_000)]);
+    let iou = pay(&mut w, &alice, &request(&device(2), 10, 1));
+    let record = Bundle::new(Content::Record(sealed(&iss, &iou)));
+    let mut a = BundleStore::new(StoreConfig::default());
+    a.insert(record.bytes(), Origin::Local, 4, T0);
+    let spray = Routing::SprayAndWait { copies: 4 };
+    let (ka, kb) = (device(1), device(2));
+    let mut peers: Vec<BundleStore> = (0..3)
+        .map(|_| BundleStore::new(StoreConfig::default()))
+        .collect();
+    for (i, p) in peers.iter_mut().enumerate() {
+        let mut ca = session_config(1, 2, u64::MAX);
+        ca.routing = spray;
+        let mut cb = session_config(2, 1, u64::MAX);
+        cb.routing = spray;
+        contact(
+            Party {
+                store: &mut a,
+                cfg: ca,
+                key: &ka,
+            },
+            Party {
+                store: p,
+                cfg: cb,
+                key: &kb,
+            },
+            i as u64,
+            u32::MAX,
+        )
+        .expect("honest");
+    }
+    // 4 tokens: 2 go to the first peer, 1 to the second, none to the third.
+    assert_eq!(peers[0].get(&record.id()).map(|e| e.copies), Some(2));
+    assert_eq!(peers[1].get(&record.id()).map(|e| e.copies), Some(1));
+    assert!(!peers[2].contains(&record.id()));
+    assert_eq!(a.get(&record.id()).map(|e| e.copies), Some(1));
+    // With one token left, it goes to a gateway for its issuer only.
+    let mut gw = BundleStore::new(StoreConfig::default());
+    let ca = {
+        let mut c = session_config(1, 3, u64::MAX);
+        c.routing = spray;
+        c
+    };
+    let cb = {
+        let mut c = session_config(3, 1, u64::MAX);
+        c.routing = spray;
+        c.gateway_for = vec![iss.id()];
+        c
+    };
+    contact(
+        Party {
+            store: &mut a,
+            cfg: ca,
+            key: &ka,
+        },
+        Party {
+            store: &mut gw,
+            cfg: cb,
+            key: &device(3),
+        },
+        9,
+        u32::MAX,
+    )
+    .expect("honest");
+    assert!(gw.contains(&record.id()));
+}
+
+#[test]
+fn a_fork_met_in_the_mesh_becomes_a_proof_that_travels_first() {
+    let iss = issuer();
+    let alice = device(1);
+    let cert = allowance(&iss, 1, &alice, 1000);
+    let a_iou = pay(
+        &mut wallet([cert.clone()]),
+        &alice,
+        &request(&device(2), 10, 1),
+    );
+    let c_iou = pay(
+        &mut wallet([cert.clone()]),
+        &alice,
+        &request(&device(3), 20, 2),
+    );
+    let mut a = BundleStore::new(StoreConfig::default());
+    let mut b = BundleStore::new(StoreConfig::default());
+    let mut c = BundleStore::new(StoreConfig::default());
+    a.insert(
+        Bundle::notice(cert.clone(), a_iou.notice()).bytes(),
+        Origin::Local,
+        0,
+        T0,
+    );
+    c.insert(
+        Bundle::notice(cert.clone(), c_iou.notice()).bytes(),
+        Origin::Local,
+        0,
+        T0,
+    );
+    assert!(sync(&mut a, &mut b, u64::MAX, u32::MAX, 1));
+    assert!(sync(&mut b, &mut c, u64::MAX, u32::MAX, 2));
+    // b and c now both hold both notices; c found the fork when b's notice arrived.
+    let proof = c.in_order().next().expect("bundles");
+    assert_eq!(proof.meta.kind, BundleKind::Fraud);
+    assert!(sync(&mut c, &mut b, u64::MAX, u32::MAX, 3));
+    assert!(sync(&mut b, &mut a, u64::MAX, u32::MAX, 4));
+    for s in [&a, &b, &c] {
+        assert_eq!(
+            s.in_order().next().map(|e| e.meta.kind),
+            Some(BundleKind::Fraud)
+        );
+    }
+}
+
+#[test]
+fn a_peer_handing_over_a_forged_bundle_is_dropped() {
+    let mut a = store_with(0..100);
+    let mut b = store_with(50..150);
+    // Forge: flip a byte of one of a's receipts' signatures, keep it in a's store as if valid.
+    let forged = {
+        let good = receipt_bundle(7);
+        let mut bytes = good.bytes().to_vec();
+        let n = bytes.len();
+        bytes[n - 3] ^= 1;
+        bytes
+    };
+    assert!(a.restore(&forged, Origin::Local, 0));
+    let (ka, kb) = (device(1), device(2));
+    let err = contact(
+        Party {
+            store: &mut a,
+            cfg: session_config(1, 2, u64::MAX),
+            key: &ka,
+        },
+        Party {
+            store: &mut b,
+            cfg: session_config(2, 1, u64::MAX),
+            key: &kb,
+        },
+        3,
+        u32::MAX,
+    )
+    .expect_err("the forged receipt is caught");
+    assert!(err.to_string().contains("bad bundle"), "{err}");
+    assert!(
+        !b.ids()
+            .any(|id| *id == meshpay_protocol::bundle::bundle_id(&forged))
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Two random sets reconcile to their union, whatever the split: contacts broken off
+    /// after a random number of messages, random budgets, then one whole contact.
+    #[test]
+    fn two_random_sets_reconcile_to_their_union(
+        a_set in prop::collection::btree_set(0u64..600, 0..300),
+        b_set in prop::collection::btree_set(0u64..600, 0..300),
+        contacts in prop::collection::vec((2u32..40, 1024u64..20_000, any::<u64>(), any::<bool>()), 0..6),
+    ) {
+        let mut a = store_with(a_set.iter().copied());
+        let mut b = store_with(b_set.iter().copied());
+        let union: BTreeSet<Hash> = ids(&a).union(&ids(&b)).copied().collect();
+        for (max, budget, salt, flip) in contacts {
+            let before = (ids(&a), ids(&b));
+            if flip { sync(&mut b, &mut a, budget, max, salt); } else { sync(&mut a, &mut b, budget, max, salt); }
+            // Nothing is lost on a broken contact.
+            prop_assert!(ids(&a).is_superset(&before.0));
+            prop_assert!(ids(&b).is_superset(&before.1));
+        }
+        prop_assert!(sync(&mut a, &mut b, u64::MAX, u32::MAX, 99));
+        prop_assert_eq!(ids(&a), union.clone());
+        prop_assert_eq!(ids(&b), union);
+    }
+}
