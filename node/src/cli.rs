@@ -8,6 +8,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use meshpay_protocol::{DeviceSecret, PrintableKey};
 use serde_json::Value;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 /// meshpay: pay and get paid with no coverage, over Bluetooth LE or local Wi-Fi.
@@ -52,6 +53,10 @@ enum Command {
         /// Do not discover peers with mDNS.
         #[arg(long)]
         no_mdns: bool,
+        /// Be a gateway: upload the mesh's records to this settlement server whenever it is
+        /// reachable, and bring its receipts, fraud proofs and revocations into the mesh.
+        #[arg(long, value_name = "URL")]
+        gateway: Option<String>,
         /// Print one JSON line when ready (device key, addresses).
         #[arg(long)]
         json: bool,
@@ -141,6 +146,28 @@ enum Command {
     },
     /// The sealed settlement records of received payments, in hex (for a gateway or a file).
     Records(Json),
+    /// The mesh store: bundles carried by kind, bytes, tombstones, and the hand-over
+    /// receipts peers signed for what this node carried to them (proof of carriage).
+    Mesh(Json),
+    /// Sync bundles with every connected peer now (it also happens on connect and every
+    /// `[mesh] sync_secs`).
+    Sync(Json),
+    /// Write every bundle this node carries to a file, for a trip with no radio.
+    Export {
+        /// The file to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Take in bundles from a file written by `meshpay export`. Each bundle is checked like
+    /// one from a peer; a corrupted or oversized file is refused whole.
+    Import {
+        /// The file to read.
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        json: Json,
+    },
     /// Connect to a peer now.
     Dial {
         /// Its multiaddress.
@@ -200,6 +227,7 @@ async fn dispatch(home: Home, command: Command) -> Result<()> {
             listen,
             peer,
             no_mdns,
+            gateway,
             json,
         } => {
             run(
@@ -208,6 +236,7 @@ async fn dispatch(home: Home, command: Command) -> Result<()> {
                     listen,
                     peers: peer,
                     no_mdns,
+                    gateway,
                 },
                 json,
             )
@@ -496,8 +525,101 @@ async fn dispatch(home: Home, command: Command) -> Result<()> {
             let d = control::call(&home, Ctl::SyncIssuer { url: issuer }).await?;
             print(json.json, &d, |d| {
                 format!(
-                    "uploaded {} records; {} payments got the issuer's decision",
-                    d["uploaded"], d["updated"]
+                    "uploaded {} records, {} final receipts into the mesh; {} payments got the issuer's decision; {} new fraud proofs or revocations",
+                    d["uploaded"], d["receipts"], d["updated"], d["alerts"]
+                )
+            });
+            Ok(())
+        }
+        Command::Mesh(j) => {
+            let d = control::call(&home, Ctl::Mesh).await?;
+            print(j.json, &d, |d| {
+                let mut out = format!(
+                    "{} bundles, {} bytes (quota {} bytes); {} settled records remembered\n",
+                    d["bundles"], d["bytes"], d["max_bytes"], d["tombstones"]
+                );
+                if let Some(kinds) = d["by_kind"].as_object() {
+                    for (k, n) in kinds {
+                        let _ = writeln!(out, "  {k:<12} {n}");
+                    }
+                }
+                let carried = d["carried"].as_array().cloned().unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "hand-over receipts (proof of carriage): {}",
+                    carried.len()
+                );
+                for h in carried {
+                    let _ = writeln!(
+                        out,
+                        "  {} took {} bundles ({} bytes) at {}",
+                        h["taker"].as_str().unwrap_or("?"),
+                        h["count"],
+                        h["bytes"],
+                        h["at"]
+                    );
+                }
+                out.trim_end().to_owned()
+            });
+            Ok(())
+        }
+        Command::Sync(j) => {
+            let d = control::call(&home, Ctl::Sync).await?;
+            print(j.json, &d, |d| {
+                format!(
+                    "synced with {} peers: took {} bundles, gave {}",
+                    d["peers"], d["took"], d["gave"]
+                )
+            });
+            Ok(())
+        }
+        Command::Export { out, json } => {
+            let path = std::path::absolute(&out)?;
+            let d = control::call(
+                &home,
+                Ctl::Export {
+                    path: path.display().to_string(),
+                },
+            )
+            .await?;
+            print(json.json, &d, |d| {
+                format!(
+                    "wrote {} bundles ({} bytes) to {}",
+                    d["bundles"],
+                    d["bytes"],
+                    path.display()
+                )
+            });
+            Ok(())
+        }
+        Command::Import { file, json } => {
+            let path = std::path::absolute(&file)?;
+            let d = control::call(
+                &home,
+                Ctl::Import {
+                    path: path.display().to_string(),
+                },
+            )
+            .await?;
+            print(json.json, &d, |d| {
+                format!(
+                    "{} bundles in the file: {} added, {} already held, {} already settled, {} refused{}",
+                    d["bundles"],
+                    d["added"],
+                    d["duplicate"],
+                    d["settled"],
+                    d["refused"],
+                    d["reasons"]
+                        .as_array()
+                        .filter(|r| !r.is_empty())
+                        .map(|r| format!(
+                            " ({})",
+                            r.iter()
+                                .filter_map(|x| x.as_str())
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ))
+                        .unwrap_or_default()
                 )
             });
             Ok(())
@@ -607,6 +729,11 @@ async fn run(home: &Home, opts: RunOptions, json: bool) -> Result<()> {
     let control_socket = control::bind(home)?;
     let links = tokio::spawn(std::sync::Arc::clone(&node).serve_links(events));
     tokio::spawn(std::sync::Arc::clone(&node).maintain(std::time::Duration::from_secs(30)));
+    let (sync_every, gateway_every) = node.mesh_periods();
+    tokio::spawn(std::sync::Arc::clone(&node).mesh_loop(sync_every));
+    if let Some(url) = node.gateway_url(&opts) {
+        tokio::spawn(std::sync::Arc::clone(&node).gateway_loop(url, gateway_every));
+    }
     let server = tokio::spawn(control::serve(
         std::sync::Arc::clone(&node),
         control_socket,

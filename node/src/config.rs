@@ -51,6 +51,62 @@ pub struct Config {
     pub network: NetworkConfig,
     /// Wallet settings.
     pub wallet: WalletConfig,
+    /// Store-and-forward settings.
+    pub mesh: MeshConfig,
+}
+
+/// `[mesh]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MeshConfig {
+    /// Most megabytes of bundles carried for the mesh.
+    pub quota_mb: u64,
+    /// Most megabytes carried from any one peer.
+    pub quota_per_peer_mb: u64,
+    /// Seconds between syncs with each connected peer.
+    pub sync_secs: u64,
+    /// Most kilobytes of bundles handed to one peer per sync.
+    pub budget_kb: u64,
+    /// Record routing: "epidemic", "spray-and-wait" or "direct".
+    pub routing: String,
+    /// Copies a record starts with under spray-and-wait.
+    pub copies: u32,
+    /// Settlement server this node uploads to whenever it can reach it (a gateway).
+    pub gateway: Option<String>,
+    /// Seconds between gateway rounds.
+    pub gateway_secs: u64,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        Self {
+            quota_mb: 64,
+            quota_per_peer_mb: 16,
+            sync_secs: 30,
+            budget_kb: 4096,
+            routing: "epidemic".into(),
+            copies: 6,
+            gateway: None,
+            gateway_secs: 30,
+        }
+    }
+}
+
+impl MeshConfig {
+    /// The routing choice.
+    pub fn routing(&self) -> anyhow::Result<meshpay_protocol::sync::Routing> {
+        use meshpay_protocol::sync::Routing;
+        Ok(match self.routing.as_str() {
+            "epidemic" => Routing::Epidemic,
+            "spray-and-wait" => Routing::SprayAndWait {
+                copies: self.copies.max(1),
+            },
+            "direct" => Routing::Direct,
+            other => anyhow::bail!(
+                "[mesh] routing = {other:?}: use \"epidemic\", \"spray-and-wait\" or \"direct\""
+            ),
+        })
+    }
 }
 
 /// `[network]`.
@@ -125,6 +181,23 @@ currency = "KES"
 request_ttl_secs = 900
 # Where the restore sentinel lives; keep it out of backups of this directory.
 # sentinel_dir = "/var/lib/meshpay-state"
+
+[mesh]
+# Most megabytes of bundles (sealed records, receipts, notices, proofs) carried for others.
+quota_mb = 64
+# Most megabytes carried from any one peer.
+quota_per_peer_mb = 16
+# Seconds between syncs with each connected peer (also on every new connection).
+sync_secs = 30
+# Most kilobytes of bundles handed to one peer per sync.
+budget_kb = 4096
+# How records travel: "epidemic" (to everyone, until a receipt purges them), "spray-and-wait"
+# (at most `copies` carriers, then only to a gateway) or "direct" (only to a gateway).
+routing = "epidemic"
+copies = 6
+# Settlement server to upload to whenever it is reachable (makes this node a gateway).
+# gateway = "https://settle.example.org"
+gateway_secs = 30
 "#;
 
 impl Config {

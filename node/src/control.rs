@@ -86,6 +86,20 @@ pub enum Command {
     },
     /// The sealed records of received payments (hex).
     Records,
+    /// The mesh store and proof of carriage.
+    Mesh,
+    /// Sync with every connected peer now.
+    Sync,
+    /// Write every carried bundle to a file.
+    Export {
+        /// Absolute path.
+        path: String,
+    },
+    /// Import a bundle file.
+    Import {
+        /// Absolute path.
+        path: String,
+    },
     /// Dial a peer.
     Dial {
         /// Multiaddress.
@@ -268,8 +282,47 @@ async fn run(node: &Node, cmd: Command) -> Result<Value, NodeError> {
             Ok(json!({"id": b.id.to_hex(), "limit": b.limit, "currency": b.currency, "valid_until": b.valid_until, "settle_by": b.settle_by}))
         }
         Command::SyncIssuer { url } => {
-            let (uploaded, updated) = node.sync_issuer(&url).await?;
-            Ok(json!({"uploaded": uploaded, "updated": updated}))
+            let round = node.sync_issuer(&url).await?;
+            Ok(serde_json::to_value(round).unwrap_or(Value::Null))
+        }
+        Command::Mesh => {
+            let mut v = node.mesh().summary();
+            v["carried"] = node
+                .mesh()
+                .handovers(100)
+                .iter()
+                .map(|h| {
+                    let b = h.body();
+                    json!({"taker": b.taker.to_text(), "count": b.count, "bytes": b.bytes, "at": b.at,
+                           "receipt": hex::encode(meshpay_protocol::encode(h))})
+                })
+                .collect();
+            Ok(v)
+        }
+        Command::Sync => {
+            let (peers, took, gave) = node.sync_all().await;
+            Ok(json!({"peers": peers, "took": took, "gave": gave}))
+        }
+        Command::Export { path } => {
+            let file = node.mesh().export();
+            let bundles = node.mesh().read(meshpay_protocol::store::BundleStore::len);
+            let tmp = format!("{path}.tmp");
+            std::fs::write(&tmp, &file)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| input(format!("cannot write {path}: {e}")))?;
+            Ok(json!({"bundles": bundles, "bytes": file.len(), "path": path}))
+        }
+        Command::Import { path } => {
+            let meta = std::fs::metadata(&path).map_err(|e| input(format!("cannot read {path}: {e}")))?;
+            if meta.len() > meshpay_protocol::bundle::MAX_FILE as u64 {
+                return Err(input(format!(
+                    "{path} is {} bytes, over the limit of 64 MiB for a bundle file",
+                    meta.len()
+                )));
+            }
+            let file = std::fs::read(&path).map_err(|e| input(format!("cannot read {path}: {e}")))?;
+            let report = node.import(&file).await.map_err(|e| input(format!("{path}: {e}")))?;
+            Ok(serde_json::to_value(report).unwrap_or(Value::Null))
         }
         Command::Records => {
             let records = node.store().records().await?;

@@ -7,9 +7,13 @@
 //! serialised by the wallet lock; incoming payments by the spend-book lock.
 
 use crate::config::{Config, Home, Sentinel};
+use crate::mesh::{Mesh, SessionEnd};
 use crate::store::{SentStatus, Store};
+use meshpay_protocol::bundle::{Bundle, Content};
 use meshpay_protocol::message::{Ask, ErrorCode, Pay, Request, Response};
 use meshpay_protocol::payee::{SpendBook, Verdict};
+use meshpay_protocol::store::{Origin, StoreConfig};
+use meshpay_protocol::sync::{SessionConfig, SyncMessage};
 use meshpay_protocol::wallet::{PayError, RestoreCheck, Wallet};
 use meshpay_protocol::{
     AllowanceCert, DeviceKey, DeviceSecret, Iou, IssuerDescriptor, IssuerId, Nonce, PaymentAck,
@@ -18,7 +22,7 @@ use meshpay_protocol::{
 use meshpay_transports::p2p::{P2pConfig, P2pLink};
 use meshpay_transports::{LinkError, LinkEvent, Links, PeerInfo};
 use rand_core::{OsRng, RngCore};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Mutex, RwLock, mpsc};
@@ -107,8 +111,12 @@ pub struct Node {
     pub device: DeviceKey,
     secret: DeviceSecret,
     store: Store,
-    _mesh: sled::Db,
-    mesh_records: sled::Tree,
+    _sled: sled::Db,
+    mesh: Mesh,
+    /// Peers an outgoing sync session is running with.
+    syncing: std::sync::Mutex<BTreeSet<DeviceKey>>,
+    /// Issuers this node reached recently as a gateway.
+    gateway_for: RwLock<Vec<IssuerId>>,
     wallet: Mutex<Wallet>,
     book: Mutex<SpendBook>,
     issuers: RwLock<BTreeMap<IssuerId, IssuerDescriptor>>,
@@ -121,6 +129,19 @@ pub struct Node {
     pub restore: RestoreCheck,
 }
 
+/// What a gateway round did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GatewayRound {
+    /// Records uploaded.
+    pub uploaded: usize,
+    /// Final receipts received for them.
+    pub receipts: usize,
+    /// This wallet's payments whose settlement state changed.
+    pub updated: usize,
+    /// New fraud proofs and revocations put into the mesh.
+    pub alerts: usize,
+}
+
 /// Options of `meshpay run` that override the config file.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -130,6 +151,8 @@ pub struct RunOptions {
     pub peers: Vec<String>,
     /// Switch mDNS off.
     pub no_mdns: bool,
+    /// Act as a gateway to this settlement server (overrides `[mesh] gateway`).
+    pub gateway: Option<String>,
 }
 
 impl Node {
@@ -155,13 +178,28 @@ impl Node {
         let seed = crate::keystore::open::<32>(&blob, passphrase)?;
         let secret = DeviceSecret::from_seed(&seed);
         let device = secret.public();
-        let mesh = sled::open(home.mesh()).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open the mesh store {} ({e}); is another meshpay daemon running on this home?",
-                home.mesh().display()
-            )
-        })?;
-        let mesh_records = mesh.open_tree("records")?;
+        let sled_db = sled::Config::new()
+            .path(home.mesh())
+            .cache_capacity(8 << 20)
+            .open()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the mesh store {} ({e}); is another meshpay daemon running on this home?",
+                    home.mesh().display()
+                )
+            })?;
+        let mesh = Mesh::open(
+            &sled_db,
+            StoreConfig {
+                max_bytes: config.mesh.quota_mb << 20,
+                max_bundles: usize::try_from((config.mesh.quota_mb << 20) / 100)
+                    .unwrap_or(usize::MAX),
+                max_bytes_per_origin: config.mesh.quota_per_peer_mb << 20,
+                issuers: None,
+            },
+            config.mesh.routing()?,
+            config.mesh.budget_kb << 10,
+        )?;
 
         // Restore detection before anything can spend.
         let sentinel = Sentinel::new(&config.sentinel_dir(), &device.to_hex());
@@ -236,8 +274,10 @@ impl Node {
             device,
             secret,
             store,
-            _mesh: mesh,
-            mesh_records,
+            _sled: sled_db,
+            mesh,
+            syncing: std::sync::Mutex::new(BTreeSet::new()),
+            gateway_for: RwLock::new(Vec::new()),
             wallet: Mutex::new(wallet),
             book: Mutex::new(book),
             issuers: RwLock::new(issuers),
@@ -248,6 +288,8 @@ impl Node {
             fault: Fault::from_env(),
             restore,
         });
+        let held: Vec<meshpay_protocol::Hash> = node.mesh.read(|s| s.ids().copied().collect());
+        node.take_bundles(&held).await;
         Ok((node, rx))
     }
 
@@ -259,6 +301,15 @@ impl Node {
                     let node = Arc::clone(&self);
                     tokio::spawn(async move {
                         match Request::decode(&frame) {
+                            Ok(Request::Sync(m)) => match node.on_sync(&from, &m).await {
+                                Ok(answer) => reply.send(Response::Sync(Box::new(answer)).encode()),
+                                Err(e) => {
+                                    tracing::warn!(peer = %from.short(), error = %e, "sync broke the rules; dropping the peer");
+                                    reply.send_and_drop(
+                                        Response::Error(ErrorCode::BadMessage).encode(),
+                                    );
+                                }
+                            },
                             Ok(req) => reply.send(node.answer(&from, req).await.encode()),
                             Err(e) => {
                                 tracing::warn!(peer = %from.short(), error = %e, "unreadable request; dropping the peer");
@@ -271,9 +322,15 @@ impl Node {
                 LinkEvent::PeerConnected(p) => {
                     tracing::info!(peer = %p.device.short(), link = p.link.name(), addr = %p.address, "peer connected");
                     let node = Arc::clone(&self);
-                    tokio::spawn(async move { node.resend_pending(&p.device).await });
+                    tokio::spawn(async move {
+                        node.resend_pending(&p.device).await;
+                        if let Err(e) = node.sync_with(p.device).await {
+                            tracing::info!(peer = %p.device.short(), error = %e, "sync did not finish");
+                        }
+                    });
                 }
                 LinkEvent::PeerDisconnected { device } => {
+                    self.mesh.forget(&device);
                     tracing::info!(peer = %device.short(), "peer disconnected");
                 }
                 LinkEvent::PeerMisbehaved { device, what } => {
@@ -289,6 +346,7 @@ impl Node {
         let r = match req {
             Request::Ask(ask) => self.on_ask(from, &ask).await,
             Request::Pay(pay) => self.on_pay(from, *pay).await,
+            Request::Sync(_) => Ok(Response::Error(ErrorCode::Unsupported)),
         };
         r.unwrap_or_else(|e| {
             tracing::error!(error = %e, "could not serve a request");
@@ -386,9 +444,23 @@ impl Node {
                 self.store
                     .commit_received(&iou, &cert, &request, &record, &ack, now)
                     .await?;
-                let _ = self.mesh_records.insert(record.id.0, encode(&record));
                 book.record_payment(&iou, &cert);
                 drop(book);
+                // Into the mesh: the record, to travel to a gateway; the spend notice, so a
+                // fork is found before settlement.
+                let copies = self.mesh.routing.initial_copies();
+                self.mesh.insert(
+                    &Bundle::new(Content::Record(record)),
+                    Origin::Local,
+                    copies,
+                    now,
+                );
+                self.mesh.insert(
+                    &Bundle::notice(cert.clone(), iou.notice()),
+                    Origin::Local,
+                    0,
+                    now,
+                );
                 if self.fault == Some(Fault::PayeeCrashAfterCommit) {
                     std::process::abort();
                 }
@@ -434,6 +506,14 @@ impl Node {
                 // Adopt the committed head first: whatever happens next, the next IOU of this
                 // allowance takes the next counter.
                 wallet.commit(&spend);
+                if let Some(held) = wallet.allowances().get(&spend.iou.allowance) {
+                    self.mesh.insert(
+                        &Bundle::notice(held.cert.clone(), spend.iou.notice()),
+                        Origin::Local,
+                        0,
+                        now,
+                    );
+                }
                 if spend.next.counter == 1 {
                     self.sentinel
                         .record_spent(&spend.iou.allowance)
@@ -527,6 +607,49 @@ impl Node {
                 tracing::warn!(error = %e, "could not purge old requests");
             }
         }
+    }
+
+    /// Mesh housekeeping, every `period`: drops expired bundles and syncs with every
+    /// connected peer.
+    pub async fn mesh_loop(self: Arc<Self>, period: Duration) {
+        let mut tick = tokio::time::interval(period);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            self.mesh.expire(now());
+            self.sync_all().await;
+        }
+    }
+
+    /// Gateway rounds against `url`, every `period`, for as long as the node runs. A round
+    /// that cannot reach the server is tried again at the next tick.
+    pub async fn gateway_loop(self: Arc<Self>, url: String, period: Duration) {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            match self.sync_issuer(&url).await {
+                Ok(r) if r.uploaded + r.alerts + r.updated > 0 => {
+                    tracing::info!(url = %url, uploaded = r.uploaded, receipts = r.receipts, alerts = r.alerts, "gateway round");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::info!(url = %url, error = %e, "settlement server not reachable"),
+            }
+        }
+    }
+
+    /// The gateway URL: `--gateway`, else the config's.
+    pub fn gateway_url(&self, opts: &RunOptions) -> Option<String> {
+        opts.gateway
+            .clone()
+            .or_else(|| self.config.mesh.gateway.clone())
+    }
+
+    /// Seconds between mesh syncs and between gateway rounds.
+    pub fn mesh_periods(&self) -> (Duration, Duration) {
+        (
+            Duration::from_secs(self.config.mesh.sync_secs.max(1)),
+            Duration::from_secs(self.config.mesh.gateway_secs.max(1)),
+        )
     }
 
     /// Re-sends every pending IOU to `payee`.
@@ -721,16 +844,29 @@ impl Node {
         Ok(cert)
     }
 
-    /// Settles online: uploads this node's sealed records to the issuer at `url`, then fetches
-    /// the issuer's receipts and marks this wallet's payments settled or rejected. Returns
-    /// (records uploaded, payments updated).
-    pub async fn sync_issuer(&self, url: &str) -> Result<(usize, usize), NodeError> {
+    /// Settles online, as a gateway: uploads this node's sealed records and every record the
+    /// mesh store holds for the issuer at `url`, puts the issuer's receipts, fraud proofs and
+    /// revocations into the mesh, and marks this wallet's payments settled or rejected.
+    pub async fn sync_issuer(&self, url: &str) -> Result<GatewayRound, NodeError> {
         let url = url.trim_end_matches('/');
         let client = issuer_client(Duration::from_secs(60))?;
-        let d = self.trusted_issuer_at(&client, url).await?;
+        let d = match self.trusted_issuer_at(&client, url).await {
+            Ok(d) => d,
+            Err(e) => {
+                self.gateway_for.write().await.clear();
+                return Err(e);
+            }
+        };
         let issuer = d.body().issuer;
-        let records = self.store.records().await?;
-        let mut updated = 0;
+        let mut records = self.store.records().await?;
+        records.extend(self.mesh.records_for(&issuer));
+        records.sort();
+        records.dedup();
+        let mut round = GatewayRound {
+            uploaded: records.len(),
+            ..GatewayRound::default()
+        };
+        let mut fresh = Vec::new();
         for chunk in records.chunks(1024) {
             let batch = meshpay_protocol::RecordBatch(
                 chunk
@@ -749,39 +885,100 @@ impl Node {
             let answer: meshpay_protocol::ReceiptBatch =
                 decode(&bytes).map_err(|e| NodeError::Issuer(format!("bad receipts: {e}")))?;
             for r in answer.0.iter().flatten() {
-                updated += usize::from(self.take_receipt(&issuer, r).await?);
+                round.updated += usize::from(self.take_receipt(&issuer, r).await?);
+                if r.verify(&issuer).is_ok() && r.status().is_final() {
+                    round.receipts += 1;
+                    let b = Bundle::new(Content::Receipt(r.clone()));
+                    if matches!(
+                        self.mesh.insert(&b, Origin::Local, 0, now()),
+                        meshpay_protocol::store::Admission::Added(_)
+                    ) {
+                        fresh.push(b.id());
+                    }
+                }
             }
         }
         // Receipts for payments this wallet made (the payees uploaded them).
-        let key = format!("receipts_cursor:{}", issuer.to_hex());
+        for bytes in self
+            .feed(&client, url, &issuer, "receipts", "receipts", "receipt")
+            .await?
+        {
+            if let Ok(receipt) = decode::<meshpay_protocol::SettlementReceipt>(&bytes) {
+                round.updated += usize::from(self.take_receipt(&issuer, &receipt).await?);
+            }
+        }
+        // Fraud proofs and revocations go into the mesh, to travel before anything else.
+        for (path, list, item) in [
+            ("fraud-proofs", "fraud_proofs", "proof"),
+            ("revocations", "revocations", "revocation"),
+        ] {
+            for bytes in self.feed(&client, url, &issuer, path, list, item).await? {
+                let content = if path == "revocations" {
+                    decode(&bytes).ok().map(Content::Revocation)
+                } else {
+                    decode(&bytes).ok().map(|p| Content::Fraud(Box::new(p)))
+                };
+                let Some(content) = content else { continue };
+                let b = Bundle::new(content);
+                if matches!(
+                    self.mesh.insert(&b, Origin::Local, 0, now()),
+                    meshpay_protocol::store::Admission::Added(_)
+                ) {
+                    round.alerts += 1;
+                    fresh.push(b.id());
+                }
+            }
+        }
+        self.take_bundles(&fresh).await;
+        *self.gateway_for.write().await = vec![issuer];
+        Ok(round)
+    }
+
+    /// Reads a settlement server feed from this node's saved cursor to its end.
+    async fn feed(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        issuer: &IssuerId,
+        path: &str,
+        list: &str,
+        item: &str,
+    ) -> Result<Vec<Vec<u8>>, NodeError> {
+        let key = if path == "receipts" {
+            format!("receipts_cursor:{}", issuer.to_hex())
+        } else {
+            format!("{path}_cursor:{}", issuer.to_hex())
+        };
         let mut since: i64 = self
             .store
             .meta(&key)
             .await?
             .and_then(|b| b.try_into().ok().map(i64::from_be_bytes))
             .unwrap_or(0);
-        loop {
+        let mut out = Vec::new();
+        // Pages of 1,000 until the feed is read; the bound stops a server that never ends it.
+        for _ in 0..10_000 {
             let bytes =
-                http_bytes(client.get(format!("{url}/v1/receipts?since={since}&limit=1000")))
-                    .await?;
+                http_bytes(client.get(format!("{url}/v1/{path}?since={since}&limit=1000"))).await?;
             let v: serde_json::Value =
                 serde_json::from_slice(&bytes).map_err(|e| NodeError::Issuer(e.to_string()))?;
-            let list = v["receipts"].as_array().cloned().unwrap_or_default();
-            if list.is_empty() {
+            let items = v[list].as_array().cloned().unwrap_or_default();
+            if items.is_empty() {
                 break;
             }
-            for item in &list {
-                let Some(r) = item["receipt"].as_str().and_then(|h| hex::decode(h).ok()) else {
-                    continue;
-                };
-                if let Ok(receipt) = decode::<meshpay_protocol::SettlementReceipt>(&r) {
-                    updated += usize::from(self.take_receipt(&issuer, &receipt).await?);
-                }
+            out.extend(
+                items
+                    .iter()
+                    .filter_map(|i| i[item].as_str().and_then(|h| hex::decode(h).ok())),
+            );
+            let next = v["next"].as_i64().unwrap_or(since);
+            if next <= since {
+                break;
             }
-            since = v["next"].as_i64().unwrap_or(since);
+            since = next;
             self.store.set_meta(&key, &since.to_be_bytes()).await?;
         }
-        Ok((records.len(), updated))
+        Ok(out)
     }
 
     async fn take_receipt(
@@ -797,6 +994,194 @@ impl Node {
             meshpay_protocol::ReceiptStatus::Rejected(reason) => format!("rejected: {reason}"),
         };
         Ok(self.store.set_settlement(&r.body().record, &status).await?)
+    }
+
+    fn session_config(&self, peer: DeviceKey, gateway_for: Vec<IssuerId>) -> SessionConfig {
+        SessionConfig {
+            me: self.device,
+            peer,
+            gateway_for,
+            routing: self.mesh.routing,
+            budget: self.mesh.budget,
+            now: now(),
+        }
+    }
+
+    /// Answers a peer's sync step.
+    async fn on_sync(
+        &self,
+        from: &DeviceKey,
+        msg: &SyncMessage,
+    ) -> Result<SyncMessage, meshpay_protocol::sync::SyncError> {
+        let cfg = self.session_config(*from, self.gateway_for.read().await.clone());
+        let (answer, end) = self.mesh.respond(cfg, msg, &self.secret)?;
+        if let Some(end) = end {
+            self.session_done(from, &end).await;
+        }
+        Ok(answer)
+    }
+
+    /// Runs one sync session with `peer` as initiator. One at a time per peer.
+    pub async fn sync_with(&self, peer: DeviceKey) -> Result<SessionEnd, NodeError> {
+        {
+            let mut busy = self
+                .syncing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !busy.insert(peer) {
+                return Ok(SessionEnd::default());
+            }
+        }
+        let result = self.sync_session(peer).await;
+        self.syncing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&peer);
+        let end = result?;
+        self.session_done(&peer, &end).await;
+        Ok(end)
+    }
+
+    async fn sync_session(&self, peer: DeviceKey) -> Result<SessionEnd, NodeError> {
+        let cfg = self.session_config(peer, self.gateway_for.read().await.clone());
+        let (mut session, mut msg) = self.mesh.initiate(cfg, OsRng.next_u64());
+        // A session ends by itself; the bound only guards against a peer that never closes.
+        for _ in 0..100_000 {
+            let answer = self
+                .links
+                .request(&peer, Request::Sync(Box::new(msg)).encode())
+                .await
+                .map_err(|e| NodeError::Peer(e.to_string()))?;
+            let reply = match Response::decode(&answer) {
+                Ok(Response::Sync(m)) => m,
+                Ok(Response::Error(code)) => return Err(NodeError::Peer(code.to_string())),
+                Ok(_) => {
+                    return Err(NodeError::Peer(
+                        "the peer answered sync with something else".into(),
+                    ));
+                }
+                Err(e) => return Err(NodeError::Peer(format!("unreadable sync answer: {e}"))),
+            };
+            match self.mesh.step(&mut session, &reply, &self.secret) {
+                Ok(Some(next)) => msg = next,
+                Ok(None) => return Ok(crate::mesh::end_of(&session)),
+                Err(e) => {
+                    // Keep what arrived before the peer broke the rules.
+                    self.take_bundles(session.admitted()).await;
+                    tracing::warn!(peer = %peer.short(), error = %e, "sync broke the rules; dropping the peer");
+                    let _ = self.p2p.disconnect(&peer).await;
+                    return Err(NodeError::Peer(e.to_string()));
+                }
+            }
+        }
+        Err(NodeError::Peer("the sync session did not end".into()))
+    }
+
+    async fn session_done(&self, peer: &DeviceKey, end: &SessionEnd) {
+        if let Some(proof) = &end.proof {
+            self.mesh.record_handover(proof);
+        }
+        if !end.admitted.is_empty() || end.given > 0 {
+            tracing::info!(peer = %peer.short(), took = end.admitted.len(), gave = end.given, "synced bundles");
+        }
+        self.take_bundles(&end.admitted).await;
+    }
+
+    /// Syncs with every connected peer, one after the other. Returns (peers, bundles taken,
+    /// bundles given).
+    pub async fn sync_all(&self) -> (usize, usize, usize) {
+        let peers: Vec<DeviceKey> = self.peers().await.into_iter().map(|p| p.device).collect();
+        let (mut took, mut gave) = (0, 0);
+        let mut n = 0;
+        for p in peers {
+            match self.sync_with(p).await {
+                Ok(end) => {
+                    n += 1;
+                    took += end.admitted.len();
+                    gave += end.given;
+                }
+                Err(e) => tracing::info!(peer = %p.short(), error = %e, "sync did not finish"),
+            }
+        }
+        (n, took, gave)
+    }
+
+    /// Acts on bundles that arrived: receipts settle this wallet's payments, fraud proofs and
+    /// revocations refuse allowances, notices feed fork detection.
+    async fn take_bundles(&self, ids: &[meshpay_protocol::Hash]) {
+        for id in ids {
+            let Some(bytes) = self.mesh.get(id) else {
+                continue;
+            };
+            let Ok(b) = Bundle::decode(&bytes) else {
+                continue;
+            };
+            let now = now();
+            let r = match b.content() {
+                Content::Receipt(r) => self
+                    .take_receipt(&r.body().issuer, r)
+                    .await
+                    .map(|updated| {
+                        if updated {
+                            tracing::info!(record = %r.body().record, status = ?r.status(), "receipt arrived through the mesh");
+                        }
+                    }),
+                Content::Fraud(p) => self.take_fraud(p, now).await,
+                Content::Revocation(rev) => {
+                    let _ = self.book.lock().await.add_revocation(rev);
+                    Ok(())
+                }
+                Content::Notice(n) => {
+                    let mut book = self.book.lock().await;
+                    if book.trusts(&n.cert.body().issuer) {
+                        let _ = book.add_certificate(&n.cert);
+                        let outcome = book.observe_notice(&n.notice);
+                        drop(book);
+                        if let meshpay_protocol::payee::NoticeOutcome::Fork(p) = outcome {
+                            let _ = self.take_fraud(&p, now).await;
+                            self.mesh.insert(&Bundle::new(Content::Fraud(p)), Origin::Local, 0, now);
+                        }
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "could not act on a bundle");
+            }
+        }
+    }
+
+    async fn take_fraud(
+        &self,
+        proof: &meshpay_protocol::FraudProof,
+        now: u64,
+    ) -> Result<(), NodeError> {
+        let mut book = self.book.lock().await;
+        if !book.trusts(&proof.cert.body().issuer) {
+            return Ok(());
+        }
+        if book.add_fraud_proof(proof).unwrap_or(false) {
+            drop(book);
+            self.store.add_fraud(proof, now).await?;
+            tracing::warn!(allowance = %proof.allowance(), "fraud proof: allowance refused from now on");
+        }
+        Ok(())
+    }
+
+    /// The mesh store.
+    pub fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    /// Imports a bundle file and acts on what it brought.
+    pub async fn import(
+        &self,
+        file: &[u8],
+    ) -> Result<crate::mesh::ImportReport, meshpay_protocol::bundle::FileError> {
+        let report = self.mesh.import(file, now())?;
+        self.take_bundles(&report.ids).await;
+        Ok(report)
     }
 
     /// The store, for queries.

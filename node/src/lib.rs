@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod demo;
 pub mod dev;
 pub mod keystore;
+pub mod mesh;
 pub mod qr;
 pub mod settle;
 pub mod store;

@@ -335,6 +335,66 @@ pub fn bundle_id(bytes: &[u8]) -> Hash {
     hash(BUNDLE_ID_TAG, bytes)
 }
 
+/// First bytes of a bundle file (sneakernet export): `"MESHPAY-BUNDLES"`, then format 1.
+pub const FILE_MAGIC: &[u8; 16] = b"MESHPAY-BUNDLES\x01";
+/// Largest bundle file, in bytes (64 MiB).
+pub const MAX_FILE: usize = 64 << 20;
+
+/// Why a bundle file was refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// Over [`MAX_FILE`].
+    #[error("the file is {0} bytes, over the limit of 64 MiB for a bundle file")]
+    TooLarge(usize),
+    /// It does not start with [`FILE_MAGIC`].
+    #[error("not a meshpay bundle file (wrong header)")]
+    NotBundleFile,
+    /// A length prefix runs past the end or over [`MAX_BUNDLE`].
+    #[error("the bundle file is corrupted at byte {0}")]
+    Corrupted(usize),
+}
+
+/// Writes a bundle file: [`FILE_MAGIC`], then each bundle as a 4-byte big-endian length and
+/// its encoding.
+pub fn pack_file<'a>(bundles: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = FILE_MAGIC.to_vec();
+    for b in bundles {
+        out.extend_from_slice(
+            &u32::try_from(b.len())
+                .expect("bundles are small")
+                .to_be_bytes(),
+        );
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+/// Splits a bundle file into bundle encodings, refusing the whole file if its framing is
+/// broken. The bundles themselves still go through the store's admission.
+pub fn unpack_file(file: &[u8]) -> Result<Vec<&[u8]>, FileError> {
+    if file.len() > MAX_FILE {
+        return Err(FileError::TooLarge(file.len()));
+    }
+    let Some(mut rest) = file.strip_prefix(FILE_MAGIC.as_slice()) else {
+        return Err(FileError::NotBundleFile);
+    };
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let at = file.len() - rest.len();
+        if rest.len() < 4 {
+            return Err(FileError::Corrupted(at));
+        }
+        let len = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        if len > MAX_BUNDLE || rest.len() - 4 < len {
+            return Err(FileError::Corrupted(at));
+        }
+        out.push(&rest[4..4 + len]);
+        rest = &rest[4 + len..];
+    }
+    Ok(out)
+}
+
 fn meta_of(content: &Content, kind: BundleKind, bytes: &[u8]) -> Meta {
     let (issuer, created, expires, subject) = match content {
         Content::Record(r) => (r.issuer, r.created, r.expires, Some(r.id)),
@@ -428,6 +488,23 @@ mod tests {
         assert_eq!(provisional.verify(T0), Err(BundleError::ProvisionalReceipt));
         let r = Bundle::new(Content::Record(rec));
         assert_eq!(r.verify(r.meta().expires + 1), Err(BundleError::Expired));
+    }
+
+    #[test]
+    fn bundle_files_round_trip_and_broken_ones_are_refused() {
+        let a = vec![1u8; 10];
+        let b = vec![2u8; 300];
+        let file = pack_file([a.as_slice(), b.as_slice()]);
+        assert_eq!(unpack_file(&file), Ok(vec![a.as_slice(), b.as_slice()]));
+        assert_eq!(
+            unpack_file(&file[..file.len() - 1]),
+            Err(FileError::Corrupted(30))
+        );
+        assert_eq!(unpack_file(b"hello"), Err(FileError::NotBundleFile));
+        let mut huge = FILE_MAGIC.to_vec();
+        huge.extend_from_slice(&5000u32.to_be_bytes());
+        huge.extend_from_slice(&[0; 5000]);
+        assert_eq!(unpack_file(&huge), Err(FileError::Corrupted(16)));
     }
 
     #[test]

@@ -9,11 +9,13 @@
 //! |---|---|---|
 //! | 1 | `ask`: please make me a payment request for this amount | `request`: a [`PaymentRequest`] |
 //! | 2 | `pay`: an IOU, with the allowance certificate on first contact | `ack`: a [`PaymentAck`], or `refused` |
+//! | 3 | `sync`: a [`SyncMessage`] of a bundle sync session | `sync`: the peer's next [`SyncMessage`] |
 //! | — | anything the peer cannot read | `error` |
 
 use crate::codec::{self, Blob, DecodeError, VERSION, Wire, check_version};
 use crate::iou::Iou;
 use crate::objects::{AllowanceCert, Amount, PaymentAck, PaymentRequest, Reason, valid_currency};
+use crate::sync::SyncMessage;
 use serde_tuple::{Deserialize_tuple, Serialize_tuple};
 
 /// Largest message a link carries, in bytes.
@@ -157,6 +159,8 @@ pub enum Request {
     Ask(Ask),
     /// Take this payment.
     Pay(Box<Pay>),
+    /// A bundle sync step.
+    Sync(Box<SyncMessage>),
 }
 
 /// The answer to a [`Request`].
@@ -170,14 +174,18 @@ pub enum Response {
     Refused(Reason),
     /// The request could not be served.
     Error(ErrorCode),
+    /// The next bundle sync step, answering [`Request::Sync`].
+    Sync(Box<SyncMessage>),
 }
 
 const KIND_ASK: u8 = 1;
 const KIND_PAY: u8 = 2;
+const KIND_SYNC: u8 = 3;
 const KIND_REQUEST: u8 = 16;
 const KIND_ACK: u8 = 17;
 const KIND_REFUSED: u8 = 18;
 const KIND_ERROR: u8 = 19;
+const KIND_SYNC_ANSWER: u8 = 20;
 
 fn envelope(kind: u8, body: Vec<u8>) -> Vec<u8> {
     codec::encode(&Envelope {
@@ -205,6 +213,7 @@ impl Request {
         match self {
             Request::Ask(a) => envelope(KIND_ASK, codec::encode(a)),
             Request::Pay(p) => envelope(KIND_PAY, codec::encode(p.as_ref())),
+            Request::Sync(m) => envelope(KIND_SYNC, codec::encode(m.as_ref())),
         }
     }
 
@@ -214,6 +223,7 @@ impl Request {
         match kind {
             KIND_ASK => Ok(Request::Ask(codec::decode(&body)?)),
             KIND_PAY => Ok(Request::Pay(Box::new(codec::decode(&body)?))),
+            KIND_SYNC => Ok(Request::Sync(Box::new(codec::decode(&body)?))),
             _ => Err(unknown_kind()),
         }
     }
@@ -232,6 +242,7 @@ impl Response {
                     reason: r.code(),
                 }),
             ),
+            Response::Sync(m) => envelope(KIND_SYNC_ANSWER, codec::encode(m.as_ref())),
             Response::Error(e) => envelope(
                 KIND_ERROR,
                 codec::encode(&ErrorBody {
@@ -248,6 +259,7 @@ impl Response {
         match kind {
             KIND_REQUEST => Ok(Response::Request(codec::decode(&body)?)),
             KIND_ACK => Ok(Response::Ack(codec::decode(&body)?)),
+            KIND_SYNC_ANSWER => Ok(Response::Sync(Box::new(codec::decode(&body)?))),
             KIND_REFUSED => {
                 let r: Refusal = codec::decode(&body)?;
                 Ok(Response::Refused(

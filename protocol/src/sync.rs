@@ -297,6 +297,31 @@ impl Decoder {
     }
 }
 
+/// The session key of bundle `id` under `salt` (SPEC.md §11.3).
+pub fn sync_key(salt: u64, id: &Hash) -> u64 {
+    salted_key(salt, id)
+}
+
+/// The indices below `below` of the coded symbols that contain `key` (SPEC.md §11.3).
+pub fn symbol_indices(key: u64, below: u64) -> Vec<u64> {
+    let mut m = Mapping::new(key);
+    let mut out = Vec::new();
+    while m.index < below {
+        out.push(m.index);
+        m.advance();
+    }
+    out
+}
+
+/// The first `n` coded symbols of a set of keys, packed as on the wire (SPEC.md §11.3).
+pub fn coded_symbols(keys: &[u64], n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for s in Encoder::new(keys.iter().copied()).produce(n) {
+        s.write(&mut out);
+    }
+    out
+}
+
 fn salted_key(salt: u64, id: &Hash) -> u64 {
     let mut h = Sha256::new();
     h.update(b"meshpay/v1/sync-key\0");

@@ -383,3 +383,85 @@ fn vectors() {
         ),
     );
 }
+
+#[test]
+fn mesh_vectors() {
+    use meshpay_protocol::bundle::Bundle;
+    use meshpay_protocol::store::{BundleStore, Origin, StoreConfig};
+    use meshpay_protocol::sync::{self, Session, ids_digest};
+
+    let receipt = testkit::receipt_bundle(1);
+    let issuer = testkit::issuer();
+    let alice = testkit::device(1);
+    let cert = testkit::allowance(&issuer, 1, &alice, 100_000);
+    let iou = testkit::pay(
+        &mut testkit::wallet([cert.clone()]),
+        &alice,
+        &testkit::request(&testkit::device(2), 2500, 1),
+    );
+    let notice = Bundle::notice(cert, iou.notice());
+    let meta = |b: &Bundle| {
+        let m = b.meta();
+        json!({
+            "id": h(&m.id.0), "kind": m.kind.code(), "issuer": h(&m.issuer.0),
+            "created": m.created, "expires": m.expires, "size": m.size,
+            "subject": m.subject.map(|s| h(&s.0)),
+        })
+    };
+    let vector = json!({
+        "object": "bundle",
+        "receipt": { "encoded": h(receipt.bytes()), "meta": meta(&receipt) },
+        "notice": { "encoded": h(notice.bytes()), "meta": meta(&notice) },
+        "file": h(&meshpay_protocol::bundle::pack_file([receipt.bytes(), notice.bytes()])),
+    });
+    for b in [&receipt, &notice] {
+        assert_eq!(Bundle::decode(b.bytes()).as_ref(), Ok(b));
+        assert_eq!(b.verify(T0), Ok(()));
+    }
+    frozen("bundle", &vector);
+
+    // Sync: keys, symbol indices, coded symbols, the initiator's first message, a hand-over.
+    let salt = 0x0123_4567_89ab_cdef_u64;
+    let ids = [receipt.id(), notice.id(), testkit::receipt_bundle(2).id()];
+    let keys: Vec<u64> = ids.iter().map(|id| sync::sync_key(salt, id)).collect();
+    let mut store = BundleStore::new(StoreConfig::default());
+    for b in [&receipt, &notice] {
+        store.insert_bundle(b, Origin::Local, 0, T0);
+    }
+    let (_, open) = Session::initiate(testkit::session_config(1, 2, 1 << 20), &store, salt);
+    // The hand-over receipt device 2 signs after taking both bundles from device 1.
+    let mut taker = BundleStore::new(StoreConfig::default());
+    let (k1, k2) = (testkit::device(1), testkit::device(2));
+    let c = sync::contact(
+        sync::Party {
+            store: &mut store,
+            cfg: testkit::session_config(1, 2, 1 << 20),
+            key: &k1,
+        },
+        sync::Party {
+            store: &mut taker,
+            cfg: testkit::session_config(2, 1, 1 << 20),
+            key: &k2,
+        },
+        salt,
+        u32::MAX,
+    )
+    .expect("honest peers");
+    let handover = c.initiator.proof().expect("a hand-over receipt").clone();
+    assert_eq!(handover.body().ids, ids_digest(&ids[..2]));
+    assert_eq!(handover.verify(), Ok(()));
+    let vector = json!({
+        "object": "sync",
+        "salt": salt,
+        "ids": ids.iter().map(|i| h(&i.0)).collect::<Vec<_>>(),
+        "keys": keys.iter().map(|k| format!("{k:016x}")).collect::<Vec<_>>(),
+        "indices_below_1000": keys.iter().map(|k| sync::symbol_indices(*k, 1000)).collect::<Vec<_>>(),
+        "symbols_16": h(&sync::coded_symbols(&keys, 16)),
+        "open_encoded": h(&open.encode()),
+        "hand_over": signed(&handover, &json!({
+            "giver": h(&handover.body().giver.0), "taker": h(&handover.body().taker.0),
+            "count": 2, "bytes": handover.body().bytes, "ids": h(&handover.body().ids.0), "at": T0,
+        })),
+    });
+    frozen("sync", &vector);
+}
