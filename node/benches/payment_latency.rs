@@ -140,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
         listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
         peers,
         no_mdns: true,
-        gateway: None,
+        ..RunOptions::default()
     };
     let (b, events_b) = Node::start(&home_b, "pw", &loopback(Vec::new())).await?;
     tokio::spawn(Arc::clone(&b).serve_links(events_b));

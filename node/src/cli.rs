@@ -35,6 +35,41 @@ struct Json {
     json: bool,
 }
 
+/// What `run` and `relay` share: links and the gateway role.
+#[derive(Args, Clone)]
+struct NetArgs {
+    /// Listen on this multiaddress instead of the config's (repeatable), e.g.
+    /// /ip4/127.0.0.1/tcp/4001.
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<String>,
+    /// Dial this peer at start (repeatable), e.g. /ip4/192.168.1.20/tcp/4001.
+    #[arg(long, value_name = "MULTIADDR")]
+    peer: Vec<String>,
+    /// Do not discover peers with mDNS.
+    #[arg(long)]
+    no_mdns: bool,
+    /// Be a gateway: upload the mesh's records to this settlement server whenever it is
+    /// reachable, and bring its receipts, fraud proofs and revocations into the mesh.
+    #[arg(long, value_name = "URL")]
+    gateway: Option<String>,
+    /// Print one JSON line when ready (device key, addresses).
+    #[arg(long)]
+    json: bool,
+}
+
+impl NetArgs {
+    fn options(self, relay: bool, quota_kb: Option<u64>) -> RunOptions {
+        RunOptions {
+            listen: self.listen,
+            peers: self.peer,
+            no_mdns: self.no_mdns,
+            gateway: self.gateway,
+            relay,
+            quota_kb,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Create a wallet: a device key (encrypted with a passphrase), the database, config.toml.
@@ -42,24 +77,20 @@ enum Command {
     /// The passphrase comes from $MESHPAY_PASSPHRASE or is asked for.
     Init(Json),
     /// Run the node: wallet, links (libp2p TCP/QUIC, mDNS) and the control socket.
-    Run {
-        /// Listen on this multiaddress instead of the config's (repeatable), e.g.
-        /// /ip4/127.0.0.1/tcp/4001.
-        #[arg(long, value_name = "MULTIADDR")]
-        listen: Vec<String>,
-        /// Dial this peer at start (repeatable), e.g. /ip4/192.168.1.20/tcp/4001.
-        #[arg(long, value_name = "MULTIADDR")]
-        peer: Vec<String>,
-        /// Do not discover peers with mDNS.
-        #[arg(long)]
-        no_mdns: bool,
-        /// Be a gateway: upload the mesh's records to this settlement server whenever it is
-        /// reachable, and bring its receipts, fraud proofs and revocations into the mesh.
-        #[arg(long, value_name = "URL")]
-        gateway: Option<String>,
-        /// Print one JSON line when ready (device key, addresses).
-        #[arg(long)]
-        json: bool,
+    Run(NetArgs),
+    /// Run a relay: a node with no wallet and no money that carries bundles (sealed records,
+    /// receipts, notices, fraud proofs) between the people it meets, within a storage quota,
+    /// and collects signed hand-over receipts for what it carried.
+    ///
+    /// The first run creates the relay's device key in the home directory (owner-only; it
+    /// guards no money, so no passphrase is asked for). With --gateway the relay also uploads
+    /// what it carries whenever that settlement server is reachable.
+    Relay {
+        #[command(flatten)]
+        net: NetArgs,
+        /// Most kilobytes of bundles to carry [default: the config's `[mesh] quota_mb`].
+        #[arg(long, value_name = "KB")]
+        quota_kb: Option<u64>,
     },
     /// This device: its key, peer id and addresses.
     Id(Json),
@@ -223,24 +254,14 @@ pub fn main() -> Result<()> {
 async fn dispatch(home: Home, command: Command) -> Result<()> {
     match command {
         Command::Init(j) => init(&home, j.json).await,
-        Command::Run {
-            listen,
-            peer,
-            no_mdns,
-            gateway,
-            json,
-        } => {
-            run(
-                &home,
-                RunOptions {
-                    listen,
-                    peers: peer,
-                    no_mdns,
-                    gateway,
-                },
-                json,
-            )
-            .await
+        Command::Run(net) => {
+            let json = net.json;
+            run(&home, net.options(false, None), json).await
+        }
+        Command::Relay { net, quota_kb } => {
+            let pass = relay_home(&home).await?;
+            let json = net.json;
+            run_with(&home, net.options(true, quota_kb), json, pass).await
         }
         Command::Id(j) => {
             let d = control::call(&home, Ctl::Id).await?;
@@ -722,8 +743,39 @@ fn init_logs() {
 }
 
 async fn run(home: &Home, opts: RunOptions, json: bool) -> Result<()> {
-    init_logs();
     let pass = passphrase(false)?;
+    run_with(home, opts, json, pass).await
+}
+
+/// The relay's home: created on first use, with a device key sealed under a random
+/// passphrase kept owner-only beside it. Returns that passphrase.
+async fn relay_home(home: &Home) -> Result<String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let secret_file = home.dir.join("relay.secret");
+    if let Ok(p) = std::fs::read_to_string(&secret_file) {
+        return Ok(p.trim().to_owned());
+    }
+    if home.wallet_db().exists() {
+        bail!(
+            "{} holds a wallet: run it with `meshpay run` (wallet nodes carry bundles too), or give the relay its own --home",
+            home.dir.display()
+        );
+    }
+    let mut raw = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut raw);
+    let pass = hex::encode(raw);
+    create_wallet(home, &pass, crate::keystore::Cost::default()).await?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&secret_file)?;
+    std::io::Write::write_all(&mut f, pass.as_bytes())?;
+    Ok(pass)
+}
+
+async fn run_with(home: &Home, opts: RunOptions, json: bool, pass: String) -> Result<()> {
+    init_logs();
     let (node, events) = Node::start(home, &pass, &opts).await?;
     let token = control::make_token(home)?;
     let control_socket = control::bind(home)?;

@@ -127,6 +127,8 @@ pub struct Node {
     fault: Option<Fault>,
     /// The restore check made at start.
     pub restore: RestoreCheck,
+    /// A relay: carries bundles, takes no payments.
+    pub relay: bool,
 }
 
 /// What a gateway round did.
@@ -153,6 +155,10 @@ pub struct RunOptions {
     pub no_mdns: bool,
     /// Act as a gateway to this settlement server (overrides `[mesh] gateway`).
     pub gateway: Option<String>,
+    /// Run as a relay: carry bundles, take no payments.
+    pub relay: bool,
+    /// Mesh quota in kilobytes (overrides `[mesh] quota_mb`).
+    pub quota_kb: Option<u64>,
 }
 
 impl Node {
@@ -164,6 +170,9 @@ impl Node {
         opts: &RunOptions,
     ) -> anyhow::Result<(Arc<Self>, mpsc::Receiver<LinkEvent>)> {
         let config = Config::load(home)?;
+        let quota_bytes = opts
+            .quota_kb
+            .map_or(config.mesh.quota_mb << 20, |kb| kb << 10);
         if !home.wallet_db().exists() {
             anyhow::bail!(
                 "no wallet in {}: run `meshpay init` first (or pass --home)",
@@ -191,11 +200,11 @@ impl Node {
         let mesh = Mesh::open(
             &sled_db,
             StoreConfig {
-                max_bytes: config.mesh.quota_mb << 20,
-                max_bundles: usize::try_from((config.mesh.quota_mb << 20) / 100)
-                    .unwrap_or(usize::MAX),
-                max_bytes_per_origin: config.mesh.quota_per_peer_mb << 20,
+                max_bytes: quota_bytes,
+                max_bundles: usize::try_from(quota_bytes / 100).unwrap_or(usize::MAX),
+                max_bytes_per_origin: (config.mesh.quota_per_peer_mb << 20).min(quota_bytes),
                 issuers: None,
+                bodies_in_memory: false,
             },
             config.mesh.routing()?,
             config.mesh.budget_kb << 10,
@@ -287,6 +296,7 @@ impl Node {
             sentinel,
             fault: Fault::from_env(),
             restore,
+            relay: opts.relay,
         });
         let held: Vec<meshpay_protocol::Hash> = node.mesh.read(|s| s.ids().copied().collect());
         node.take_bundles(&held).await;
@@ -343,6 +353,10 @@ impl Node {
     }
 
     async fn answer(&self, from: &DeviceKey, req: Request) -> Response {
+        if self.relay {
+            // A relay holds no wallet: it neither asks for nor takes payments.
+            return Response::Error(ErrorCode::Unsupported);
+        }
         let r = match req {
             Request::Ask(ask) => self.on_ask(from, &ask).await,
             Request::Pay(pay) => self.on_pay(from, *pay).await,
@@ -482,6 +496,13 @@ impl Node {
             Verdict::Fork(proof) => {
                 self.store.add_fraud(&proof, now).await?;
                 let _ = book.add_fraud_proof(&proof);
+                // The proof travels first in the mesh, so every node refuses the allowance.
+                self.mesh.insert(
+                    &Bundle::new(Content::Fraud(Box::new((*proof).clone()))),
+                    Origin::Local,
+                    0,
+                    now,
+                );
                 tracing::warn!(payer = %from.short(), allowance = %proof.allowance(), "double spend: fraud proof stored, allowance refused from now on");
                 Ok(Response::Refused(Reason::CounterConflict))
             }
@@ -1014,9 +1035,10 @@ impl Node {
         msg: &SyncMessage,
     ) -> Result<SyncMessage, meshpay_protocol::sync::SyncError> {
         let cfg = self.session_config(*from, self.gateway_for.read().await.clone());
-        let (answer, end) = self.mesh.respond(cfg, msg, &self.secret)?;
+        let (answer, fresh, end) = self.mesh.respond(cfg, msg, &self.secret)?;
+        self.take_bundles(&fresh).await;
         if let Some(end) = end {
-            self.session_done(from, &end).await;
+            self.session_done(from, &end);
         }
         Ok(answer)
     }
@@ -1038,7 +1060,7 @@ impl Node {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&peer);
         let end = result?;
-        self.session_done(&peer, &end).await;
+        self.session_done(&peer, &end);
         Ok(end)
     }
 
@@ -1062,12 +1084,12 @@ impl Node {
                 }
                 Err(e) => return Err(NodeError::Peer(format!("unreadable sync answer: {e}"))),
             };
-            match self.mesh.step(&mut session, &reply, &self.secret) {
+            let (step, fresh) = self.mesh.step(&mut session, &reply, &self.secret);
+            self.take_bundles(&fresh).await;
+            match step {
                 Ok(Some(next)) => msg = next,
                 Ok(None) => return Ok(crate::mesh::end_of(&session)),
                 Err(e) => {
-                    // Keep what arrived before the peer broke the rules.
-                    self.take_bundles(session.admitted()).await;
                     tracing::warn!(peer = %peer.short(), error = %e, "sync broke the rules; dropping the peer");
                     let _ = self.p2p.disconnect(&peer).await;
                     return Err(NodeError::Peer(e.to_string()));
@@ -1077,14 +1099,13 @@ impl Node {
         Err(NodeError::Peer("the sync session did not end".into()))
     }
 
-    async fn session_done(&self, peer: &DeviceKey, end: &SessionEnd) {
+    fn session_done(&self, peer: &DeviceKey, end: &SessionEnd) {
         if let Some(proof) = &end.proof {
             self.mesh.record_handover(proof);
         }
         if !end.admitted.is_empty() || end.given > 0 {
             tracing::info!(peer = %peer.short(), took = end.admitted.len(), gave = end.given, "synced bundles");
         }
-        self.take_bundles(&end.admitted).await;
     }
 
     /// Syncs with every connected peer, one after the other. Returns (peers, bundles taken,
@@ -1109,13 +1130,19 @@ impl Node {
     /// Acts on bundles that arrived: receipts settle this wallet's payments, fraud proofs and
     /// revocations refuse allowances, notices feed fork detection.
     async fn take_bundles(&self, ids: &[meshpay_protocol::Hash]) {
-        for id in ids {
+        // Also whatever the store made or took meanwhile (a fraud proof from two notices).
+        let mut ids = ids.to_vec();
+        ids.extend(self.mesh.drain_fresh());
+        ids.sort();
+        ids.dedup();
+        for id in &ids {
             let Some(bytes) = self.mesh.get(id) else {
                 continue;
             };
             let Ok(b) = Bundle::decode(&bytes) else {
                 continue;
             };
+            tracing::debug!(bundle = %id, kind = b.meta().kind.name(), "acting on a bundle");
             let now = now();
             let r = match b.content() {
                 Content::Receipt(r) => self
@@ -1161,10 +1188,22 @@ impl Node {
         if !book.trusts(&proof.cert.body().issuer) {
             return Ok(());
         }
-        if book.add_fraud_proof(proof).unwrap_or(false) {
-            drop(book);
-            self.store.add_fraud(proof, now).await?;
-            tracing::warn!(allowance = %proof.allowance(), "fraud proof: allowance refused from now on");
+        // The book may already hold it (it builds one itself when a notice forks); either way
+        // make sure it is stored.
+        let new = book.add_fraud_proof(proof).unwrap_or(false);
+        let known = book.refuses(&proof.allowance());
+        drop(book);
+        if new || known {
+            let stored = self
+                .store
+                .frauds()
+                .await?
+                .iter()
+                .any(|(p, _)| p.allowance() == proof.allowance());
+            if !stored {
+                self.store.add_fraud(proof, now).await?;
+                tracing::warn!(allowance = %proof.allowance(), "fraud proof: allowance refused from now on");
+            }
         }
         Ok(())
     }

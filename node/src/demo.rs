@@ -4,8 +4,9 @@
 //! A settlement server (SQLite in a temporary directory) runs the issuer: the shoppers' accounts
 //! are credited, they top up offline allowances while online, then pay a vendor with IOUs with
 //! no server in reach; a cloned wallet tries to spend the same counter twice and is caught by
-//! the vendor; when the vendor reaches the server, its records settle and everyone's payments
-//! show the issuer's decision.
+//! the vendor, whose fraud proof then travels the mesh; a relay with no wallet carries the sealed
+//! records to the edge of town, uploads them as a gateway, and brings the receipts back hand to
+//! hand, so every wallet sees its payments settled and every copy of a settled record is purged.
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
@@ -85,9 +86,14 @@ impl Demo {
     }
 
     fn start(&self, p: &mut Proc, peers: &[String]) -> Result<String> {
+        self.start_as(p, "run", peers)
+    }
+
+    /// Starts `meshpay <how>` (`run` or `relay`) dialing `peers`; returns its address.
+    fn start_as(&self, p: &mut Proc, how: &str, peers: &[String]) -> Result<String> {
         let mut c = self.cmd(p);
         c.args([
-            "run",
+            how,
             "--json",
             "--no-mdns",
             "--listen",
@@ -365,15 +371,57 @@ async fn run_in(root: &Path) -> Result<()> {
         );
     }
     println!();
-    d.say("The vendor reaches the signal: it uploads its sealed records and fetches the receipts.");
-    let v = d.json(&vendor, &["sync-issuer", "--issuer", &url, "--json"])?;
+    d.say("Nobody at the market reaches the server. A relay agent's node (no wallet, no money) comes by.");
+    let mut relay = Proc {
+        name: "relay",
+        home: root.join("relay"),
+        state: root.join("relay-state"),
+        device: String::new(),
+        child: None,
+    };
+    d.start_as(&mut relay, "relay", std::slice::from_ref(&vendor_addr))?;
+    d.json(&relay, &["sync", "--json"])?;
+    let held = d.json(&relay, &["mesh", "--json"])?;
     d.say(&format!(
-        "{} records uploaded; the issuer settled them once, signed a receipt for each.",
-        v["uploaded"]
+        "the relay meets the vendor and now carries {} bundles: {} sealed records (it cannot read them), {} spend notices, {} fraud proof(s).",
+        held["bundles"],
+        held["by_kind"]["record"].as_u64().unwrap_or(0),
+        held["by_kind"]["notice"].as_u64().unwrap_or(0),
+        held["by_kind"]["fraud_proof"].as_u64().unwrap_or(0),
     ));
     for p in [&alice, &bob] {
-        d.json(p, &["sync-issuer", "--issuer", &url, "--json"])?;
+        d.json(p, &["sync", "--json"])?;
     }
+    let refused = |p: &Proc| -> Result<usize> {
+        Ok(d.json(p, &["frauds", "--json"])?
+            .as_array()
+            .map_or(0, Vec::len))
+    };
+    d.say(&format!(
+        "the fraud proof also reached alice ({}) and bob ({}) through the mesh, before any server saw it.",
+        refused(&alice)?,
+        refused(&bob)?
+    ));
+    Demo::stop(&mut relay);
+    d.say("The relay walks to the edge of town, where there is signal: it is a gateway now.");
+    d.start_as(&mut relay, "relay", &[])?;
+    d.json(
+        &relay,
+        &["trust", descriptor.to_str().context("path")?, "--json"],
+    )?;
+    let round = d.json(&relay, &["sync-issuer", "--issuer", &url, "--json"])?;
+    d.say(&format!(
+        "it uploads {} records; the issuer settles each once and signs {} final receipts, which go into the relay's mesh store (its copies of the records are purged).",
+        round["uploaded"], round["receipts"]
+    ));
+    Demo::stop(&mut relay);
+    d.say("Back at the market, the relay meets the vendor again.");
+    d.start_as(&mut relay, "relay", std::slice::from_ref(&vendor_addr))?;
+    d.json(&relay, &["sync", "--json"])?;
+    for p in [&alice, &bob] {
+        d.json(p, &["sync", "--json"])?;
+    }
+    d.say("receipts flow back hand to hand: relay → vendor → alice and bob; every copy of a settled record is dropped.");
     let settled = |p: &Proc| -> Result<usize> {
         Ok(d.json(p, &["history", "--json"])?
             .as_array()
@@ -381,10 +429,29 @@ async fn run_in(root: &Path) -> Result<()> {
                 h.iter().filter(|x| x["settlement"] == "settled").count()
             }))
     };
+    let mesh = |p: &Proc| d.json(p, &["mesh", "--json"]);
     println!();
-    println!("{:<10} {:>22}", "node", "payments settled");
-    for p in [&vendor, &alice, &bob] {
-        println!("{:<10} {:>22}", p.name, settled(p)?);
+    println!(
+        "{:<10} {:>17} {:>15} {:>13} {:>16}",
+        "node", "payments settled", "records held", "receipts", "carried (proof)"
+    );
+    for p in [&vendor, &alice, &bob, &relay] {
+        let m = mesh(p)?;
+        let carried: u64 = m["carried"]
+            .as_array()
+            .map_or(0, |c| c.iter().filter_map(|h| h["count"].as_u64()).sum());
+        println!(
+            "{:<10} {:>17} {:>15} {:>13} {:>16}",
+            p.name,
+            if p.name == "relay" {
+                "-".to_owned()
+            } else {
+                settled(p)?.to_string()
+            },
+            m["by_kind"]["record"].as_u64().unwrap_or(0),
+            m["by_kind"]["receipt"].as_u64().unwrap_or(0),
+            carried
+        );
     }
     let report: Value = {
         let r = http
@@ -405,10 +472,15 @@ async fn run_in(root: &Path) -> Result<()> {
         report["settled_amount"]
     );
     println!();
-    d.say(
-        "Done. Relays that carry records hand to hand between the market and the signal come next.",
-    );
-    for p in [&mut vendor, &mut alice, &mut bob, &mut clone, &mut server] {
+    d.say("Done.");
+    for p in [
+        &mut vendor,
+        &mut alice,
+        &mut bob,
+        &mut clone,
+        &mut relay,
+        &mut server,
+    ] {
         Demo::stop(p);
     }
     Ok(())

@@ -41,7 +41,7 @@ pub struct ImportReport {
     pub refused: usize,
     /// Up to five refusal reasons.
     pub reasons: Vec<String>,
-    /// Ids kept.
+    /// Ids new to the store (kept, and any the store made from them).
     #[serde(skip)]
     pub ids: Vec<Hash>,
 }
@@ -53,6 +53,9 @@ pub struct Mesh {
     tombs: sled::Tree,
     handovers: sled::Tree,
     responders: Mutex<BTreeMap<DeviceKey, Session>>,
+    /// Bundles new to the store (from peers, files, or made by the store itself, like a fraud
+    /// proof from two notices) that the node has not acted on yet.
+    fresh: Mutex<Vec<Hash>>,
     /// Record routing.
     pub routing: Routing,
     /// Bytes of bundles handed over per session at most.
@@ -72,10 +75,10 @@ fn origin_bytes(o: Origin) -> [u8; 33] {
     out
 }
 
-fn entry_value(e: &Entry) -> Vec<u8> {
+fn entry_value(e: &Entry, body: &[u8]) -> Vec<u8> {
     let mut v = origin_bytes(e.origin).to_vec();
     v.extend_from_slice(&e.copies.to_be_bytes());
-    v.extend_from_slice(&e.bytes);
+    v.extend_from_slice(body);
     v
 }
 
@@ -83,14 +86,25 @@ impl Mesh {
     /// Opens the mesh trees in `db` and loads what they hold.
     pub fn open(
         db: &sled::Db,
-        config: StoreConfig,
+        mut config: StoreConfig,
         routing: Routing,
         budget: u64,
     ) -> anyhow::Result<Self> {
         let bundles = db.open_tree("bundles")?;
         let tombs = db.open_tree("tombstones")?;
         let handovers = db.open_tree("handovers")?;
+        // Record bodies stay on disk; the store reads them back when it hands them over.
+        config.bodies_in_memory = false;
         let mut store = BundleStore::new(config);
+        let reader = bundles.clone();
+        store.set_loader(Box::new(move |id| {
+            reader
+                .get(id.0)
+                .ok()
+                .flatten()
+                .filter(|v| v.len() > 37)
+                .map(|v| std::sync::Arc::from(&v[37..]))
+        }));
         for item in &tombs {
             let (k, v) = item?;
             if let (Ok(k), Ok(v)) = (<[u8; 32]>::try_from(&k[..]), <[u8; 8]>::try_from(&v[..])) {
@@ -123,6 +137,7 @@ impl Mesh {
             tombs,
             handovers,
             responders: Mutex::new(BTreeMap::new()),
+            fresh: Mutex::new(Vec::new()),
             routing,
             budget,
         })
@@ -140,9 +155,23 @@ impl Mesh {
         for id in &ch.removed {
             let _ = self.bundles.remove(id.0);
         }
-        for id in &ch.added {
+        let mut written = std::collections::BTreeSet::new();
+        self.fresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(ch.bodies.iter().map(|(id, _)| *id));
+        for (id, body) in &ch.bodies {
             if let Some(e) = store.get(id) {
-                let _ = self.bundles.insert(id.0, entry_value(e));
+                let _ = self.bundles.insert(id.0, entry_value(e, body));
+                written.insert(*id);
+            }
+        }
+        // The rest changed only their spray-and-wait copy count.
+        for id in ch.added.iter().filter(|id| !written.contains(id)) {
+            if let (Some(e), Ok(Some(old))) = (store.get(id), self.bundles.get(id.0)) {
+                if old.len() > 37 {
+                    let _ = self.bundles.insert(id.0, entry_value(e, &old[37..]));
+                }
             }
         }
         for (s, t) in &ch.tombstoned {
@@ -151,6 +180,16 @@ impl Mesh {
         for s in &ch.untombstoned {
             let _ = self.tombs.remove(s.0);
         }
+    }
+
+    /// Takes the bundles new since the last call, for the node to act on.
+    pub fn drain_fresh(&self) -> Vec<Hash> {
+        std::mem::take(
+            &mut *self
+                .fresh
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// Offers a bundle from `origin`.
@@ -168,7 +207,7 @@ impl Mesh {
 
     /// A held bundle's bytes.
     pub fn get(&self, id: &Hash) -> Option<Vec<u8>> {
-        self.lock().get(id).map(|e| e.bytes.to_vec())
+        self.lock().body(id).map(|b| b.to_vec())
     }
 
     /// Drops what expired.
@@ -183,27 +222,29 @@ impl Mesh {
         Session::initiate(cfg, &self.lock(), salt)
     }
 
-    /// Feeds our initiator session the peer's answer.
+    /// Feeds our initiator session the peer's answer. Returns the next message and the
+    /// bundles this step admitted (act on them now: a session may never close).
     pub fn step(
         &self,
         session: &mut Session,
         msg: &SyncMessage,
         key: &DeviceSecret,
-    ) -> Result<Option<SyncMessage>, SyncError> {
+    ) -> (Result<Option<SyncMessage>, SyncError>, Vec<Hash>) {
         let mut store = self.lock();
         let r = session.handle(msg, &mut store, key);
         self.persist(&mut store);
-        r
+        drop(store);
+        (r, self.drain_fresh())
     }
 
-    /// Answers a peer's sync message as responder. Returns the answer and, when the session
-    /// closed, what it left behind.
+    /// Answers a peer's sync message as responder. Returns the answer, the bundles this step
+    /// admitted (act on them now), and, when the session closed, what it left behind.
     pub fn respond(
         &self,
         cfg: SessionConfig,
         msg: &SyncMessage,
         key: &DeviceSecret,
-    ) -> Result<(SyncMessage, Option<SessionEnd>), SyncError> {
+    ) -> Result<(SyncMessage, Vec<Hash>, Option<SessionEnd>), SyncError> {
         let peer = cfg.peer;
         let mut sessions = self
             .responders
@@ -230,6 +271,7 @@ impl Mesh {
             Ok(a) => a,
             Err(e) => {
                 sessions.remove(&peer);
+                drop(sessions);
                 return Err(e);
             }
         };
@@ -238,7 +280,7 @@ impl Mesh {
         } else {
             None
         };
-        Ok((answer, end))
+        Ok((answer, self.drain_fresh(), end))
     }
 
     /// Forgets an unfinished responder session (the peer left).
@@ -271,7 +313,11 @@ impl Mesh {
     /// Every held bundle as a bundle file, in forwarding order.
     pub fn export(&self) -> Vec<u8> {
         let store = self.lock();
-        bundle::pack_file(store.in_order().map(|e| &e.bytes[..]))
+        let bodies: Vec<std::sync::Arc<[u8]>> = store
+            .in_order()
+            .filter_map(|e| store.body(&e.meta.id))
+            .collect();
+        bundle::pack_file(bodies.iter().map(|b| &b[..]))
     }
 
     /// Imports a bundle file: refused as a whole if its framing is broken; each bundle then
@@ -285,10 +331,7 @@ impl Mesh {
         let mut store = self.lock();
         for p in parts {
             match store.insert(p, Origin::File, 0, now) {
-                Admission::Added(m) => {
-                    report.added += 1;
-                    report.ids.push(m.id);
-                }
+                Admission::Added(_) => report.added += 1,
                 Admission::Duplicate => report.duplicate += 1,
                 Admission::Settled => report.settled += 1,
                 other => {
@@ -304,6 +347,8 @@ impl Mesh {
             }
         }
         self.persist(&mut store);
+        drop(store);
+        report.ids = self.drain_fresh();
         Ok(report)
     }
 
@@ -325,16 +370,16 @@ impl Mesh {
 
     /// Held record bundles sealed to `issuer`.
     pub fn records_for(&self, issuer: &meshpay_protocol::IssuerId) -> Vec<Vec<u8>> {
-        self.lock()
+        let store = self.lock();
+        store
             .in_order()
             .filter(|e| e.meta.kind == BundleKind::Record && e.meta.issuer == *issuer)
             .filter_map(|e| {
-                Bundle::decode(&e.bytes)
-                    .ok()
-                    .and_then(|b| match b.content() {
-                        bundle::Content::Record(r) => Some(encode(r)),
-                        _ => None,
-                    })
+                let body = store.body(&e.meta.id)?;
+                Bundle::decode(&body).ok().and_then(|b| match b.content() {
+                    bundle::Content::Record(r) => Some(encode(r)),
+                    _ => None,
+                })
             })
             .collect()
     }

@@ -106,6 +106,29 @@ fn the_demo_runs_and_catches_the_clone() {
     assert!(text.contains("holds 1 fraud proof"), "{text}");
     let vendor = text.lines().find(|l| l.starts_with("vendor ")).unwrap();
     assert!(vendor.trim_end().ends_with("2850"), "{vendor}");
+    // A relay carries the records to the server and the receipts back; copies are purged.
+    assert!(text.contains("it uploads 4 records"), "{text}");
+    assert!(
+        text.contains("the fraud proof also reached alice (1) and bob (1)"),
+        "{text}"
+    );
+    let settled = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("vendor "))
+        .unwrap();
+    let cols: Vec<&str> = settled.split_whitespace().collect();
+    assert_eq!(
+        &cols[1..3],
+        ["4", "0"],
+        "vendor: 4 payments settled, 0 records held: {settled}"
+    );
+    let relay = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("relay "))
+        .unwrap();
+    assert_eq!(relay.split_whitespace().nth(2), Some("0"), "{relay}");
     // The records reach the settlement server and settle once; money is conserved.
     assert!(
         text.contains("4 records settled, 2850 KES paid out"),

@@ -17,8 +17,12 @@
 //!   different digests are a fork; the store builds the [`FraudProof`] and keeps it as its own
 //!   bundle, so the proof travels first from then on.
 //!
-//! The store keeps bundles in memory and reports every change ([`Changes`]) so the driver can
-//! mirror it to disk; [`BundleStore::restore`] loads it back without re-deciding anything.
+//! The store keeps bundle metadata in memory and reports every change ([`Changes`]) so the
+//! driver can mirror it to disk; [`BundleStore::restore`] loads it back without re-deciding
+//! anything. Bodies are kept in memory too, unless the driver keeps them on disk
+//! ([`StoreConfig::bodies_in_memory`] off): then record bodies, the bulk of what a relay carries,
+//! are dropped from memory once handed to the driver in [`Changes::bodies`], and read back
+//! through the [`BodyLoader`] the driver installs.
 
 use crate::bundle::{Bundle, BundleError, BundleKind, Content, Meta};
 use crate::iou::FraudProof;
@@ -50,7 +54,13 @@ pub struct StoreConfig {
     pub max_bytes_per_origin: u64,
     /// Carry only these issuers' bundles (`None`: any issuer).
     pub issuers: Option<BTreeSet<IssuerId>>,
+    /// Keep record bodies in memory (`false`: the driver stores them and installs a
+    /// [`BodyLoader`]).
+    pub bodies_in_memory: bool,
 }
+
+/// Reads a bundle body the driver stored (see [`StoreConfig::bodies_in_memory`]).
+pub type BodyLoader = Box<dyn Fn(&Hash) -> Option<Arc<[u8]>> + Send + Sync>;
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -59,6 +69,7 @@ impl Default for StoreConfig {
             max_bundles: 200_000,
             max_bytes_per_origin: 16 << 20,
             issuers: None,
+            bodies_in_memory: true,
         }
     }
 }
@@ -80,8 +91,8 @@ pub fn priority(meta: &Meta) -> Priority {
 /// One held bundle.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    /// The encoding.
-    pub bytes: Arc<[u8]>,
+    /// The encoding, unless the driver keeps it ([`BundleStore::body`] reads it either way).
+    pub bytes: Option<Arc<[u8]>>,
     /// Its metadata.
     pub meta: Meta,
     /// Who handed it over.
@@ -101,6 +112,8 @@ pub struct Changes {
     pub tombstoned: Vec<(Hash, UnixTime)>,
     /// Tombstones expired.
     pub untombstoned: Vec<Hash>,
+    /// Bodies of the bundles added since the last call (the driver stores them).
+    pub bodies: Vec<(Hash, Arc<[u8]>)>,
 }
 
 impl Changes {
@@ -131,8 +144,9 @@ pub enum Admission {
 }
 
 /// The store. See the module docs for its rules.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct BundleStore {
+    loader: Option<BodyLoader>,
     config: StoreConfig,
     entries: BTreeMap<Hash, Entry>,
     order: BTreeSet<Priority>,
@@ -146,6 +160,16 @@ pub struct BundleStore {
     changes: Changes,
 }
 
+impl std::fmt::Debug for BundleStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleStore")
+            .field("bundles", &self.entries.len())
+            .field("bytes", &self.bytes)
+            .field("tombstones", &self.tombstones.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl BundleStore {
     /// An empty store.
     pub fn new(config: StoreConfig) -> Self {
@@ -153,6 +177,19 @@ impl BundleStore {
             config,
             ..Self::default()
         }
+    }
+
+    /// Installs the reader of bodies the driver stores.
+    pub fn set_loader(&mut self, loader: BodyLoader) {
+        self.loader = Some(loader);
+    }
+
+    /// A held bundle's encoding, from memory or through the loader.
+    pub fn body(&self, id: &Hash) -> Option<Arc<[u8]>> {
+        let e = self.entries.get(id)?;
+        e.bytes
+            .clone()
+            .or_else(|| self.loader.as_ref().and_then(|l| l(id)))
     }
 
     /// Offers bundle bytes from `origin` at time `now`. `copies` is the spray-and-wait copy
@@ -217,7 +254,10 @@ impl BundleStore {
                         if let Some(proof) = self.fork_with(*other, n) {
                             let b = Bundle::new(Content::Fraud(Box::new(proof)));
                             let m = *b.meta();
-                            if !self.entries.contains_key(&m.id) {
+                            // The proof is the most urgent bundle: it evicts others if full.
+                            if !self.entries.contains_key(&m.id)
+                                && self.make_room(&m, Origin::Local)
+                            {
                                 self.put(b.bytes().into(), m, Origin::Local, 0);
                             }
                         }
@@ -230,8 +270,8 @@ impl BundleStore {
     }
 
     fn fork_with(&self, other: Hash, n: &crate::bundle::CertifiedNotice) -> Option<FraudProof> {
-        let held = self.entries.get(&other)?;
-        let Ok(b) = Bundle::decode(&held.bytes) else {
+        let held = self.body(&other)?;
+        let Ok(b) = Bundle::decode(&held) else {
             return None;
         };
         let Content::Notice(first) = b.content() else {
@@ -256,7 +296,9 @@ impl BundleStore {
                 .entry((n.notice.allowance, n.notice.counter))
                 .or_insert(meta.id);
         }
-        self.changes = Changes::default();
+        self.changes.added.pop();
+        self.changes.bodies.pop();
+        self.drop_body(&meta);
         true
     }
 
@@ -277,16 +319,26 @@ impl BundleStore {
                 self.by_subject.insert((s, meta.id));
             }
         }
+        self.changes.added.push(meta.id);
+        self.changes.bodies.push((meta.id, Arc::clone(&bytes)));
         self.entries.insert(
             meta.id,
             Entry {
-                bytes,
+                bytes: Some(bytes),
                 meta,
                 origin,
                 copies,
             },
         );
-        self.changes.added.push(meta.id);
+    }
+
+    /// Forgets a record's body if the driver keeps bodies (it has them in `changes.bodies`).
+    fn drop_body(&mut self, meta: &Meta) {
+        if !self.config.bodies_in_memory && meta.kind == BundleKind::Record {
+            if let Some(e) = self.entries.get_mut(&meta.id) {
+                e.bytes = None;
+            }
+        }
     }
 
     /// Removes a bundle. Returns it if it was held.
@@ -396,9 +448,18 @@ impl BundleStore {
         }
     }
 
-    /// Takes the changes made since the last call.
+    /// Takes the changes made since the last call. With bodies kept by the driver, the
+    /// record bodies in [`Changes::bodies`] are no longer held in memory afterwards.
     pub fn take_changes(&mut self) -> Changes {
-        std::mem::take(&mut self.changes)
+        let changes = std::mem::take(&mut self.changes);
+        if !self.config.bodies_in_memory {
+            for (id, _) in &changes.bodies {
+                if let Some(meta) = self.entries.get(id).map(|e| e.meta) {
+                    self.drop_body(&meta);
+                }
+            }
+        }
+        changes
     }
 
     /// A held bundle.
@@ -518,6 +579,7 @@ mod tests {
             max_bundles: 100,
             max_bytes_per_origin: size * 2 + 8,
             issuers: None,
+            bodies_in_memory: true,
         });
         let (p, q) = (Origin::Peer([1; 32]), Origin::Peer([2; 32]));
         assert!(matches!(
@@ -589,7 +651,7 @@ mod tests {
         let first = s.in_order().next().expect("a bundle");
         assert_eq!(first.meta.kind, BundleKind::Fraud);
         assert_eq!(first.origin, Origin::Local);
-        let proof = Bundle::decode(&first.bytes).expect("decodes");
+        let proof = Bundle::decode(&s.body(&first.meta.id).expect("held")).expect("decodes");
         assert_eq!(proof.verify(T0), Ok(()));
     }
 }

@@ -999,7 +999,13 @@ impl Session {
                 self.send_pos += 1;
                 continue;
             };
-            let len = entry.bytes.len();
+            let entry_copies = entry.copies;
+            let Some(body) = store.body(&id) else {
+                // The driver lost the body: skip it (the mesh has other copies).
+                self.send_pos += 1;
+                continue;
+            };
+            let len = body.len();
             if self.spent + len as u64 > self.cfg.budget {
                 self.budget_spent = true;
                 break;
@@ -1011,11 +1017,11 @@ impl Session {
             self.spent += len as u64;
             m.bundles.push(Carried {
                 copies: give,
-                bundle: Blob(entry.bytes.to_vec()),
+                bundle: Blob(body.to_vec()),
             });
             self.given.push(id);
             self.given_bytes += len as u64;
-            if keep != entry.copies {
+            if keep != entry_copies {
                 store.set_copies(&id, keep);
             }
             self.send_pos += 1;

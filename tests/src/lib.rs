@@ -91,6 +91,7 @@ pub struct TestNode {
     /// Environment for the daemon (faults, …).
     pub env: Vec<(String, String)>,
     child: Option<Child>,
+    relay: bool,
 }
 
 impl TestNode {
@@ -106,6 +107,7 @@ impl TestNode {
             listen: Vec::new(),
             env: Vec::new(),
             child: None,
+            relay: false,
         };
         let v = node.json(&["init", "--json"]);
         v["device_key"]
@@ -125,7 +127,20 @@ impl TestNode {
             listen: Vec::new(),
             env: Vec::new(),
             child: None,
+            relay: false,
         }
+    }
+
+    /// A relay (`meshpay relay`): no wallet; its home is made on first start.
+    pub fn relay(root: &Path, name: &str) -> Self {
+        let mut n = Self::existing(
+            root.join(name),
+            root.join(format!("{name}-state")),
+            name,
+            "",
+        );
+        n.relay = true;
+        n
     }
 
     fn command(&self) -> Command {
@@ -206,7 +221,7 @@ impl TestNode {
                 c
             }
         };
-        cmd.args(["run", "--json"])
+        cmd.args([if self.relay { "relay" } else { "run" }, "--json"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(log);
@@ -661,5 +676,21 @@ impl Drop for Postgres {
             .args(["-m", "immediate", "stop"])
             .current_dir("/tmp")
             .output();
+    }
+}
+
+/// Copies a node's directory (a whole-device clone), leaving out its control socket and token.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy");
+    for e in std::fs::read_dir(from)
+        .expect("read the directory")
+        .flatten()
+    {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else if e.file_name() != "control.sock" && e.file_name() != "control.token" {
+            std::fs::copy(e.path(), target).expect("copy a file");
+        }
     }
 }

@@ -4,19 +4,6 @@
 use meshpay_protocol::{FraudProof, PrintableKey as _};
 use meshpay_tests::{DevIssuer, TestNode};
 use serde_json::Value;
-use std::path::Path;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else if e.file_name() != "control.sock" && e.file_name() != "control.token" {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
 
 #[test]
 fn a_cloned_wallet_paying_the_same_vendor_is_caught() {
@@ -35,8 +22,8 @@ fn a_cloned_wallet_paying_the_same_vendor_is_caught() {
     // A whole-device clone: wallet directory and sentinel both copied.
     let clone_home = root.path().join("clone");
     let clone_state = root.path().join("clone-state");
-    copy_dir(&shopper.home, &clone_home);
-    copy_dir(&shopper.state, &clone_state);
+    meshpay_tests::copy_dir(&shopper.home, &clone_home);
+    meshpay_tests::copy_dir(&shopper.state, &clone_state);
     let mut clone = TestNode::existing(clone_home, clone_state, "clone", &shopper.device);
     shopper.start(&["--peer", &vendor_addr]);
     clone.start(&["--peer", &vendor_addr]);
@@ -84,7 +71,7 @@ fn a_restored_wallet_does_not_spend_from_its_old_allowances() {
     issuer.fund(&shopper, 1_000);
     shopper.stop();
     let backup = root.path().join("backup");
-    copy_dir(&shopper.home, &backup);
+    meshpay_tests::copy_dir(&shopper.home, &backup);
 
     shopper.start(&["--peer", &vendor_addr]);
     // An allowance added after the backup, and spent from.
@@ -95,7 +82,7 @@ fn a_restored_wallet_does_not_spend_from_its_old_allowances() {
 
     // Restore the backup over the wallet: the sentinel is ahead of it.
     std::fs::remove_dir_all(&shopper.home).unwrap();
-    copy_dir(&backup, &shopper.home);
+    meshpay_tests::copy_dir(&backup, &shopper.home);
     shopper.start(&["--peer", &vendor_addr]);
     let id = shopper.json(&["id", "--json"]);
     assert!(

@@ -211,3 +211,96 @@ fn bundle_files_carry_records_and_hostile_files_are_refused() {
     assert_eq!(f["added"], 0, "{f}");
     assert_eq!(courier.json(&["mesh", "--json"]), before);
 }
+
+/// Sets `[mesh] budget_kb` in a node's config file.
+fn small_budget(n: &TestNode, kb: u64) {
+    let path = n.home.join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("budget_kb = 4096"));
+    std::fs::write(
+        &path,
+        text.replace("budget_kb = 4096", &format!("budget_kb = {kb}")),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_fork_at_both_ends_of_a_line_is_found_in_the_mesh_and_refused_everywhere() {
+    let root = tempfile::tempdir().unwrap();
+    let issuer = meshpay_tests::DevIssuer::new(root.path());
+    let mut a = TestNode::init(root.path(), "vendor-a");
+    let mut c = TestNode::init(root.path(), "vendor-c");
+    let mut shopper = TestNode::init(root.path(), "shopper");
+    // One bundle per contact at most: every hand-over takes several contacts.
+    small_budget(&a, 1);
+    small_budget(&c, 1);
+    a.start(&[]);
+    c.start(&[]);
+    shopper.start(&["--peer", &a.tcp_addr()]);
+    for n in [&a, &c, &shopper] {
+        issuer.trusted_by(n);
+    }
+    issuer.fund(&shopper, 1_000);
+    shopper.stop();
+    let clone_home = root.path().join("clone");
+    let clone_state = root.path().join("clone-state");
+    meshpay_tests::copy_dir(&shopper.home, &clone_home);
+    meshpay_tests::copy_dir(&shopper.state, &clone_state);
+    let mut clone = TestNode::existing(clone_home, clone_state, "clone", &shopper.device);
+    shopper.start(&["--peer", &a.tcp_addr()]);
+    clone.start(&["--peer", &c.tcp_addr()]);
+    shopper.wait_peer(&a.device);
+    clone.wait_peer(&c.device);
+
+    // The same counter spent at both ends of the market: neither vendor can tell yet.
+    let first = shopper.json(&["pay", "--to", &a.device, "--amount", "100", "--json"]);
+    let second = clone.json(&["pay", "--to", &c.device, "--amount", "200", "--json"]);
+    assert_eq!(first["status"], "acked");
+    assert_eq!(second["status"], "acked");
+    assert_eq!(first["counter"], second["counter"]);
+    shopper.stop();
+    clone.stop();
+
+    // A relay with room for about three bundles walks between them.
+    let mut b = TestNode::relay(root.path(), "relay-b");
+    b.start(&[
+        "--quota-kb",
+        "1",
+        "--peer",
+        &a.tcp_addr(),
+        "--peer",
+        &c.tcp_addr(),
+    ]);
+    b.wait_peer(&a.device);
+    b.wait_peer(&c.device);
+    let found = |n: &TestNode| n.json(&["frauds", "--json"]).as_array().map_or(0, Vec::len);
+    let mut rounds = 0;
+    while found(&a) == 0 || found(&c) == 0 {
+        rounds += 1;
+        assert!(
+            rounds <= 12,
+            "the fraud proof did not spread: a {} c {}\nc: {}\nb: {}\n{}",
+            found(&a),
+            found(&c),
+            c.json(&["mesh", "--json"]),
+            b.json(&["mesh", "--json"]),
+            c.log()
+        );
+        for n in [&a, &c, &b] {
+            n.json(&["sync", "--json"]);
+        }
+    }
+    let m = b.json(&["mesh", "--json"]);
+    assert_eq!(m["by_kind"]["fraud_proof"], 1, "{m}");
+    assert!(
+        m["bytes"].as_u64().unwrap() <= 1024,
+        "the relay stays within its quota: {m}"
+    );
+    // Refused everywhere from now on.
+    shopper.start(&["--peer", &c.tcp_addr()]);
+    shopper.wait_peer(&c.device);
+    let out = shopper.cli(&["pay", "--to", &c.device, "--amount", "50", "--json"]);
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["status"], "refused", "{again}");
+    assert_eq!(again["reason"], "known_fraud", "{again}");
+}
