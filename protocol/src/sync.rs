@@ -16,8 +16,10 @@
 //! does the responder if the symbols it has taken already cost more than listing would. Either
 //! way the session always ends with exact differences.
 //!
-//! The salt is fresh per session (the initiator draws it from the driver's generator): nobody
-//! can grind two bundles onto one key, and an accidental 64-bit collision lasts one contact.
+//! The salt is fresh per session (the initiator draws it from the driver's generator), so an
+//! accidental 64-bit collision lasts one contact; colliding ids are left out of that session.
+//! Only a bundle's own maker can make two ids share a prefix (a 2^32 birthday search), and
+//! that only hides its own bundles; hiding someone else's takes a 64-bit second preimage.
 //!
 //! ## Transfer
 //!
@@ -48,7 +50,6 @@ use crate::keys::{DeviceKey, DeviceSecret, IssuerId};
 use crate::objects::{Body, Hash, Signed, UnixTime, hash, tags};
 use crate::store::{Admission, BundleStore, Entry, Origin, priority};
 use serde_tuple::{Deserialize_tuple, Serialize_tuple};
-use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Largest sync message, in bytes (it travels inside a link message of at most 2 KiB).
@@ -323,12 +324,12 @@ pub fn coded_symbols(keys: &[u64], n: usize) -> Vec<u8> {
 }
 
 fn salted_key(salt: u64, id: &Hash) -> u64 {
-    let mut h = Sha256::new();
-    h.update(b"meshpay/v1/sync-key\0");
-    h.update(salt.to_le_bytes());
-    h.update(id.0);
-    let d = h.finalize();
-    u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+    // Bundle ids are SHA-256 outputs, so their first 8 bytes are uniform, and aiming a bundle
+    // at someone else's prefix is a 64-bit second preimage. The salt and a bijective mix give
+    // every session other keys, cheaply: a relay holding 100,000 bundles keys them in about a
+    // millisecond.
+    let mut state = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes")) ^ salt;
+    splitmix(&mut state)
 }
 
 // ---------------------------------------------------------------------------------------------
