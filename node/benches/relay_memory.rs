@@ -64,6 +64,7 @@ fn reopen(path: &str) -> anyhow::Result<()> {
         let mid = status("VmRSS:");
         let mut store = meshpay_protocol::store::BundleStore::new(StoreConfig {
             bodies_in_memory: false,
+            accept_messages: false,
             ..StoreConfig::default()
         });
         for (_, v) in &raw {
@@ -142,6 +143,7 @@ fn main() -> anyhow::Result<()> {
                 max_bytes_per_origin: 1 << 30,
                 issuers: None,
                 bodies_in_memory: false,
+                accept_messages: false,
             },
             Routing::Epidemic,
             4 << 20,

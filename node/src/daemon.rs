@@ -205,6 +205,7 @@ impl Node {
                 max_bytes_per_origin: (config.mesh.quota_per_peer_mb << 20).min(quota_bytes),
                 issuers: None,
                 bodies_in_memory: false,
+                accept_messages: false,
             },
             config.mesh.routing()?,
             config.mesh.budget_kb << 10,

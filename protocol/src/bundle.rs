@@ -13,6 +13,7 @@
 //! | 4 fraud proof | [`FraudProof`] | certificate `valid_from` | certificate `settle_by` + [`RECEIPT_TTL`] | full proof |
 //! | 5 revocation | [`Revocation`] | `revoked_at` | `revoked_at` + [`REVOCATION_TTL`] | issuer signature |
 //! | 6 descriptor | [`IssuerDescriptor`] | `valid_from` | `valid_until` | self-signature |
+//! | 7 message | [`PlainMessage`]: simulation traffic, refused by nodes | `created` | `expires` | none |
 //!
 //! The bundle id is `SHA-256("meshpay/v1/bundle" ‖ 0x00 ‖ encoding)`: two carriers holding the
 //! same bytes hold the same bundle, and a forged copy of a record's header with other
@@ -20,7 +21,7 @@
 
 use crate::codec::{self, Blob, DecodeError, VERSION, Wire, check_version};
 use crate::iou::{FraudProof, SpendNotice};
-use crate::keys::IssuerId;
+use crate::keys::{DeviceKey, IssuerId};
 use crate::objects::{
     AllowanceCert, Hash, IssuerDescriptor, Revocation, SettlementReceipt, UnixTime, hash,
 };
@@ -53,6 +54,8 @@ pub enum BundleKind {
     Descriptor,
     /// A sealed settlement record.
     Record,
+    /// A plain unicast message (simulation traffic for comparisons with DTN studies).
+    Message,
 }
 
 impl BundleKind {
@@ -65,6 +68,7 @@ impl BundleKind {
             BundleKind::Fraud => 4,
             BundleKind::Revocation => 5,
             BundleKind::Descriptor => 6,
+            BundleKind::Message => 7,
         }
     }
 
@@ -77,6 +81,7 @@ impl BundleKind {
             4 => BundleKind::Fraud,
             5 => BundleKind::Revocation,
             6 => BundleKind::Descriptor,
+            7 => BundleKind::Message,
             _ => return None,
         })
     }
@@ -99,6 +104,7 @@ impl BundleKind {
             BundleKind::Fraud => "fraud_proof",
             BundleKind::Revocation => "revocation",
             BundleKind::Descriptor => "descriptor",
+            BundleKind::Message => "message",
         }
     }
 }
@@ -126,6 +132,40 @@ impl Wire for CertifiedNotice {
             return Err(DecodeError::InvalidField {
                 kind: Self::KIND,
                 field: "notice is for another allowance",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A plain unicast message from one device to another: the traffic of classic DTN studies,
+/// which the simulator carries through the same sync machine. Unsigned; nodes do not carry
+/// it ([`crate::store::StoreConfig::accept_messages`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct PlainMessage {
+    /// Format version.
+    pub version: u8,
+    /// Sender.
+    pub from: DeviceKey,
+    /// Destination.
+    pub to: DeviceKey,
+    /// Creation time.
+    pub created: UnixTime,
+    /// Carriers drop it after this time.
+    pub expires: UnixTime,
+    /// Content, at most 900 bytes.
+    pub payload: Blob,
+}
+
+impl Wire for PlainMessage {
+    const KIND: &'static str = "plain message";
+    const MAX_SIZE: usize = 1000;
+    fn check(&self) -> Result<(), DecodeError> {
+        check_version(Self::KIND, self.version)?;
+        if self.payload.0.len() > 900 || self.created > self.expires {
+            return Err(DecodeError::InvalidField {
+                kind: Self::KIND,
+                field: "payload over 900 bytes, or created after expiry",
             });
         }
         Ok(())
@@ -170,6 +210,8 @@ pub enum Content {
     Revocation(Revocation),
     /// An issuer descriptor.
     Descriptor(Box<IssuerDescriptor>),
+    /// A plain message.
+    Message(Box<PlainMessage>),
 }
 
 /// What anyone can tell about a bundle without opening it.
@@ -216,6 +258,9 @@ pub enum BundleError {
     /// Past its expiry.
     #[error("the bundle expired")]
     Expired,
+    /// A plain message, and this store does not carry them.
+    #[error("plain messages are simulation traffic; this node does not carry them")]
+    PlainMessage,
 }
 
 impl Bundle {
@@ -228,6 +273,7 @@ impl Bundle {
             Content::Fraud(f) => (BundleKind::Fraud, codec::encode(f.as_ref())),
             Content::Revocation(r) => (BundleKind::Revocation, codec::encode(r)),
             Content::Descriptor(d) => (BundleKind::Descriptor, codec::encode(d.as_ref())),
+            Content::Message(m) => (BundleKind::Message, codec::encode(m.as_ref())),
         };
         let bytes = codec::encode(&Envelope {
             version: VERSION,
@@ -263,6 +309,7 @@ impl Bundle {
             BundleKind::Fraud => Content::Fraud(Box::new(codec::decode(body)?)),
             BundleKind::Revocation => Content::Revocation(codec::decode(body)?),
             BundleKind::Descriptor => Content::Descriptor(Box::new(codec::decode(body)?)),
+            BundleKind::Message => Content::Message(Box::new(codec::decode(body)?)),
         };
         let meta = meta_of(&content, kind, bytes);
         Ok(Self {
@@ -279,7 +326,8 @@ impl Bundle {
             return Err(BundleError::Expired);
         }
         match &self.content {
-            Content::Record(_) => Ok(()),
+            // Sealed or unsigned: nothing a carrier can check beyond the shape.
+            Content::Record(_) | Content::Message(_) => Ok(()),
             Content::Receipt(r) => {
                 r.verify(&r.body().issuer)
                     .map_err(|_| BundleError::BadSignature("receipt"))?;
@@ -433,6 +481,8 @@ fn meta_of(content: &Content, kind: BundleKind, bytes: &[u8]) -> Meta {
             let b = d.body();
             (b.issuer, b.valid_from, b.valid_until, None)
         }
+        // No issuer: the all-zero id.
+        Content::Message(m) => (IssuerId([0; 32]), m.created, m.expires, None),
     };
     Meta {
         id: bundle_id(bytes),

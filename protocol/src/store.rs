@@ -57,6 +57,8 @@ pub struct StoreConfig {
     /// Keep record bodies in memory (`false`: the driver stores them and installs a
     /// [`BodyLoader`]).
     pub bodies_in_memory: bool,
+    /// Carry plain messages (simulation traffic; nodes do not).
+    pub accept_messages: bool,
 }
 
 /// Reads a bundle body the driver stored (see [`StoreConfig::bodies_in_memory`]).
@@ -70,6 +72,7 @@ impl Default for StoreConfig {
             max_bytes_per_origin: 16 << 20,
             issuers: None,
             bodies_in_memory: true,
+            accept_messages: false,
         }
     }
 }
@@ -155,6 +158,7 @@ pub struct BundleStore {
     tombstones: BTreeMap<Hash, UnixTime>,
     tomb_expiry: BTreeSet<(UnixTime, Hash)>,
     notices: BTreeMap<(AllowanceId, u32), Hash>,
+    destinations: BTreeMap<Hash, crate::keys::DeviceKey>,
     per_origin: BTreeMap<Origin, u64>,
     bytes: u64,
     changes: Changes,
@@ -220,8 +224,11 @@ impl BundleStore {
         if self.entries.contains_key(&meta.id) {
             return Admission::Duplicate;
         }
+        if meta.kind == BundleKind::Message && !self.config.accept_messages {
+            return Admission::Refused(BundleError::PlainMessage);
+        }
         if let Some(issuers) = &self.config.issuers {
-            if !issuers.contains(&meta.issuer) {
+            if meta.kind != BundleKind::Message && !issuers.contains(&meta.issuer) {
                 return Admission::ForeignIssuer;
             }
         }
@@ -240,6 +247,9 @@ impl BundleStore {
         }
         self.put(bundle.bytes().into(), meta, origin, copies);
         match bundle.content() {
+            Content::Message(m) => {
+                self.destinations.insert(meta.id, m.to);
+            }
             Content::Receipt(_) => {
                 let subject = meta.subject.expect("receipts have a subject");
                 self.purge(subject, meta.expires);
@@ -291,10 +301,16 @@ impl BundleStore {
             return true;
         }
         self.put(bytes.into(), meta, origin, copies);
-        if let Content::Notice(n) = bundle.content() {
-            self.notices
-                .entry((n.notice.allowance, n.notice.counter))
-                .or_insert(meta.id);
+        match bundle.content() {
+            Content::Notice(n) => {
+                self.notices
+                    .entry((n.notice.allowance, n.notice.counter))
+                    .or_insert(meta.id);
+            }
+            Content::Message(m) => {
+                self.destinations.insert(meta.id, m.to);
+            }
+            _ => {}
         }
         self.changes.added.pop();
         self.changes.bodies.pop();
@@ -360,6 +376,7 @@ impl BundleStore {
         if e.meta.kind == BundleKind::Notice {
             self.notices.retain(|_, v| v != id);
         }
+        self.destinations.remove(id);
         self.changes.removed.push(*id);
         Some(e)
     }
@@ -465,6 +482,11 @@ impl BundleStore {
     /// A held bundle.
     pub fn get(&self, id: &Hash) -> Option<&Entry> {
         self.entries.get(id)
+    }
+
+    /// The destination of a held plain message.
+    pub fn destination(&self, id: &Hash) -> Option<crate::keys::DeviceKey> {
+        self.destinations.get(id).copied()
     }
 
     /// True if `id` is held.
@@ -580,6 +602,7 @@ mod tests {
             max_bytes_per_origin: size * 2 + 8,
             issuers: None,
             bodies_in_memory: true,
+            accept_messages: false,
         });
         let (p, q) = (Origin::Peer([1; 32]), Origin::Peer([2; 32]));
         assert!(matches!(

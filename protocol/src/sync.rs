@@ -50,7 +50,7 @@ use crate::keys::{DeviceKey, DeviceSecret, IssuerId};
 use crate::objects::{Body, Hash, Signed, UnixTime, hash, tags};
 use crate::store::{Admission, BundleStore, Entry, Origin, priority};
 use serde_tuple::{Deserialize_tuple, Serialize_tuple};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// Largest sync message, in bytes (it travels inside a link message of at most 2 KiB).
 pub const MAX_SYNC: usize = 2000;
@@ -323,6 +323,54 @@ pub fn coded_symbols(keys: &[u64], n: usize) -> Vec<u8> {
     out
 }
 
+/// A session's keys and the ids they stand for, sorted by key.
+#[derive(Debug, Default)]
+struct KeyIndex(Vec<(u64, Hash)>);
+
+impl KeyIndex {
+    /// Keys of `ids` under `salt`; ids colliding on one key are left out.
+    fn new<'a>(ids: impl Iterator<Item = &'a Hash>, salt: u64) -> Self {
+        let mut v: Vec<(u64, Hash)> = ids.map(|id| (salted_key(salt, id), *id)).collect();
+        v.sort_unstable_by_key(|e| e.0);
+        let mut out: Vec<(u64, Hash)> = Vec::with_capacity(v.len());
+        let mut i = 0;
+        while i < v.len() {
+            let mut j = i + 1;
+            while j < v.len() && v[j].0 == v[i].0 {
+                j += 1;
+            }
+            if j == i + 1 {
+                out.push(v[i]);
+            }
+            i = j;
+        }
+        Self(out)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().map(|e| e.0)
+    }
+
+    fn get(&self, key: &u64) -> Option<&Hash> {
+        self.0
+            .binary_search_by_key(key, |e| e.0)
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    fn contains_key(&self, key: &u64) -> bool {
+        self.get(key).is_some()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, &Hash)> + '_ {
+        self.0.iter().map(|e| (e.0, &e.1))
+    }
+}
+
 fn salted_key(salt: u64, id: &Hash) -> u64 {
     // Bundle ids are SHA-256 outputs, so their first 8 bytes are uniform, and aiming a bundle
     // at someone else's prefix is a 64-bit second preimage. The salt and a bijective mix give
@@ -519,6 +567,40 @@ impl SyncMessage {
         codec::encode(self)
     }
 
+    /// The length of [`SyncMessage::encode`]'s output, computed without encoding.
+    pub fn encoded_len(&self) -> usize {
+        fn uint(n: u64) -> usize {
+            match n {
+                0..=23 => 1,
+                24..=0xff => 2,
+                0x100..=0xffff => 3,
+                0x1_0000..=0xffff_ffff => 5,
+                _ => 9,
+            }
+        }
+        fn bstr(len: usize) -> usize {
+            uint(len as u64) + len
+        }
+        let bundles: usize = self
+            .bundles
+            .iter()
+            .map(|c| 1 + uint(u64::from(c.copies)) + bstr(c.bundle.0.len()))
+            .sum();
+        1 + uint(u64::from(self.version))
+            + uint(u64::from(self.step))
+            + uint(self.salt)
+            + uint(u64::from(self.count))
+            + uint(self.gateway_for.len() as u64)
+            + self.gateway_for.len() * bstr(32)
+            + bstr(self.symbols.0.len())
+            + bstr(self.keys.0.len())
+            + 1
+            + uint(self.bundles.len() as u64)
+            + bundles
+            + 1
+            + self.handover.as_ref().map_or(1, |h| codec::encode(h).len())
+    }
+
     /// Bytes of bundles it carries.
     pub fn bundle_bytes(&self) -> usize {
         self.bundles.iter().map(|c| c.bundle.0.len()).sum()
@@ -617,7 +699,9 @@ pub struct Session {
     salt: u64,
     state: State,
     /// Our keys at the start of the session.
-    keys: BTreeMap<u64, Hash>,
+    keys: KeyIndex,
+    /// Symbols made but not sent yet.
+    pending: std::collections::VecDeque<Symbol>,
     encoder: Option<Encoder>,
     decoder: Option<Decoder>,
     peer_count: u32,
@@ -646,24 +730,14 @@ pub struct Session {
 
 impl Session {
     fn new(side: Side, cfg: SessionConfig, salt: u64, store: &BundleStore) -> Self {
-        let mut keys = BTreeMap::new();
-        let mut collided = BTreeSet::new();
-        for id in store.ids() {
-            let k = salted_key(salt, id);
-            if keys.insert(k, *id).is_some() {
-                collided.insert(k);
-            }
-        }
-        // Two of our ids on one key: leave both out of this session (the next salt differs).
-        for k in collided {
-            keys.remove(&k);
-        }
+        let keys = KeyIndex::new(store.ids(), salt);
         Self {
             side,
             cfg,
             salt,
             state: State::Finished,
             keys,
+            pending: std::collections::VecDeque::new(),
             encoder: None,
             decoder: None,
             peer_count: 0,
@@ -699,10 +773,10 @@ impl Session {
         m.count = u32::try_from(s.keys.len()).unwrap_or(u32::MAX);
         m.gateway_for = s.cfg.gateway_for.iter().take(4).copied().collect();
         if s.keys.len() <= LIST_MAX {
-            m.keys = pack_keys(&s.keys.keys().copied().collect::<Vec<_>>());
+            m.keys = pack_keys(&s.keys.keys().collect::<Vec<_>>());
             m.last = true;
         } else {
-            let mut enc = Encoder::new(s.keys.keys().copied());
+            let mut enc = Encoder::new(s.keys.keys());
             let mut packed = Vec::new();
             for sym in enc.produce(FIRST_SYMBOLS) {
                 sym.write(&mut packed);
@@ -740,7 +814,7 @@ impl Session {
             let n_mine = s.keys.len();
             let spread = n_mine.abs_diff(open.count as usize);
             s.decoder = Some(Decoder {
-                own: Encoder::new(s.keys.keys().copied()),
+                own: Encoder::new(s.keys.keys()),
                 cells: Vec::new(),
                 found: Vec::new(),
             });
@@ -774,10 +848,14 @@ impl Session {
                 let enc = self.encoder.as_mut().ok_or(SyncError::Unexpected(step))?;
                 let mut packed = Vec::new();
                 let mut n = 0;
+                // Symbols are made a batch at a time (one pass over the set per batch) and sent
+                // in order, as many as fit.
                 while packed.len() + 26 <= ROOM {
-                    for sym in enc.produce(1) {
-                        sym.write(&mut packed);
+                    if self.pending.is_empty() {
+                        self.pending.extend(enc.produce(64));
                     }
+                    let sym = self.pending.pop_front().expect("just made");
+                    sym.write(&mut packed);
                     n += 1;
                 }
                 self.stats.symbols += n;
@@ -831,7 +909,7 @@ impl Session {
     }
 
     fn received(&mut self, m: &SyncMessage) {
-        self.stats.bytes_received += m.encode().len() as u64;
+        self.stats.bytes_received += m.encoded_len() as u64;
         self.stats.bundle_bytes += m.bundle_bytes() as u64;
     }
 
@@ -842,7 +920,7 @@ impl Session {
             self.told_role = true;
         }
         self.stats.messages_sent += 1;
-        self.stats.bytes_sent += m.encode().len() as u64;
+        self.stats.bytes_sent += m.encoded_len() as u64;
         self.stats.bundle_bytes += m.bundle_bytes() as u64;
         m
     }
@@ -902,7 +980,6 @@ impl Session {
             .keys()
             .skip(self.list_pos)
             .take(ROOM / 8)
-            .copied()
             .collect();
         self.list_pos += all.len();
         let mut m = SyncMessage::new(Step::Keys);
@@ -944,12 +1021,17 @@ impl Session {
         self.to_send.extend(rest);
     }
 
-    /// Copies to give with `entry` to this peer, or `None` if routing keeps it here.
-    fn offer(&self, entry: &Entry) -> Option<(u32, u32)> {
-        if entry.meta.kind != BundleKind::Record {
-            return Some((0, entry.copies));
-        }
-        if self.peer_gateways.contains(&entry.meta.issuer) {
+    /// Copies to give with `entry` to this peer, or `None` if routing keeps it here. Records go
+    /// to gateways of their issuer, messages to their destination, whatever the routing.
+    fn offer(&self, entry: &Entry, store: &BundleStore) -> Option<(u32, u32)> {
+        let destination = match entry.meta.kind {
+            BundleKind::Record => self.peer_gateways.contains(&entry.meta.issuer),
+            BundleKind::Message => store
+                .destination(&entry.meta.id)
+                .is_some_and(|to| to == self.cfg.peer),
+            _ => return Some((0, entry.copies)),
+        };
+        if destination {
             return Some((entry.copies.min(1), entry.copies));
         }
         match self.cfg.routing {
@@ -996,7 +1078,7 @@ impl Session {
                 self.send_pos += 1;
                 continue;
             };
-            let Some((give, keep)) = self.offer(entry) else {
+            let Some((give, keep)) = self.offer(entry, store) else {
                 self.send_pos += 1;
                 continue;
             };

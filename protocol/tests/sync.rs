@@ -348,6 +348,38 @@ fn a_peer_handing_over_a_forged_bundle_is_dropped() {
     );
 }
 
+#[test]
+fn encoded_len_is_the_encoding_length() {
+    use meshpay_protocol::sync::Session;
+    // Every message of a few sessions of different shapes.
+    for (a_n, b_n) in [(0u64, 0u64), (10, 300), (300, 10), (500, 520), (2000, 2000)] {
+        let mut a = store_with(0..a_n);
+        let mut b = store_with(a_n / 2..a_n / 2 + b_n);
+        let (ka, kb) = (device(1), device(2));
+        let (mut init, mut msg) = Session::initiate(session_config(1, 2, u64::MAX), &a, 5);
+        assert_eq!(msg.encoded_len(), msg.encode().len());
+        let (mut resp, mut answer) =
+            Session::accept(session_config(2, 1, u64::MAX), &mut b, &msg).expect("honest");
+        loop {
+            assert_eq!(
+                answer.encoded_len(),
+                answer.encode().len(),
+                "{:?}",
+                answer.step()
+            );
+            let Some(next) = init.handle(&answer, &mut a, &ka).expect("honest") else {
+                break;
+            };
+            msg = next;
+            assert_eq!(msg.encoded_len(), msg.encode().len(), "{:?}", msg.step());
+            answer = resp
+                .handle(&msg, &mut b, &kb)
+                .expect("honest")
+                .expect("an answer");
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 

@@ -1,0 +1,610 @@
+//! The discrete-event engine: a virtual clock in milliseconds, contact and message events in
+//! time order, and at every contact the protocol crate's own sync session between the two
+//! nodes' bundle stores, bounded by what the contact can carry.
+//!
+//! ## Model
+//!
+//! - **Contacts** come from a mobility model or a trace, up and down in time order. When a
+//!   contact comes up, the two nodes run one sync session right away ([`sync::contact`]): every
+//!   message of it goes through its encoding, as on a real link. A contact of `d` seconds on a
+//!   radio of `r` bit/s with set-up time `s` can carry `(d − s) · r / 8` bytes, half each way;
+//!   the sessions of one contact share that budget. A bundle counts as arrived at
+//!   `up + s + (bytes handed over so far in the contact) · 8 / r`.
+//! - **Propagation inside a contact graph**: a node that took something new syncs again with
+//!   its other peers in range (and a node that creates a message, with its peers in range),
+//!   so a message crosses a chain of simultaneous contacts as it would in The ONE.
+//! - **Time** never comes from the wall clock: runs are reproducible byte for byte from the
+//!   seed, which also draws every key and session salt.
+
+use crate::mobility::{self, Waypoint};
+use crate::scenario::{Mobility, Scenario};
+use crate::trace::{ContactEvent, Link, MessageEvent};
+use meshpay_protocol::bundle::{Bundle, BundleKind, Content, PlainMessage};
+use meshpay_protocol::codec::{Blob, VERSION};
+use meshpay_protocol::store::{Admission, BundleStore, Origin, StoreConfig};
+use meshpay_protocol::sync::{self, Party, Routing, SessionConfig};
+use meshpay_protocol::{DeviceSecret, Hash};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Wall-clock origin of simulated time, for the protocol's expiry checks (2027-01-15).
+pub const EPOCH: u64 = 1_800_000_000;
+
+/// One message's fate.
+#[derive(Debug, Clone)]
+pub struct MessageRecord {
+    /// Name (from the trace, or `M<n>`).
+    pub name: String,
+    /// Source node.
+    pub from: u32,
+    /// Destination node.
+    pub to: u32,
+    /// Created, ms.
+    pub created_ms: u64,
+    /// First arrival at the destination, ms.
+    pub delivered_ms: Option<u64>,
+    /// Hops of the copy that arrived first.
+    pub hops: Option<u32>,
+    /// Bundle id.
+    pub id: Hash,
+}
+
+/// Counters of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Contacts that came up.
+    pub contacts: u64,
+    /// Sum of contact durations, ms.
+    pub contact_ms: u64,
+    /// Sync sessions run.
+    pub sessions: u64,
+    /// Message copies handed over (The ONE's "relayed").
+    pub relayed: u64,
+    /// Message copies dropped from buffers (full or expired).
+    pub dropped: u64,
+    /// Bytes of sync messages sent, both ways, all sessions.
+    pub bytes: u64,
+    /// Bytes of bundles among them.
+    pub bundle_bytes: u64,
+    /// Largest number of bundles any node held.
+    pub peak_buffer: usize,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Every message.
+    pub messages: Vec<MessageRecord>,
+    /// Counters.
+    pub counters: Counters,
+    /// Nodes.
+    pub nodes: u32,
+    /// Simulated duration, ms.
+    pub duration_ms: u64,
+    /// The contacts the run used (for export).
+    pub contacts: Vec<ContactEvent>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Up {
+    start_ms: u64,
+    /// Bytes each side may still send.
+    left: [u64; 2],
+    /// Bytes handed over so far.
+    carried: u64,
+}
+
+struct Node {
+    key: DeviceSecret,
+    store: BundleStore,
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// A trace file.
+    #[error("{path}: {why}")]
+    Trace {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// The trace names a host beyond the scenario's node count.
+    #[error("the trace names host {0}, but the scenario has {1} nodes")]
+    Host(u32, u32),
+    /// The scenario is invalid.
+    #[error("{0}")]
+    Scenario(String),
+}
+
+/// A simulation, ready to run.
+pub struct Sim {
+    scenario: Scenario,
+    routing: Routing,
+    nodes: Vec<Node>,
+    rng: ChaCha20Rng,
+    up: BTreeMap<(u32, u32), Up>,
+    peers: Vec<BTreeSet<u32>>,
+    messages: Vec<MessageRecord>,
+    by_id: BTreeMap<Hash, usize>,
+    hops: BTreeMap<(u32, usize), u32>,
+    counters: Counters,
+    contacts: Vec<ContactEvent>,
+    creations: Vec<MessageEvent>,
+}
+
+fn read(path: &std::path::Path) -> Result<String, RunError> {
+    std::fs::read_to_string(path).map_err(|e| RunError::Trace {
+        path: path.display().to_string(),
+        why: e.to_string(),
+    })
+}
+
+impl Sim {
+    /// Prepares a run: contacts and messages are generated (or read) now, from the seed.
+    pub fn new(scenario: &Scenario) -> Result<Self, RunError> {
+        scenario
+            .check()
+            .map_err(|e| RunError::Scenario(e.to_string()))?;
+        let routing = scenario.routing().expect("checked");
+        let mut rng = ChaCha20Rng::seed_from_u64(scenario.seed);
+        let n = scenario.nodes;
+        let nodes = (0..n)
+            .map(|_| {
+                let mut seed = [0u8; 32];
+                rng.fill_bytes(&mut seed);
+                Node {
+                    key: DeviceSecret::from_seed(&seed),
+                    store: BundleStore::new(StoreConfig {
+                        max_bytes: scenario.routing.buffer_kb << 10,
+                        max_bundles: usize::MAX,
+                        max_bytes_per_origin: scenario.routing.buffer_kb << 10,
+                        issuers: None,
+                        bodies_in_memory: true,
+                        accept_messages: true,
+                    }),
+                }
+            })
+            .collect();
+        let duration_ms = ms(scenario.duration_s);
+        let contacts = match &scenario.mobility {
+            Mobility::RandomWaypoint {
+                width_m,
+                height_m,
+                speed_min,
+                speed_max,
+                pause_max_s,
+                step_s,
+            } => mobility::random_waypoint(
+                &Waypoint {
+                    width: *width_m,
+                    height: *height_m,
+                    speed_min: *speed_min,
+                    speed_max: *speed_max,
+                    pause_max: *pause_max_s,
+                    step: *step_s,
+                    range: scenario.radio.range_m,
+                },
+                n,
+                scenario.duration_s,
+                scenario.seed,
+            ),
+            Mobility::Trace { path } => {
+                let c =
+                    crate::trace::parse_connections(&read(path)?).map_err(|e| RunError::Trace {
+                        path: path.display().to_string(),
+                        why: e.to_string(),
+                    })?;
+                if let Some(e) = c.iter().find(|e| e.b >= n) {
+                    return Err(RunError::Host(e.b, n));
+                }
+                c.into_iter().filter(|e| e.t_ms <= duration_ms).collect()
+            }
+        };
+        let w = &scenario.workload;
+        let creations = if let Some(path) = &w.trace {
+            let m = crate::trace::parse_messages(&read(path)?).map_err(|e| RunError::Trace {
+                path: path.display().to_string(),
+                why: e.to_string(),
+            })?;
+            if let Some(e) = m.iter().find(|e| e.from.max(e.to) >= n) {
+                return Err(RunError::Host(e.from.max(e.to), n));
+            }
+            m
+        } else if w.messages {
+            let mut out = Vec::new();
+            let until = if w.until_s > 0.0 {
+                ms(w.until_s).min(duration_ms)
+            } else {
+                duration_ms
+            };
+            let mut t = ms(mobility::uniform(
+                &mut rng,
+                w.interval_min_s,
+                w.interval_max_s,
+            ));
+            while t < until {
+                let from = pick(&mut rng, n);
+                let mut to = pick(&mut rng, n - 1);
+                if to >= from {
+                    to += 1;
+                }
+                out.push(MessageEvent {
+                    t_ms: t,
+                    id: format!("M{}", out.len() + 1),
+                    from,
+                    to,
+                    size: w.size,
+                });
+                t += ms(mobility::uniform(
+                    &mut rng,
+                    w.interval_min_s,
+                    w.interval_max_s,
+                ))
+                .max(1);
+            }
+            out
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            scenario: scenario.clone(),
+            routing,
+            nodes,
+            rng,
+            up: BTreeMap::new(),
+            peers: vec![BTreeSet::new(); n as usize],
+            messages: Vec::new(),
+            by_id: BTreeMap::new(),
+            hops: BTreeMap::new(),
+            counters: Counters::default(),
+            contacts,
+            creations,
+        })
+    }
+
+    /// The contacts this run will replay.
+    pub fn contacts(&self) -> &[ContactEvent] {
+        &self.contacts
+    }
+
+    /// The messages this run will create.
+    pub fn creations(&self) -> &[MessageEvent] {
+        &self.creations
+    }
+
+    /// Runs to the end. `progress` is called with the fraction of simulated time done, at most
+    /// a hundred times.
+    pub fn run(mut self, mut progress: impl FnMut(f64)) -> Outcome {
+        let duration_ms = ms(self.scenario.duration_s);
+        // Down before up before creation at equal times; then file order.
+        let mut order: Vec<(u64, u8, usize)> = Vec::new();
+        for (i, c) in self.contacts.iter().enumerate() {
+            order.push((c.t_ms, u8::from(c.link != Link::Down), i));
+        }
+        for (i, m) in self.creations.iter().enumerate() {
+            order.push((m.t_ms, 2, i));
+        }
+        order.sort_unstable();
+        let mut next_tick = 0.01;
+        for (t, kind, i) in order {
+            if t > duration_ms {
+                break;
+            }
+            // Milliseconds fit f64 exactly at these scales.
+            #[allow(clippy::cast_precision_loss)]
+            let done = t as f64 / duration_ms.max(1) as f64;
+            if done >= next_tick {
+                progress(done);
+                next_tick += 0.01;
+            }
+            match kind {
+                0 => {
+                    let c = self.contacts[i];
+                    if let Some(u) = self.up.remove(&(c.a, c.b)) {
+                        self.counters.contact_ms += t.saturating_sub(u.start_ms);
+                    }
+                    self.peers[c.a as usize].remove(&c.b);
+                    self.peers[c.b as usize].remove(&c.a);
+                }
+                1 => {
+                    let c = self.contacts[i];
+                    let end = self.contact_end(i).unwrap_or(duration_ms);
+                    let capacity = self.capacity(end.saturating_sub(t));
+                    self.up.insert(
+                        (c.a, c.b),
+                        Up {
+                            start_ms: t,
+                            left: [capacity / 2, capacity / 2],
+                            carried: 0,
+                        },
+                    );
+                    self.peers[c.a as usize].insert(c.b);
+                    self.peers[c.b as usize].insert(c.a);
+                    self.counters.contacts += 1;
+                    self.spread(VecDeque::from([(c.a, c.b)]), t);
+                }
+                _ => {
+                    let m = self.creations[i].clone();
+                    self.create(&m, t);
+                    let work = self.peers[m.from as usize]
+                        .iter()
+                        .map(|&p| (m.from, p))
+                        .collect();
+                    self.spread(work, t);
+                }
+            }
+        }
+        for ((_, _), u) in std::mem::take(&mut self.up) {
+            self.counters.contact_ms += duration_ms.saturating_sub(u.start_ms);
+        }
+        progress(1.0);
+        Outcome {
+            messages: self.messages,
+            counters: self.counters,
+            nodes: self.scenario.nodes,
+            duration_ms,
+            contacts: self.contacts,
+        }
+    }
+
+    /// When contact `i` (an up event) goes down.
+    fn contact_end(&self, i: usize) -> Option<u64> {
+        let c = self.contacts[i];
+        self.contacts[i + 1..]
+            .iter()
+            .find(|e| e.a == c.a && e.b == c.b && e.link == Link::Down)
+            .map(|e| e.t_ms)
+    }
+
+    /// Bytes a contact of `len_ms` can carry.
+    // Contact lengths and rates are far below 2^53.
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    fn capacity(&self, len_ms: u64) -> u64 {
+        let r = &self.scenario.radio;
+        if r.bitrate_bps == 0 {
+            return u64::MAX / 4;
+        }
+        let usable = (len_ms as f64 / 1000.0 - r.setup_s).max(0.0);
+        (usable * r.bitrate_bps as f64 / 8.0) as u64
+    }
+
+    fn create(&mut self, m: &MessageEvent, t: u64) {
+        let idx = self.messages.len();
+        let created = EPOCH + t / 1000;
+        let ttl = self.scenario.workload.ttl_s;
+        let expires = if ttl > 0.0 {
+            created + ms(ttl) / 1000
+        } else {
+            EPOCH + ms(self.scenario.duration_s) / 1000 + 86_400
+        };
+        let bundle = sized_message(
+            &self.nodes[m.from as usize].key,
+            &self.nodes[m.to as usize].key,
+            created,
+            expires,
+            idx as u64,
+            m.size,
+        );
+        let id = bundle.id();
+        self.messages.push(MessageRecord {
+            name: m.id.clone(),
+            from: m.from,
+            to: m.to,
+            created_ms: t,
+            delivered_ms: None,
+            hops: None,
+            id,
+        });
+        self.by_id.insert(id, idx);
+        self.hops.insert((m.from, idx), 0);
+        let copies = self.routing.initial_copies();
+        let node = &mut self.nodes[m.from as usize];
+        if !matches!(
+            node.store
+                .insert_bundle(&bundle, Origin::Local, copies, created),
+            Admission::Added(_)
+        ) {
+            self.counters.dropped += 1;
+        }
+        self.drain(m.from);
+    }
+
+    /// Runs sessions over the pairs in `work`, and on from every node that took something new
+    /// to its other peers in range, until nothing moves.
+    fn spread(&mut self, mut work: VecDeque<(u32, u32)>, t: u64) {
+        let mut rounds = 0usize;
+        let bound = 64 + 8 * self.up.len();
+        while let Some((x, y)) = work.pop_front() {
+            rounds += 1;
+            if rounds > bound {
+                break;
+            }
+            let (got_x, got_y) = self.session(x, y, t);
+            for (node, got, other) in [(x, got_x, y), (y, got_y, x)] {
+                if got {
+                    for &p in &self.peers[node as usize] {
+                        if p != other {
+                            work.push_back((node, p));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One sync session between `x` (initiator) and `y`. Returns whether each took something.
+    // x and y are the two nodes, a and b their states: the names mirror each other.
+    #[allow(clippy::many_single_char_names)]
+    fn session(&mut self, x: u32, y: u32, t: u64) -> (bool, bool) {
+        let key = (x.min(y), x.max(y));
+        let Some(mut up) = self.up.get(&key).copied() else {
+            return (false, false);
+        };
+        let (sx, sy) = if x < y { (0, 1) } else { (1, 0) };
+        if up.left[sx] == 0 && up.left[sy] == 0 {
+            return (false, false);
+        }
+        let now = EPOCH + t / 1000;
+        let salt = self.rng.next_u64();
+        let (a, b) = pair(&mut self.nodes, x as usize, y as usize);
+        a.store.expire(now);
+        b.store.expire(now);
+        let cfg = |me: &Node, peer: &Node, budget: u64| SessionConfig {
+            me: me.key.public(),
+            peer: peer.key.public(),
+            gateway_for: Vec::new(),
+            routing: self.routing,
+            budget,
+            now,
+        };
+        let (ca, cb) = (cfg(a, b, up.left[sx]), cfg(b, a, up.left[sy]));
+        let result = sync::contact(
+            Party {
+                store: &mut a.store,
+                cfg: ca,
+                key: &a.key,
+            },
+            Party {
+                store: &mut b.store,
+                cfg: cb,
+                key: &b.key,
+            },
+            salt,
+            u32::MAX,
+        );
+        self.counters.sessions += 1;
+        let Ok(c) = result else {
+            // Honest simulated peers never break the protocol.
+            return (false, false);
+        };
+        let (si, sr) = (c.initiator.stats(), c.responder.stats());
+        self.counters.bytes += si.bytes_sent + sr.bytes_sent;
+        self.counters.bundle_bytes += si.bundle_bytes;
+        let sent_x = bundle_bytes_given(&self.nodes[x as usize].store, c.initiator.given());
+        let sent_y = bundle_bytes_given(&self.nodes[y as usize].store, c.responder.given());
+        up.left[sx] = up.left[sx].saturating_sub(si.bytes_sent);
+        up.left[sy] = up.left[sy].saturating_sub(sr.bytes_sent);
+        let setup = ms(self.scenario.radio.setup_s);
+        let rate = self.scenario.radio.bitrate_bps;
+        let arrival = |carried: u64| -> u64 {
+            let base = t.max(up.start_ms + setup);
+            base + (carried * 8000).checked_div(rate).unwrap_or(0)
+        };
+        up.carried += sent_x + sent_y;
+        let at = arrival(up.carried);
+        let took_y = self.took(y, x, c.responder.admitted(), at);
+        let took_x = self.took(x, y, c.initiator.admitted(), at);
+        self.counters.relayed += count_messages(&self.by_id, c.initiator.given())
+            + count_messages(&self.by_id, c.responder.given());
+        self.up.insert(key, up);
+        self.drain(x);
+        self.drain(y);
+        (took_x, took_y)
+    }
+
+    /// Node `to` took `ids` from `from` at `at`: deliveries and hop counts.
+    fn took(&mut self, to: u32, from: u32, ids: &[Hash], at: u64) -> bool {
+        for id in ids {
+            if let Some(&idx) = self.by_id.get(id) {
+                let h = self.hops.get(&(from, idx)).copied().unwrap_or(0) + 1;
+                self.hops.entry((to, idx)).or_insert(h);
+                let m = &mut self.messages[idx];
+                if m.to == to && m.delivered_ms.is_none() {
+                    m.delivered_ms = Some(at.max(m.created_ms));
+                    m.hops = Some(h);
+                }
+            }
+        }
+        !ids.is_empty()
+    }
+
+    /// Counts what left node `n`'s buffer and tracks its peak.
+    fn drain(&mut self, n: u32) {
+        let node = &mut self.nodes[n as usize];
+        let ch = node.store.take_changes();
+        let len = node.store.len();
+        self.counters.peak_buffer = self.counters.peak_buffer.max(len);
+        for id in &ch.removed {
+            if let Some(&idx) = self.by_id.get(id) {
+                self.counters.dropped += 1;
+                self.hops.remove(&(n, idx));
+            }
+        }
+    }
+}
+
+fn bundle_bytes_given(store: &BundleStore, given: &[Hash]) -> u64 {
+    given
+        .iter()
+        .filter_map(|id| store.get(id).map(|e| u64::from(e.meta.size)))
+        .sum()
+}
+
+fn count_messages(by_id: &BTreeMap<Hash, usize>, ids: &[Hash]) -> u64 {
+    ids.iter().filter(|id| by_id.contains_key(id)).count() as u64
+}
+
+fn pair(nodes: &mut [Node], x: usize, y: usize) -> (&mut Node, &mut Node) {
+    assert_ne!(x, y, "a node does not meet itself");
+    if x < y {
+        let (l, r) = nodes.split_at_mut(y);
+        (&mut l[x], &mut r[0])
+    } else {
+        let (l, r) = nodes.split_at_mut(x);
+        (&mut r[0], &mut l[y])
+    }
+}
+
+/// Seconds to milliseconds.
+// Scenario times are non-negative and far below 2^53 ms.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+pub fn ms(s: f64) -> u64 {
+    (s.max(0.0) * 1000.0).round() as u64
+}
+
+fn pick(rng: &mut ChaCha20Rng, n: u32) -> u32 {
+    u32::try_from(rng.next_u64() % u64::from(n)).expect("below n")
+}
+
+/// A message bundle of exactly `size` encoded bytes (or as close as the encoding allows).
+fn sized_message(
+    from: &DeviceSecret,
+    to: &DeviceSecret,
+    created: u64,
+    expires: u64,
+    n: u64,
+    size: u32,
+) -> Bundle {
+    let make = |len: usize| {
+        let mut payload = vec![0u8; len.max(8)];
+        payload[..8].copy_from_slice(&n.to_le_bytes());
+        Bundle::new(Content::Message(Box::new(PlainMessage {
+            version: VERSION,
+            from: from.public(),
+            to: to.public(),
+            created,
+            expires,
+            payload: Blob(payload),
+        })))
+    };
+    let target = size as usize;
+    let mut len = target.saturating_sub(make(8).bytes().len()) + 8;
+    for _ in 0..4 {
+        let got = make(len).bytes().len();
+        if got == target {
+            break;
+        }
+        len = (len + target).saturating_sub(got).min(900);
+    }
+    let b = make(len.min(900));
+    debug_assert_eq!(b.meta().kind, BundleKind::Message);
+    b
+}

@@ -1,0 +1,264 @@
+//! Scenario files (TOML): who moves how, what radios they have, what traffic they send, and
+//! how the mesh routes it. Every key has a default; `sim/scenarios/` has examples.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// A whole scenario.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    /// Name, for reports.
+    pub name: String,
+    /// Seed of every random choice (mobility, traffic, keys, session salts).
+    pub seed: u64,
+    /// Simulated seconds.
+    pub duration_s: f64,
+    /// Number of nodes.
+    pub nodes: u32,
+    /// Where contacts come from.
+    pub mobility: Mobility,
+    /// The radio every node has.
+    pub radio: Radio,
+    /// Traffic.
+    pub workload: Workload,
+    /// Routing and buffers.
+    pub routing: RoutingConfig,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self {
+            name: "scenario".into(),
+            seed: 1,
+            duration_s: 43_200.0,
+            nodes: 100,
+            mobility: Mobility::default(),
+            radio: Radio::default(),
+            workload: Workload::default(),
+            routing: RoutingConfig::default(),
+        }
+    }
+}
+
+/// Where contacts come from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "model", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Mobility {
+    /// Random waypoint (Johnson and Maltz 1996, as in The ONE): each node walks at a uniform
+    /// random speed to a uniform random point, pauses a uniform random time, and again.
+    RandomWaypoint {
+        /// Width of the area in metres.
+        width_m: f64,
+        /// Height of the area in metres.
+        height_m: f64,
+        /// Slowest speed, m/s.
+        speed_min: f64,
+        /// Fastest speed, m/s.
+        speed_max: f64,
+        /// Longest pause at a waypoint, s.
+        pause_max_s: f64,
+        /// Time step of the movement and contact detection, s.
+        step_s: f64,
+    },
+    /// Contacts replayed from a file in The ONE's connection-event format
+    /// (`<time> CONN <host1> <host2> up|down`).
+    Trace {
+        /// The trace file.
+        path: PathBuf,
+    },
+}
+
+impl Default for Mobility {
+    fn default() -> Self {
+        Mobility::RandomWaypoint {
+            width_m: 1000.0,
+            height_m: 1000.0,
+            speed_min: 0.5,
+            speed_max: 1.5,
+            pause_max_s: 120.0,
+            step_s: 1.0,
+        }
+    }
+}
+
+/// A radio profile.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Radio {
+    /// Range in metres.
+    pub range_m: f64,
+    /// Application throughput, bits per second (0: unlimited).
+    pub bitrate_bps: u64,
+    /// Seconds from coming into range to the first byte (discovery, connection, handshake).
+    pub setup_s: f64,
+}
+
+impl Default for Radio {
+    fn default() -> Self {
+        Self {
+            range_m: 10.0,
+            bitrate_bps: 250_000,
+            setup_s: 1.0,
+        }
+    }
+}
+
+impl Radio {
+    /// A Bluetooth LE-like radio: 10 m, 100 kbit/s of application data, 2 s to connect.
+    pub fn ble() -> Self {
+        Self {
+            range_m: 10.0,
+            bitrate_bps: 100_000,
+            setup_s: 2.0,
+        }
+    }
+
+    /// A Wi-Fi-like radio: 50 m, 5 Mbit/s, 1 s to associate.
+    pub fn wifi() -> Self {
+        Self {
+            range_m: 50.0,
+            bitrate_bps: 5_000_000,
+            setup_s: 1.0,
+        }
+    }
+}
+
+/// Traffic.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Workload {
+    /// Plain unicast messages between random pairs: one every `interval_s` (uniform between
+    /// the two bounds), as The ONE's `MessageEventGenerator`.
+    pub messages: bool,
+    /// Shortest gap between two messages, s.
+    pub interval_min_s: f64,
+    /// Longest gap between two messages, s.
+    pub interval_max_s: f64,
+    /// Message size in bytes (the bundle's encoded size, 100 to 1000).
+    pub size: u32,
+    /// Message lifetime, s (0: the whole run).
+    pub ttl_s: f64,
+    /// Messages from a trace in The ONE's format (`<time> C <msgId> <from> <to> <size>`)
+    /// instead of generated ones.
+    pub trace: Option<PathBuf>,
+    /// Stop creating messages after this many seconds (0: until the end).
+    pub until_s: f64,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Self {
+            messages: true,
+            interval_min_s: 25.0,
+            interval_max_s: 35.0,
+            size: 500,
+            ttl_s: 0.0,
+            trace: None,
+            until_s: 0.0,
+        }
+    }
+}
+
+/// Routing and buffers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// "epidemic", "spray-and-wait" or "direct".
+    pub routing: String,
+    /// Copies under spray-and-wait.
+    pub copies: u32,
+    /// Buffer per node, kilobytes.
+    pub buffer_kb: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            routing: "epidemic".into(),
+            copies: 6,
+            buffer_kb: 5 * 1024,
+        }
+    }
+}
+
+/// Why a scenario cannot run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScenarioError {
+    /// The file does not parse.
+    #[error("{0}")]
+    Parse(String),
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Scenario {
+    /// Parses a scenario file's text and checks its values.
+    pub fn from_toml(text: &str) -> Result<Self, ScenarioError> {
+        let s: Self = toml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
+        s.check()?;
+        Ok(s)
+    }
+
+    /// Checks ranges.
+    pub fn check(&self) -> Result<(), ScenarioError> {
+        let bad = |m: &str| Err(ScenarioError::Invalid(m.to_owned()));
+        if self.nodes < 2 {
+            return bad("nodes: at least 2");
+        }
+        if self.duration_s.is_nan() || self.duration_s <= 0.0 {
+            return bad("duration_s: positive");
+        }
+        if let Mobility::RandomWaypoint {
+            width_m,
+            height_m,
+            speed_min,
+            speed_max,
+            pause_max_s,
+            step_s,
+        } = &self.mobility
+        {
+            if !(*width_m > 0.0 && *height_m > 0.0) {
+                return bad("width_m and height_m: positive");
+            }
+            if !(*speed_min > 0.0 && speed_max >= speed_min) {
+                return bad("speeds: 0 < speed_min <= speed_max");
+            }
+            if pause_max_s.is_nan() || *pause_max_s < 0.0 || step_s.is_nan() || *step_s <= 0.0 {
+                return bad("pause_max_s >= 0 and step_s > 0");
+            }
+        }
+        if self.radio.range_m.is_nan() || self.radio.range_m <= 0.0 || self.radio.setup_s < 0.0 {
+            return bad("radio: range_m > 0, setup_s >= 0");
+        }
+        let w = &self.workload;
+        if w.messages
+            && w.trace.is_none()
+            && !(w.interval_min_s > 0.0 && w.interval_max_s >= w.interval_min_s)
+        {
+            return bad("workload: 0 < interval_min_s <= interval_max_s");
+        }
+        if !(100..=1000).contains(&w.size) {
+            return bad("workload.size: 100 to 1000 bytes");
+        }
+        if self.routing().is_none() {
+            return bad("routing: \"epidemic\", \"spray-and-wait\" or \"direct\"");
+        }
+        Ok(())
+    }
+
+    /// The routing choice.
+    pub fn routing(&self) -> Option<meshpay_protocol::sync::Routing> {
+        use meshpay_protocol::sync::Routing;
+        Some(match self.routing.routing.as_str() {
+            "epidemic" => Routing::Epidemic,
+            "spray-and-wait" => Routing::SprayAndWait {
+                copies: self.routing.copies.max(1),
+            },
+            "direct" => Routing::Direct,
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,232 @@
+//! The simulator against itself (same seed, same bytes), against theory (epidemic latency in
+//! the exponential-meeting model) and against hand-made traces in The ONE's formats.
+
+use meshpay_sim::scenario::{Mobility, Radio, RoutingConfig, Workload};
+use meshpay_sim::{Scenario, Sim, Stats};
+
+fn run(s: &Scenario) -> Stats {
+    let outcome = Sim::new(s).expect("valid scenario").run(|_| {});
+    Stats::of(&outcome, &s.name, s.seed)
+}
+
+fn small(seed: u64) -> Scenario {
+    Scenario {
+        name: "small".into(),
+        seed,
+        duration_s: 3_000.0,
+        nodes: 15,
+        mobility: Mobility::RandomWaypoint {
+            width_m: 200.0,
+            height_m: 200.0,
+            speed_min: 1.0,
+            speed_max: 2.0,
+            pause_max_s: 30.0,
+            step_s: 1.0,
+        },
+        radio: Radio::default(),
+        workload: Workload {
+            interval_min_s: 20.0,
+            interval_max_s: 40.0,
+            ..Workload::default()
+        },
+        routing: RoutingConfig::default(),
+    }
+}
+
+#[test]
+fn same_seed_same_bytes_other_seed_other_run() {
+    let a = serde_json::to_string(&run(&small(3))).unwrap();
+    let b = serde_json::to_string(&run(&small(3))).unwrap();
+    assert_eq!(a, b);
+    let c = serde_json::to_string(&run(&small(4))).unwrap();
+    assert_ne!(a, c);
+    let s = run(&small(3));
+    assert!(s.created > 50 && s.delivered > 0 && s.contacts > 0, "{s:?}");
+}
+
+/// Epidemic routing with unlimited bandwidth and small messages, on random waypoint: the mean
+/// delivery latency is H(N−1) / (λ (N−1)) when pairs meet as Poisson processes of rate λ
+/// (Groenevelt, Nain and Koole 2005; Zhang et al. 2007), with λ measured from the contacts.
+#[test]
+fn epidemic_latency_matches_the_exponential_meeting_model() {
+    let mut ratios = Vec::new();
+    for seed in [1, 2, 3] {
+        let s = Scenario {
+            name: "theory".into(),
+            seed,
+            duration_s: 200_000.0,
+            nodes: 20,
+            mobility: Mobility::RandomWaypoint {
+                width_m: 500.0,
+                height_m: 500.0,
+                speed_min: 1.0,
+                speed_max: 2.0,
+                pause_max_s: 0.0,
+                step_s: 1.0,
+            },
+            radio: Radio {
+                range_m: 10.0,
+                bitrate_bps: 0,
+                setup_s: 0.0,
+            },
+            workload: Workload {
+                interval_min_s: 300.0,
+                interval_max_s: 300.0,
+                size: 100,
+                until_s: 100_000.0,
+                ..Workload::default()
+            },
+            routing: RoutingConfig {
+                buffer_kb: 100_000,
+                ..RoutingConfig::default()
+            },
+        };
+        let st = run(&s);
+        assert_eq!(st.delivered, st.created, "every message arrives: {st:?}");
+        let n = f64::from(st.nodes);
+        let h: f64 = (1..st.nodes).map(|k| 1.0 / f64::from(k)).sum();
+        let theory = h / (st.meeting_rate * (n - 1.0));
+        let ratio = st.latency_avg / theory;
+        eprintln!(
+            "seed {seed}: latency {:.1} s, theory {theory:.1} s, ratio {ratio:.3}",
+            st.latency_avg
+        );
+        assert!((0.9..1.1).contains(&ratio), "seed {seed}: ratio {ratio}");
+        ratios.push(ratio);
+    }
+    let mean = ratios.iter().sum::<f64>() / 3.0;
+    assert!((0.94..1.06).contains(&mean), "mean ratio {mean}");
+}
+
+fn traced(
+    dir: &std::path::Path,
+    contacts: &str,
+    messages: &str,
+    radio: Radio,
+    routing: &str,
+) -> Stats {
+    let c = dir.join("contacts.txt");
+    let m = dir.join("messages.txt");
+    std::fs::write(&c, contacts).unwrap();
+    std::fs::write(&m, messages).unwrap();
+    run(&Scenario {
+        name: "trace".into(),
+        seed: 1,
+        duration_s: 1_000.0,
+        nodes: 4,
+        mobility: Mobility::Trace { path: c },
+        radio,
+        workload: Workload {
+            trace: Some(m),
+            ..Workload::default()
+        },
+        routing: RoutingConfig {
+            routing: routing.into(),
+            copies: 2,
+            ..RoutingConfig::default()
+        },
+    })
+}
+
+#[test]
+fn a_one_trace_replays_hop_by_hop() {
+    let dir = tempfile::tempdir().unwrap();
+    // 0 meets 1, then 1 meets 2, then 2 meets 3: one message from 0 to 3 crosses the chain.
+    let contacts = "10 CONN 0 1 up\n20 CONN 0 1 down\n30 CONN 1 2 up\n40 CONN 1 2 down\n50 CONN 2 3 up\n60 CONN 2 3 down\n";
+    let s = traced(
+        dir.path(),
+        contacts,
+        "5 C M1 0 3 500\n",
+        Radio {
+            range_m: 10.0,
+            bitrate_bps: 0,
+            setup_s: 0.0,
+        },
+        "epidemic",
+    );
+    assert_eq!((s.created, s.delivered, s.relayed), (1, 1, 3));
+    assert!((s.latency_avg - 45.0).abs() < 1e-9, "{s:?}");
+    assert!((s.hopcount_avg - 3.0).abs() < 1e-9);
+    // Direct delivery waits for the destination itself: never here.
+    let d = traced(
+        dir.path(),
+        contacts,
+        "5 C M1 0 3 500\n",
+        Radio {
+            range_m: 10.0,
+            bitrate_bps: 0,
+            setup_s: 0.0,
+        },
+        "direct",
+    );
+    assert_eq!(d.delivered, 0);
+    // Spray-and-wait with 2 copies: one to node 1, which then waits for node 3.
+    let w = traced(
+        dir.path(),
+        contacts,
+        "5 C M1 0 3 500\n",
+        Radio {
+            range_m: 10.0,
+            bitrate_bps: 0,
+            setup_s: 0.0,
+        },
+        "spray-and-wait",
+    );
+    assert_eq!((w.relayed, w.delivered), (1, 0));
+}
+
+#[test]
+fn a_contact_carries_what_its_duration_and_bit_rate_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ten 500-byte messages at node 0; one 4-second contact at 8 kbit/s after 1 s of set-up:
+    // 3 s × 1 kB/s = 3 kB, half each way: 1.5 kB of bundles from 0 to 1, three messages.
+    let messages = (1..=10)
+        .map(|i| format!("{i} C M{i} 0 1 500"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let s = traced(
+        dir.path(),
+        "100 CONN 0 1 up\n104 CONN 0 1 down\n",
+        &messages,
+        Radio {
+            range_m: 10.0,
+            bitrate_bps: 8_000,
+            setup_s: 1.0,
+        },
+        "epidemic",
+    );
+    assert_eq!(s.delivered, 3, "{s:?}");
+    assert!((s.latency_avg - 100.5).abs() < 1.0, "{s:?}");
+    let all = traced(
+        dir.path(),
+        "100 CONN 0 1 up\n104 CONN 0 1 down\n",
+        &messages,
+        Radio {
+            range_m: 10.0,
+            bitrate_bps: 0,
+            setup_s: 1.0,
+        },
+        "epidemic",
+    );
+    assert_eq!(all.delivered, 10);
+}
+
+#[test]
+fn bad_scenarios_and_traces_are_refused_with_a_reason() {
+    let err = Scenario::from_toml("nodes = 1").unwrap_err().to_string();
+    assert!(err.contains("nodes"), "{err}");
+    let err = Scenario::from_toml("colour = \"blue\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("colour"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("c.txt");
+    std::fs::write(&c, "1 CONN 0 9 up\n").unwrap();
+    let s = Scenario {
+        nodes: 4,
+        mobility: Mobility::Trace { path: c },
+        ..Scenario::default()
+    };
+    let err = Sim::new(&s).err().expect("host 9 of 4").to_string();
+    assert!(err.contains("host 9"), "{err}");
+}
