@@ -355,14 +355,14 @@ impl KeyIndex {
         self.0.iter().map(|e| e.0)
     }
 
-    fn get(&self, key: &u64) -> Option<&Hash> {
+    fn get(&self, key: u64) -> Option<&Hash> {
         self.0
-            .binary_search_by_key(key, |e| e.0)
+            .binary_search_by_key(&key, |e| e.0)
             .ok()
             .map(|i| &self.0[i].1)
     }
 
-    fn contains_key(&self, key: &u64) -> bool {
+    fn contains_key(&self, key: u64) -> bool {
         self.get(key).is_some()
     }
 
@@ -954,7 +954,7 @@ impl Session {
             let give: Vec<Hash> = found
                 .iter()
                 .filter(|f| f.1 < 0)
-                .filter_map(|f| self.keys.get(&f.0).copied())
+                .filter_map(|f| self.keys.get(f.0).copied())
                 .collect();
             self.known = true;
             self.peer_want_done = true;
@@ -997,7 +997,7 @@ impl Session {
         let theirs: BTreeSet<u64> = self.peer_keys.iter().copied().collect();
         self.want = theirs
             .iter()
-            .filter(|k| !self.keys.contains_key(k))
+            .filter(|k| !self.keys.contains_key(**k))
             .copied()
             .collect();
         let give: Vec<Hash> = self
@@ -1120,7 +1120,7 @@ impl Session {
             let want = unpack_keys(&m.keys);
             let give: Vec<Hash> = want
                 .iter()
-                .filter_map(|k| self.keys.get(k).copied())
+                .filter_map(|k| self.keys.get(*k).copied())
                 .collect();
             self.queue(give, store);
             if m.last {
