@@ -52,6 +52,7 @@ fn case(n: u32) -> Scenario {
             copies: 6,
             buffer_kb: 5120,
         },
+        payments: meshpay_sim::scenario::Payments::default(),
     }
 }
 

@@ -84,6 +84,8 @@ pub struct Outcome {
     pub duration_ms: u64,
     /// The contacts the run used (for export).
     pub contacts: Vec<ContactEvent>,
+    /// The payments workload's statistics, if it ran.
+    pub payments: Option<crate::market::PaymentStats>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +98,6 @@ struct Up {
 }
 
 struct Node {
-    key: DeviceSecret,
     store: BundleStore,
 }
 
@@ -125,6 +126,8 @@ pub struct Sim {
     scenario: Scenario,
     routing: Routing,
     nodes: Vec<Node>,
+    keys: Vec<DeviceSecret>,
+    market: Option<crate::market::Market>,
     rng: ChaCha20Rng,
     up: BTreeMap<(u32, u32), Up>,
     peers: Vec<BTreeSet<u32>>,
@@ -152,21 +155,36 @@ impl Sim {
         let routing = scenario.routing().expect("checked");
         let mut rng = ChaCha20Rng::seed_from_u64(scenario.seed);
         let n = scenario.nodes;
-        let nodes = (0..n)
+        let mut seeds: Vec<[u8; 32]> = (0..n)
             .map(|_| {
                 let mut seed = [0u8; 32];
                 rng.fill_bytes(&mut seed);
-                Node {
-                    key: DeviceSecret::from_seed(&seed),
-                    store: BundleStore::new(StoreConfig {
-                        max_bytes: scenario.routing.buffer_kb << 10,
-                        max_bundles: usize::MAX,
-                        max_bytes_per_origin: scenario.routing.buffer_kb << 10,
-                        issuers: None,
-                        bodies_in_memory: true,
-                        accept_messages: true,
-                    }),
-                }
+                seed
+            })
+            .collect();
+        let pay = &scenario.payments;
+        if pay.enabled {
+            // A clone is a copy of a whole device: same key.
+            let first = pay.vendors + pay.gateways;
+            let clones = pay.clones.min(n.saturating_sub(first) / 2);
+            for k in 0..clones {
+                seeds[(n - clones + k) as usize] = seeds[(first + k) as usize];
+            }
+        }
+        let keys: Vec<DeviceSecret> = seeds.iter().map(DeviceSecret::from_seed).collect();
+        let market = pay.enabled.then(|| {
+            crate::market::Market::new(pay, n, scenario.seed, &keys, routing.initial_copies())
+        });
+        let nodes = (0..n)
+            .map(|_| Node {
+                store: BundleStore::new(StoreConfig {
+                    max_bytes: scenario.routing.buffer_kb << 10,
+                    max_bundles: usize::MAX,
+                    max_bytes_per_origin: scenario.routing.buffer_kb << 10,
+                    issuers: None,
+                    bodies_in_memory: true,
+                    accept_messages: true,
+                }),
             })
             .collect();
         let duration_ms = ms(scenario.duration_s);
@@ -254,6 +272,8 @@ impl Sim {
             scenario: scenario.clone(),
             routing,
             nodes,
+            keys,
+            market,
             rng,
             up: BTreeMap::new(),
             peers: vec![BTreeSet::new(); n as usize],
@@ -325,6 +345,7 @@ impl Sim {
                     self.peers[c.a as usize].insert(c.b);
                     self.peers[c.b as usize].insert(c.a);
                     self.counters.contacts += 1;
+                    self.meet(c.a, c.b, t);
                     self.spread(VecDeque::from([(c.a, c.b)]), t);
                 }
                 _ => {
@@ -343,11 +364,30 @@ impl Sim {
         }
         progress(1.0);
         Outcome {
+            payments: self.market.as_ref().map(crate::market::PaymentStats::of),
             messages: self.messages,
             counters: self.counters,
             nodes: self.scenario.nodes,
             duration_ms,
             contacts: self.contacts,
+        }
+    }
+
+    /// A shopper meeting a vendor may pay.
+    fn meet(&mut self, a: u32, b: u32, t: u64) {
+        let Some(market) = self.market.as_mut() else {
+            return;
+        };
+        let (node_a, node_b) = pair(&mut self.nodes, a as usize, b as usize);
+        if market.meet(
+            a,
+            b,
+            t,
+            &self.keys,
+            &mut [&mut node_a.store, &mut node_b.store],
+        ) {
+            self.drain(a, t);
+            self.drain(b, t);
         }
     }
 
@@ -386,8 +426,8 @@ impl Sim {
             EPOCH + ms(self.scenario.duration_s) / 1000 + 86_400
         };
         let bundle = sized_message(
-            &self.nodes[m.from as usize].key,
-            &self.nodes[m.to as usize].key,
+            &self.keys[m.from as usize],
+            &self.keys[m.to as usize],
             created,
             expires,
             idx as u64,
@@ -414,7 +454,7 @@ impl Sim {
         ) {
             self.counters.dropped += 1;
         }
-        self.drain(m.from);
+        self.drain(m.from, t);
     }
 
     /// Runs sessions over the pairs in `work`, and on from every node that took something new
@@ -457,25 +497,32 @@ impl Sim {
         let (a, b) = pair(&mut self.nodes, x as usize, y as usize);
         a.store.expire(now);
         b.store.expire(now);
-        let cfg = |me: &Node, peer: &Node, budget: u64| SessionConfig {
-            me: me.key.public(),
-            peer: peer.key.public(),
-            gateway_for: Vec::new(),
+        let gateway = |n: u32| -> Vec<meshpay_protocol::IssuerId> {
+            self.market
+                .as_ref()
+                .filter(|m| m.role(n) == crate::market::Role::Gateway)
+                .map(|m| vec![m.issuer()])
+                .unwrap_or_default()
+        };
+        let cfg = |me: u32, peer: u32, budget: u64| SessionConfig {
+            me: self.keys[me as usize].public(),
+            peer: self.keys[peer as usize].public(),
+            gateway_for: gateway(me),
             routing: self.routing,
             budget,
             now,
         };
-        let (ca, cb) = (cfg(a, b, up.left[sx]), cfg(b, a, up.left[sy]));
+        let (ca, cb) = (cfg(x, y, up.left[sx]), cfg(y, x, up.left[sy]));
         let result = sync::contact(
             Party {
                 store: &mut a.store,
                 cfg: ca,
-                key: &a.key,
+                key: &self.keys[x as usize],
             },
             Party {
                 store: &mut b.store,
                 cfg: cb,
-                key: &b.key,
+                key: &self.keys[y as usize],
             },
             salt,
             u32::MAX,
@@ -505,8 +552,8 @@ impl Sim {
         self.counters.relayed += count_messages(&self.by_id, c.initiator.given())
             + count_messages(&self.by_id, c.responder.given());
         self.up.insert(key, up);
-        self.drain(x);
-        self.drain(y);
+        self.drain(x, at);
+        self.drain(y, at);
         (took_x, took_y)
     }
 
@@ -526,10 +573,24 @@ impl Sim {
         !ids.is_empty()
     }
 
-    /// Counts what left node `n`'s buffer and tracks its peak.
-    fn drain(&mut self, n: u32) {
+    /// Counts what left node `n`'s buffer, tracks its peak, and lets the market act on what
+    /// arrived at `t`.
+    fn drain(&mut self, n: u32, t: u64) {
         let node = &mut self.nodes[n as usize];
-        let ch = node.store.take_changes();
+        let mut ch = node.store.take_changes();
+        if let Some(market) = self.market.as_mut() {
+            // The market may add bundles (receipts at a gateway): act on those too.
+            for _ in 0..4 {
+                let fresh: Vec<Hash> = ch.bodies.iter().map(|(id, _)| *id).collect();
+                if fresh.is_empty() {
+                    break;
+                }
+                market.took(n, &fresh, t, &mut node.store);
+                let more = node.store.take_changes();
+                ch.removed.extend(more.removed.iter().copied());
+                ch.bodies = more.bodies;
+            }
+        }
         let len = node.store.len();
         self.counters.peak_buffer = self.counters.peak_buffer.max(len);
         for id in &ch.removed {

@@ -10,12 +10,14 @@
 //! - [`mobility`]: random waypoint contacts.
 //! - [`trace`]: The ONE's connection and message-creation formats, in and out.
 //! - [`engine`]: the event loop and its model of a contact.
+//! - [`market`]: the payments workload: wallets, spend books, the issuer's ledger, clones.
 //! - [`report`]: The ONE's `MessageStatsReport` statistics, JSON and CSV.
 //!
 //! One seed reproduces a run byte for byte: there is no wall-clock read and no ambient
 //! randomness anywhere in a run.
 
 pub mod engine;
+pub mod market;
 pub mod mobility;
 pub mod report;
 pub mod scenario;

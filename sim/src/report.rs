@@ -58,6 +58,8 @@ pub struct Stats {
     pub bundle_bytes: u64,
     /// Most bundles one node held.
     pub peak_buffer: usize,
+    /// The payments workload, if it ran.
+    pub payments: Option<crate::market::PaymentStats>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -148,6 +150,7 @@ impl Stats {
             bytes: c.bytes,
             bundle_bytes: c.bundle_bytes,
             peak_buffer: c.peak_buffer,
+            payments: outcome.payments.clone(),
         }
     }
 
@@ -192,6 +195,14 @@ impl Stats {
         let _ = writeln!(s, "bytes: {}", self.bytes);
         let _ = writeln!(s, "bundle_bytes: {}", self.bundle_bytes);
         let _ = writeln!(s, "peak_buffer: {}", self.peak_buffer);
+        if let Some(p) = &self.payments {
+            let _ = writeln!(s, "# payments");
+            if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(p) {
+                for (k, v) in map {
+                    let _ = writeln!(s, "{k}: {v}");
+                }
+            }
+        }
         s
     }
 

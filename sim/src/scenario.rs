@@ -24,6 +24,46 @@ pub struct Scenario {
     pub workload: Workload,
     /// Routing and buffers.
     pub routing: RoutingConfig,
+    /// The payments workload.
+    pub payments: Payments,
+}
+
+/// The payments workload: vendors, gateways and shoppers with real wallets (node indices in
+/// that order); the last `clones` shoppers are copies of the first ones.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Payments {
+    /// Run it.
+    pub enabled: bool,
+    /// Vendors.
+    pub vendors: u32,
+    /// Gateways (nodes that reach the issuer).
+    pub gateways: u32,
+    /// Chance that a shopper meeting a vendor pays.
+    pub pay_prob: f64,
+    /// Smallest payment.
+    pub amount_min: u64,
+    /// Largest payment.
+    pub amount_max: u64,
+    /// Each shopper's allowance.
+    pub allowance: u64,
+    /// Cloned wallets.
+    pub clones: u32,
+}
+
+impl Default for Payments {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            vendors: 10,
+            gateways: 2,
+            pay_prob: 0.5,
+            amount_min: 50,
+            amount_max: 500,
+            allowance: 50_000,
+            clones: 0,
+        }
+    }
 }
 
 impl Default for Scenario {
@@ -37,6 +77,7 @@ impl Default for Scenario {
             radio: Radio::default(),
             workload: Workload::default(),
             routing: RoutingConfig::default(),
+            payments: Payments::default(),
         }
     }
 }
@@ -242,6 +283,19 @@ impl Scenario {
         }
         if !(100..=1000).contains(&w.size) {
             return bad("workload.size: 100 to 1000 bytes");
+        }
+        let p = &self.payments;
+        if p.enabled
+            && (p.vendors == 0
+                || p.vendors + p.gateways >= self.nodes
+                || !(0.0..=1.0).contains(&p.pay_prob)
+                || p.amount_min == 0
+                || p.amount_max < p.amount_min
+                || p.allowance < p.amount_max)
+        {
+            return bad(
+                "payments: vendors >= 1, vendors + gateways < nodes, 0 <= pay_prob <= 1, 1 <= amount_min <= amount_max <= allowance",
+            );
         }
         if self.routing().is_none() {
             return bad("routing: \"epidemic\", \"spray-and-wait\" or \"direct\"");

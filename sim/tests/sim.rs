@@ -30,6 +30,7 @@ fn small(seed: u64) -> Scenario {
             ..Workload::default()
         },
         routing: RoutingConfig::default(),
+        payments: meshpay_sim::scenario::Payments::default(),
     }
 }
 
@@ -80,6 +81,7 @@ fn epidemic_latency_matches_the_exponential_meeting_model() {
                 buffer_kb: 100_000,
                 ..RoutingConfig::default()
             },
+            payments: meshpay_sim::scenario::Payments::default(),
         };
         let st = run(&s);
         assert_eq!(st.delivered, st.created, "every message arrives: {st:?}");
@@ -125,6 +127,7 @@ fn traced(
             copies: 2,
             ..RoutingConfig::default()
         },
+        payments: meshpay_sim::scenario::Payments::default(),
     })
 }
 
@@ -229,4 +232,55 @@ fn bad_scenarios_and_traces_are_refused_with_a_reason() {
     };
     let err = Sim::new(&s).err().expect("host 9 of 4").to_string();
     assert!(err.contains("host 9"), "{err}");
+}
+
+/// The payments workload with cloned wallets, across seeds: nothing settles twice, no vendor
+/// accepts from an allowance whose fraud proof it holds, the issuer never pays out more than
+/// an allowance's escrow, and the clones are found in the mesh.
+#[test]
+fn market_properties_hold_across_seeds() {
+    for seed in 1..=4 {
+        let s = Scenario {
+            name: "market".into(),
+            seed,
+            duration_s: 3_600.0,
+            nodes: 24,
+            mobility: Mobility::RandomWaypoint {
+                width_m: 60.0,
+                height_m: 60.0,
+                speed_min: 0.5,
+                speed_max: 1.5,
+                pause_max_s: 60.0,
+                step_s: 1.0,
+            },
+            radio: Radio::ble(),
+            workload: Workload {
+                messages: false,
+                ..Workload::default()
+            },
+            routing: RoutingConfig::default(),
+            payments: meshpay_sim::scenario::Payments {
+                enabled: true,
+                vendors: 5,
+                gateways: 1,
+                pay_prob: 0.5,
+                amount_min: 100,
+                amount_max: 400,
+                allowance: 3_000,
+                clones: 2,
+            },
+        };
+        let st = run(&s);
+        let p = st.payments.expect("payments ran");
+        eprintln!("seed {seed}: {p:?}");
+        assert_eq!(p.settled_twice, 0, "seed {seed}");
+        assert_eq!(p.accepted_after_proof, 0, "seed {seed}");
+        assert!(p.conserved, "seed {seed}");
+        assert!(p.settled > 0, "seed {seed}: {p:?}");
+        assert_eq!(p.cloned_allowances, 2);
+        assert!(
+            p.fraud_detection_avg.is_finite(),
+            "seed {seed}: the clones were never caught"
+        );
+    }
 }
