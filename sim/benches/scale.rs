@@ -51,6 +51,7 @@ fn case(n: u32) -> Scenario {
             routing: routing.into(),
             copies: 6,
             buffer_kb: 5120,
+            resync_s: 0.0,
         },
         payments: meshpay_sim::scenario::Payments::default(),
     }

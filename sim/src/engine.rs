@@ -95,6 +95,8 @@ struct Up {
     left: [u64; 2],
     /// Bytes handed over so far.
     carried: u64,
+    /// The two stores' versions at the last session (smaller node first).
+    synced: Option<(u64, u64)>,
 }
 
 struct Node {
@@ -131,6 +133,10 @@ pub struct Sim {
     rng: ChaCha20Rng,
     up: BTreeMap<(u32, u32), Up>,
     peers: Vec<BTreeSet<u32>>,
+    /// Bumped whenever a node's store gains bundles.
+    version: Vec<u64>,
+    /// Store versions at each pair's last session.
+    met: BTreeMap<(u32, u32), (u64, u64)>,
     messages: Vec<MessageRecord>,
     by_id: BTreeMap<Hash, usize>,
     hops: BTreeMap<(u32, usize), u32>,
@@ -210,6 +216,35 @@ impl Sim {
                 scenario.duration_s,
                 scenario.seed,
             ),
+            Mobility::Market {
+                width_m,
+                height_m,
+                signal_distance_m,
+                agents,
+                speed_min,
+                speed_max,
+                browse_max_s,
+                agent_wait_s,
+                step_s,
+            } => mobility::market_day(
+                &mobility::MarketDay {
+                    width: *width_m,
+                    height: *height_m,
+                    signal_distance: *signal_distance_m,
+                    vendors: scenario.payments.vendors.min(n),
+                    gateways: scenario.payments.gateways,
+                    agents: *agents,
+                    speed_min: *speed_min,
+                    speed_max: *speed_max,
+                    browse_max: *browse_max_s,
+                    agent_wait: *agent_wait_s,
+                    step: *step_s,
+                    range: scenario.radio.range_m,
+                },
+                n,
+                scenario.duration_s,
+                scenario.seed,
+            ),
             Mobility::Trace { path } => {
                 let c =
                     crate::trace::parse_connections(&read(path)?).map_err(|e| RunError::Trace {
@@ -277,6 +312,8 @@ impl Sim {
             rng,
             up: BTreeMap::new(),
             peers: vec![BTreeSet::new(); n as usize],
+            version: vec![0; n as usize],
+            met: BTreeMap::new(),
             messages: Vec::new(),
             by_id: BTreeMap::new(),
             hops: BTreeMap::new(),
@@ -307,6 +344,14 @@ impl Sim {
         }
         for (i, m) in self.creations.iter().enumerate() {
             order.push((m.t_ms, 2, i));
+        }
+        let resync = ms(self.scenario.routing.resync_s);
+        if resync > 0 {
+            let mut t = resync;
+            while t <= duration_ms {
+                order.push((t, 3, 0));
+                t += resync;
+            }
         }
         order.sort_unstable();
         let mut next_tick = 0.01;
@@ -340,6 +385,9 @@ impl Sim {
                             start_ms: t,
                             left: [capacity / 2, capacity / 2],
                             carried: 0,
+                            // Two nodes that met before and changed nothing since have
+                            // nothing to say (contacts at the edge of range flicker).
+                            synced: self.met.get(&(c.a, c.b)).copied(),
                         },
                     );
                     self.peers[c.a as usize].insert(c.b);
@@ -347,6 +395,10 @@ impl Sim {
                     self.counters.contacts += 1;
                     self.meet(c.a, c.b, t);
                     self.spread(VecDeque::from([(c.a, c.b)]), t);
+                }
+                3 => {
+                    let work = self.up.keys().copied().collect();
+                    self.spread(work, t);
                 }
                 _ => {
                     let m = self.creations[i].clone();
@@ -463,11 +515,26 @@ impl Sim {
         let mut rounds = 0usize;
         let bound = 64 + 8 * self.up.len();
         while let Some((x, y)) = work.pop_front() {
+            // Nothing changed on either side since their last session: nothing to say.
+            let key = (x.min(y), x.max(y));
+            let now = (self.version[key.0 as usize], self.version[key.1 as usize]);
+            if self.up.get(&key).is_none_or(|u| u.synced == Some(now)) {
+                continue;
+            }
             rounds += 1;
             if rounds > bound {
                 break;
             }
             let (got_x, got_y) = self.session(x, y, t);
+            let v = (self.version[key.0 as usize], self.version[key.1 as usize]);
+            if let Some(u) = self.up.get_mut(&key) {
+                u.synced = Some(v);
+            }
+            self.met.insert(key, v);
+            if self.scenario.routing.resync_s > 0.0 {
+                // Periodic re-sync: news waits for the next tick instead of cascading.
+                continue;
+            }
             for (node, got, other) in [(x, got_x, y), (y, got_y, x)] {
                 if got {
                     for &p in &self.peers[node as usize] {
@@ -578,6 +645,9 @@ impl Sim {
     fn drain(&mut self, n: u32, t: u64) {
         let node = &mut self.nodes[n as usize];
         let mut ch = node.store.take_changes();
+        if !ch.bodies.is_empty() || !ch.added.is_empty() {
+            self.version[n as usize] += 1;
+        }
         if let Some(market) = self.market.as_mut() {
             // The market may add bundles (receipts at a gateway): act on those too.
             for _ in 0..4 {

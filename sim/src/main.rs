@@ -46,16 +46,178 @@ enum Command {
         /// Also write the run's messages in The ONE's message-creation format.
         #[arg(long)]
         messages_out: Option<PathBuf>,
+        /// Write `delivery.svg` (delivery over time) and `latency.svg` (latency CDF) here.
+        #[arg(long)]
+        plot_dir: Option<PathBuf>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Run a scenario over a grid of parameter values and seeds, in parallel, and print one
+    /// CSV row per run (in a fixed order, whatever the scheduling).
+    ///
+    /// Example: `meshpay-sim sweep s.toml --set routing.routing=epidemic,spray-and-wait
+    /// --set radio.range_m=10,30 --seeds 1-5`
+    Sweep {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// `key.path=value,value,…` (repeatable): each combination is one configuration.
+        #[arg(long = "set", value_name = "KEY=VALUES")]
+        sets: Vec<String>,
+        /// Seeds: `N`, `A-B` or `A,B,C`.
+        #[arg(long, default_value = "1")]
+        seeds: String,
+        /// Parallel runs [default: the number of cores].
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Write the CSV here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Print an example scenario with every key and its default.
     Example,
 }
 
+/// Seeds from `N`, `A-B` or `A,B,C`.
+fn seeds(text: &str) -> Result<Vec<u64>> {
+    if let Some((a, b)) = text.split_once('-') {
+        let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().parse()?);
+        anyhow::ensure!(a <= b && b - a < 100_000, "seeds: A-B with A <= B");
+        return Ok((a..=b).collect());
+    }
+    text.split(',')
+        .map(|s| s.trim().parse().map_err(anyhow::Error::from))
+        .collect()
+}
+
+/// Sets `path` (dotted) in a TOML table to `value` (parsed as TOML, else a string).
+fn set(table: &mut toml::Table, path: &str, value: &str) -> Result<()> {
+    let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let mut keys: Vec<&str> = path.split('.').collect();
+    let last = keys.pop().context("empty key")?;
+    let mut t = table;
+    for k in keys {
+        t = t
+            .entry(k)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("{path}: {k} is not a table"))?;
+    }
+    t.insert(last.to_owned(), parsed);
+    Ok(())
+}
+
+fn sweep(
+    scenario: &std::path::Path,
+    sets: &[String],
+    seeds_text: &str,
+    jobs: Option<usize>,
+) -> Result<String> {
+    let text = std::fs::read_to_string(scenario)
+        .with_context(|| format!("cannot read {}", scenario.display()))?;
+    let base: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{}", scenario.display()))?;
+    let mut grid: Vec<Vec<(String, String)>> = vec![Vec::new()];
+    for s in sets {
+        let (k, vs) = s
+            .split_once('=')
+            .with_context(|| format!("--set {s}: expected key=value,value"))?;
+        grid = grid
+            .into_iter()
+            .flat_map(|combo| {
+                vs.split(',').map(move |v| {
+                    let mut c = combo.clone();
+                    c.push((k.to_owned(), v.to_owned()));
+                    c
+                })
+            })
+            .collect();
+    }
+    let mut runs: Vec<(String, Scenario)> = Vec::new();
+    for combo in &grid {
+        for seed in seeds(seeds_text)? {
+            let mut t = base.clone();
+            for (k, v) in combo {
+                set(&mut t, k, v)?;
+            }
+            set(&mut t, "seed", &seed.to_string())?;
+            let s = Scenario::from_toml(&toml::to_string(&t)?)
+                .with_context(|| format!("with {combo:?}"))?;
+            let label = combo
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(";");
+            runs.push((label, s));
+        }
+    }
+    let jobs = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+        .max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<String>>> =
+        std::sync::Mutex::new(vec![None; runs.len()]);
+    let bar = std::io::stderr().is_terminal();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(runs.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((label, s)) = runs.get(i) else { break };
+                    let row = match Sim::new(s) {
+                        Ok(sim) => {
+                            let st = Stats::of(&sim.run(|_| {}), &s.name, s.seed);
+                            format!("\"{label}\",{}", st.csv_row())
+                        }
+                        Err(e) => format!("\"{label}\",error: {e}"),
+                    };
+                    results
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(row);
+                    let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if bar {
+                        eprint!("\r{d}/{} runs", runs.len());
+                    }
+                }
+            });
+        }
+    });
+    if bar {
+        eprintln!();
+    }
+    let mut out = format!("params,{}\n", Stats::csv_header());
+    for r in results
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .into_iter()
+        .flatten()
+    {
+        out.push_str(&r);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Sweep {
+            scenario,
+            sets,
+            seeds,
+            jobs,
+            out,
+        } => {
+            let csv = sweep(&scenario, &sets, &seeds, jobs)?;
+            match out {
+                Some(p) => std::fs::write(&p, csv)?,
+                None => print!("{csv}"),
+            }
+            Ok(())
+        }
         Command::Example => {
             print!("{}", toml::to_string(&Scenario::default())?);
             Ok(())
@@ -67,6 +229,7 @@ fn main() -> Result<()> {
             out,
             contacts_out,
             messages_out,
+            plot_dir,
             quiet,
         } => {
             let text = std::fs::read_to_string(&scenario)
@@ -96,6 +259,28 @@ fn main() -> Result<()> {
             if bar {
                 eprintln!();
             }
+            if let Some(dir) = plot_dir {
+                std::fs::create_dir_all(&dir)?;
+                let name = format!("{} ({})", s.name, s.routing.routing);
+                std::fs::write(
+                    dir.join("delivery.svg"),
+                    meshpay_sim::plot::chart(
+                        "Messages delivered over time",
+                        "hours",
+                        "fraction delivered",
+                        &[meshpay_sim::plot::delivery_over_time(&outcome, &name)],
+                    ),
+                )?;
+                std::fs::write(
+                    dir.join("latency.svg"),
+                    meshpay_sim::plot::chart(
+                        "Delivery latency (CDF)",
+                        "minutes",
+                        "fraction of delivered messages",
+                        &[meshpay_sim::plot::latency_cdf(&outcome, &name)],
+                    ),
+                )?;
+            }
             let stats = Stats::of(&outcome, &s.name, s.seed);
             let body = match format {
                 Format::Text => stats.one_report(),
@@ -108,5 +293,26 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_and_settings_parse() {
+        assert_eq!(seeds("3").unwrap(), vec![3]);
+        assert_eq!(seeds("2-4").unwrap(), vec![2, 3, 4]);
+        assert_eq!(seeds("1,5").unwrap(), vec![1, 5]);
+        assert!(seeds("5-2").is_err());
+        let mut t: toml::Table = toml::from_str("[routing]\nrouting = \"epidemic\"").unwrap();
+        set(&mut t, "routing.copies", "8").unwrap();
+        set(&mut t, "routing.routing", "spray-and-wait").unwrap();
+        set(&mut t, "radio.range_m", "30.0").unwrap();
+        let s: Scenario = toml::from_str(&toml::to_string(&t).unwrap()).unwrap();
+        assert_eq!(s.routing.copies, 8);
+        assert_eq!(s.routing.routing, "spray-and-wait");
+        assert!((s.radio.range_m - 30.0).abs() < f64::EPSILON);
     }
 }

@@ -43,49 +43,95 @@ pub struct Waypoint {
     pub range: f64,
 }
 
+/// Where a walker goes next: a target, a speed (0: it stays), and a pause on arrival.
+#[derive(Debug, Clone, Copy)]
+pub struct Leg {
+    /// Target x, m.
+    pub x: f64,
+    /// Target y, m.
+    pub y: f64,
+    /// Speed, m/s (0: stays where it is).
+    pub speed: f64,
+    /// Pause on arrival, s.
+    pub pause: f64,
+}
+
 /// Generates the contacts of `nodes` random-waypoint walkers over `duration` seconds, in time
 /// order. Nodes start at uniform positions, already walking (no warm-up is discarded).
+pub fn random_waypoint(w: &Waypoint, nodes: u32, duration: f64, seed: u64) -> Vec<ContactEvent> {
+    let (width, height) = (w.width, w.height);
+    let (smin, smax, pmax) = (w.speed_min, w.speed_max, w.pause_max);
+    walk(
+        nodes,
+        duration,
+        w.step,
+        w.range,
+        (width, height),
+        seed,
+        |_, rng| (uniform(rng, 0.0, width), uniform(rng, 0.0, height)),
+        |_, rng, first| Leg {
+            x: uniform(rng, 0.0, width),
+            y: uniform(rng, 0.0, height),
+            speed: uniform(rng, smin, smax),
+            pause: if first { 0.0 } else { uniform(rng, 0.0, pmax) },
+        },
+    )
+}
+
+/// Steps walkers through `duration` seconds and reports who is within `range` of whom.
+/// `start` places node `i`; `next` gives its next leg (`first` is true for the first one).
 // Grid coordinates and step counts are small and non-negative.
 #[allow(
     clippy::cast_possible_truncation,
     clippy::cast_possible_wrap,
     clippy::cast_sign_loss,
-    clippy::cast_precision_loss
+    clippy::cast_precision_loss,
+    clippy::too_many_arguments
 )]
-pub fn random_waypoint(w: &Waypoint, nodes: u32, duration: f64, seed: u64) -> Vec<ContactEvent> {
+pub fn walk(
+    nodes: u32,
+    duration: f64,
+    step: f64,
+    range: f64,
+    (width, height): (f64, f64),
+    seed: u64,
+    mut start: impl FnMut(u32, &mut ChaCha20Rng) -> (f64, f64),
+    mut next: impl FnMut(u32, &mut ChaCha20Rng, bool) -> Leg,
+) -> Vec<ContactEvent> {
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x6d6f_6269_6c69_7479);
     let mut walkers: Vec<Walker> = (0..nodes)
-        .map(|_| {
-            let (x, y) = (
-                uniform(&mut rng, 0.0, w.width),
-                uniform(&mut rng, 0.0, w.height),
-            );
+        .map(|i| {
+            let (x, y) = start(i, &mut rng);
+            let leg = next(i, &mut rng, true);
             Walker {
                 x,
                 y,
-                tx: uniform(&mut rng, 0.0, w.width),
-                ty: uniform(&mut rng, 0.0, w.height),
-                speed: uniform(&mut rng, w.speed_min, w.speed_max),
-                pause_until: 0.0,
+                tx: leg.x,
+                ty: leg.y,
+                speed: leg.speed,
+                pause_until: leg.pause,
             }
         })
         .collect();
-    let cell = w.range;
-    let cols = (w.width / cell).ceil().max(1.0) as i64;
-    let rows = (w.height / cell).ceil().max(1.0) as i64;
-    let r2 = w.range * w.range;
-    let steps = (duration / w.step).ceil() as u64;
+    let cell = range;
+    let cols = (width / cell).ceil().max(1.0) as i64;
+    let rows = (height / cell).ceil().max(1.0) as i64;
+    let r2 = range * range;
+    let steps = (duration / step).ceil() as u64;
     let mut up: BTreeSet<(u32, u32)> = BTreeSet::new();
     let mut events = Vec::new();
     // Cells one range wide, row-major; only the occupied ones are visited and cleared.
     let mut grid: Vec<Vec<u32>> = vec![Vec::new(); (cols * rows) as usize];
     let mut occupied: Vec<usize> = Vec::new();
     for k in 0..=steps {
-        let t = k as f64 * w.step;
+        let t = k as f64 * step;
         if k > 0 {
-            for v in &mut walkers {
-                let mut left = w.step;
+            for (i, v) in walkers.iter_mut().enumerate() {
+                let mut left = step;
                 while left > 0.0 {
+                    if v.speed <= 0.0 {
+                        break;
+                    }
                     if v.pause_until > t - left {
                         let wait = (v.pause_until - (t - left)).min(left);
                         left -= wait;
@@ -102,10 +148,11 @@ pub fn random_waypoint(w: &Waypoint, nodes: u32, duration: f64, seed: u64) -> Ve
                         left -= dist / v.speed;
                         v.x = v.tx;
                         v.y = v.ty;
-                        v.pause_until = t - left + uniform(&mut rng, 0.0, w.pause_max);
-                        v.tx = uniform(&mut rng, 0.0, w.width);
-                        v.ty = uniform(&mut rng, 0.0, w.height);
-                        v.speed = uniform(&mut rng, w.speed_min, w.speed_max);
+                        let leg = next(u32::try_from(i).expect("node count fits"), &mut rng, false);
+                        v.pause_until = t - left + leg.pause;
+                        v.tx = leg.x;
+                        v.ty = leg.y;
+                        v.speed = leg.speed;
                     }
                 }
             }
@@ -176,4 +223,125 @@ pub fn random_waypoint(w: &Waypoint, nodes: u32, duration: f64, seed: u64) -> Ve
         });
     }
     events
+}
+
+/// Market-day settings (see [`crate::scenario::Mobility::Market`]).
+#[derive(Debug, Clone, Copy)]
+pub struct MarketDay {
+    /// Market width, m.
+    pub width: f64,
+    /// Market depth, m.
+    pub height: f64,
+    /// Distance from the market's east edge to the signal, m.
+    pub signal_distance: f64,
+    /// Vendors (nodes `0..vendors`).
+    pub vendors: u32,
+    /// Gateways (the next nodes).
+    pub gateways: u32,
+    /// Commuting agents (the next nodes).
+    pub agents: u32,
+    /// Slowest speed, m/s.
+    pub speed_min: f64,
+    /// Fastest speed, m/s.
+    pub speed_max: f64,
+    /// Longest browse, s.
+    pub browse_max: f64,
+    /// An agent's wait at the signal, s.
+    pub agent_wait: f64,
+    /// Time step, s.
+    pub step: f64,
+    /// Radio range, m.
+    pub range: f64,
+}
+
+/// Generates the contacts of a market day.
+// Stall counts are small.
+#[allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
+pub fn market_day(m: &MarketDay, nodes: u32, duration: f64, seed: u64) -> Vec<ContactEvent> {
+    let cols = f64::from(m.vendors.max(1)).sqrt().ceil();
+    let rows = (f64::from(m.vendors.max(1)) / cols).ceil();
+    let stall = |i: u32| {
+        let (c, r) = (f64::from(i) % cols, (f64::from(i) / cols).floor());
+        (
+            m.width * (c + 1.0) / (cols + 1.0),
+            m.height * (r + 1.0) / (rows + 1.0),
+        )
+    };
+    let signal = (m.width + m.signal_distance, m.height / 2.0);
+    let agents_end = m.vendors + m.gateways + m.agents;
+    // Agents alternate: odd legs to the signal, even legs back into the market.
+    let mut legs = vec![0u32; nodes as usize];
+    walk(
+        nodes,
+        duration,
+        m.step,
+        m.range,
+        (
+            m.width + m.signal_distance + 10.0,
+            m.height.max(signal.1 + 10.0),
+        ),
+        seed,
+        |i, rng| {
+            if i < m.vendors {
+                stall(i)
+            } else if i < m.vendors + m.gateways {
+                (
+                    signal.0 + uniform(rng, -3.0, 3.0),
+                    signal.1 + uniform(rng, -3.0, 3.0),
+                )
+            } else {
+                (uniform(rng, 0.0, m.width), uniform(rng, 0.0, m.height))
+            }
+        },
+        |i, rng, first| {
+            if i < m.vendors + m.gateways {
+                return Leg {
+                    x: 0.0,
+                    y: 0.0,
+                    speed: 0.0,
+                    pause: 0.0,
+                };
+            }
+            let speed = uniform(rng, m.speed_min, m.speed_max);
+            if i < agents_end {
+                let n = &mut legs[i as usize];
+                *n += 1;
+                if *n % 2 == 1 {
+                    Leg {
+                        x: signal.0 + uniform(rng, -3.0, 3.0),
+                        y: signal.1 + uniform(rng, -3.0, 3.0),
+                        speed,
+                        pause: if first {
+                            0.0
+                        } else {
+                            uniform(rng, 0.0, m.browse_max)
+                        },
+                    }
+                } else {
+                    Leg {
+                        x: uniform(rng, 0.0, m.width),
+                        y: uniform(rng, 0.0, m.height),
+                        speed,
+                        pause: m.agent_wait,
+                    }
+                }
+            } else {
+                let (sx, sy) = stall((rng.next_u64() % u64::from(m.vendors.max(1))) as u32);
+                Leg {
+                    x: (sx + uniform(rng, -2.0, 2.0)).clamp(0.0, m.width),
+                    y: (sy + uniform(rng, -2.0, 2.0)).clamp(0.0, m.height),
+                    speed,
+                    pause: if first {
+                        0.0
+                    } else {
+                        uniform(rng, 0.0, m.browse_max)
+                    },
+                }
+            }
+        },
+    )
 }

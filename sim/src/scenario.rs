@@ -102,6 +102,30 @@ pub enum Mobility {
         /// Time step of the movement and contact detection, s.
         step_s: f64,
     },
+    /// A market day. Nodes in the order of `[payments]`: vendors sit at stalls laid out on a
+    /// grid in the market; gateways stand at the place with signal, `signal_distance_m` east
+    /// of the market; the first `agents` shoppers walk between the market and the signal and
+    /// wait there; the other shoppers walk from stall to stall and browse.
+    Market {
+        /// Market width, m.
+        width_m: f64,
+        /// Market depth, m.
+        height_m: f64,
+        /// From the market's east edge to the place with signal, m.
+        signal_distance_m: f64,
+        /// Shoppers who commute to the signal instead of shopping.
+        agents: u32,
+        /// Slowest walking speed, m/s.
+        speed_min: f64,
+        /// Fastest walking speed, m/s.
+        speed_max: f64,
+        /// Longest stay at a stall, s.
+        browse_max_s: f64,
+        /// How long an agent stays at the signal, s.
+        agent_wait_s: f64,
+        /// Time step, s.
+        step_s: f64,
+    },
     /// Contacts replayed from a file in The ONE's connection-event format
     /// (`<time> CONN <host1> <host2> up|down`).
     Trace {
@@ -211,6 +235,10 @@ pub struct RoutingConfig {
     pub copies: u32,
     /// Buffer per node, kilobytes.
     pub buffer_kb: u64,
+    /// 0: a node that takes something new syncs again at once with every peer in range (as
+    /// The ONE's routers do); otherwise peers in range sync again every `resync_s` seconds,
+    /// as `meshpay run` does (`[mesh] sync_secs`). Dense crowds need the latter.
+    pub resync_s: f64,
 }
 
 impl Default for RoutingConfig {
@@ -219,6 +247,7 @@ impl Default for RoutingConfig {
             routing: "epidemic".into(),
             copies: 6,
             buffer_kb: 5 * 1024,
+            resync_s: 0.0,
         }
     }
 }
@@ -251,6 +280,24 @@ impl Scenario {
         }
         if self.duration_s.is_nan() || self.duration_s <= 0.0 {
             return bad("duration_s: positive");
+        }
+        if let Mobility::Market {
+            width_m,
+            height_m,
+            speed_min,
+            speed_max,
+            step_s,
+            ..
+        } = &self.mobility
+        {
+            if !(*width_m > 0.0
+                && *height_m > 0.0
+                && *speed_min > 0.0
+                && speed_max >= speed_min
+                && *step_s > 0.0)
+            {
+                return bad("market: positive sizes, 0 < speed_min <= speed_max, step_s > 0");
+            }
         }
         if let Mobility::RandomWaypoint {
             width_m,

@@ -284,3 +284,36 @@ fn market_properties_hold_across_seeds() {
         );
     }
 }
+
+#[test]
+fn on_a_market_day_only_agents_reach_the_gateways() {
+    let mut s = Scenario::from_toml(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scenarios/market-day.toml"
+        ))
+        .unwrap(),
+    )
+    .expect("the example parses");
+    s.duration_s = 3_600.0;
+    let sim = Sim::new(&s).expect("valid");
+    let (vendors, gateways) = (s.payments.vendors, s.payments.gateways);
+    let Mobility::Market { agents, .. } = s.mobility else {
+        panic!("the example is a market day");
+    };
+    let gateway = |n: u32| (vendors..vendors + gateways).contains(&n);
+    let agent = |n: u32| (vendors + gateways..vendors + gateways + agents).contains(&n);
+    let mut agent_met_gateway = false;
+    for c in sim.contacts() {
+        for (x, y) in [(c.a, c.b), (c.b, c.a)] {
+            if gateway(x) && !gateway(y) {
+                assert!(
+                    agent(y),
+                    "node {y} met a gateway without walking to the signal"
+                );
+                agent_met_gateway = true;
+            }
+        }
+    }
+    assert!(agent_met_gateway, "no agent reached the signal in an hour");
+}
