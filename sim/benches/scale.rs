@@ -40,6 +40,7 @@ fn case(n: u32) -> Scenario {
             range_m: 10.0,
             bitrate_bps: 250_000,
             setup_s: 1.0,
+            loss: 0.0,
         },
         workload: Workload {
             interval_min_s: 25.0,

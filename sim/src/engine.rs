@@ -8,7 +8,8 @@
 //!   contact comes up, the two nodes run one sync session right away ([`sync::contact`]): every
 //!   message of it goes through its encoding, as on a real link. A contact of `d` seconds on a
 //!   radio of `r` bit/s with set-up time `s` can carry `(d − s) · r / 8` bytes, half each way;
-//!   the sessions of one contact share that budget. A bundle counts as arrived at
+//!   the sessions of one contact share that budget. A radio that loses a fraction `l` of its
+//!   frames carries `1 − l` of that (the link layer resends). A bundle counts as arrived at
 //!   `up + s + (bytes handed over so far in the contact) · 8 / r`.
 //! - **Propagation inside a contact graph**: a node that took something new syncs again with
 //!   its other peers in range (and a node that creates a message, with its peers in range),
@@ -465,7 +466,7 @@ impl Sim {
             return u64::MAX / 4;
         }
         let usable = (len_ms as f64 / 1000.0 - r.setup_s).max(0.0);
-        (usable * r.bitrate_bps as f64 / 8.0) as u64
+        (usable * r.bitrate_bps as f64 * (1.0 - r.loss) / 8.0) as u64
     }
 
     fn create(&mut self, m: &MessageEvent, t: u64) {

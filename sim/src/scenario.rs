@@ -157,6 +157,9 @@ pub struct Radio {
     pub bitrate_bps: u64,
     /// Seconds from coming into range to the first byte (discovery, connection, handshake).
     pub setup_s: f64,
+    /// Fraction of frames lost on the air (0 to 0.9). The link layer resends them, so a
+    /// contact carries `1 − loss` of its bytes.
+    pub loss: f64,
 }
 
 impl Default for Radio {
@@ -165,6 +168,7 @@ impl Default for Radio {
             range_m: 10.0,
             bitrate_bps: 250_000,
             setup_s: 1.0,
+            loss: 0.0,
         }
     }
 }
@@ -176,6 +180,7 @@ impl Radio {
             range_m: 10.0,
             bitrate_bps: 100_000,
             setup_s: 2.0,
+            loss: 0.05,
         }
     }
 
@@ -185,6 +190,7 @@ impl Radio {
             range_m: 50.0,
             bitrate_bps: 5_000_000,
             setup_s: 1.0,
+            loss: 0.02,
         }
     }
 }
@@ -318,8 +324,12 @@ impl Scenario {
                 return bad("pause_max_s >= 0 and step_s > 0");
             }
         }
-        if self.radio.range_m.is_nan() || self.radio.range_m <= 0.0 || self.radio.setup_s < 0.0 {
-            return bad("radio: range_m > 0, setup_s >= 0");
+        if self.radio.range_m.is_nan()
+            || self.radio.range_m <= 0.0
+            || self.radio.setup_s < 0.0
+            || !(0.0..=0.9).contains(&self.radio.loss)
+        {
+            return bad("radio: range_m > 0, setup_s >= 0, 0 <= loss <= 0.9");
         }
         let w = &self.workload;
         if w.messages

@@ -69,6 +69,7 @@ fn epidemic_latency_matches_the_exponential_meeting_model() {
                 range_m: 10.0,
                 bitrate_bps: 0,
                 setup_s: 0.0,
+                loss: 0.0,
             },
             workload: Workload {
                 interval_min_s: 300.0,
@@ -144,6 +145,7 @@ fn a_one_trace_replays_hop_by_hop() {
             range_m: 10.0,
             bitrate_bps: 0,
             setup_s: 0.0,
+            loss: 0.0,
         },
         "epidemic",
     );
@@ -159,6 +161,7 @@ fn a_one_trace_replays_hop_by_hop() {
             range_m: 10.0,
             bitrate_bps: 0,
             setup_s: 0.0,
+            loss: 0.0,
         },
         "direct",
     );
@@ -172,6 +175,7 @@ fn a_one_trace_replays_hop_by_hop() {
             range_m: 10.0,
             bitrate_bps: 0,
             setup_s: 0.0,
+            loss: 0.0,
         },
         "spray-and-wait",
     );
@@ -195,11 +199,26 @@ fn a_contact_carries_what_its_duration_and_bit_rate_allow() {
             range_m: 10.0,
             bitrate_bps: 8_000,
             setup_s: 1.0,
+            loss: 0.0,
         },
         "epidemic",
     );
     assert_eq!(s.delivered, 3, "{s:?}");
     assert!((s.latency_avg - 100.5).abs() < 1.0, "{s:?}");
+    // Half the frames lost: half the bytes, one message.
+    let lossy = traced(
+        dir.path(),
+        "100 CONN 0 1 up\n104 CONN 0 1 down\n",
+        &messages,
+        Radio {
+            range_m: 10.0,
+            bitrate_bps: 8_000,
+            setup_s: 1.0,
+            loss: 0.5,
+        },
+        "epidemic",
+    );
+    assert_eq!(lossy.delivered, 1, "{lossy:?}");
     let all = traced(
         dir.path(),
         "100 CONN 0 1 up\n104 CONN 0 1 down\n",
@@ -208,6 +227,7 @@ fn a_contact_carries_what_its_duration_and_bit_rate_allow() {
             range_m: 10.0,
             bitrate_bps: 0,
             setup_s: 1.0,
+            loss: 0.0,
         },
         "epidemic",
     );
