@@ -378,6 +378,9 @@ pub struct PaymentStats {
     pub copies_per_record: f64,
     /// Value vendors accepted from cloned allowances that the issuer then rejected.
     pub value_lost_to_clones: u64,
+    /// Value vendors accepted from cloned allowances before every vendor held the proof (all
+    /// of it, if some vendor never did).
+    pub value_accepted_before_known: u64,
     /// Cloned allowances.
     pub cloned_allowances: u64,
     /// From the first payment of a cloned wallet to the first fraud proof anywhere, mean s.
@@ -434,7 +437,18 @@ impl PaymentStats {
             .collect();
         let mut detect = Vec::new();
         let mut spread = Vec::new();
+        let mut before_known = 0u64;
         for a in &m.cloned {
+            let everyone = vendors
+                .iter()
+                .map(|v| m.knows_fraud.get(&(*v, *a)).copied())
+                .collect::<Option<Vec<u64>>>()
+                .and_then(|t| t.into_iter().max());
+            before_known += p
+                .iter()
+                .filter(|x| x.accepted && x.allowance == *a && everyone.is_none_or(|e| x.at_ms < e))
+                .map(|x| x.amount)
+                .sum::<u64>();
             let first_pay = p
                 .iter()
                 .filter(|x| x.allowance == *a)
@@ -493,6 +507,7 @@ impl PaymentStats {
                 })
                 .map(|x| x.amount)
                 .sum(),
+            value_accepted_before_known: before_known,
             cloned_allowances: m.cloned.len() as u64,
             fraud_detection_avg: mean(&detect),
             fraud_spread_avg: mean(&spread),
