@@ -160,6 +160,11 @@ pub struct BundleStore {
     notices: BTreeMap<(AllowanceId, u32), Hash>,
     destinations: BTreeMap<Hash, crate::keys::DeviceKey>,
     per_origin: BTreeMap<Origin, u64>,
+    /// Sync keys of ids alone on their key, and ids sharing a key (left out of sync).
+    sync_keys: BTreeMap<u64, Hash>,
+    sync_shared: BTreeMap<u64, Vec<Hash>>,
+    /// The first coded symbols of the keys in `sync_keys`.
+    head: Vec<crate::sync::Symbol>,
     bytes: u64,
     changes: Changes,
 }
@@ -324,7 +329,62 @@ impl BundleStore {
         self.tomb_expiry.insert((expires, subject));
     }
 
+    fn sync_toggle(&mut self, key: u64, sign: i64) {
+        if self.head.is_empty() {
+            self.head = vec![crate::sync::Symbol::default(); crate::sync::FIRST_SYMBOLS];
+        }
+        let mut m = crate::sync::Mapping::new(key);
+        while m.index < crate::sync::FIRST_SYMBOLS as u64 {
+            self.head[usize::try_from(m.index).expect("small")].add(key, sign);
+            m.advance();
+        }
+    }
+
+    fn sync_add(&mut self, id: Hash) {
+        let key = crate::sync::key_of(&id);
+        if let Some(shared) = self.sync_shared.get_mut(&key) {
+            shared.push(id);
+        } else if let Some(other) = self.sync_keys.remove(&key) {
+            self.sync_toggle(key, -1);
+            self.sync_shared.insert(key, vec![other, id]);
+        } else {
+            self.sync_keys.insert(key, id);
+            self.sync_toggle(key, 1);
+        }
+    }
+
+    fn sync_remove(&mut self, id: &Hash) {
+        let key = crate::sync::key_of(id);
+        if let Some(shared) = self.sync_shared.get_mut(&key) {
+            shared.retain(|x| x != id);
+            if shared.len() == 1 {
+                let last = shared[0];
+                self.sync_shared.remove(&key);
+                self.sync_keys.insert(key, last);
+                self.sync_toggle(key, 1);
+            }
+        } else if self.sync_keys.get(&key) == Some(id) {
+            self.sync_keys.remove(&key);
+            self.sync_toggle(key, -1);
+        }
+    }
+
+    /// Sync keys and their ids, in key order (ids sharing a key are left out).
+    pub(crate) fn sync_entries(&self) -> impl Iterator<Item = (u64, Hash)> + '_ {
+        self.sync_keys.iter().map(|(k, id)| (*k, *id))
+    }
+
+    /// The first coded symbols of the held set (SPEC.md §11.3).
+    pub(crate) fn sync_head(&self) -> Vec<crate::sync::Symbol> {
+        if self.head.is_empty() {
+            vec![crate::sync::Symbol::default(); crate::sync::FIRST_SYMBOLS]
+        } else {
+            self.head.clone()
+        }
+    }
+
     fn put(&mut self, bytes: Arc<[u8]>, meta: Meta, origin: Origin, copies: u32) {
+        self.sync_add(meta.id);
         let size = u64::from(meta.size);
         self.bytes += size;
         *self.per_origin.entry(origin).or_default() += size;
@@ -360,6 +420,7 @@ impl BundleStore {
     /// Removes a bundle. Returns it if it was held.
     pub fn remove(&mut self, id: &Hash) -> Option<Entry> {
         let e = self.entries.remove(id)?;
+        self.sync_remove(id);
         let size = u64::from(e.meta.size);
         self.bytes -= size;
         if let Some(n) = self.per_origin.get_mut(&e.origin) {

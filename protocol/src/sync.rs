@@ -5,7 +5,7 @@
 //!
 //! Set reconciliation with **rateless invertible Bloom lookup tables** (Yang, Gilad and
 //! Alizadeh, "Practical Rateless Set Reconciliation", SIGCOMM 2024). Each side maps every
-//! bundle id to a salted 64-bit key. The initiator streams *coded symbols* (count, XOR of keys,
+//! bundle id to a 64-bit key. The initiator streams *coded symbols* (count, XOR of keys,
 //! XOR of key checksums) over ever more indices; the responder subtracts its own symbols and
 //! peels. Once every cell is zero the responder knows both differences. The cost is about 1.4
 //! to 2.5 symbols (17 bytes each) per difference whatever the set sizes, and a few hundred
@@ -16,10 +16,11 @@
 //! does the responder if the symbols it has taken already cost more than listing would. Either
 //! way the session always ends with exact differences.
 //!
-//! The salt is fresh per session (the initiator draws it from the driver's generator), so an
-//! accidental 64-bit collision lasts one contact; colliding ids are left out of that session.
-//! Only a bundle's own maker can make two ids share a prefix (a 2^32 birthday search), and
-//! that only hides its own bundles; hiding someone else's takes a 64-bit second preimage.
+//! Keys are a mix of the first 8 bytes of the bundle id, the same in every session, so the
+//! store keeps its first coded symbols up to date and a session between two nodes that hold
+//! the same bundles costs no pass over either store. Ids sharing a key are left out of sync:
+//! only a bundle's own maker can arrange that (a 2^32 birthday search), and it only hides its
+//! own bundles; hiding someone else's takes a 64-bit second preimage.
 //!
 //! ## Transfer
 //!
@@ -123,13 +124,13 @@ fn checksum(key: u64) -> u64 {
 /// The indices of the coded symbols an item is part of: 0, then a sparser and sparser
 /// sequence (item in symbol `i` with probability about `1 / (1 + i/2)`).
 #[derive(Debug, Clone, Copy)]
-struct Mapping {
+pub(crate) struct Mapping {
     state: u64,
-    index: u64,
+    pub(crate) index: u64,
 }
 
 impl Mapping {
-    fn new(key: u64) -> Self {
+    pub(crate) fn new(key: u64) -> Self {
         Self {
             state: key,
             index: 0,
@@ -143,7 +144,7 @@ impl Mapping {
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss
     )]
-    fn advance(&mut self) {
+    pub(crate) fn advance(&mut self) {
         let r = splitmix(&mut self.state);
         let u = ((r >> 11) as f64 + 1.0) / 9_007_199_254_740_992.0;
         let gap = ((self.index as f64 + 1.5) * (1.0 / u.sqrt() - 1.0)).ceil();
@@ -153,14 +154,14 @@ impl Mapping {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Symbol {
+pub(crate) struct Symbol {
     count: i64,
     key: u64,
     check: u64,
 }
 
 impl Symbol {
-    fn add(&mut self, key: u64, sign: i64) {
+    pub(crate) fn add(&mut self, key: u64, sign: i64) {
         self.count += sign;
         self.key ^= key;
         self.check ^= checksum(key);
@@ -247,7 +248,10 @@ impl Encoder {
 /// The responder's side: the initiator's symbols minus its own, peeled.
 #[derive(Debug)]
 struct Decoder {
-    own: Encoder,
+    /// Our first symbols, from the store.
+    head: Vec<Symbol>,
+    /// Our encoder for the symbols after those, made when needed.
+    own: Option<Encoder>,
     cells: Vec<Symbol>,
     /// Keys found, with +1 (only the initiator has it) or -1 (only we have it), and where
     /// their mapping continues.
@@ -255,9 +259,21 @@ struct Decoder {
 }
 
 impl Decoder {
-    fn add(&mut self, theirs: &[Symbol]) {
+    fn add(&mut self, theirs: &[Symbol], keys: &KeyIndex) {
         let start = self.cells.len();
-        let mine = self.own.produce(theirs.len());
+        let n = theirs.len();
+        let head_len = self.head.len();
+        let from_head = head_len.saturating_sub(start).min(n);
+        let mut mine: Vec<Symbol> =
+            self.head[start.min(head_len)..start.min(head_len) + from_head].to_vec();
+        if from_head < n {
+            let enc = self.own.get_or_insert_with(|| {
+                let mut e = Encoder::new(keys.keys());
+                e.produce(head_len);
+                e
+            });
+            mine.extend(enc.produce(n - from_head));
+        }
         for (t, m) in theirs.iter().zip(&mine) {
             self.cells.push(Symbol {
                 count: t.count.wrapping_sub(m.count),
@@ -298,9 +314,9 @@ impl Decoder {
     }
 }
 
-/// The session key of bundle `id` under `salt` (SPEC.md §11.3).
-pub fn sync_key(salt: u64, id: &Hash) -> u64 {
-    salted_key(salt, id)
+/// The sync key of bundle `id` (SPEC.md §11.3).
+pub fn sync_key(id: &Hash) -> u64 {
+    key_of(id)
 }
 
 /// The indices below `below` of the coded symbols that contain `key` (SPEC.md §11.3).
@@ -325,26 +341,12 @@ pub fn coded_symbols(keys: &[u64], n: usize) -> Vec<u8> {
 
 /// A session's keys and the ids they stand for, sorted by key.
 #[derive(Debug, Default)]
-struct KeyIndex(Vec<(u64, Hash)>);
+pub(crate) struct KeyIndex(Vec<(u64, Hash)>);
 
 impl KeyIndex {
-    /// Keys of `ids` under `salt`; ids colliding on one key are left out.
-    fn new<'a>(ids: impl Iterator<Item = &'a Hash>, salt: u64) -> Self {
-        let mut v: Vec<(u64, Hash)> = ids.map(|id| (salted_key(salt, id), *id)).collect();
-        v.sort_unstable_by_key(|e| e.0);
-        let mut out: Vec<(u64, Hash)> = Vec::with_capacity(v.len());
-        let mut i = 0;
-        while i < v.len() {
-            let mut j = i + 1;
-            while j < v.len() && v[j].0 == v[i].0 {
-                j += 1;
-            }
-            if j == i + 1 {
-                out.push(v[i]);
-            }
-            i = j;
-        }
-        Self(out)
+    /// The store's keys (ids sharing a key are left out), in key order.
+    fn from_store(store: &BundleStore) -> Self {
+        Self(store.sync_entries().collect())
     }
 
     fn len(&self) -> usize {
@@ -371,12 +373,11 @@ impl KeyIndex {
     }
 }
 
-fn salted_key(salt: u64, id: &Hash) -> u64 {
+pub(crate) fn key_of(id: &Hash) -> u64 {
     // Bundle ids are SHA-256 outputs, so their first 8 bytes are uniform, and aiming a bundle
-    // at someone else's prefix is a 64-bit second preimage. The salt and a bijective mix give
-    // every session other keys, cheaply: a relay holding 100,000 bundles keys them in about a
-    // millisecond.
-    let mut state = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes")) ^ salt;
+    // at someone else's prefix is a 64-bit second preimage. Keys need no per-session salt, so
+    // the store keeps them, and the first symbols, up to date as bundles come and go.
+    let mut state = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"));
     splitmix(&mut state)
 }
 
@@ -497,7 +498,7 @@ pub struct SyncMessage {
     pub version: u8,
     /// [`Step`] code.
     pub step: u8,
-    /// Open: the session's key salt.
+    /// Open: reserved (receivers ignore it).
     pub salt: u64,
     /// Open, and the responder's first answer: how many bundles the sender holds.
     pub count: u32,
@@ -730,7 +731,7 @@ pub struct Session {
 
 impl Session {
     fn new(side: Side, cfg: SessionConfig, salt: u64, store: &BundleStore) -> Self {
-        let keys = KeyIndex::new(store.ids(), salt);
+        let keys = KeyIndex::from_store(store);
         Self {
             side,
             cfg,
@@ -765,7 +766,7 @@ impl Session {
         }
     }
 
-    /// Starts a session as the initiator; `salt` comes from the driver's generator.
+    /// Starts a session as the initiator. `salt` goes into the reserved field of `open`.
     pub fn initiate(cfg: SessionConfig, store: &BundleStore, salt: u64) -> (Self, SyncMessage) {
         let mut s = Self::new(Side::Initiator, cfg, salt, store);
         let mut m = SyncMessage::new(Step::Open);
@@ -776,14 +777,14 @@ impl Session {
             m.keys = pack_keys(&s.keys.keys().collect::<Vec<_>>());
             m.last = true;
         } else {
-            let mut enc = Encoder::new(s.keys.keys());
+            // The first symbols are the store's, kept up to date as bundles come and go; the
+            // encoder for the rest is made only if the peer asks for more.
             let mut packed = Vec::new();
-            for sym in enc.produce(FIRST_SYMBOLS) {
+            for sym in store.sync_head() {
                 sym.write(&mut packed);
             }
             s.stats.symbols += FIRST_SYMBOLS as u64;
             m.symbols = Blob(packed);
-            s.encoder = Some(enc);
         }
         s.state = State::Offering;
         s.stats.reconcile_round_trips = 1;
@@ -814,7 +815,8 @@ impl Session {
             let n_mine = s.keys.len();
             let spread = n_mine.abs_diff(open.count as usize);
             s.decoder = Some(Decoder {
-                own: Encoder::new(s.keys.keys()),
+                head: store.sync_head(),
+                own: None,
                 cells: Vec::new(),
                 found: Vec::new(),
             });
@@ -845,7 +847,15 @@ impl Session {
             (Side::Initiator, State::Offering, Step::More) => {
                 self.role_of(msg);
                 self.stats.reconcile_round_trips += 1;
-                let enc = self.encoder.as_mut().ok_or(SyncError::Unexpected(step))?;
+                if self.keys.len() <= LIST_MAX {
+                    return Err(SyncError::Unexpected(step));
+                }
+                let keys = &self.keys;
+                let enc = self.encoder.get_or_insert_with(|| {
+                    let mut e = Encoder::new(keys.keys());
+                    e.produce(FIRST_SYMBOLS);
+                    e
+                });
                 let mut packed = Vec::new();
                 let mut n = 0;
                 // Symbols are made a batch at a time (one pass over the set per batch) and sent
@@ -945,7 +955,7 @@ impl Session {
             .decoder
             .as_mut()
             .ok_or(SyncError::Unexpected(Step::Symbols))?;
-        dec.add(&syms);
+        dec.add(&syms, &self.keys);
         self.stats.symbols += syms.len() as u64;
         if dec.done() {
             let found = std::mem::take(&mut dec.found);
@@ -1199,7 +1209,7 @@ impl Session {
         self.state == State::Finished
     }
 
-    /// The session's key salt.
+    /// The reserved `salt` value of the session's `open`.
     pub fn salt(&self) -> u64 {
         self.salt
     }
@@ -1336,13 +1346,14 @@ mod tests {
         b.extend((0..70).map(|i| 1_000_000 + i));
         let mut enc = Encoder::new(a.iter().copied());
         let mut dec = Decoder {
-            own: Encoder::new(b.iter().copied()),
+            head: Vec::new(),
+            own: Some(Encoder::new(b.iter().copied())),
             cells: Vec::new(),
             found: Vec::new(),
         };
         let mut sent = 0;
         loop {
-            dec.add(&enc.produce(10));
+            dec.add(&enc.produce(10), &KeyIndex::default());
             sent += 10;
             if dec.done() {
                 break;

@@ -406,3 +406,42 @@ proptest! {
         prop_assert_eq!(ids(&b), union);
     }
 }
+
+/// The store keeps its first coded symbols up to date as bundles come and go: after any
+/// sequence of insertions, purges and expiries they equal the symbols computed afresh.
+#[test]
+fn the_stores_first_symbols_follow_its_contents() {
+    use meshpay_protocol::sync::{FIRST_SYMBOLS, coded_symbols, sync_key};
+    let mut s = BundleStore::new(StoreConfig::default());
+    let mut rng = 0x1234_5678_u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut checked = 0;
+    for round in 0..600u64 {
+        let i = next() % 200;
+        let b = receipt_bundle(i);
+        if s.contains(&b.id()) && next() % 3 == 0 {
+            s.remove(&b.id());
+        } else {
+            s.insert(b.bytes(), Origin::Local, 0, T0);
+        }
+        if round % 50 == 49 {
+            let keys: Vec<u64> = s.ids().map(sync_key).collect();
+            let (_, open) =
+                meshpay_protocol::sync::Session::initiate(session_config(1, 2, 0), &s, 0);
+            if keys.len() > meshpay_protocol::sync::LIST_MAX {
+                assert_eq!(
+                    open.symbols.0,
+                    coded_symbols(&keys, FIRST_SYMBOLS),
+                    "round {round}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 5, "the set was too small to check: {checked}");
+}

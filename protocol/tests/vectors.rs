@@ -423,7 +423,7 @@ fn mesh_vectors() {
     // Sync: keys, symbol indices, coded symbols, the initiator's first message, a hand-over.
     let salt = 0x0123_4567_89ab_cdef_u64;
     let ids = [receipt.id(), notice.id(), testkit::receipt_bundle(2).id()];
-    let keys: Vec<u64> = ids.iter().map(|id| sync::sync_key(salt, id)).collect();
+    let keys: Vec<u64> = ids.iter().map(sync::sync_key).collect();
     let mut store = BundleStore::new(StoreConfig::default());
     for b in [&receipt, &notice] {
         store.insert_bundle(b, Origin::Local, 0, T0);
