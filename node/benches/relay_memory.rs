@@ -88,7 +88,7 @@ fn reopen(path: &str) -> anyhow::Result<()> {
     // Touch every bundle once, as a sync would.
     let bytes: usize = mesh.read(|s| s.in_order().map(|e| e.meta.size as usize).sum());
     println!(
-        "[sled open {after_open:.1} MB] restarted relay (fresh process): {held} bundles ({:.1} MB) loaded in {:.1} s; resident {:.1} MB, peak {:.1} MB (process baseline {baseline:.1} MB)",
+        "restarted relay (fresh process, {after_open:.1} MB once sled is open): {held} bundles ({:.1} MB) loaded in {:.1} s; resident {:.1} MB, peak {:.1} MB (process baseline {baseline:.1} MB)",
         bytes as f64 / 1e6,
         started.elapsed().as_secs_f64(),
         status("VmRSS:"),
