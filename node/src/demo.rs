@@ -5,8 +5,9 @@
 //! are credited, they top up offline allowances while online, then pay a vendor with IOUs with
 //! no server in reach; a cloned wallet tries to spend the same counter twice and is caught by
 //! the vendor, whose fraud proof then travels the mesh; a relay with no wallet carries the sealed
-//! records to the edge of town, uploads them as a gateway, and brings the receipts back hand to
-//! hand, so every wallet sees its payments settled and every copy of a settled record is purged.
+//! records to a gateway at the edge of town, which uploads them, and the relay brings the
+//! receipts back hand to hand, so every wallet sees its payments settled and every copy of a
+//! settled record is purged.
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
@@ -403,17 +404,33 @@ async fn run_in(root: &Path) -> Result<()> {
         refused(&bob)?
     ));
     Demo::stop(&mut relay);
-    d.say("The relay walks to the edge of town, where there is signal: it is a gateway now.");
-    d.start_as(&mut relay, "relay", &[])?;
+    d.say("The relay walks to the edge of town, where a gateway node has signal.");
+    let mut gateway = Proc {
+        name: "gateway",
+        home: root.join("gateway"),
+        state: root.join("gateway-state"),
+        device: String::new(),
+        child: None,
+    };
+    let gateway_addr = d.start_as(&mut gateway, "relay", &[])?;
     d.json(
-        &relay,
+        &gateway,
         &["trust", descriptor.to_str().context("path")?, "--json"],
     )?;
-    let round = d.json(&relay, &["sync-issuer", "--issuer", &url, "--json"])?;
+    d.start_as(&mut relay, "relay", std::slice::from_ref(&gateway_addr))?;
+    d.json(&relay, &["sync", "--json"])?;
+    let at_gateway = d.json(&gateway, &["mesh", "--json"])?;
     d.say(&format!(
-        "it uploads {} records; the issuer settles each once and signs {} final receipts, which go into the relay's mesh store (its copies of the records are purged).",
+        "the relay hands them over: the gateway now holds {} sealed records, and the relay a receipt signed by the gateway for what it carried.",
+        at_gateway["by_kind"]["record"].as_u64().unwrap_or(0)
+    ));
+    let round = d.json(&gateway, &["sync-issuer", "--issuer", &url, "--json"])?;
+    d.say(&format!(
+        "the gateway uploads {} records; the issuer settles each once and signs {} final receipts, which go into the mesh (the gateway's copies of the records are purged).",
         round["uploaded"], round["receipts"]
     ));
+    d.json(&relay, &["sync", "--json"])?;
+    d.say("the relay takes the receipts, and drops its own copies of the settled records.");
     Demo::stop(&mut relay);
     d.say("Back at the market, the relay meets the vendor again.");
     d.start_as(&mut relay, "relay", std::slice::from_ref(&vendor_addr))?;
@@ -435,7 +452,7 @@ async fn run_in(root: &Path) -> Result<()> {
         "{:<10} {:>17} {:>15} {:>13} {:>16}",
         "node", "payments settled", "records held", "receipts", "carried (proof)"
     );
-    for p in [&vendor, &alice, &bob, &relay] {
+    for p in [&vendor, &alice, &bob, &relay, &gateway] {
         let m = mesh(p)?;
         let carried: u64 = m["carried"]
             .as_array()
@@ -443,7 +460,7 @@ async fn run_in(root: &Path) -> Result<()> {
         println!(
             "{:<10} {:>17} {:>15} {:>13} {:>16}",
             p.name,
-            if p.name == "relay" {
+            if matches!(p.name, "relay" | "gateway") {
                 "-".to_owned()
             } else {
                 settled(p)?.to_string()

@@ -107,7 +107,7 @@ fn the_demo_runs_and_catches_the_clone() {
     let vendor = text.lines().find(|l| l.starts_with("vendor ")).unwrap();
     assert!(vendor.trim_end().ends_with("2850"), "{vendor}");
     // A relay carries the records to the server and the receipts back; copies are purged.
-    assert!(text.contains("it uploads 4 records"), "{text}");
+    assert!(text.contains("the gateway uploads 4 records"), "{text}");
     assert!(
         text.contains("the fraud proof also reached alice (1) and bob (1)"),
         "{text}"
