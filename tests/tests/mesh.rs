@@ -304,3 +304,59 @@ fn a_fork_at_both_ends_of_a_line_is_found_in_the_mesh_and_refused_everywhere() {
     assert_eq!(again["status"], "refused", "{again}");
     assert_eq!(again["reason"], "known_fraud", "{again}");
 }
+
+/// A node started with `--gateway` uploads on its own whenever the server is reachable: the
+/// records it receives settle without anyone running a command, and the receipts reach the
+/// payee through the mesh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_uploads_by_itself_when_the_server_is_reachable() {
+    let root = tempfile::tempdir().unwrap();
+    let server = SettleServer::new(root.path(), "issuer");
+    let descriptor = server.descriptor();
+    let mut shopper = TestNode::init(root.path(), "shopper");
+    let mut vendor = TestNode::init(root.path(), "vendor");
+    let mut gw = TestNode::init(root.path(), "gateway");
+    // Gateway rounds and syncs every second instead of every 30.
+    let config = gw.home.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("gateway_secs = 30", "gateway_secs = 1"),
+    )
+    .unwrap();
+    let config = vendor.home.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("sync_secs = 30", "sync_secs = 1")).unwrap();
+    vendor.start(&[]);
+    shopper.start(&["--peer", &vendor.tcp_addr()]);
+    shopper.wait_peer(&vendor.device);
+    for n in [&shopper, &vendor] {
+        n.json(&["trust", descriptor.to_str().unwrap(), "--json"]);
+    }
+    admin(
+        &server,
+        "/admin/accounts",
+        json!({"device": shopper.device}),
+    )
+    .await;
+    admin(
+        &server,
+        &format!("/admin/accounts/{}/credit", shopper.device),
+        json!({"amount": 5_000, "reference": "test"}),
+    )
+    .await;
+    admin(&server, "/admin/accounts", json!({"device": vendor.device})).await;
+    shopper.json(&["topup", "2000", "--issuer", &server.url, "--json"]);
+    let paid = shopper.json(&["pay", "--to", &vendor.device, "--amount", "400", "--json"]);
+    assert_eq!(paid["status"], "acked");
+
+    gw.start(&["--gateway", &server.url, "--peer", &vendor.tcp_addr()]);
+    gw.json(&["trust", descriptor.to_str().unwrap(), "--json"]);
+    meshpay_tests::wait_for("the vendor to see its payment settled", || {
+        let h = vendor.history();
+        (h.len() == 1 && h[0]["settlement"] == "settled").then_some(())
+    });
+    let r = reconciliation(&server).await;
+    assert_eq!(r["records"]["settled"], 1, "{r}");
+    assert_eq!(r["settled_amount"], 400, "{r}");
+}
