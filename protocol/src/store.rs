@@ -331,10 +331,10 @@ impl BundleStore {
 
     fn sync_toggle(&mut self, key: u64, sign: i64) {
         if self.head.is_empty() {
-            self.head = vec![crate::sync::Symbol::default(); crate::sync::FIRST_SYMBOLS];
+            self.head = vec![crate::sync::Symbol::default(); crate::sync::KEPT_SYMBOLS];
         }
         let mut m = crate::sync::Mapping::new(key);
-        while m.index < crate::sync::FIRST_SYMBOLS as u64 {
+        while m.index < crate::sync::KEPT_SYMBOLS as u64 {
             self.head[usize::try_from(m.index).expect("small")].add(key, sign);
             m.advance();
         }
@@ -377,7 +377,7 @@ impl BundleStore {
     /// The first coded symbols of the held set (SPEC.md §11.3).
     pub(crate) fn sync_head(&self) -> Vec<crate::sync::Symbol> {
         if self.head.is_empty() {
-            vec![crate::sync::Symbol::default(); crate::sync::FIRST_SYMBOLS]
+            vec![crate::sync::Symbol::default(); crate::sync::KEPT_SYMBOLS]
         } else {
             self.head.clone()
         }

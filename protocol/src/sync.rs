@@ -59,6 +59,9 @@ pub const MAX_SYNC: usize = 2000;
 pub const LIST_MAX: usize = 64;
 /// Coded symbols in the initiator's first message.
 pub const FIRST_SYMBOLS: usize = 16;
+/// Coded symbols a store keeps current (enough to decode about 80 differences without a
+/// pass over the store).
+pub const KEPT_SYMBOLS: usize = 128;
 /// Bytes of symbols, keys or bundles a message carries at most.
 const ROOM: usize = 1700;
 
@@ -326,6 +329,15 @@ pub fn symbol_indices(key: u64, below: u64) -> Vec<u64> {
     while m.index < below {
         out.push(m.index);
         m.advance();
+    }
+    out
+}
+
+/// The coded symbols a store keeps current ([`KEPT_SYMBOLS`] of them), packed as on the wire.
+pub fn kept_symbols(store: &BundleStore) -> Vec<u8> {
+    let mut out = Vec::new();
+    for s in store.sync_head() {
+        s.write(&mut out);
     }
     out
 }
@@ -703,6 +715,8 @@ pub struct Session {
     keys: KeyIndex,
     /// Symbols made but not sent yet.
     pending: std::collections::VecDeque<Symbol>,
+    /// Symbols taken from the store's kept ones at the start.
+    produced: usize,
     encoder: Option<Encoder>,
     decoder: Option<Decoder>,
     peer_count: u32,
@@ -739,6 +753,7 @@ impl Session {
             state: State::Finished,
             keys,
             pending: std::collections::VecDeque::new(),
+            produced: 0,
             encoder: None,
             decoder: None,
             peer_count: 0,
@@ -779,12 +794,15 @@ impl Session {
         } else {
             // The first symbols are the store's, kept up to date as bundles come and go; the
             // encoder for the rest is made only if the peer asks for more.
+            let head = store.sync_head();
             let mut packed = Vec::new();
-            for sym in store.sync_head() {
+            for sym in &head[..FIRST_SYMBOLS] {
                 sym.write(&mut packed);
             }
             s.stats.symbols += FIRST_SYMBOLS as u64;
             m.symbols = Blob(packed);
+            s.pending = head[FIRST_SYMBOLS..].iter().copied().collect();
+            s.produced = head.len();
         }
         s.state = State::Offering;
         s.stats.reconcile_round_trips = 1;
@@ -851,17 +869,18 @@ impl Session {
                     return Err(SyncError::Unexpected(step));
                 }
                 let keys = &self.keys;
-                let enc = self.encoder.get_or_insert_with(|| {
-                    let mut e = Encoder::new(keys.keys());
-                    e.produce(FIRST_SYMBOLS);
-                    e
-                });
+                let kept = self.produced;
                 let mut packed = Vec::new();
                 let mut n = 0;
-                // Symbols are made a batch at a time (one pass over the set per batch) and sent
-                // in order, as many as fit.
+                // The store's kept symbols go first; after them, symbols are made a batch at a
+                // time (one pass over the set per batch) and sent in order, as many as fit.
                 while packed.len() + 26 <= ROOM {
                     if self.pending.is_empty() {
+                        let enc = self.encoder.get_or_insert_with(|| {
+                            let mut e = Encoder::new(keys.keys());
+                            e.produce(kept);
+                            e
+                        });
                         self.pending.extend(enc.produce(64));
                     }
                     let sym = self.pending.pop_front().expect("just made");
