@@ -131,6 +131,15 @@ pub struct Node {
     pub relay: bool,
 }
 
+/// A settlement server feed a gateway brings into the mesh: path, list key, item key, and
+/// what an item is as a bundle.
+type Feed = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&[u8]) -> Option<Content>,
+);
+
 /// What a gateway round did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct GatewayRound {
@@ -930,17 +939,19 @@ impl Node {
             }
         }
         // Fraud proofs and revocations go into the mesh, to travel before anything else.
-        for (path, list, item) in [
-            ("fraud-proofs", "fraud_proofs", "proof"),
-            ("revocations", "revocations", "revocation"),
-        ] {
+        let feeds: [Feed; 2] = [
+            ("fraud-proofs", "fraud_proofs", "proof", |b| {
+                decode(b).ok().map(|p| Content::Fraud(Box::new(p)))
+            }),
+            ("revocations", "revocations", "revocation", |b| {
+                decode(b).ok().map(Content::Revocation)
+            }),
+        ];
+        for (path, list, item, content_of) in feeds {
             for bytes in self.feed(&client, url, &issuer, path, list, item).await? {
-                let content = if path == "revocations" {
-                    decode(&bytes).ok().map(Content::Revocation)
-                } else {
-                    decode(&bytes).ok().map(|p| Content::Fraud(Box::new(p)))
+                let Some(content) = content_of(&bytes) else {
+                    continue;
                 };
-                let Some(content) = content else { continue };
                 let b = Bundle::new(content);
                 if matches!(
                     self.mesh.insert(&b, Origin::Local, 0, now()),
@@ -966,11 +977,7 @@ impl Node {
         list: &str,
         item: &str,
     ) -> Result<Vec<Vec<u8>>, NodeError> {
-        let key = if path == "receipts" {
-            format!("receipts_cursor:{}", issuer.to_hex())
-        } else {
-            format!("{path}_cursor:{}", issuer.to_hex())
-        };
+        let key = format!("{path}_cursor:{}", issuer.to_hex());
         let mut since: i64 = self
             .store
             .meta(&key)
@@ -1190,21 +1197,12 @@ impl Node {
             return Ok(());
         }
         // The book may already hold it (it builds one itself when a notice forks); either way
-        // make sure it is stored.
+        // make sure it is stored. Storing is idempotent and says whether it was new.
         let new = book.add_fraud_proof(proof).unwrap_or(false);
         let known = book.refuses(&proof.allowance());
         drop(book);
-        if new || known {
-            let stored = self
-                .store
-                .frauds()
-                .await?
-                .iter()
-                .any(|(p, _)| p.allowance() == proof.allowance());
-            if !stored {
-                self.store.add_fraud(proof, now).await?;
-                tracing::warn!(allowance = %proof.allowance(), "fraud proof: allowance refused from now on");
-            }
+        if (new || known) && self.store.add_fraud(proof, now).await? {
+            tracing::warn!(allowance = %proof.allowance(), "fraud proof: allowance refused from now on");
         }
         Ok(())
     }

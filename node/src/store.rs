@@ -557,15 +557,15 @@ impl Store {
         rows.iter().map(|b| obj(b, "spend notice")).collect()
     }
 
-    /// Stores a fraud proof (the first per allowance is kept).
-    pub async fn add_fraud(&self, proof: &FraudProof, now: u64) -> Result<()> {
-        sqlx::query("INSERT INTO frauds (allowance, proof, found_at) VALUES (?, ?, ?) ON CONFLICT (allowance) DO NOTHING")
+    /// Stores a fraud proof (the first per allowance is kept). Returns whether it was new.
+    pub async fn add_fraud(&self, proof: &FraudProof, now: u64) -> Result<bool> {
+        let r = sqlx::query("INSERT INTO frauds (allowance, proof, found_at) VALUES (?, ?, ?) ON CONFLICT (allowance) DO NOTHING")
             .bind(proof.allowance().0.to_vec())
             .bind(encode(proof))
             .bind(i64_of(now)?)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(r.rows_affected() == 1)
     }
 
     /// Every fraud proof held, with when it was found.

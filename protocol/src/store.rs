@@ -435,7 +435,20 @@ impl BundleStore {
             self.by_subject.remove(&(s, e.meta.id));
         }
         if e.meta.kind == BundleKind::Notice {
-            self.notices.retain(|_, v| v != id);
+            // Notice bodies stay in memory: find its slot rather than scan every notice.
+            let slot = e
+                .bytes
+                .as_deref()
+                .and_then(|b| Bundle::decode(b).ok())
+                .and_then(|b| match b.content() {
+                    Content::Notice(n) => Some((n.notice.allowance, n.notice.counter)),
+                    _ => None,
+                });
+            if let Some(slot) = slot {
+                if self.notices.get(&slot) == Some(id) {
+                    self.notices.remove(&slot);
+                }
+            }
         }
         self.destinations.remove(id);
         self.changes.removed.push(*id);

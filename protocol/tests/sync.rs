@@ -3,7 +3,7 @@
 
 use meshpay_protocol::bundle::{Bundle, BundleKind, Content};
 use meshpay_protocol::store::{Admission, BundleStore, Origin, StoreConfig};
-use meshpay_protocol::sync::{Party, Routing, contact};
+use meshpay_protocol::sync::{Contact, Party, Routing, SyncError, contact};
 use meshpay_protocol::testkit::{
     T0, allowance, device, issuer, pay, receipt_bundle, request, sealed, session_config, wallet,
 };
@@ -27,7 +27,14 @@ fn ids(s: &BundleStore) -> BTreeSet<Hash> {
     s.ids().copied().collect()
 }
 
-fn sync(a: &mut BundleStore, b: &mut BundleStore, budget: u64, max: u32, salt: u64) -> bool {
+/// A contact between device 1 (`a`, initiator) and device 2 (`b`), both epidemic with `budget`.
+fn meet(
+    a: &mut BundleStore,
+    b: &mut BundleStore,
+    budget: u64,
+    max: u32,
+    salt: u64,
+) -> Result<Contact, SyncError> {
     let (ka, kb) = (device(1), device(2));
     contact(
         Party {
@@ -43,8 +50,12 @@ fn sync(a: &mut BundleStore, b: &mut BundleStore, budget: u64, max: u32, salt: u
         salt,
         max,
     )
-    .expect("honest peers")
-    .completed
+}
+
+fn sync(a: &mut BundleStore, b: &mut BundleStore, budget: u64, max: u32, salt: u64) -> bool {
+    meet(a, b, budget, max, salt)
+        .expect("honest peers")
+        .completed
 }
 
 #[test]
@@ -72,22 +83,7 @@ fn sizes_and_round_trips_for_common_cases() {
 fn reconciliation_of_equal_sets_is_small() {
     let mut a = store_with(0..2000);
     let mut b = store_with(0..2000);
-    let (ka, kb) = (device(1), device(2));
-    let c = contact(
-        Party {
-            store: &mut a,
-            cfg: session_config(1, 2, u64::MAX),
-            key: &ka,
-        },
-        Party {
-            store: &mut b,
-            cfg: session_config(2, 1, u64::MAX),
-            key: &kb,
-        },
-        7,
-        u32::MAX,
-    )
-    .expect("honest");
+    let c = meet(&mut a, &mut b, u64::MAX, u32::MAX, 7).expect("honest");
     let s = c.initiator.stats();
     assert!(c.completed);
     assert!(s.bytes_sent + s.bytes_received < 1024, "{s:?}");
@@ -117,22 +113,7 @@ fn urgent_bundles_go_first_and_the_budget_holds() {
     let mut b = BundleStore::new(StoreConfig::default());
     // Room for the receipt and two records.
     let budget = u64::from(receipt.meta().size) + 2 * 330;
-    let (ka, kb) = (device(1), device(2));
-    let c = contact(
-        Party {
-            store: &mut a,
-            cfg: session_config(1, 2, budget),
-            key: &ka,
-        },
-        Party {
-            store: &mut b,
-            cfg: session_config(2, 1, budget),
-            key: &kb,
-        },
-        1,
-        u32::MAX,
-    )
-    .expect("honest");
+    let c = meet(&mut a, &mut b, budget, u32::MAX, 1).expect("honest");
     assert!(c.completed);
     assert_eq!(b.len(), 3);
     assert_eq!(
@@ -325,22 +306,8 @@ fn a_peer_handing_over_a_forged_bundle_is_dropped() {
         bytes
     };
     assert!(a.restore(&forged, Origin::Local, 0));
-    let (ka, kb) = (device(1), device(2));
-    let err = contact(
-        Party {
-            store: &mut a,
-            cfg: session_config(1, 2, u64::MAX),
-            key: &ka,
-        },
-        Party {
-            store: &mut b,
-            cfg: session_config(2, 1, u64::MAX),
-            key: &kb,
-        },
-        3,
-        u32::MAX,
-    )
-    .expect_err("the forged receipt is caught");
+    let err =
+        meet(&mut a, &mut b, u64::MAX, u32::MAX, 3).expect_err("the forged receipt is caught");
     assert!(err.to_string().contains("bad bundle"), "{err}");
     assert!(
         !b.ids()

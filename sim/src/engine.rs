@@ -355,6 +355,7 @@ impl Sim {
             }
         }
         order.sort_unstable();
+        let ends = self.contact_ends();
         let mut next_tick = 0.01;
         for (t, kind, i) in order {
             if t > duration_ms {
@@ -378,7 +379,7 @@ impl Sim {
                 }
                 1 => {
                     let c = self.contacts[i];
-                    let end = self.contact_end(i).unwrap_or(duration_ms);
+                    let end = ends[i].unwrap_or(duration_ms);
                     let capacity = self.capacity(end.saturating_sub(t));
                     self.up.insert(
                         (c.a, c.b),
@@ -444,13 +445,23 @@ impl Sim {
         }
     }
 
-    /// When contact `i` (an up event) goes down.
-    fn contact_end(&self, i: usize) -> Option<u64> {
-        let c = self.contacts[i];
-        self.contacts[i + 1..]
-            .iter()
-            .find(|e| e.a == c.a && e.b == c.b && e.link == Link::Down)
-            .map(|e| e.t_ms)
+    /// For every up event, when its contact goes down (`None` if not in the trace): one pass.
+    fn contact_ends(&self) -> Vec<Option<u64>> {
+        let mut ends = vec![None; self.contacts.len()];
+        let mut open: BTreeMap<(u32, u32), usize> = BTreeMap::new();
+        for (i, e) in self.contacts.iter().enumerate() {
+            match e.link {
+                Link::Up => {
+                    open.insert((e.a, e.b), i);
+                }
+                Link::Down => {
+                    if let Some(up) = open.remove(&(e.a, e.b)) {
+                        ends[up] = Some(e.t_ms);
+                    }
+                }
+            }
+        }
+        ends
     }
 
     /// Bytes a contact of `len_ms` can carry.

@@ -4,6 +4,16 @@
 use meshpay_sim::scenario::{Mobility, Radio, RoutingConfig, Workload};
 use meshpay_sim::{Scenario, Sim, Stats};
 
+/// A 10 m radio: `bitrate_bps` (0: unlimited), set-up seconds, frame loss.
+fn radio(bitrate_bps: u64, setup_s: f64, loss: f64) -> Radio {
+    Radio {
+        range_m: 10.0,
+        bitrate_bps,
+        setup_s,
+        loss,
+    }
+}
+
 fn run(s: &Scenario) -> Stats {
     let outcome = Sim::new(s).expect("valid scenario").run(|_| {});
     Stats::of(&outcome, &s.name, s.seed)
@@ -65,12 +75,7 @@ fn epidemic_latency_matches_the_exponential_meeting_model() {
                 pause_max_s: 0.0,
                 step_s: 1.0,
             },
-            radio: Radio {
-                range_m: 10.0,
-                bitrate_bps: 0,
-                setup_s: 0.0,
-                loss: 0.0,
-            },
+            radio: radio(0, 0.0, 0.0),
             workload: Workload {
                 interval_min_s: 300.0,
                 interval_max_s: 300.0,
@@ -141,12 +146,7 @@ fn a_one_trace_replays_hop_by_hop() {
         dir.path(),
         contacts,
         "5 C M1 0 3 500\n",
-        Radio {
-            range_m: 10.0,
-            bitrate_bps: 0,
-            setup_s: 0.0,
-            loss: 0.0,
-        },
+        radio(0, 0.0, 0.0),
         "epidemic",
     );
     assert_eq!((s.created, s.delivered, s.relayed), (1, 1, 3));
@@ -157,12 +157,7 @@ fn a_one_trace_replays_hop_by_hop() {
         dir.path(),
         contacts,
         "5 C M1 0 3 500\n",
-        Radio {
-            range_m: 10.0,
-            bitrate_bps: 0,
-            setup_s: 0.0,
-            loss: 0.0,
-        },
+        radio(0, 0.0, 0.0),
         "direct",
     );
     assert_eq!(d.delivered, 0);
@@ -171,12 +166,7 @@ fn a_one_trace_replays_hop_by_hop() {
         dir.path(),
         contacts,
         "5 C M1 0 3 500\n",
-        Radio {
-            range_m: 10.0,
-            bitrate_bps: 0,
-            setup_s: 0.0,
-            loss: 0.0,
-        },
+        radio(0, 0.0, 0.0),
         "spray-and-wait",
     );
     assert_eq!((w.relayed, w.delivered), (1, 0));
@@ -195,12 +185,7 @@ fn a_contact_carries_what_its_duration_and_bit_rate_allow() {
         dir.path(),
         "100 CONN 0 1 up\n104 CONN 0 1 down\n",
         &messages,
-        Radio {
-            range_m: 10.0,
-            bitrate_bps: 8_000,
-            setup_s: 1.0,
-            loss: 0.0,
-        },
+        radio(8_000, 1.0, 0.0),
         "epidemic",
     );
     assert_eq!(s.delivered, 3, "{s:?}");
@@ -210,12 +195,7 @@ fn a_contact_carries_what_its_duration_and_bit_rate_allow() {
         dir.path(),
         "100 CONN 0 1 up\n104 CONN 0 1 down\n",
         &messages,
-        Radio {
-            range_m: 10.0,
-            bitrate_bps: 8_000,
-            setup_s: 1.0,
-            loss: 0.5,
-        },
+        radio(8_000, 1.0, 0.5),
         "epidemic",
     );
     assert_eq!(lossy.delivered, 1, "{lossy:?}");
@@ -223,12 +203,7 @@ fn a_contact_carries_what_its_duration_and_bit_rate_allow() {
         dir.path(),
         "100 CONN 0 1 up\n104 CONN 0 1 down\n",
         &messages,
-        Radio {
-            range_m: 10.0,
-            bitrate_bps: 0,
-            setup_s: 1.0,
-            loss: 0.0,
-        },
+        radio(0, 1.0, 0.0),
         "epidemic",
     );
     assert_eq!(all.delivered, 10);

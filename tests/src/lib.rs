@@ -131,6 +131,29 @@ impl TestNode {
         }
     }
 
+    /// A whole-device copy of this (stopped) node, wallet directory and sentinel alike, in
+    /// `root/<name>`: it holds the same key, allowances and counters.
+    #[must_use]
+    pub fn clone_device(&self, root: &Path, name: &str) -> Self {
+        let home = root.join(name);
+        let state = root.join(format!("{name}-state"));
+        copy_dir(&self.home, &home);
+        copy_dir(&self.state, &state);
+        Self::existing(home, state, name, &self.device)
+    }
+
+    /// Replaces `from` with `to` in the node's `config.toml` (which must contain `from`).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let path = self.home.join("config.toml");
+        let text = std::fs::read_to_string(&path).expect("config.toml");
+        assert!(
+            text.contains(from),
+            "{}: no `{from}` in config.toml",
+            self.name
+        );
+        std::fs::write(&path, text.replace(from, to)).expect("write config.toml");
+    }
+
     /// A relay (`meshpay relay`): no wallet; its home is made on first start.
     pub fn relay(root: &Path, name: &str) -> Self {
         let mut n = Self::existing(

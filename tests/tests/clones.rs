@@ -20,11 +20,7 @@ fn a_cloned_wallet_paying_the_same_vendor_is_caught() {
     shopper.stop();
 
     // A whole-device clone: wallet directory and sentinel both copied.
-    let clone_home = root.path().join("clone");
-    let clone_state = root.path().join("clone-state");
-    meshpay_tests::copy_dir(&shopper.home, &clone_home);
-    meshpay_tests::copy_dir(&shopper.state, &clone_state);
-    let mut clone = TestNode::existing(clone_home, clone_state, "clone", &shopper.device);
+    let mut clone = shopper.clone_device(root.path(), "clone");
     shopper.start(&["--peer", &vendor_addr]);
     clone.start(&["--peer", &vendor_addr]);
 

@@ -28,6 +28,27 @@ async fn reconciliation(server: &SettleServer) -> Value {
     serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
 }
 
+/// Opens the shopper's account with `credit` and the vendor's, and the shopper tops up an
+/// allowance of `allowance`.
+async fn accounts(
+    server: &SettleServer,
+    shopper: &TestNode,
+    vendor: &TestNode,
+    credit: u64,
+    allowance: u64,
+) {
+    admin(server, "/admin/accounts", json!({"device": shopper.device})).await;
+    admin(
+        server,
+        &format!("/admin/accounts/{}/credit", shopper.device),
+        json!({"amount": credit, "reference": "test"}),
+    )
+    .await;
+    admin(server, "/admin/accounts", json!({"device": vendor.device})).await;
+    let limit = allowance.to_string();
+    shopper.json(&["topup", &limit, "--issuer", &server.url, "--json"]);
+}
+
 fn records_held(n: &TestNode) -> u64 {
     n.json(&["mesh", "--json"])["by_kind"]["record"]
         .as_u64()
@@ -51,20 +72,7 @@ async fn records_travel_a_line_to_the_gateway_and_receipts_come_back() {
     for n in [&shopper, &vendor] {
         n.json(&["trust", descriptor.to_str().unwrap(), "--json"]);
     }
-    admin(
-        &server,
-        "/admin/accounts",
-        json!({"device": shopper.device}),
-    )
-    .await;
-    admin(
-        &server,
-        &format!("/admin/accounts/{}/credit", shopper.device),
-        json!({"amount": 10_000, "reference": "test"}),
-    )
-    .await;
-    admin(&server, "/admin/accounts", json!({"device": vendor.device})).await;
-    shopper.json(&["topup", "5000", "--issuer", &server.url, "--json"]);
+    accounts(&server, &shopper, &vendor, 10_000, 5_000).await;
     for amount in ["700", "450"] {
         let p = shopper.json(&["pay", "--to", &vendor.device, "--amount", amount, "--json"]);
         assert_eq!(p["status"], "acked");
@@ -212,18 +220,6 @@ fn bundle_files_carry_records_and_hostile_files_are_refused() {
     assert_eq!(courier.json(&["mesh", "--json"]), before);
 }
 
-/// Sets `[mesh] budget_kb` in a node's config file.
-fn small_budget(n: &TestNode, kb: u64) {
-    let path = n.home.join("config.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains("budget_kb = 4096"));
-    std::fs::write(
-        &path,
-        text.replace("budget_kb = 4096", &format!("budget_kb = {kb}")),
-    )
-    .unwrap();
-}
-
 #[test]
 fn a_fork_at_both_ends_of_a_line_is_found_in_the_mesh_and_refused_everywhere() {
     let root = tempfile::tempdir().unwrap();
@@ -232,8 +228,9 @@ fn a_fork_at_both_ends_of_a_line_is_found_in_the_mesh_and_refused_everywhere() {
     let mut c = TestNode::init(root.path(), "vendor-c");
     let mut shopper = TestNode::init(root.path(), "shopper");
     // One bundle per contact at most: every hand-over takes several contacts.
-    small_budget(&a, 1);
-    small_budget(&c, 1);
+    for n in [&a, &c] {
+        n.edit_config("budget_kb = 4096", "budget_kb = 1");
+    }
     a.start(&[]);
     c.start(&[]);
     shopper.start(&["--peer", &a.tcp_addr()]);
@@ -242,11 +239,7 @@ fn a_fork_at_both_ends_of_a_line_is_found_in_the_mesh_and_refused_everywhere() {
     }
     issuer.fund(&shopper, 1_000);
     shopper.stop();
-    let clone_home = root.path().join("clone");
-    let clone_state = root.path().join("clone-state");
-    meshpay_tests::copy_dir(&shopper.home, &clone_home);
-    meshpay_tests::copy_dir(&shopper.state, &clone_state);
-    let mut clone = TestNode::existing(clone_home, clone_state, "clone", &shopper.device);
+    let mut clone = shopper.clone_device(root.path(), "clone");
     shopper.start(&["--peer", &a.tcp_addr()]);
     clone.start(&["--peer", &c.tcp_addr()]);
     shopper.wait_peer(&a.device);
@@ -317,36 +310,15 @@ async fn a_gateway_uploads_by_itself_when_the_server_is_reachable() {
     let mut vendor = TestNode::init(root.path(), "vendor");
     let mut gw = TestNode::init(root.path(), "gateway");
     // Gateway rounds and syncs every second instead of every 30.
-    let config = gw.home.join("config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("gateway_secs = 30", "gateway_secs = 1"),
-    )
-    .unwrap();
-    let config = vendor.home.join("config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("sync_secs = 30", "sync_secs = 1")).unwrap();
+    gw.edit_config("gateway_secs = 30", "gateway_secs = 1");
+    vendor.edit_config("sync_secs = 30", "sync_secs = 1");
     vendor.start(&[]);
     shopper.start(&["--peer", &vendor.tcp_addr()]);
     shopper.wait_peer(&vendor.device);
     for n in [&shopper, &vendor] {
         n.json(&["trust", descriptor.to_str().unwrap(), "--json"]);
     }
-    admin(
-        &server,
-        "/admin/accounts",
-        json!({"device": shopper.device}),
-    )
-    .await;
-    admin(
-        &server,
-        &format!("/admin/accounts/{}/credit", shopper.device),
-        json!({"amount": 5_000, "reference": "test"}),
-    )
-    .await;
-    admin(&server, "/admin/accounts", json!({"device": vendor.device})).await;
-    shopper.json(&["topup", "2000", "--issuer", &server.url, "--json"]);
+    accounts(&server, &shopper, &vendor, 5_000, 2_000).await;
     let paid = shopper.json(&["pay", "--to", &vendor.device, "--amount", "400", "--json"]);
     assert_eq!(paid["status"], "acked");
 
