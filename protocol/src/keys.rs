@@ -96,9 +96,26 @@ impl DeviceSecret {
         DeviceKey(self.0.verifying_key().to_bytes())
     }
 
+    /// Signs a link session's X25519 static key, binding it to this device (the BLE Noise
+    /// handshake sends this signature; SPEC.md §3.3).
+    pub fn sign_link_key(&self, static_key: &[u8; 32]) -> Signature {
+        self.sign(crate::objects::tags::LINK_KEY, static_key)
+    }
+
     /// Signs `tag || 0 || msg`.
     pub(crate) fn sign(&self, tag: &str, msg: &[u8]) -> Signature {
         sign_with(&self.0, tag, msg)
+    }
+}
+
+impl DeviceKey {
+    /// Checks that this device signed a link session's X25519 static key.
+    pub fn verify_link_key(
+        &self,
+        static_key: &[u8; 32],
+        sig: &Signature,
+    ) -> Result<(), BadSignature> {
+        verify(&self.0, crate::objects::tags::LINK_KEY, static_key, sig)
     }
 }
 
@@ -153,6 +170,12 @@ impl IssuerSecret {
     /// The public sealing key.
     pub fn seal_key(&self) -> SealKey {
         SealKey(x25519_dalek::PublicKey::from(&self.seal).to_bytes())
+    }
+
+    /// Signs a link session's X25519 static key, binding it to this device (the BLE Noise
+    /// handshake sends this signature; SPEC.md §3.3).
+    pub fn sign_link_key(&self, static_key: &[u8; 32]) -> Signature {
+        self.sign(crate::objects::tags::LINK_KEY, static_key)
     }
 
     /// Signs `tag || 0 || msg`.

@@ -80,6 +80,8 @@ pub mod tags {
     pub const HAND_OVER: &str = "meshpay/v1/hand-over";
     /// Digest of the bundle ids a hand-over receipt covers.
     pub const HAND_OVER_IDS: &str = "meshpay/v1/hand-over-ids";
+    /// A device's signature binding a link session's X25519 static key to it (BLE Noise).
+    pub const LINK_KEY: &str = "meshpay/v1/link-key";
     /// HPKE `info` for sealed settlement records.
     pub const SEALED_RECORD: &str = "meshpay/v1/sealed-record";
 }

@@ -6,12 +6,14 @@
 //!
 //! - [`p2p`]: libp2p over TCP and QUIC with Noise and Yamux, identify, ping, mDNS discovery.
 //!   The device's Ed25519 key is the libp2p identity, so a peer id names a device key.
-//! - Bluetooth LE (a Noise XX session over a fragmenting GATT framer) comes as another `Link`.
+//! - [`ble`]: Bluetooth LE, a Noise XX session over a fragmenting framer, on GATT or on an
+//!   emulated connection.
 //!
 //! Frames are at most [`meshpay_protocol::message::MAX_MESSAGE`] bytes by default. A peer that
 //! sends a frame that is oversized, truncated or otherwise unreadable is disconnected and
 //! reported with [`LinkEvent::PeerMisbehaved`]; the link keeps serving everyone else.
 
+pub mod ble;
 pub mod p2p;
 
 use meshpay_protocol::DeviceKey;
