@@ -52,6 +52,11 @@ struct NetArgs {
     /// reachable, and bring its receipts, fraud proofs and revocations into the mesh.
     #[arg(long, value_name = "URL")]
     gateway: Option<String>,
+    /// Also find and pay nearby devices over Bluetooth LE (BlueZ): advertise the meshpay
+    /// service and connect to others that do. Without an adapter or BlueZ the node says why
+    /// and runs on its other links.
+    #[arg(long)]
+    ble: bool,
     /// Print one JSON line when ready (device key, addresses).
     #[arg(long)]
     json: bool,
@@ -66,6 +71,7 @@ impl NetArgs {
             gateway: self.gateway,
             relay,
             quota_kb,
+            ble: self.ble,
         }
     }
 }
@@ -801,10 +807,20 @@ async fn run_with(home: &Home, opts: RunOptions, json: bool, pass: String) -> Re
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    let ble = node.start_ble().await;
+    if let Some(Err(why)) = &ble {
+        tracing::error!("{why}");
+        eprintln!("meshpay: {why}; running on the other links");
+    }
+    let ble_json = match &ble {
+        None => serde_json::json!({"state": "off"}),
+        Some(Ok(adapter)) => serde_json::json!({"state": "up", "adapter": adapter}),
+        Some(Err(why)) => serde_json::json!({"state": "unavailable", "error": why}),
+    };
     if json {
         println!(
             "{}",
-            serde_json::json!({"event": "ready", "device_key": node.device.to_text(), "listen": addrs, "restore_check": format!("{:?}", node.restore)})
+            serde_json::json!({"event": "ready", "device_key": node.device.to_text(), "listen": addrs, "ble": ble_json, "restore_check": format!("{:?}", node.restore)})
         );
     } else {
         println!(
@@ -812,6 +828,9 @@ async fn run_with(home: &Home, opts: RunOptions, json: bool, pass: String) -> Re
             node.device.to_text(),
             addrs.join(", ")
         );
+        if let Some(Ok(adapter)) = &ble {
+            println!("Bluetooth LE up on {adapter}");
+        }
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -53,6 +53,36 @@ pub struct Config {
     pub wallet: WalletConfig,
     /// Store-and-forward settings.
     pub mesh: MeshConfig,
+    /// Bluetooth LE settings.
+    pub ble: BleSettings,
+}
+
+/// `[ble]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BleSettings {
+    /// Find and pay nearby devices over Bluetooth LE (as `meshpay run --ble`).
+    pub enabled: bool,
+    /// The adapter, by name (`hci0`) or address; the default adapter when unset.
+    pub adapter: Option<String>,
+    /// Advertise the meshpay service so that others connect (peripheral role).
+    pub peripheral: bool,
+    /// Scan for the meshpay service and connect (central role).
+    pub central: bool,
+    /// Seconds to wait for a peer's answer over BLE (a slower radio than Wi-Fi).
+    pub request_timeout_secs: u64,
+}
+
+impl Default for BleSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            adapter: None,
+            peripheral: true,
+            central: true,
+            request_timeout_secs: 20,
+        }
+    }
 }
 
 /// `[mesh]`.

@@ -19,6 +19,7 @@ use meshpay_protocol::{
     AllowanceCert, DeviceKey, DeviceSecret, Iou, IssuerDescriptor, IssuerId, Nonce, PaymentAck,
     PaymentRequest, PrintableKey, Reason, SealedRecord, decode, encode,
 };
+use meshpay_transports::ble::{BleConfig, BleLink};
 use meshpay_transports::p2p::{P2pConfig, P2pLink};
 use meshpay_transports::{LinkError, LinkEvent, Links, PeerInfo};
 use rand_core::{OsRng, RngCore};
@@ -122,6 +123,11 @@ pub struct Node {
     issuers: RwLock<BTreeMap<IssuerId, IssuerDescriptor>>,
     links: Links,
     p2p: P2pLink,
+    /// The Bluetooth LE link, when it runs.
+    ble: Option<BleLink>,
+    /// The GATT roles on BlueZ, held while they run.
+    #[cfg(all(feature = "ble", target_os = "linux"))]
+    gatt: std::sync::Mutex<Option<meshpay_transports::ble::gatt::Gatt>>,
     config: Config,
     sentinel: Sentinel,
     fault: Option<Fault>,
@@ -168,6 +174,8 @@ pub struct RunOptions {
     pub relay: bool,
     /// Mesh quota in kilobytes (overrides `[mesh] quota_mb`).
     pub quota_kb: Option<u64>,
+    /// Run the Bluetooth LE link (as `[ble] enabled`).
+    pub ble: bool,
 }
 
 impl Node {
@@ -286,9 +294,21 @@ impl Node {
             ..P2pConfig::default()
         };
         let (tx, rx) = mpsc::channel(1024);
-        let p2p = P2pLink::start(&seed, &p2p_config, tx)?;
+        let p2p = P2pLink::start(&seed, &p2p_config, tx.clone())?;
         let mut links = Links::new();
         links.add(Arc::new(p2p.clone()));
+        let ble = (opts.ble || config.ble.enabled).then(|| {
+            let link = BleLink::new(
+                &seed,
+                BleConfig {
+                    request_timeout: Duration::from_secs(config.ble.request_timeout_secs.max(1)),
+                    ..BleConfig::default()
+                },
+                tx,
+            );
+            links.add(Arc::new(link.clone()));
+            link
+        });
         let node = Arc::new(Self {
             device,
             secret,
@@ -302,6 +322,9 @@ impl Node {
             issuers: RwLock::new(issuers),
             links,
             p2p,
+            ble,
+            #[cfg(all(feature = "ble", target_os = "linux"))]
+            gatt: std::sync::Mutex::new(None),
             config,
             sentinel,
             fault: Fault::from_env(),
@@ -792,6 +815,38 @@ impl Node {
             .collect()
     }
 
+    /// Starts the Bluetooth LE roles on BlueZ, when the BLE link runs. `None`: BLE is off;
+    /// `Some(Ok(adapter))`: up; `Some(Err(why))`: unavailable, with what to do about it (the
+    /// node keeps running on its other links).
+    pub async fn start_ble(&self) -> Option<Result<String, String>> {
+        let link = self.ble.clone()?;
+        #[cfg(all(feature = "ble", target_os = "linux"))]
+        {
+            use meshpay_transports::ble::gatt::{self, GattConfig};
+            let config = GattConfig {
+                adapter: self.config.ble.adapter.clone(),
+                peripheral: self.config.ble.peripheral,
+                central: self.config.ble.central,
+            };
+            match gatt::start(link, config).await {
+                Ok(g) => {
+                    let up = format!("{} ({})", g.adapter, g.address);
+                    *self.gatt.lock().expect("gatt lock") = Some(g);
+                    Some(Ok(up))
+                }
+                Err(e) => Some(Err(e.to_string())),
+            }
+        }
+        #[cfg(not(all(feature = "ble", target_os = "linux")))]
+        {
+            let _ = link;
+            Some(Err(
+                "this build has no Bluetooth LE roles (it needs Linux and the `ble` feature)"
+                    .into(),
+            ))
+        }
+    }
+
     /// Connected peers.
     pub async fn peers(&self) -> Vec<PeerInfo> {
         self.links.peers().await
@@ -1100,6 +1155,9 @@ impl Node {
                 Err(e) => {
                     tracing::warn!(peer = %peer.short(), error = %e, "sync broke the rules; dropping the peer");
                     let _ = self.p2p.disconnect(&peer).await;
+                    if let Some(ble) = &self.ble {
+                        ble.disconnect(&peer).await;
+                    }
                     return Err(NodeError::Peer(e.to_string()));
                 }
             }

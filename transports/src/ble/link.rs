@@ -76,6 +76,7 @@ enum Cmd {
 
 struct Inner {
     seed: Zeroizing<[u8; 32]>,
+    device: DeviceKey,
     config: BleConfig,
     events: EventSender,
     peers: Mutex<HashMap<DeviceKey, Handle>>,
@@ -95,6 +96,7 @@ impl BleLink {
         Self {
             inner: Arc::new(Inner {
                 seed: Zeroizing::new(*seed),
+                device: DeviceSecret::from_seed(seed).public(),
                 config,
                 events,
                 peers: Mutex::new(HashMap::new()),
@@ -114,6 +116,16 @@ impl BleLink {
             .expect("lock")
             .insert(pipe.address.clone(), conn);
         tokio::spawn(drive(self.inner.clone(), pipe, role, conn))
+    }
+
+    /// This device's key.
+    pub fn device(&self) -> DeviceKey {
+        self.inner.device
+    }
+
+    /// The first 8 bytes of this device's key, as advertised.
+    pub fn device_prefix(&self) -> [u8; 8] {
+        self.inner.device.0[..8].try_into().expect("8 bytes")
     }
 
     /// Whether a connection to this radio address is up (established or not).

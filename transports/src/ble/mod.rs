@@ -13,6 +13,8 @@
 
 pub mod emulated;
 pub mod framer;
+#[cfg(all(feature = "ble", target_os = "linux"))]
+pub mod gatt;
 pub mod link;
 pub mod session;
 
