@@ -228,6 +228,17 @@ copies = 6
 # Settlement server to upload to whenever it is reachable (makes this node a gateway).
 # gateway = "https://settle.example.org"
 gateway_secs = 30
+
+[ble]
+# Find and pay nearby devices over Bluetooth LE through BlueZ (`meshpay run --ble` turns it on).
+enabled = false
+# The adapter, by name or address; the default adapter when unset.
+# adapter = "hci0"
+# Advertise the meshpay service (peripheral) and scan for it (central).
+peripheral = true
+central = true
+# Seconds to wait for a peer's answer over BLE.
+request_timeout_secs = 20
 "#;
 
 impl Config {

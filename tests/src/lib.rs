@@ -90,6 +90,8 @@ pub struct TestNode {
     pub listen: Vec<String>,
     /// Environment for the daemon (faults, …).
     pub env: Vec<(String, String)>,
+    /// The daemon's ready line.
+    pub ready: Value,
     child: Option<Child>,
     relay: bool,
 }
@@ -106,6 +108,7 @@ impl TestNode {
             device: String::new(),
             listen: Vec::new(),
             env: Vec::new(),
+            ready: Value::Null,
             child: None,
             relay: false,
         };
@@ -126,6 +129,7 @@ impl TestNode {
             device: device.to_owned(),
             listen: Vec::new(),
             env: Vec::new(),
+            ready: Value::Null,
             child: None,
             relay: false,
         }
@@ -256,6 +260,7 @@ impl TestNode {
             spawn_ready(&mut cmd, &format!("{} (log: {})", self.name, log.display()));
         let v: Value = serde_json::from_str(&line).expect("ready line is JSON");
         assert_eq!(v["event"], "ready");
+        self.ready = v.clone();
         self.listen = v["listen"]
             .as_array()
             .expect("listen list")
@@ -715,5 +720,149 @@ pub fn copy_dir(from: &Path, to: &Path) {
         } else if e.file_name() != "control.sock" && e.file_name() != "control.token" {
             std::fs::copy(e.path(), target).expect("copy a file");
         }
+    }
+}
+
+/// A BlueZ D-Bus mock on a private bus, for the real bluer and btleplug code with no radio:
+/// a `dbus-daemon` of its own (never the system bus) and `bluezoo` with emulated adapters
+/// that see each other. Both stop when this is dropped.
+///
+/// bluezoo (PyPI, a test tool only) is installed on first use into a virtual environment in
+/// the target directory.
+pub struct Bluezoo {
+    /// The private bus address: give it to nodes as `DBUS_SYSTEM_BUS_ADDRESS`.
+    pub bus: String,
+    dbus: Child,
+    mock: Option<Child>,
+}
+
+/// The bluezoo version the tests were written against.
+pub const BLUEZOO_VERSION: &str = "1.0.2";
+
+fn bluezoo_bin() -> PathBuf {
+    let target = meshpay_bin()
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    let venv = target.join(format!("bluezoo-{BLUEZOO_VERSION}"));
+    let bin = venv.join("bin/bluezoo");
+    if bin.exists() {
+        return bin;
+    }
+    // One test installs (a lock directory), the others wait for it. A virtual environment
+    // cannot be moved once made: it is made in place.
+    let lock = target.join(format!("bluezoo-{BLUEZOO_VERSION}.lock"));
+    if std::fs::create_dir(&lock).is_ok() {
+        let _ = std::fs::remove_dir_all(&venv);
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", &format!("bluezoo=={BLUEZOO_VERSION}")])
+                .status()
+                .is_ok_and(|s| s.success());
+        let _ = std::fs::remove_dir(&lock);
+        assert!(
+            ok,
+            "cannot install bluezoo {BLUEZOO_VERSION} from PyPI with python3 -m venv and pip"
+        );
+    } else {
+        let start = Instant::now();
+        while lock.exists() && start.elapsed() < Duration::from_secs(300) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    assert!(bin.exists(), "{} missing after install", bin.display());
+    bin
+}
+
+fn ensure_dbus_daemon() {
+    if Command::new("dbus-daemon")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        return;
+    }
+    // A fresh machine may lack it: install Debian's package (tests run as root here).
+    let ok = Command::new("sh")
+        .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dbus-daemon"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "dbus-daemon is missing and could not be installed (apt-get install dbus-daemon)"
+    );
+}
+
+impl Bluezoo {
+    /// A private bus with no BlueZ on it (for the "BlueZ is not running" case).
+    pub fn bus_only(root: &Path) -> Self {
+        ensure_dbus_daemon();
+        let socket = root.join("dbus.socket");
+        let mut dbus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .arg(format!("--address=unix:path={}", socket.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dbus-daemon");
+        let mut line = String::new();
+        BufReader::new(dbus.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("dbus-daemon prints its address");
+        Self {
+            bus: line.trim().to_owned(),
+            dbus,
+            mock: None,
+        }
+    }
+
+    /// A private bus with bluezoo serving one emulated adapter per address in `adapters`.
+    pub fn start(root: &Path, adapters: &[&str]) -> Self {
+        let bin = bluezoo_bin();
+        let mut zoo = Self::bus_only(root);
+        let log = std::fs::File::create(root.join("bluezoo.log")).expect("bluezoo log");
+        let mut cmd = Command::new(bin);
+        cmd.args(["--auto-enable", "--scan-interval", "1"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &zoo.bus)
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for a in adapters {
+            cmd.args(["-a", a]);
+        }
+        zoo.mock = Some(cmd.spawn().expect("start bluezoo"));
+        let bus = zoo.bus.clone();
+        wait_for("bluezoo to own org.bluez", || {
+            Command::new("dbus-send")
+                .arg(format!("--bus={bus}"))
+                .args([
+                    "--print-reply",
+                    "--dest=org.freedesktop.DBus",
+                    "/",
+                    "org.freedesktop.DBus.NameHasOwner",
+                    "string:org.bluez",
+                ])
+                .output()
+                .ok()
+                .filter(|o| String::from_utf8_lossy(&o.stdout).contains("true"))
+                .map(|_| ())
+        });
+        zoo
+    }
+}
+
+impl Drop for Bluezoo {
+    fn drop(&mut self) {
+        if let Some(mut z) = self.mock.take() {
+            let _ = z.kill();
+            let _ = z.wait();
+        }
+        let _ = self.dbus.kill();
+        let _ = self.dbus.wait();
     }
 }

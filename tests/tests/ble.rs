@@ -1,0 +1,101 @@
+//! Real `meshpay` processes paying each other over Bluetooth LE: the node's bluer peripheral
+//! and btleplug central, end to end, against the bluezoo BlueZ D-Bus mock on a private bus
+//! (no radio here; the system bus is never touched). The two nodes have no other link: mDNS
+//! is off and neither dials the other.
+
+use meshpay_tests::{Bluezoo, DevIssuer, TestNode, wait_for};
+
+const VENDOR_ADAPTER: &str = "00:00:00:11:11:11";
+const SHOPPER_ADAPTER: &str = "00:00:00:22:22:22";
+
+fn on_ble(node: &mut TestNode, zoo: &Bluezoo, adapter: &str) {
+    node.edit_config("# adapter = \"hci0\"", &format!("adapter = \"{adapter}\""));
+    node.env
+        .push(("DBUS_SYSTEM_BUS_ADDRESS".into(), zoo.bus.clone()));
+    node.start(&["--ble"]);
+    assert_eq!(node.ready["ble"]["state"], "up", "{}", node.ready);
+}
+
+#[test]
+fn two_nodes_find_each_other_over_ble_handshake_and_pay() {
+    let root = tempfile::tempdir().unwrap();
+    let zoo = Bluezoo::start(root.path(), &[VENDOR_ADAPTER, SHOPPER_ADAPTER]);
+    let issuer = DevIssuer::new(root.path());
+    let mut vendor = TestNode::init(root.path(), "vendor");
+    let mut shopper = TestNode::init(root.path(), "shopper");
+    on_ble(&mut vendor, &zoo, VENDOR_ADAPTER);
+    on_ble(&mut shopper, &zoo, SHOPPER_ADAPTER);
+    for n in [&vendor, &shopper] {
+        issuer.trusted_by(n);
+    }
+    issuer.fund(&shopper, 10_000);
+
+    // Discovery, connection and the Noise handshake: each learns the other's device key.
+    shopper.wait_peer(&vendor.device);
+    vendor.wait_peer(&shopper.device);
+    let peers = shopper.json(&["peers", "--json"]);
+    let link = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["device_key"] == vendor.device.as_str())
+        .unwrap();
+    assert_eq!(link["link"], "ble", "{peers}");
+    assert!(link["address"].as_str().unwrap().starts_with("ble:"));
+
+    // A payment over BLE, then one by request text.
+    let paid = shopper.json(&[
+        "pay",
+        "--to",
+        &vendor.device,
+        "--amount",
+        "1250",
+        "--memo",
+        "tea",
+        "--json",
+    ]);
+    assert_eq!(paid["status"], "acked", "{paid}");
+    let req = vendor.json(&["request", "300", "--memo", "mango", "--json"]);
+    let paid = shopper.json(&["pay", req["text"].as_str().unwrap(), "--json"]);
+    assert_eq!(paid["status"], "acked", "{paid}");
+    assert_eq!(paid["counter"], 2);
+    assert_eq!(vendor.balance("KES")["received"], 1550);
+    assert_eq!(shopper.balance("KES")["sent_acked"], 1550);
+
+    // The vendor's sealed records reach the shopper's mesh store over the same link.
+    let sync = vendor.json(&["sync", "--json"]);
+    assert_eq!(sync["peers"], 1, "{sync}");
+    wait_for("the shopper to carry the vendor's two records", || {
+        let mesh = shopper.json(&["mesh", "--json"]);
+        (mesh["by_kind"]["record"] == 2).then_some(())
+    });
+    vendor.stop();
+    shopper.stop();
+}
+
+#[test]
+fn without_bluez_the_node_says_why_and_keeps_its_other_links() {
+    let root = tempfile::tempdir().unwrap();
+    let bus = Bluezoo::bus_only(root.path());
+    let issuer = DevIssuer::new(root.path());
+    let mut vendor = TestNode::init(root.path(), "vendor");
+    let mut shopper = TestNode::init(root.path(), "shopper");
+    vendor
+        .env
+        .push(("DBUS_SYSTEM_BUS_ADDRESS".into(), bus.bus.clone()));
+    vendor.start(&["--ble"]);
+    assert_eq!(vendor.ready["ble"]["state"], "unavailable");
+    let why = vendor.ready["ble"]["error"].as_str().unwrap();
+    assert!(why.contains("BlueZ is not running"), "{why}");
+    assert!(why.contains("bluez"), "says what to install: {why}");
+    assert!(vendor.log().contains("running on the other links"));
+    // libp2p still carries payments.
+    let addr = vendor.tcp_addr();
+    shopper.start(&["--peer", &addr]);
+    for n in [&vendor, &shopper] {
+        issuer.trusted_by(n);
+    }
+    issuer.fund(&shopper, 1_000);
+    let paid = shopper.json(&["pay", "--to", &vendor.device, "--amount", "100", "--json"]);
+    assert_eq!(paid["status"], "acked", "{paid}");
+}
