@@ -99,3 +99,52 @@ fn without_bluez_the_node_says_why_and_keeps_its_other_links() {
     let paid = shopper.json(&["pay", "--to", &vendor.device, "--amount", "100", "--json"]);
     assert_eq!(paid["status"], "acked", "{paid}");
 }
+
+#[test]
+fn a_payee_killed_mid_payment_over_ble_loses_nothing() {
+    // bluezoo cannot connect the same two adapters twice in one run: the vendor comes back on
+    // a second adapter (as a device that moved to another radio would).
+    const VENDOR_AGAIN: &str = "00:00:00:33:33:33";
+    let root = tempfile::tempdir().unwrap();
+    let zoo = Bluezoo::start(
+        root.path(),
+        &[VENDOR_ADAPTER, SHOPPER_ADAPTER, VENDOR_AGAIN],
+    );
+    let issuer = DevIssuer::new(root.path());
+    let mut vendor = TestNode::init(root.path(), "vendor");
+    let mut shopper = TestNode::init(root.path(), "shopper");
+    vendor
+        .env
+        .push(("MESHPAY_FAULT".into(), "payee-crash-after-commit".into()));
+    on_ble(&mut vendor, &zoo, VENDOR_ADAPTER);
+    on_ble(&mut shopper, &zoo, SHOPPER_ADAPTER);
+    for n in [&vendor, &shopper] {
+        issuer.trusted_by(n);
+    }
+    issuer.fund(&shopper, 5_000);
+    shopper.wait_peer(&vendor.device);
+
+    let paid = shopper.json(&["pay", "--to", &vendor.device, "--amount", "700", "--json"]);
+    assert_eq!(paid["status"], "pending", "{paid}");
+    assert!(vendor.wait_crash(), "the vendor died at the fault");
+    assert_eq!(shopper.balance("KES")["sent_pending"], 700);
+
+    // Back on the air: the shopper re-sends the same IOU over BLE and gets the stored ack.
+    vendor.env.retain(|(k, _)| k != "MESHPAY_FAULT");
+    vendor.edit_config(
+        &format!("adapter = \"{VENDOR_ADAPTER}\""),
+        &format!("adapter = \"{VENDOR_AGAIN}\""),
+    );
+    vendor.start(&["--ble"]);
+    wait_for("the pending payment to be acked over BLE", || {
+        let history = shopper.history();
+        (history
+            .iter()
+            .any(|h| h["iou"] == paid["iou"] && h["status"] == "acked"))
+        .then_some(())
+    });
+    assert_eq!(vendor.balance("KES")["received"], 700);
+    let next = shopper.json(&["pay", "--to", &vendor.device, "--amount", "1", "--json"]);
+    assert_eq!(next["status"], "acked", "{next}");
+    assert_eq!(next["counter"], 2, "the counter was not reused");
+}
