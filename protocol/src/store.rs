@@ -146,6 +146,9 @@ pub enum Admission {
     ForeignIssuer,
 }
 
+/// Sync keys and their ids in key order.
+type SyncList = Arc<[(u64, Hash)]>;
+
 /// The store. See the module docs for its rules.
 #[derive(Default)]
 pub struct BundleStore {
@@ -165,6 +168,8 @@ pub struct BundleStore {
     sync_shared: BTreeMap<u64, Vec<Hash>>,
     /// The first coded symbols of the keys in `sync_keys`.
     head: Vec<crate::sync::Symbol>,
+    /// `sync_keys` as a sorted list, shared by the sessions that start while it is current.
+    sync_snapshot: std::sync::Mutex<Option<SyncList>>,
     bytes: u64,
     changes: Changes,
 }
@@ -330,6 +335,10 @@ impl BundleStore {
     }
 
     fn sync_toggle(&mut self, key: u64, sign: i64) {
+        *self
+            .sync_snapshot
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner()) = None;
         if self.head.is_empty() {
             self.head = vec![crate::sync::Symbol::default(); crate::sync::KEPT_SYMBOLS];
         }
@@ -369,9 +378,17 @@ impl BundleStore {
         }
     }
 
-    /// Sync keys and their ids, in key order (ids sharing a key are left out).
-    pub(crate) fn sync_entries(&self) -> impl Iterator<Item = (u64, Hash)> + '_ {
-        self.sync_keys.iter().map(|(k, id)| (*k, *id))
+    /// Sync keys and their ids, in key order (ids sharing a key are left out): one shared
+    /// list until the held set changes, so sessions that start on an unchanged store do not
+    /// copy it.
+    pub(crate) fn sync_entries(&self) -> SyncList {
+        let mut cached = self
+            .sync_snapshot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cached
+            .get_or_insert_with(|| self.sync_keys.iter().map(|(k, id)| (*k, *id)).collect())
+            .clone()
     }
 
     /// The first coded symbols of the held set (SPEC.md §11.3).

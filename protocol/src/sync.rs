@@ -353,12 +353,12 @@ pub fn coded_symbols(keys: &[u64], n: usize) -> Vec<u8> {
 
 /// A session's keys and the ids they stand for, sorted by key.
 #[derive(Debug, Default)]
-pub(crate) struct KeyIndex(Vec<(u64, Hash)>);
+pub(crate) struct KeyIndex(std::sync::Arc<[(u64, Hash)]>);
 
 impl KeyIndex {
     /// The store's keys (ids sharing a key are left out), in key order.
     fn from_store(store: &BundleStore) -> Self {
-        Self(store.sync_entries().collect())
+        Self(store.sync_entries())
     }
 
     fn len(&self) -> usize {
@@ -1044,7 +1044,7 @@ impl Session {
     fn queue(&mut self, more: Vec<Hash>, store: &BundleStore) {
         let mut rest: Vec<Hash> = self.to_send.split_off(self.send_pos);
         rest.extend(more);
-        rest.sort_by_key(|id| store.get(id).map(|e| priority(&e.meta)));
+        rest.sort_by_cached_key(|id| store.get(id).map(|e| priority(&e.meta)));
         rest.dedup();
         self.to_send.truncate(self.send_pos);
         self.to_send.extend(rest);
