@@ -120,8 +120,11 @@ pub fn walk(
     let steps = (duration / step).ceil() as u64;
     let mut up: BTreeSet<(u32, u32)> = BTreeSet::new();
     let mut events = Vec::new();
-    // Cells one range wide, row-major; only the occupied ones are visited and cleared.
+    // Cells one range wide, row-major; only the occupied ones are visited and cleared. A bit
+    // per cell says whether it is occupied, so looking at an empty neighbour touches one word
+    // that stays in cache instead of the cell's list.
     let mut grid: Vec<Vec<u32>> = vec![Vec::new(); (cols * rows) as usize];
+    let mut taken: Vec<u64> = vec![0; (cols * rows) as usize / 64 + 1];
     let mut occupied: Vec<usize> = Vec::new();
     for k in 0..=steps {
         let t = k as f64 * step;
@@ -159,6 +162,7 @@ pub fn walk(
         }
         for c in occupied.drain(..) {
             grid[c].clear();
+            taken[c / 64] = 0;
         }
         for (i, v) in walkers.iter().enumerate() {
             let cx = ((v.x / cell) as i64).clamp(0, cols - 1);
@@ -166,29 +170,40 @@ pub fn walk(
             let c = (cy * cols + cx) as usize;
             if grid[c].is_empty() {
                 occupied.push(c);
+                taken[c / 64] |= 1 << (c % 64);
             }
             grid[c].push(u32::try_from(i).expect("node count fits"));
         }
         let mut now: BTreeSet<(u32, u32)> = BTreeSet::new();
+        let close = |a: u32, b: u32| {
+            let (p, q) = (&walkers[a as usize], &walkers[b as usize]);
+            (p.x - q.x).powi(2) + (p.y - q.y).powi(2) <= r2
+        };
         for &c in &occupied {
             let (cx, cy) = (c as i64 % cols, c as i64 / cols);
             let members = &grid[c];
-            for dx in -1..=1 {
-                for dy in -1..=1 {
-                    let (nx, ny) = (cx + dx, cy + dy);
-                    if nx < 0 || ny < 0 || nx >= cols || ny >= rows {
-                        continue;
+            // Pairs within the cell, then with the four neighbours ahead of it (the other four
+            // see this cell as ahead of them), so each pair of cells is looked at once.
+            for (i, &a) in members.iter().enumerate() {
+                for &b in &members[i + 1..] {
+                    if close(a, b) {
+                        now.insert((a.min(b), a.max(b)));
                     }
-                    let others = &grid[(ny * cols + nx) as usize];
-                    for &a in members {
-                        for &b in others {
-                            if a < b {
-                                let (p, q) = (&walkers[a as usize], &walkers[b as usize]);
-                                let d2 = (p.x - q.x).powi(2) + (p.y - q.y).powi(2);
-                                if d2 <= r2 {
-                                    now.insert((a, b));
-                                }
-                            }
+                }
+            }
+            for (dx, dy) in [(1, 0), (-1, 1), (0, 1), (1, 1)] {
+                let (nx, ny) = (cx + dx, cy + dy);
+                if nx < 0 || ny < 0 || nx >= cols || ny >= rows {
+                    continue;
+                }
+                let n = (ny * cols + nx) as usize;
+                if taken[n / 64] & (1 << (n % 64)) == 0 {
+                    continue;
+                }
+                for &a in members {
+                    for &b in &grid[n] {
+                        if close(a, b) {
+                            now.insert((a.min(b), a.max(b)));
                         }
                     }
                 }
