@@ -61,13 +61,29 @@ fn two_nodes_find_each_other_over_ble_handshake_and_pay() {
     assert_eq!(paid["counter"], 2);
     assert_eq!(vendor.balance("KES")["received"], 1550);
     assert_eq!(shopper.balance("KES")["sent_acked"], 1550);
+    // A queue of payments: many packets each way through the GATT stack.
+    for i in 0..20 {
+        let paid = shopper.json(&[
+            "pay",
+            "--to",
+            &vendor.device,
+            "--amount",
+            "10",
+            "--memo",
+            &format!("snack {i}"),
+            "--json",
+        ]);
+        assert_eq!(paid["status"], "acked", "{paid}");
+        assert_eq!(paid["counter"], 3 + i);
+    }
+    assert_eq!(vendor.balance("KES")["received"], 1750);
 
     // The vendor's sealed records reach the shopper's mesh store over the same link.
     let sync = vendor.json(&["sync", "--json"]);
     assert_eq!(sync["peers"], 1, "{sync}");
-    wait_for("the shopper to carry the vendor's two records", || {
+    wait_for("the shopper to carry the vendor's 22 records", || {
         let mesh = shopper.json(&["mesh", "--json"]);
-        (mesh["by_kind"]["record"] == 2).then_some(())
+        (mesh["by_kind"]["record"] == 22).then_some(())
     });
     vendor.stop();
     shopper.stop();
