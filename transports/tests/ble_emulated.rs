@@ -259,3 +259,72 @@ async fn a_silent_peer_times_out_of_the_handshake() {
         .unwrap();
     assert!(!why.is_misbehaviour());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_keeps_too_many_requests_open_is_dropped() {
+    // The peripheral's node holds every request without answering.
+    let (tx, mut rx) = mpsc::channel(256);
+    let peripheral = BleLink::new(&[2; 32], BleConfig::default(), tx);
+    let (central, mut events) = answering_link(1);
+    let (c, p, _control) = pair(EmuConfig::default());
+    central.attach(c, Role::Initiator);
+    let session = peripheral.attach(p, Role::Responder);
+    connected(&mut events).await;
+    let mut asking = Vec::new();
+    for i in 0..40u8 {
+        let central = central.clone();
+        asking.push(tokio::spawn(async move {
+            central.request(&device(2).public(), vec![i; 16]).await
+        }));
+    }
+    let mut held = Vec::new();
+    let misbehaved = loop {
+        match rx.recv().await.expect("events") {
+            LinkEvent::Request { reply, .. } => held.push(reply),
+            LinkEvent::PeerMisbehaved { device: d, what } => {
+                assert_eq!(d, device(1).public());
+                break what;
+            }
+            _ => {}
+        }
+    };
+    assert!(misbehaved.contains("requests open"), "{misbehaved}");
+    assert!(session.await.unwrap().is_misbehaviour());
+    assert!(held.len() <= 32, "{} requests reached the node", held.len());
+    for a in asking {
+        assert!(a.await.unwrap().is_err());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_sent_with_drop_arrives_and_then_the_session_closes() {
+    let (tx, mut rx) = mpsc::channel(16);
+    let peripheral = BleLink::new(&[2; 32], BleConfig::default(), tx);
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            if let LinkEvent::Request { reply, .. } = ev {
+                reply.send_and_drop(b"unreadable".to_vec());
+            }
+        }
+    });
+    let (central, mut events) = answering_link(1);
+    let (c, p, _control) = pair(EmuConfig::default());
+    central.attach(c, Role::Initiator);
+    let session = peripheral.attach(p, Role::Responder);
+    connected(&mut events).await;
+    let got = central
+        .request(&device(2).public(), b"garbage".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(got, b"unreadable");
+    tokio::time::timeout(Duration::from_secs(10), session)
+        .await
+        .expect("the peripheral closes after its answer")
+        .unwrap();
+    assert!(
+        central.peers().await.is_empty() || {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            central.peers().await.is_empty()
+        }
+    );
+}

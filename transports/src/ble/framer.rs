@@ -55,6 +55,9 @@ pub enum FrameError {
     /// A packet went unacknowledged through every retry.
     #[error("the peer stopped acknowledging")]
     Timeout,
+    /// An empty message (the framing cannot carry one).
+    #[error("empty message")]
+    Empty,
     /// The peer reset the stream.
     #[error("the peer closed the stream (reason {0})")]
     PeerReset(u8),
@@ -242,6 +245,9 @@ impl Framer {
         if let Some(e) = self.ended {
             return Err(e);
         }
+        if message.is_empty() {
+            return Err(FrameError::Empty);
+        }
         if message.len() > self.config.max_message {
             return Err(FrameError::TooLarge {
                 len: message.len(),
@@ -394,6 +400,11 @@ impl Framer {
                 highest_sacked = Some(i);
             }
         }
+        // The first outstanding packet is never legitimately selectively acknowledged (the
+        // cumulative ack would cover it): a corrupted or lying ack must not stop its timer.
+        if let Some(front) = self.inflight.front_mut() {
+            front.sacked = false;
+        }
         if let Some(r) = sample {
             self.on_rtt(r);
         }
@@ -471,7 +482,9 @@ impl Framer {
             return None;
         }
         let front = self.queue.front()?;
-        let room = self.peer_max_packet.min(link_max).max(MIN_PACKET) - DATA_HEADER;
+        // Some stacks report less than 20 bytes at the smallest MTU (BlueZ through bluer, for
+        // notifications): the link's own limit wins.
+        let room = self.peer_max_packet.min(link_max).max(DATA_HEADER + 1) - DATA_HEADER;
         let take = room.min(front.len() - self.offset);
         let end = self.offset + take == front.len();
         let mut packet = Vec::with_capacity(DATA_HEADER + take);
@@ -740,6 +753,34 @@ mod tests {
         }
         assert_eq!(a.stats().rejected, 5);
         assert!(!a.is_idle(), "the forged ack acknowledged nothing");
+    }
+
+    #[test]
+    fn a_lying_selective_ack_does_not_stop_a_lost_packet_from_going_again() {
+        let mut a = framer(247);
+        a.send(&[4; 40]).unwrap();
+        let now = Duration::ZERO;
+        let _ = a.poll_transmit(now, 244); // a's size announcement
+        let sent: Vec<Vec<u8>> = std::iter::from_fn(|| a.poll_transmit(now, 244)).collect();
+        assert_eq!(
+            sent.len(),
+            3,
+            "20-byte packets before a knows the peer's size"
+        );
+        // A forged ack claims packet 1 arrived; then the peer's real ack: packet 0 arrived,
+        // and packet 2 is held. Packet 1 is lost and now first in line.
+        a.receive(now, &[ACK, 0, 0, 0, 0, 0, 0b1, 0, 244, 0, 32])
+            .unwrap();
+        a.receive(now, &[ACK, 0, 1, 0, 0, 0, 0b1, 0, 244, 0, 32])
+            .unwrap();
+        // It goes again: at once (a later packet arrived) or when its timer fires.
+        let again = a.poll_transmit(now, 244).or_else(|| {
+            let due = a.poll_timeout()?;
+            a.handle_timeout(due).unwrap();
+            a.poll_transmit(due, 244)
+        });
+        assert_eq!(again, Some(sent[1].clone()));
+        assert_eq!(a.send(&[]), Err(FrameError::Empty));
     }
 
     #[test]

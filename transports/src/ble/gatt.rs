@@ -37,6 +37,10 @@ use uuid::Uuid;
 /// Service data flag: the advertiser also connects as a central.
 pub const FLAG_CENTRAL: u8 = 0x01;
 
+/// The smallest packet this side sends (bluer reports 18 bytes for notifications at ATT MTU
+/// 23); an ACK (11 bytes) and a DATA packet with payload fit.
+const MIN_LINK_PACKET: usize = 16;
+
 /// Why BLE cannot run here, with what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("Bluetooth LE is unavailable: {0}")]
@@ -263,6 +267,12 @@ impl PacketSink for NotifySink {
         let Some(w) = guard.as_ref() else {
             return Ok(());
         };
+        if packet.len() > w.mtu() {
+            return Err(LinkError::TooLarge {
+                len: packet.len(),
+                limit: w.mtu(),
+            });
+        }
         match w.send(&packet).await {
             Ok(()) => Ok(()),
             Err(e) if w.is_closed().unwrap_or(true) => Err(LinkError::Failed(e.to_string())),
@@ -316,7 +326,8 @@ async fn peripheral(
             Some(ev) = rx_control.next() => {
                 if let CharacteristicControlEvent::Write(req) = ev {
                     let dev = req.device_address();
-                    let mtu = req.mtu();
+                    // The write's MTU is the ATT MTU: a value is 3 bytes less.
+                    let mtu = req.mtu().saturating_sub(3);
                     let conn = conn_for(&mut conns, &link, &adapter, &ev_tx, dev, mtu);
                     watch(&adapter, &ev_tx, &mut watched, dev);
                     match req.accept() {
@@ -332,7 +343,9 @@ async fn peripheral(
                     let dev = writer.device_address();
                     let mtu = writer.mtu();
                     let conn = conn_for(&mut conns, &link, &adapter, &ev_tx, dev, mtu);
-                    conn.max.fetch_min(mtu.clamp(20, 512), Ordering::Relaxed);
+                    // bluer reports what a notification may carry, which at the smallest MTU
+                    // is less than 20 bytes: packets are cut to it.
+                    conn.max.fetch_min(mtu.clamp(MIN_LINK_PACKET, 512), Ordering::Relaxed);
                     *conn.writer.lock().await = Some(writer);
                     watch(&adapter, &ev_tx, &mut watched, dev);
                 }
@@ -369,7 +382,7 @@ fn conn_for<'a>(
     conns.entry(dev).or_insert_with(|| {
         let (packets_tx, packets_rx) = mpsc::channel(1024);
         let writer = Arc::new(tokio::sync::Mutex::new(None));
-        let max = Arc::new(AtomicUsize::new(mtu.clamp(20, 512)));
+        let max = Arc::new(AtomicUsize::new(mtu.clamp(MIN_LINK_PACKET, 512)));
         let (readers_tx, readers_rx) = mpsc::unbounded_channel();
         tokio::spawn(read_writes(dev, readers_rx, ev_tx.clone()));
         link.attach(
@@ -441,17 +454,19 @@ fn watch(
     let adapter = adapter.clone();
     let events = events.clone();
     tokio::spawn(async move {
-        let Ok(d) = adapter.device(dev) else { return };
-        let Ok(changes) = d.events().await else {
-            return;
-        };
-        pin_mut!(changes);
-        while let Some(DeviceEvent::PropertyChanged(p)) = changes.next().await {
-            if let DeviceProperty::Connected(false) = p {
-                let _ = events.send(PeriphEvent::Gone(dev));
-                return;
+        // Whatever ends the watch (the device object went away, or its events), the central
+        // is treated as gone: its session ends rather than lingering unwatched.
+        if let Ok(d) = adapter.device(dev)
+            && let Ok(changes) = d.events().await
+        {
+            pin_mut!(changes);
+            while let Some(event) = changes.next().await {
+                if let DeviceEvent::PropertyChanged(DeviceProperty::Connected(false)) = event {
+                    break;
+                }
             }
         }
+        let _ = events.send(PeriphEvent::Gone(dev));
     });
 }
 

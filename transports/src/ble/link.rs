@@ -44,6 +44,10 @@ pub struct BleConfig {
     pub request_timeout: Duration,
     /// How long a connection may take to finish its handshake.
     pub handshake_timeout: Duration,
+    /// A connection on which nothing arrives for this long is closed.
+    pub idle_timeout: Duration,
+    /// Most requests a peer may have open on one connection; more ends the session.
+    pub max_open_requests: usize,
 }
 
 impl Default for BleConfig {
@@ -52,6 +56,8 @@ impl Default for BleConfig {
             session: SessionConfig::default(),
             request_timeout: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(300),
+            max_open_requests: 32,
         }
     }
 }
@@ -164,14 +170,15 @@ impl Link for BleLink {
             .map(|h| h.cmd.clone())
             .ok_or_else(|| LinkError::Unreachable(to.short()))?;
         let (done, rx) = oneshot::channel();
-        cmd.send(Cmd::Request { frame, done })
+        let asked = async move {
+            cmd.send(Cmd::Request { frame, done })
+                .await
+                .map_err(|_| LinkError::Closed)?;
+            rx.await.map_err(|_| LinkError::Closed)?
+        };
+        tokio::time::timeout(self.inner.config.request_timeout, asked)
             .await
-            .map_err(|_| LinkError::Closed)?;
-        match tokio::time::timeout(self.inner.config.request_timeout, rx).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(LinkError::Closed),
-            Err(_) => Err(LinkError::Timeout),
-        }
+            .unwrap_or(Err(LinkError::Timeout))
     }
 
     async fn peers(&self) -> Vec<PeerInfo> {
@@ -211,6 +218,10 @@ async fn drive(inner: Arc<Inner>, pipe: Pipe, role: Role, conn: u64) -> SessionE
     let mut waiting: VecDeque<Cmd> = VecDeque::new();
     let mut peer: Option<DeviceKey> = None;
     let handshake_deadline = start + inner.config.handshake_timeout;
+    let mut last_heard = Instant::now();
+    let mut open_inbound = 0usize;
+    // After answering with "send and close": close once the answer is acknowledged.
+    let mut closing: Option<Instant> = None;
     let why = loop {
         // Everything the session has to send goes out first.
         // Requests and answers held back by a full send buffer go, in order, as soon as there
@@ -238,12 +249,16 @@ async fn drive(inner: Arc<Inner>, pipe: Pipe, role: Role, conn: u64) -> SessionE
                     }
                 },
                 Cmd::Respond { id, action } => {
+                    open_inbound = open_inbound.saturating_sub(1);
                     let (frame, close) = match action {
                         ReplyAction::Send(f) => (f, false),
                         ReplyAction::SendAndDrop(f) => (f, true),
                     };
                     if let Err(e) = session.respond(id, &frame, close) {
                         tracing::debug!(error = %e, "BLE answer not sent");
+                    }
+                    if close {
+                        closing = Some(Instant::now() + Duration::from_secs(2));
                     }
                 }
                 Cmd::Close => session.close(),
@@ -269,7 +284,7 @@ async fn drive(inner: Arc<Inner>, pipe: Pipe, role: Role, conn: u64) -> SessionE
             match ev {
                 SessionEvent::Established(device) => {
                     peer = Some(device);
-                    inner.peers.lock().expect("lock").insert(
+                    let older = inner.peers.lock().expect("lock").insert(
                         device,
                         Handle {
                             conn,
@@ -277,6 +292,11 @@ async fn drive(inner: Arc<Inner>, pipe: Pipe, role: Role, conn: u64) -> SessionE
                             cmd: cmd_tx.clone(),
                         },
                     );
+                    // One session per device: a newer connection replaces an older one
+                    // (whose radio link may be half gone).
+                    if let Some(older) = older {
+                        let _ = older.cmd.try_send(Cmd::Close);
+                    }
                     tracing::info!(peer = %device.short(), %address, "BLE session up");
                     let _ = inner
                         .events
@@ -289,6 +309,11 @@ async fn drive(inner: Arc<Inner>, pipe: Pipe, role: Role, conn: u64) -> SessionE
                 }
                 SessionEvent::Request { id, frame } => {
                     let Some(from) = peer else { continue };
+                    open_inbound += 1;
+                    if open_inbound > inner.config.max_open_requests {
+                        session.fail(SessionError::Flood(inner.config.max_open_requests));
+                        continue;
+                    }
                     let (reply, rx) = Reply::new();
                     let back = cmd_tx.clone();
                     tokio::spawn(async move {
@@ -318,12 +343,27 @@ async fn drive(inner: Arc<Inner>, pipe: Pipe, role: Role, conn: u64) -> SessionE
             }
             break e;
         }
+        if closing.is_some() && session.is_idle() {
+            session.close();
+            continue;
+        }
+        // Requests whose askers gave up (timed out) are forgotten.
+        pending.retain(|_, done| !done.is_closed());
         let timer = session.poll_timeout().map(|t| start + t);
         tokio::select! {
             p = packets.recv() => match p {
-                Some(p) => session.receive(now(), &p),
+                Some(p) => {
+                    last_heard = Instant::now();
+                    session.receive(now(), &p);
+                }
                 None => session.close(),
             },
+            () = tokio::time::sleep_until(last_heard + inner.config.idle_timeout) => {
+                session.fail(SessionError::Idle);
+            }
+            () = async { tokio::time::sleep_until(closing.expect("guarded")).await }, if closing.is_some() => {
+                session.close();
+            }
             Some(c) = cmd_rx.recv() => match c {
                 Cmd::Request { frame, done } if frame.len() > inner.config.session.max_frame => {
                     let _ = done.send(Err(LinkError::TooLarge {
@@ -331,6 +371,17 @@ async fn drive(inner: Arc<Inner>, pipe: Pipe, role: Role, conn: u64) -> SessionE
                         limit: inner.config.session.max_frame,
                     }));
                 }
+                Cmd::Respond { id, action: ReplyAction::Send(f) | ReplyAction::SendAndDrop(f) }
+                    if f.len() > inner.config.session.max_frame =>
+                {
+                    tracing::warn!(len = f.len(), "BLE answer over the frame limit; answering with an error");
+                    let error = meshpay_protocol::message::Response::Error(
+                        meshpay_protocol::message::ErrorCode::Unavailable,
+                    )
+                    .encode();
+                    waiting.push_back(Cmd::Respond { id, action: ReplyAction::Send(error) });
+                }
+                Cmd::Close => session.close(),
                 c => waiting.push_back(c),
             },
             () = async { tokio::time::sleep_until(timer.expect("guarded")).await }, if timer.is_some() => {
@@ -350,7 +401,12 @@ async fn drive(inner: Arc<Inner>, pipe: Pipe, role: Role, conn: u64) -> SessionE
             let _ = done.send(Err(LinkError::Closed));
         }
     }
-    inner.addresses.lock().expect("lock").remove(&address);
+    {
+        let mut addresses = inner.addresses.lock().expect("lock");
+        if addresses.get(&address) == Some(&conn) {
+            addresses.remove(&address);
+        }
+    }
     if let Some(device) = peer {
         let gone = {
             let mut peers = inner.peers.lock().expect("lock");

@@ -70,6 +70,12 @@ pub enum SessionError {
     /// The session is not established yet.
     #[error("the handshake has not finished")]
     NotReady,
+    /// The peer keeps more requests open than a link allows.
+    #[error("the peer has more than {0} requests open")]
+    Flood(usize),
+    /// Nothing arrived for too long.
+    #[error("the peer was silent for too long")]
+    Idle,
     /// The frame is over the limit.
     #[error("frame of {len} bytes is over the limit of {limit}")]
     TooLarge {
@@ -89,6 +95,7 @@ impl SessionError {
                 | SessionError::BadIdentity
                 | SessionError::Decrypt
                 | SessionError::Malformed
+                | SessionError::Flood(_)
                 | SessionError::Frame(FrameError::TooLarge { .. })
         )
     }
@@ -453,6 +460,11 @@ impl Session {
     /// Closes the session from this side.
     pub fn close(&mut self) {
         self.end(FrameError::Closed.into());
+    }
+
+    /// Ends the session from this side for `why` (a RESET tells the peer).
+    pub fn fail(&mut self, why: SessionError) {
+        self.end(why);
     }
 
     /// The next packet for the link (at most `link_max` bytes).
