@@ -14,7 +14,6 @@ use meshpay_protocol::{
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use serde_json::{Value, json};
-use std::path::PathBuf;
 
 fn h(bytes: &[u8]) -> String {
     hex::encode(bytes)
@@ -37,34 +36,14 @@ fn signed<B: Body>(obj: &Signed<B>, fields: &Value) -> Value {
     })
 }
 
-/// Compares `vector` with the frozen file `tests/vectors/<name>.json`. A missing file (or
-/// `MESHPAY_WRITE_VECTORS`) writes it and fails, so no vector is accepted unseen.
+/// Compares `vector` with the frozen file `tests/vectors/<name>.json` (see
+/// [`meshpay_protocol::testkit::frozen_vector`]).
 fn frozen(name: &str, vector: &Value) {
-    let path: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "tests",
-        "vectors",
-        &format!("{name}.json"),
-    ]
-    .iter()
-    .collect();
-    match std::fs::read_to_string(&path) {
-        Ok(s) if std::env::var_os("MESHPAY_WRITE_VECTORS").is_none() => {
-            let stored: Value = serde_json::from_str(&s).expect("vector files are JSON");
-            assert_eq!(
-                &stored, vector,
-                "{name}: the code no longer produces the frozen vector"
-            );
-        }
-        _ => {
-            std::fs::write(
-                &path,
-                serde_json::to_string_pretty(vector).expect("JSON") + "\n",
-            )
-            .expect("write vector");
-            panic!("{name}: wrote {}; check it and run again", path.display());
-        }
-    }
+    meshpay_protocol::testkit::frozen_vector(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors")),
+        name,
+        vector,
+    );
 }
 
 fn check<T: Wire + PartialEq + std::fmt::Debug>(name: &str, object: &T, mut vector: Value) {

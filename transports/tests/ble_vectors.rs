@@ -7,37 +7,18 @@ use meshpay_transports::ble::Role;
 use meshpay_transports::ble::framer::{Framer, FramerConfig};
 use meshpay_transports::ble::session::{Session, SessionConfig, SessionEvent};
 use serde_json::{Value, json};
-use std::path::PathBuf;
 use std::time::Duration;
 
 const T: Duration = Duration::ZERO;
 
+/// Compares `vector` with the frozen file `tests/vectors/<name>.json` (see
+/// [`meshpay_protocol::testkit::frozen_vector`]).
 fn frozen(name: &str, vector: &Value) {
-    let path: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "tests",
-        "vectors",
-        &format!("{name}.json"),
-    ]
-    .iter()
-    .collect();
-    match std::fs::read_to_string(&path) {
-        Ok(s) if std::env::var_os("MESHPAY_WRITE_VECTORS").is_none() => {
-            let stored: Value = serde_json::from_str(&s).expect("vector files are JSON");
-            assert_eq!(
-                &stored, vector,
-                "{name}: the code no longer produces the frozen vector"
-            );
-        }
-        _ => {
-            std::fs::write(
-                &path,
-                serde_json::to_string_pretty(vector).expect("JSON") + "\n",
-            )
-            .expect("write vector");
-            panic!("{name}: wrote {}; check it and run again", path.display());
-        }
-    }
+    meshpay_protocol::testkit::frozen_vector(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors")),
+        name,
+        vector,
+    );
 }
 
 /// Moves `from`'s packets to `to`; returns the DATA packets' hex, the ACK packets' hex, and
