@@ -1154,10 +1154,7 @@ impl Node {
                 Ok(None) => return Ok(crate::mesh::end_of(&session)),
                 Err(e) => {
                     tracing::warn!(peer = %peer.short(), error = %e, "sync broke the rules; dropping the peer");
-                    let _ = self.p2p.disconnect(&peer).await;
-                    if let Some(ble) = &self.ble {
-                        ble.disconnect(&peer).await;
-                    }
+                    self.links.disconnect(&peer).await;
                     return Err(NodeError::Peer(e.to_string()));
                 }
             }

@@ -237,28 +237,3 @@ pub fn decode_named(name: &str, bytes: &[u8]) -> Option<Result<(), crate::Decode
         .find(|(n, _)| *n == name)
         .map(|(_, f)| f(bytes))
 }
-
-/// Compares `vector` with the frozen file `<dir>/<name>.json`. A missing file (or
-/// `MESHPAY_WRITE_VECTORS` in the environment) writes it and fails, so no vector is accepted
-/// unseen.
-pub fn frozen_vector(dir: &std::path::Path, name: &str, vector: &serde_json::Value) {
-    let path = dir.join(format!("{name}.json"));
-    match std::fs::read_to_string(&path) {
-        Ok(s) if std::env::var_os("MESHPAY_WRITE_VECTORS").is_none() => {
-            let stored: serde_json::Value =
-                serde_json::from_str(&s).expect("vector files are JSON");
-            assert_eq!(
-                &stored, vector,
-                "{name}: the code no longer produces the frozen vector"
-            );
-        }
-        _ => {
-            std::fs::write(
-                &path,
-                serde_json::to_string_pretty(vector).expect("JSON") + "\n",
-            )
-            .expect("write vector");
-            panic!("{name}: wrote {}; check it and run again", path.display());
-        }
-    }
-}

@@ -4,6 +4,8 @@
 //! A missing file is written and the test fails, so a vector is never accepted unseen; set
 //! `MESHPAY_WRITE_VECTORS=1` to rewrite them all after a deliberate format change.
 
+mod frozen;
+
 use meshpay_protocol::objects::{Body, Signed, tags};
 use meshpay_protocol::testkit::{self, T0};
 use meshpay_protocol::{
@@ -37,9 +39,9 @@ fn signed<B: Body>(obj: &Signed<B>, fields: &Value) -> Value {
 }
 
 /// Compares `vector` with the frozen file `tests/vectors/<name>.json` (see
-/// [`meshpay_protocol::testkit::frozen_vector`]).
+/// [`frozen::frozen_vector`]).
 fn frozen(name: &str, vector: &Value) {
-    meshpay_protocol::testkit::frozen_vector(
+    frozen::frozen_vector(
         std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors")),
         name,
         vector,

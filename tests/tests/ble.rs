@@ -16,19 +16,36 @@ fn on_ble(node: &mut TestNode, zoo: &Bluezoo, adapter: &str) {
     assert_eq!(node.ready["ble"]["state"], "up", "{}", node.ready);
 }
 
+/// A vendor and a shopper on BLE only (`vendor_env` for the vendor's daemon), both trusting
+/// one issuer, the shopper funded with `funds`.
+fn vendor_and_shopper(
+    root: &std::path::Path,
+    zoo: &Bluezoo,
+    vendor_env: &[(&str, &str)],
+    funds: u64,
+) -> (TestNode, TestNode) {
+    let issuer = DevIssuer::new(root);
+    let mut vendor = TestNode::init(root, "vendor");
+    let mut shopper = TestNode::init(root, "shopper");
+    vendor.env.extend(
+        vendor_env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    on_ble(&mut vendor, zoo, VENDOR_ADAPTER);
+    on_ble(&mut shopper, zoo, SHOPPER_ADAPTER);
+    for n in [&vendor, &shopper] {
+        issuer.trusted_by(n);
+    }
+    issuer.fund(&shopper, funds);
+    (vendor, shopper)
+}
+
 #[test]
 fn two_nodes_find_each_other_over_ble_handshake_and_pay() {
     let root = tempfile::tempdir().unwrap();
     let zoo = Bluezoo::start(root.path(), &[VENDOR_ADAPTER, SHOPPER_ADAPTER]);
-    let issuer = DevIssuer::new(root.path());
-    let mut vendor = TestNode::init(root.path(), "vendor");
-    let mut shopper = TestNode::init(root.path(), "shopper");
-    on_ble(&mut vendor, &zoo, VENDOR_ADAPTER);
-    on_ble(&mut shopper, &zoo, SHOPPER_ADAPTER);
-    for n in [&vendor, &shopper] {
-        issuer.trusted_by(n);
-    }
-    issuer.fund(&shopper, 10_000);
+    let (mut vendor, mut shopper) = vendor_and_shopper(root.path(), &zoo, &[], 10_000);
 
     // Discovery, connection and the Noise handshake: each learns the other's device key.
     shopper.wait_peer(&vendor.device);
@@ -126,18 +143,12 @@ fn a_payee_killed_mid_payment_over_ble_loses_nothing() {
         root.path(),
         &[VENDOR_ADAPTER, SHOPPER_ADAPTER, VENDOR_AGAIN],
     );
-    let issuer = DevIssuer::new(root.path());
-    let mut vendor = TestNode::init(root.path(), "vendor");
-    let mut shopper = TestNode::init(root.path(), "shopper");
-    vendor
-        .env
-        .push(("MESHPAY_FAULT".into(), "payee-crash-after-commit".into()));
-    on_ble(&mut vendor, &zoo, VENDOR_ADAPTER);
-    on_ble(&mut shopper, &zoo, SHOPPER_ADAPTER);
-    for n in [&vendor, &shopper] {
-        issuer.trusted_by(n);
-    }
-    issuer.fund(&shopper, 5_000);
+    let (mut vendor, shopper) = vendor_and_shopper(
+        root.path(),
+        &zoo,
+        &[("MESHPAY_FAULT", "payee-crash-after-commit")],
+        5_000,
+    );
     shopper.wait_peer(&vendor.device);
 
     let paid = shopper.json(&["pay", "--to", &vendor.device, "--amount", "700", "--json"]);

@@ -149,6 +149,8 @@ impl Reply {
 pub trait Link: Send + Sync {
     /// Sends a request frame to `to` and waits for the answer frame.
     async fn request(&self, to: &DeviceKey, frame: Vec<u8>) -> Result<Vec<u8>, LinkError>;
+    /// Drops the connection to a peer (one that broke the protocol above the framing).
+    async fn disconnect(&self, device: &DeviceKey);
     /// The peers connected on this link.
     async fn peers(&self) -> Vec<PeerInfo>;
 }
@@ -194,6 +196,13 @@ impl Links {
             }
         }
         Err(last)
+    }
+
+    /// Drops a peer on every link.
+    pub async fn disconnect(&self, device: &DeviceKey) {
+        for link in &self.links {
+            link.disconnect(device).await;
+        }
     }
 
     /// Every connected peer on every link.

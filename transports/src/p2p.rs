@@ -345,13 +345,6 @@ impl P2pLink {
         rx.await.map_err(|_| stopped())?
     }
 
-    /// Drops the connection to a peer (one that broke the protocol above the framing).
-    pub async fn disconnect(&self, device: &DeviceKey) -> Result<(), LinkError> {
-        let peer = peer_id_of(device)
-            .ok_or_else(|| LinkError::Unreachable(meshpay_protocol::PrintableKey::short(device)))?;
-        self.send(Command::Disconnect { peer }).await
-    }
-
     /// The addresses the link listens on.
     pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
         let (done, rx) = oneshot::channel();
@@ -382,6 +375,12 @@ impl crate::Link for P2pLink {
         })
         .await?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    async fn disconnect(&self, device: &DeviceKey) {
+        if let Some(peer) = peer_id_of(device) {
+            let _ = self.send(Command::Disconnect { peer }).await;
+        }
     }
 
     async fn peers(&self) -> Vec<PeerInfo> {

@@ -2,6 +2,9 @@
 //! handshake with fixed keys, then one encrypted request and response. A missing file (or
 //! `MESHPAY_WRITE_VECTORS`) writes it and fails, so no vector is accepted unseen.
 
+#[path = "../../protocol/tests/frozen/mod.rs"]
+mod frozen;
+
 use meshpay_protocol::DeviceSecret;
 use meshpay_transports::ble::Role;
 use meshpay_transports::ble::framer::{Framer, FramerConfig};
@@ -12,9 +15,9 @@ use std::time::Duration;
 const T: Duration = Duration::ZERO;
 
 /// Compares `vector` with the frozen file `tests/vectors/<name>.json` (see
-/// [`meshpay_protocol::testkit::frozen_vector`]).
+/// [`frozen::frozen_vector`]).
 fn frozen(name: &str, vector: &Value) {
-    meshpay_protocol::testkit::frozen_vector(
+    frozen::frozen_vector(
         std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors")),
         name,
         vector,
@@ -119,28 +122,23 @@ fn noise_handshake_and_first_messages() {
             frame: b"world".to_vec()
         })
     );
-    let pub_of = |k: [u8; 32]| hex::encode(x25519(k));
+    let side = |seed: u8, dev: &DeviceSecret, s: [u8; 32], e: [u8; 32]| {
+        json!({
+            "device_seed": hex::encode([seed; 32]),
+            "device_key": hex::encode(dev.public().0),
+            "static_private": hex::encode(s),
+            "static_public": hex::encode(x25519(s)),
+            "ephemeral_private": hex::encode(e),
+            "identity_payload": hex::encode([dev.public().0.as_slice(), &dev.sign_link_key(&x25519(s)).0].concat()),
+        })
+    };
     frozen(
         "noise",
         &json!({
             "protocol": "Noise_XX_25519_ChaChaPoly_SHA256",
             "prologue": hex::encode(b"meshpay/v1/ble"),
-            "initiator": {
-                "device_seed": hex::encode([0xA1; 32]),
-                "device_key": hex::encode(i_dev.public().0),
-                "static_private": hex::encode(i_s),
-                "static_public": pub_of(i_s),
-                "ephemeral_private": hex::encode(i_e),
-                "identity_payload": hex::encode([i_dev.public().0.as_slice(), &i_dev.sign_link_key(&x25519(i_s)).0].concat()),
-            },
-            "responder": {
-                "device_seed": hex::encode([0xB2; 32]),
-                "device_key": hex::encode(r_dev.public().0),
-                "static_private": hex::encode(r_s),
-                "static_public": pub_of(r_s),
-                "ephemeral_private": hex::encode(r_e),
-                "identity_payload": hex::encode([r_dev.public().0.as_slice(), &r_dev.sign_link_key(&x25519(r_s)).0].concat()),
-            },
+            "initiator": side(0xA1, &i_dev, i_s, i_e),
+            "responder": side(0xB2, &r_dev, r_s, r_e),
             "message_1": m1,
             "message_2": m2,
             "message_3": m3,

@@ -218,11 +218,6 @@ impl Framer {
         self.stats
     }
 
-    /// Why the stream ended, if it did.
-    pub fn ended(&self) -> Option<FrameError> {
-        self.ended
-    }
-
     /// Whether a message of `len` bytes fits in the send buffer now.
     pub fn can_send(&self, len: usize) -> bool {
         self.ended.is_none()

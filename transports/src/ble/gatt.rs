@@ -318,7 +318,6 @@ async fn peripheral(
 ) {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<PeriphEvent>();
     let mut conns: HashMap<Address, CentralConn> = HashMap::new();
-    let mut watched: HashSet<Address> = HashSet::new();
     pin_mut!(rx_control);
     pin_mut!(tx_control);
     loop {
@@ -329,7 +328,6 @@ async fn peripheral(
                     // The write's MTU is the ATT MTU: a value is 3 bytes less.
                     let mtu = req.mtu().saturating_sub(3);
                     let conn = conn_for(&mut conns, &link, &adapter, &ev_tx, dev, mtu);
-                    watch(&adapter, &ev_tx, &mut watched, dev);
                     match req.accept() {
                         Ok(reader) => {
                             let _ = conn.readers.send(reader);
@@ -347,7 +345,6 @@ async fn peripheral(
                     // is less than 20 bytes: packets are cut to it.
                     conn.max.fetch_min(mtu.clamp(MIN_LINK_PACKET, 512), Ordering::Relaxed);
                     *conn.writer.lock().await = Some(writer);
-                    watch(&adapter, &ev_tx, &mut watched, dev);
                 }
             }
             Some(ev) = ev_rx.recv() => match ev {
@@ -361,7 +358,6 @@ async fn peripheral(
                 PeriphEvent::Gone(dev) => {
                     // Dropping the packet channel ends the session.
                     conns.remove(&dev);
-                    watched.remove(&dev);
                 }
             },
             else => return,
@@ -370,7 +366,8 @@ async fn peripheral(
     }
 }
 
-/// The connection state of a central, created on its first write or subscription.
+/// The connection state of a central, created on its first write or subscription, with its
+/// session and a watch on its connection.
 fn conn_for<'a>(
     conns: &'a mut HashMap<Address, CentralConn>,
     link: &BleLink,
@@ -385,6 +382,7 @@ fn conn_for<'a>(
         let max = Arc::new(AtomicUsize::new(mtu.clamp(MIN_LINK_PACKET, 512)));
         let (readers_tx, readers_rx) = mpsc::unbounded_channel();
         tokio::spawn(read_writes(dev, readers_rx, ev_tx.clone()));
+        watch(adapter, ev_tx, dev);
         link.attach(
             Pipe {
                 sink: Box::new(NotifySink {
@@ -442,15 +440,7 @@ async fn read_writes(
 }
 
 /// Watches a central's `Connected` property: when it drops, so does the session.
-fn watch(
-    adapter: &bluer::Adapter,
-    events: &mpsc::UnboundedSender<PeriphEvent>,
-    watched: &mut HashSet<Address>,
-    dev: Address,
-) {
-    if !watched.insert(dev) {
-        return;
-    }
+fn watch(adapter: &bluer::Adapter, events: &mpsc::UnboundedSender<PeriphEvent>, dev: Address) {
     let adapter = adapter.clone();
     let events = events.clone();
     tokio::spawn(async move {

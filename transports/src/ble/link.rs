@@ -124,11 +124,6 @@ impl BleLink {
         tokio::spawn(drive(self.inner.clone(), pipe, role, conn))
     }
 
-    /// This device's key.
-    pub fn device(&self) -> DeviceKey {
-        self.inner.device
-    }
-
     /// The first 8 bytes of this device's key, as advertised.
     pub fn device_prefix(&self) -> [u8; 8] {
         self.inner.device.0[..8].try_into().expect("8 bytes")
@@ -141,20 +136,6 @@ impl BleLink {
             .lock()
             .expect("lock")
             .contains_key(address)
-    }
-
-    /// Ends the session with a device.
-    pub async fn disconnect(&self, device: &DeviceKey) {
-        let cmd = self
-            .inner
-            .peers
-            .lock()
-            .expect("lock")
-            .get(device)
-            .map(|h| h.cmd.clone());
-        if let Some(cmd) = cmd {
-            let _ = cmd.send(Cmd::Close).await;
-        }
     }
 }
 
@@ -179,6 +160,19 @@ impl Link for BleLink {
         tokio::time::timeout(self.inner.config.request_timeout, asked)
             .await
             .unwrap_or(Err(LinkError::Timeout))
+    }
+
+    async fn disconnect(&self, device: &DeviceKey) {
+        let cmd = self
+            .inner
+            .peers
+            .lock()
+            .expect("lock")
+            .get(device)
+            .map(|h| h.cmd.clone());
+        if let Some(cmd) = cmd {
+            let _ = cmd.send(Cmd::Close).await;
+        }
     }
 
     async fn peers(&self) -> Vec<PeerInfo> {
@@ -223,7 +217,6 @@ async fn drive(inner: Arc<Inner>, pipe: Pipe, role: Role, conn: u64) -> SessionE
     // After answering with "send and close": close once the answer is acknowledged.
     let mut closing: Option<Instant> = None;
     let why = loop {
-        // Everything the session has to send goes out first.
         // Requests and answers held back by a full send buffer go, in order, as soon as there
         // is room.
         while let Some(c) = waiting.pop_front() {
@@ -266,18 +259,15 @@ async fn drive(inner: Arc<Inner>, pipe: Pipe, role: Role, conn: u64) -> SessionE
         }
         // Between packets, whatever has arrived is taken in, so acknowledgements are not
         // stuck behind a long send.
-        let mut link_down = None;
         while let Some(p) = session.poll_transmit(now(), sink.max_packet()) {
-            if let Err(e) = sink.send(p).await {
-                link_down = Some(e);
+            if sink.send(p).await.is_err() {
+                // The radio link is gone.
+                session.close();
                 break;
             }
             while let Ok(p) = packets.try_recv() {
                 session.receive(now(), &p);
             }
-        }
-        if link_down.is_some() && !session.is_ended() {
-            session.close();
         }
         let mut ended = None;
         while let Some(ev) = session.poll_event() {

@@ -17,7 +17,7 @@
 //! the sender closes. A message that fails authentication or does not parse ends the session:
 //! nothing from it is delivered.
 
-use super::framer::{FrameError, FrameStats, Framer, FramerConfig, reason};
+use super::framer::{FrameError, Framer, FramerConfig, reason};
 use meshpay_protocol::keys::Signature;
 use meshpay_protocol::{DeviceKey, DeviceSecret};
 use snow::params::{DHChoice, NoiseParams};
@@ -252,11 +252,6 @@ impl Session {
     /// Whether the session has ended.
     pub fn is_ended(&self) -> bool {
         matches!(self.state, State::Ended)
-    }
-
-    /// The framer's counters.
-    pub fn stats(&self) -> FrameStats {
-        self.framer.stats()
     }
 
     /// Whether a frame of `len` bytes can be queued now (back-pressure).
