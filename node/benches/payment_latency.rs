@@ -183,7 +183,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..(n + 50) {
         let req = b.new_request(1 + (i as u64 % 500), "KES", "").await?;
         let t = Instant::now();
-        let o = a.pay(&req).await?;
+        let o = a.pay(&req, None).await?;
         let took = t.elapsed();
         assert_eq!(o.status, "acked", "{o:?}");
         if i >= 50 {
@@ -192,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
     }
     for i in 0..(n / 4 + 20) {
         let t = Instant::now();
-        let o = a.pay_peer(&b.device, 7, "KES", "").await?;
+        let o = a.pay_peer(&b.device, 7, "KES", "", true, None).await?;
         assert_eq!(o.status, "acked");
         if i >= 20 {
             pay_ask.push(t.elapsed());

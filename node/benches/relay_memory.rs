@@ -68,7 +68,8 @@ fn reopen(path: &str) -> anyhow::Result<()> {
             ..StoreConfig::default()
         });
         for (_, v) in &raw {
-            store.restore(&v[37..], Origin::Local, 0);
+            // New-format values: a 45-byte head (origin, copies, arrival) before the body.
+            store.restore(&v[45..], Origin::Local, 0, 0);
         }
         println!(
             "  the bundle store's index alone: {:.1} MB for {} bundles",
@@ -153,7 +154,7 @@ fn main() -> anyhow::Result<()> {
             let b = Bundle::decode(r)?;
             let mut peer = [0u8; 32];
             peer[..2].copy_from_slice(&u16::try_from(i % 50)?.to_le_bytes());
-            let a = mesh.insert(&b, Origin::Peer(peer), 0, T0);
+            let a = mesh.insert(&b, Origin::Peer(peer), 0, T0)?;
             anyhow::ensure!(matches!(a, Admission::Added(_)), "{a:?}");
         }
         db.flush()?;

@@ -80,8 +80,16 @@ impl NetArgs {
 enum Command {
     /// Create a wallet: a device key (encrypted with a passphrase), the database, config.toml.
     ///
-    /// The passphrase comes from $MESHPAY_PASSPHRASE or is asked for.
-    Init(Json),
+    /// The passphrase comes from $MESHPAY_PASSPHRASE or is asked for; it needs at least 8
+    /// characters.
+    Init {
+        /// Accept a passphrase shorter than 8 characters (tests and demos only: the device key
+        /// is only as safe as its passphrase).
+        #[arg(long)]
+        weak_passphrase: bool,
+        #[command(flatten)]
+        json: Json,
+    },
     /// Run the node: wallet, links (libp2p TCP/QUIC, mDNS) and the control socket.
     Run(NetArgs),
     /// Run a relay: a node with no wallet and no money that carries bundles (sealed records,
@@ -118,6 +126,13 @@ enum Command {
     /// Pay a payment request (pasted or scanned `mpreq1…`), or a connected peer an amount.
     ///
     /// Paying the same request twice sends the same IOU again: it never pays twice.
+    ///
+    /// Retrying is safe. When `pay --to` answers "pending" the wallet keeps re-sending the
+    /// payment by itself; running the same `pay --to PAYEE --amount N` again while it is
+    /// pending, or within 5 minutes after a re-send got it acknowledged, shows that payment
+    /// instead of paying a second time. To pay the same amount to the same payee once more on
+    /// purpose, add --again. Scripts can pass --id KEY: a payment made under KEY is answered
+    /// whenever the same KEY comes again, and never paid twice.
     Pay {
         /// The payment request text.
         request: Option<String>,
@@ -133,6 +148,13 @@ enum Command {
         /// Note for the payee, with --to.
         #[arg(long)]
         memo: Option<String>,
+        /// With --to: pay even if the same payment was made moments ago (see above).
+        #[arg(long, requires = "to")]
+        again: bool,
+        /// Idempotency key (1 to 128 characters) for scripts: a payment already made under it
+        /// is answered instead of paid again.
+        #[arg(long, value_name = "KEY")]
+        id: Option<String>,
         #[command(flatten)]
         json: Json,
     },
@@ -205,15 +227,21 @@ enum Command {
         #[command(flatten)]
         json: Json,
     },
-    /// Connect to a peer now.
+    /// Connect to a peer now, and wait (at most 10 s) until it is connected.
+    ///
+    /// Exits non-zero with the reason when the peer cannot be reached.
     Dial {
-        /// Its multiaddress.
+        /// Its multiaddress, e.g. /ip4/192.168.1.20/tcp/4001.
         addr: String,
+        #[command(flatten)]
+        json: Json,
     },
     /// Check a printed device key and point at typos.
     CheckKey {
         /// The key (mpdev1…).
         key: String,
+        #[command(flatten)]
+        json: Json,
     },
     /// Run the demo: a settlement server, a vendor and shoppers as real processes on loopback;
     /// shoppers top up, pay offline, a cloned wallet is caught double spending, records settle.
@@ -259,7 +287,10 @@ pub fn main() -> Result<()> {
 
 async fn dispatch(home: Home, command: Command) -> Result<()> {
     match command {
-        Command::Init(j) => init(&home, j.json).await,
+        Command::Init {
+            weak_passphrase,
+            json,
+        } => init(&home, json.json, weak_passphrase).await,
         Command::Run(net) => {
             let json = net.json;
             run(&home, net.options(false, None), json).await
@@ -344,6 +375,8 @@ async fn dispatch(home: Home, command: Command) -> Result<()> {
             amount,
             currency,
             memo,
+            again,
+            id,
             json,
         } => {
             if request.is_none() && (to.is_none() || amount.is_none()) {
@@ -357,10 +390,15 @@ async fn dispatch(home: Home, command: Command) -> Result<()> {
                     amount,
                     currency,
                     memo,
+                    again,
+                    id,
                 },
             )
             .await?;
             let status = d["status"].as_str().unwrap_or("").to_owned();
+            if let (false, Some(note)) = (json.json, d["repeated"].as_str()) {
+                eprintln!("meshpay: {note}");
+            }
             print(json.json, &d, |d| match status.as_str() {
                 "acked" => format!(
                     "paid {} {} to {} (counter {}, acknowledged)",
@@ -663,14 +701,22 @@ async fn dispatch(home: Home, command: Command) -> Result<()> {
             });
             Ok(())
         }
-        Command::Dial { addr } => {
-            control::call(&home, Ctl::Dial { addr: addr.clone() }).await?;
-            println!("dialing {addr}");
+        Command::Dial { addr, json } => {
+            let d = control::call(&home, Ctl::Dial { addr }).await?;
+            print(json.json, &d, |d| {
+                format!(
+                    "connected to {} at {}",
+                    d["device_key"].as_str().unwrap_or(""),
+                    d["address"].as_str().unwrap_or("")
+                )
+            });
             Ok(())
         }
-        Command::CheckKey { key } => {
+        Command::CheckKey { key, json } => {
             let k = meshpay_protocol::DeviceKey::from_text(&key)?;
-            println!("ok: {}", k.short());
+            let d = serde_json::json!({"valid": true, "device_key": k.to_text(), "short": k.short(),
+                "peer_id": meshpay_transports::p2p::peer_id_of(&k).map(|p| p.to_string())});
+            print(json.json, &d, |_| format!("ok: {}", k.short()));
             Ok(())
         }
         Command::Demo => crate::demo::run().await,
@@ -683,11 +729,12 @@ async fn dispatch(home: Home, command: Command) -> Result<()> {
     }
 }
 
-async fn init(home: &Home, json: bool) -> Result<()> {
-    if home.wallet_db().exists() {
+async fn init(home: &Home, json: bool, weak: bool) -> Result<()> {
+    if holds_wallet(home) {
         bail!("{} already holds a wallet", home.dir.display());
     }
     let pass = passphrase(true)?;
+    check_passphrase(&pass, weak)?;
     let key = create_wallet(home, &pass, crate::keystore::Cost::default())
         .await?
         .to_text();
@@ -705,6 +752,25 @@ async fn init(home: &Home, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Shortest passphrase `init` takes without `--weak-passphrase`.
+pub const MIN_PASSPHRASE: usize = 8;
+
+/// Refuses a passphrase too short to resist guessing (unless `weak` is asked for, for tests
+/// and demos).
+pub fn check_passphrase(pass: &str, weak: bool) -> Result<()> {
+    if !weak && pass.chars().count() < MIN_PASSPHRASE {
+        bail!(
+            "the passphrase must have at least {MIN_PASSPHRASE} characters (it guards the device key; a short one is guessed offline in minutes). For a test or a demo, pass --weak-passphrase"
+        );
+    }
+    Ok(())
+}
+
+/// Whether `home` holds a wallet: a `wallet.db` with anything in it.
+fn holds_wallet(home: &Home) -> bool {
+    std::fs::metadata(home.wallet_db()).is_ok_and(|m| m.len() > 0)
+}
+
 /// Creates a wallet in `home`: directory (owner-only), a fresh device key sealed under
 /// `passphrase`, the database and the documented config file.
 pub async fn create_wallet(
@@ -712,9 +778,11 @@ pub async fn create_wallet(
     passphrase: &str,
     cost: crate::keystore::Cost,
 ) -> Result<meshpay_protocol::DeviceKey> {
-    if home.wallet_db().exists() {
+    if holds_wallet(home) {
         bail!("{} already holds a wallet", home.dir.display());
     }
+    // An empty wallet.db (truncated, never written) holds nothing to lose.
+    let _ = std::fs::remove_file(home.wallet_db());
     std::fs::create_dir_all(&home.dir)
         .with_context(|| format!("cannot create {}", home.dir.display()))?;
     {
@@ -820,7 +888,9 @@ async fn run_with(home: &Home, opts: RunOptions, json: bool, pass: String) -> Re
     if json {
         println!(
             "{}",
-            serde_json::json!({"event": "ready", "device_key": node.device.to_text(), "listen": addrs, "ble": ble_json, "restore_check": format!("{:?}", node.restore)})
+            serde_json::json!({"event": "ready", "device_key": node.device.to_text(),
+                "peer_id": meshpay_transports::p2p::peer_id_of(&node.device).map(|p| p.to_string()),
+                "listen": addrs, "ble": ble_json, "restore_check": format!("{:?}", node.restore)})
         );
     } else {
         println!(

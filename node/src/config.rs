@@ -55,6 +55,17 @@ pub struct Config {
     pub mesh: MeshConfig,
     /// Bluetooth LE settings.
     pub ble: BleSettings,
+    /// Settlement servers this node talks to.
+    pub issuer: IssuerSettings,
+}
+
+/// `[issuer]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IssuerSettings {
+    /// PEM file of certificate authorities to trust for issuers' HTTPS, besides the system's
+    /// (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured too): an issuer with a private CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[ble]`.
@@ -229,6 +240,11 @@ copies = 6
 # gateway = "https://settle.example.org"
 gateway_secs = 30
 
+[issuer]
+# Certificate authorities (PEM) to trust for settlement servers' HTTPS, besides the system's
+# (SSL_CERT_FILE and SSL_CERT_DIR are honoured too). For an issuer with a private CA.
+# ca_file = "/etc/meshpay/issuer-ca.pem"
+
 [ble]
 # Find and pay nearby devices over Bluetooth LE through BlueZ (`meshpay run --ble` turns it on).
 enabled = false
@@ -311,14 +327,32 @@ impl Sentinel {
         }
     }
 
+    /// The sentinel's directory, made (or kept) owner-only: its files show the device key,
+    /// how many payments it made and the allowances it spent from.
+    fn private_dir(&self) -> std::io::Result<&Path> {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
+        }
+        Ok(dir)
+    }
+
     /// Records durably that the wallet spent from `id` (appends one line and fsyncs).
     pub fn record_spent(&self, id: &meshpay_protocol::AllowanceId) -> std::io::Result<()> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let dir = self.private_dir()?;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(self.spent_path())?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         writeln!(f, "{}", id.to_hex())?;
         f.sync_all()?;
         std::fs::File::open(dir)?.sync_all()
@@ -326,10 +360,16 @@ impl Sentinel {
 
     /// Writes the epoch durably (write, fsync, rename, fsync the directory).
     pub fn write(&self, epoch: u64) -> std::io::Result<()> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let dir = self.private_dir()?;
         let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         writeln!(f, "{epoch}")?;
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;

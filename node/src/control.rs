@@ -49,6 +49,12 @@ pub enum Command {
         currency: Option<String>,
         /// Memo.
         memo: Option<String>,
+        /// Pay again even if the same payment was made moments ago.
+        #[serde(default)]
+        again: bool,
+        /// Idempotency key: a payment already made under it is answered instead.
+        #[serde(default)]
+        id: Option<String>,
     },
     /// Balances per currency.
     Balance,
@@ -212,17 +218,27 @@ async fn run(node: &Node, cmd: Command) -> Result<Value, NodeError> {
                 .await?;
             Ok(request_json(&req))
         }
-        Command::Pay { request, to, amount, currency, memo } => {
+        Command::Pay { request, to, amount, currency, memo, again, id } => {
+            if id.as_ref().is_some_and(|k| k.is_empty() || k.len() > 128) {
+                return Err(input("--id: 1 to 128 characters"));
+            }
             let outcome = match (request, to, amount) {
                 (Some(text), None, None) => {
                     let req = PaymentRequest::from_text(&text).map_err(|e| input(e.to_string()))?;
-                    node.pay(&req).await?
+                    node.pay(&req, id.as_deref()).await?
                 }
                 (None, Some(to), Some(amount)) if amount > 0 => {
                     let payee = device_arg(&to)?;
                     let currency = currency.unwrap_or_else(|| node.currency().to_owned());
-                    node.pay_peer(&payee, amount, &currency, memo.as_deref().unwrap_or(""))
-                        .await?
+                    node.pay_peer(
+                        &payee,
+                        amount,
+                        &currency,
+                        memo.as_deref().unwrap_or(""),
+                        again,
+                        id.as_deref(),
+                    )
+                    .await?
                 }
                 _ => return Err(input("pay takes a request text, or a payee (--to) and a positive amount")),
             };
@@ -313,14 +329,9 @@ async fn run(node: &Node, cmd: Command) -> Result<Value, NodeError> {
             Ok(json!({"bundles": bundles, "bytes": file.len(), "path": path}))
         }
         Command::Import { path } => {
-            let meta = std::fs::metadata(&path).map_err(|e| input(format!("cannot read {path}: {e}")))?;
-            if meta.len() > meshpay_protocol::bundle::MAX_FILE as u64 {
-                return Err(input(format!(
-                    "{path} is {} bytes, over the limit of 64 MiB for a bundle file",
-                    meta.len()
-                )));
-            }
-            let file = std::fs::read(&path).map_err(|e| input(format!("cannot read {path}: {e}")))?;
+            let file = read_bounded(&path, meshpay_protocol::bundle::MAX_FILE)
+                .await
+                .map_err(input)?;
             let report = node.import(&file).await.map_err(|e| input(format!("{path}: {e}")))?;
             Ok(serde_json::to_value(report).unwrap_or(Value::Null))
         }
@@ -329,10 +340,37 @@ async fn run(node: &Node, cmd: Command) -> Result<Value, NodeError> {
             Ok(Value::Array(records.iter().map(|r| json!(hex::encode(r))).collect()))
         }
         Command::Dial { addr } => {
-            node.dial(&addr).await?;
-            Ok(json!({"dialing": addr}))
+            let device = node.dial(&addr).await?;
+            Ok(json!({"address": addr, "device_key": device.to_text(),
+                      "peer_id": meshpay_transports::p2p::peer_id_of(&device).map(|p| p.to_string())}))
         }
     }
+}
+
+/// Reads at most `limit` bytes of `path`, refusing anything longer. The size the file system
+/// reports is not trusted (a FIFO or a device reports none, and a file can grow while read):
+/// the read itself stops one byte past the limit.
+async fn read_bounded(path: &str, limit: usize) -> Result<Vec<u8>, String> {
+    use tokio::io::AsyncReadExt as _;
+    let f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("cannot read {path}: {e}"))?;
+    let mut buf = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        f.take(cap).read_to_end(&mut buf),
+    )
+    .await
+    .map_err(|_| format!("{path}: no end of file within 60 s"))?;
+    read.map_err(|e| format!("cannot read {path}: {e}"))?;
+    if buf.len() > limit {
+        return Err(format!(
+            "{path} is over the limit of {} MiB for a bundle file",
+            limit >> 20
+        ));
+    }
+    Ok(buf)
 }
 
 /// A request as JSON, with its text form.

@@ -7,8 +7,9 @@
 //! serialised by the wallet lock; incoming payments by the spend-book lock.
 
 use crate::config::{Config, Home, Sentinel};
-use crate::mesh::{Mesh, SessionEnd};
-use crate::store::{SentStatus, Store};
+use crate::issuer::{self, IssuerClient, IssuerError};
+use crate::mesh::{Mesh, MeshError, SessionEnd};
+use crate::store::{AnsweredBy, SentStatus, Store};
 use meshpay_protocol::bundle::{Bundle, Content};
 use meshpay_protocol::message::{Ask, ErrorCode, Pay, Request, Response};
 use meshpay_protocol::payee::{SpendBook, Verdict};
@@ -25,6 +26,7 @@ use meshpay_transports::{LinkError, LinkEvent, Links, PeerInfo};
 use rand_core::{OsRng, RngCore};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Mutex, RwLock, mpsc};
 
@@ -78,7 +80,14 @@ pub struct PayOutcome {
     /// Refusal reason, or why it is still pending.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Set when this answers a retry of an earlier payment instead of paying again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeated: Option<String>,
 }
+
+/// How long after an automatic re-send got a payment acknowledged the same `pay --to` is
+/// taken as a retry of it rather than a new payment.
+pub const RETRY_WINDOW_SECS: u64 = 300;
 
 /// A command failure, shown to the user as one line.
 #[derive(Debug, thiserror::Error)]
@@ -98,12 +107,21 @@ pub enum NodeError {
     /// The peer answered something unexpected.
     #[error("the peer answered wrongly: {0}")]
     Peer(String),
-    /// The issuer's server refused or could not be reached.
-    #[error("issuer: {0}")]
-    Issuer(String),
+    /// The issuer's server refused, could not be reached, or answered wrongly.
+    #[error(transparent)]
+    Issuer(#[from] IssuerError),
+    /// The mesh store could not write to disk.
+    #[error("{0}")]
+    Mesh(String),
     /// The restore sentinel could not be written: the payment was committed but not sent.
     #[error("cannot write the restore sentinel: {0}")]
     Sentinel(std::io::Error),
+}
+
+impl From<MeshError> for NodeError {
+    fn from(e: MeshError) -> Self {
+        NodeError::Mesh(e.to_string())
+    }
 }
 
 /// The running node.
@@ -118,6 +136,10 @@ pub struct Node {
     syncing: std::sync::Mutex<BTreeSet<DeviceKey>>,
     /// Issuers this node reached recently as a gateway.
     gateway_for: RwLock<Vec<IssuerId>>,
+    /// Gateway rounds run.
+    gateway_rounds: AtomicU64,
+    /// Records the issuer took no decision on: misses so far and the round to try again.
+    upload_backoff: std::sync::Mutex<BTreeMap<meshpay_protocol::Hash, (u32, u64)>>,
     wallet: Mutex<Wallet>,
     book: Mutex<SpendBook>,
     issuers: RwLock<BTreeMap<IssuerId, IssuerDescriptor>>,
@@ -317,6 +339,8 @@ impl Node {
             mesh,
             syncing: std::sync::Mutex::new(BTreeSet::new()),
             gateway_for: RwLock::new(Vec::new()),
+            gateway_rounds: AtomicU64::new(0),
+            upload_backoff: std::sync::Mutex::new(BTreeMap::new()),
             wallet: Mutex::new(wallet),
             book: Mutex::new(book),
             issuers: RwLock::new(issuers),
@@ -346,11 +370,15 @@ impl Node {
                         match Request::decode(&frame) {
                             Ok(Request::Sync(m)) => match node.on_sync(&from, &m).await {
                                 Ok(answer) => reply.send(Response::Sync(Box::new(answer)).encode()),
-                                Err(e) => {
+                                Err(MeshError::Sync(e)) => {
                                     tracing::warn!(peer = %from.short(), error = %e, "sync broke the rules; dropping the peer");
                                     reply.send_and_drop(
                                         Response::Error(ErrorCode::BadMessage).encode(),
                                     );
+                                }
+                                Err(e @ MeshError::Storage(_)) => {
+                                    tracing::warn!(peer = %from.short(), error = %e, "sync step not served");
+                                    reply.send(Response::Error(ErrorCode::Unavailable).encode());
                                 }
                             },
                             Ok(req) => reply.send(node.answer(&from, req).await.encode()),
@@ -402,11 +430,24 @@ impl Node {
     }
 
     async fn on_ask(&self, from: &DeviceKey, ask: &Ask) -> Result<Response, NodeError> {
+        let now = now();
+        // Asking again for the same thing gets the same open request, not one more.
+        if let Some(req) = self
+            .store
+            .open_request_asked(from, ask.amount, &ask.currency, &ask.memo, now)
+            .await?
+        {
+            return Ok(Response::Request(req));
+        }
         // Asks cost a durable write each: bound what one peer, and all peers, can keep open.
-        let (open, by_peer) = self.store.open_requests(from, now()).await?;
+        let (open, by_peer) = self.store.open_requests(from, now).await?;
         if by_peer >= MAX_OPEN_ASKS_PER_PEER || open >= MAX_OPEN_REQUESTS {
             tracing::warn!(peer = %from.short(), by_peer, open, "too many open requests; ask refused");
-            return Ok(Response::Error(ErrorCode::Unavailable));
+            return Ok(Response::Error(if by_peer >= MAX_OPEN_ASKS_PER_PEER {
+                ErrorCode::TooManyRequests
+            } else {
+                ErrorCode::Unavailable
+            }));
         }
         let req = self
             .make_request(ask.amount, &ask.currency, &ask.memo, Some(from))
@@ -496,18 +537,15 @@ impl Node {
                 // Into the mesh: the record, to travel to a gateway; the spend notice, so a
                 // fork is found before settlement.
                 let copies = self.mesh.routing.initial_copies();
-                self.mesh.insert(
-                    &Bundle::new(Content::Record(record)),
-                    Origin::Local,
-                    copies,
-                    now,
-                );
-                self.mesh.insert(
-                    &Bundle::notice(cert.clone(), iou.notice()),
-                    Origin::Local,
-                    0,
-                    now,
-                );
+                for (bundle, copies) in [
+                    (Bundle::new(Content::Record(record)), copies),
+                    (Bundle::notice(cert.clone(), iou.notice()), 0),
+                ] {
+                    // The payment is committed in the wallet database, which a gateway round
+                    // uploads from as well: a mesh store that cannot write delays nothing
+                    // owed. The failure is counted and logged by the mesh.
+                    let _ = self.mesh.insert(&bundle, Origin::Local, copies, now);
+                }
                 if self.fault == Some(Fault::PayeeCrashAfterCommit) {
                     std::process::abort();
                 }
@@ -530,7 +568,7 @@ impl Node {
                 self.store.add_fraud(&proof, now).await?;
                 let _ = book.add_fraud_proof(&proof);
                 // The proof travels first in the mesh, so every node refuses the allowance.
-                self.mesh.insert(
+                let _ = self.mesh.insert(
                     &Bundle::new(Content::Fraud(Box::new((*proof).clone()))),
                     Origin::Local,
                     0,
@@ -542,8 +580,25 @@ impl Node {
         }
     }
 
-    /// Pays a request. Re-paying the same request re-sends the same IOU.
-    pub async fn pay(&self, request: &PaymentRequest) -> Result<PayOutcome, NodeError> {
+    /// Pays a request. Re-paying the same request re-sends the same IOU. With an idempotency
+    /// `key`, a payment already made under it is answered instead (and a key used for another
+    /// request is refused).
+    pub async fn pay(
+        &self,
+        request: &PaymentRequest,
+        key: Option<&str>,
+    ) -> Result<PayOutcome, NodeError> {
+        if let Some(k) = key {
+            if let Some(sent) = self.store.sent_by_key(k).await? {
+                if sent.iou.payee != request.payee || sent.iou.nonce != request.nonce {
+                    return Err(NodeError::Input(format!(
+                        "the idempotency key {k:?} was used for another payment ({} to {})",
+                        sent.iou.amount,
+                        sent.iou.payee.short()
+                    )));
+                }
+            }
+        }
         let iou = {
             let mut wallet = self.wallet.lock().await;
             if let Some(sent) = self.store.sent_for(&request.payee, &request.nonce).await? {
@@ -555,13 +610,13 @@ impl Node {
                 let now = now();
                 let spend = wallet.prepare(&self.secret, request, now)?;
                 self.store
-                    .commit_spend(&spend, &request.currency, &request.memo, now)
+                    .commit_spend(&spend, &request.currency, &request.memo, key, now)
                     .await?;
                 // Adopt the committed head first: whatever happens next, the next IOU of this
                 // allowance takes the next counter.
                 wallet.commit(&spend);
                 if let Some(held) = wallet.allowances().get(&spend.iou.allowance) {
-                    self.mesh.insert(
+                    let _ = self.mesh.insert(
                         &Bundle::notice(held.cert.clone(), spend.iou.notice()),
                         Origin::Local,
                         0,
@@ -582,11 +637,11 @@ impl Node {
         if self.fault == Some(Fault::PayerCrashAfterCommit) {
             std::process::abort();
         }
-        Ok(self.deliver(&iou, &request.currency).await)
+        Ok(self.deliver(&iou, &request.currency, AnsweredBy::Pay).await)
     }
 
     /// Sends a committed IOU and records the answer.
-    async fn deliver(&self, iou: &Iou, currency: &str) -> PayOutcome {
+    async fn deliver(&self, iou: &Iou, currency: &str, by: AnsweredBy) -> PayOutcome {
         let cert: Option<AllowanceCert> = self
             .wallet
             .lock()
@@ -609,13 +664,20 @@ impl Node {
                 if ack.body().iou == iou.id() && ack.verify(&iou.payee).is_ok() =>
             {
                 self.store
-                    .set_sent_outcome(&iou.id(), SentStatus::Acked, None, Some(&ack))
+                    .set_sent_outcome(&iou.id(), SentStatus::Acked, None, Some(&ack), by, now())
                     .await
                     .map(|()| outcome(iou, currency, SentStatus::Acked, None))
             }
             Ok(Response::Refused(reason)) => self
                 .store
-                .set_sent_outcome(&iou.id(), SentStatus::Refused, Some(reason.name()), None)
+                .set_sent_outcome(
+                    &iou.id(),
+                    SentStatus::Refused,
+                    Some(reason.name()),
+                    None,
+                    by,
+                    now(),
+                )
                 .await
                 .map(|()| {
                     outcome(
@@ -670,7 +732,7 @@ impl Node {
         tick.tick().await;
         loop {
             tick.tick().await;
-            self.mesh.expire(now());
+            let _ = self.mesh.expire(now());
             self.sync_all().await;
         }
     }
@@ -712,26 +774,64 @@ impl Node {
             return;
         };
         for s in pending {
-            let o = self.deliver(&s.iou, &s.currency).await;
+            let o = self.deliver(&s.iou, &s.currency, AnsweredBy::Resend).await;
             tracing::info!(iou = %o.iou, status = o.status, "re-sent pending payment");
         }
     }
 
     /// Asks `payee` for a request of `amount` and pays it.
+    ///
+    /// A retry is not a second payment: unless `again`, the same payment (same payee, amount
+    /// and currency) that is still pending, or that an automatic re-send got acknowledged in
+    /// the last [`RETRY_WINDOW_SECS`], is answered instead of paid again. With an idempotency
+    /// `key`, the payment made under that key is answered, whenever it was made.
     pub async fn pay_peer(
         &self,
         payee: &DeviceKey,
         amount: u64,
         currency: &str,
         memo: &str,
+        again: bool,
+        key: Option<&str>,
     ) -> Result<PayOutcome, NodeError> {
-        // A payment to this peer for this amount that is still unanswered is sent again
-        // rather than paid a second time.
-        for s in self.store.pending(Some(payee)).await? {
-            if s.iou.amount == amount && s.currency == currency {
-                return Ok(self.deliver(&s.iou, currency).await);
+        if let Some(k) = key {
+            if let Some(sent) = self.store.sent_by_key(k).await? {
+                if sent.iou.payee != *payee
+                    || sent.iou.amount != amount
+                    || sent.currency != currency
+                {
+                    return Err(NodeError::Input(format!(
+                        "the idempotency key {k:?} was used for another payment ({} {} to {})",
+                        sent.iou.amount,
+                        sent.currency,
+                        sent.iou.payee.short()
+                    )));
+                }
+                return Ok(self.state_of(sent).await);
             }
         }
+        if !again && key.is_none() {
+            if let Some(sent) = self.store.last_sent_to(payee, amount, currency).await? {
+                let recent_resend = sent.answered_by_resend
+                    && sent
+                        .answered_at
+                        .is_some_and(|t| t + RETRY_WINDOW_SECS >= now());
+                if sent.status == SentStatus::Pending || recent_resend {
+                    let mut o = self.state_of(sent).await;
+                    o.repeated = Some(format!(
+                        "this payment was made before (counter {}); it was not paid again. Pass --again to pay {amount} once more",
+                        o.counter
+                    ));
+                    return Ok(o);
+                }
+            }
+        }
+        // Check the wallet before asking: an ask that ends in a local refusal leaves an open
+        // request at the payee for nothing.
+        self.wallet
+            .lock()
+            .await
+            .can_pay(&self.device, amount, currency, now())?;
         let ask = Request::Ask(Ask::new(amount, currency, memo));
         let answer = self.links.request(payee, ask.encode()).await?;
         match Response::decode(&answer) {
@@ -741,12 +841,22 @@ impl Node {
                         "its payment request does not match what was asked".into(),
                     ));
                 }
-                self.pay(&req).await
+                self.pay(&req, key).await
             }
             Ok(Response::Refused(r)) => Err(NodeError::Peer(format!("it refused: {r}"))),
             Ok(Response::Error(e)) => Err(NodeError::Peer(e.to_string())),
             Ok(_) => Err(NodeError::Peer("not a payment request".into())),
             Err(e) => Err(NodeError::Peer(e.to_string())),
+        }
+    }
+
+    /// A stored payment's state, sending it again first if it is still pending.
+    async fn state_of(&self, sent: crate::store::SentPayment) -> PayOutcome {
+        if sent.status == SentStatus::Pending {
+            self.deliver(&sent.iou, &sent.currency, AnsweredBy::Resend)
+                .await
+        } else {
+            outcome(&sent.iou, &sent.currency, sent.status, sent.reason)
         }
     }
 
@@ -862,28 +972,39 @@ impl Node {
             .collect()
     }
 
-    /// Dials an address.
-    pub async fn dial(&self, addr: &str) -> Result<(), NodeError> {
+    /// Dials an address and waits (at most 10 s) until the connection is up; returns the
+    /// device reached.
+    pub async fn dial(&self, addr: &str) -> Result<DeviceKey, NodeError> {
         let addr = addr
             .parse()
             .map_err(|e| NodeError::Input(format!("bad multiaddress {addr}: {e}")))?;
-        Ok(self.p2p.dial(addr).await?)
+        let peer = self.p2p.dial(addr, Duration::from_secs(10)).await?;
+        meshpay_transports::p2p::device_of(&peer)
+            .ok_or_else(|| NodeError::Peer("its peer id holds no Ed25519 device key".into()))
     }
 
-    /// Fetches and checks the descriptor of the issuer at `url`, which must be trusted.
+    /// A client for the settlement server at `url`, with this node's `[issuer] ca_file`.
+    fn issuer_client(&self, url: &str) -> Result<IssuerClient, NodeError> {
+        Ok(IssuerClient::new(url, self.config.issuer.ca_file.as_ref())?)
+    }
+
+    /// Fetches and checks the descriptor of the issuer behind `client`, which must be trusted.
     async fn trusted_issuer_at(
         &self,
-        client: &reqwest::Client,
-        url: &str,
+        client: &IssuerClient,
     ) -> Result<IssuerDescriptor, NodeError> {
-        let bytes = http_bytes(client.get(format!("{url}/.well-known/meshpay-issuer"))).await?;
+        let bytes = client
+            .get("/.well-known/meshpay-issuer", issuer::limits::DESCRIPTOR)
+            .await?;
         let d: IssuerDescriptor =
-            decode(&bytes).map_err(|e| NodeError::Issuer(format!("bad descriptor: {e}")))?;
-        d.verify()
-            .map_err(|_| NodeError::Issuer("the descriptor's signature does not verify".into()))?;
+            decode(&bytes).map_err(|e| IssuerError::Invalid(format!("its descriptor: {e}")))?;
+        d.verify().map_err(|_| {
+            IssuerError::Invalid("its descriptor's signature does not verify".into())
+        })?;
         if !self.issuers.read().await.contains_key(&d.body().issuer) {
             return Err(NodeError::Input(format!(
-                "the issuer at {url} is {}, which this node does not trust: `meshpay trust` its descriptor first",
+                "the issuer at {} is {}, which this node does not trust: `meshpay trust` its descriptor first",
+                client.url(),
                 d.body().issuer.to_text()
             )));
         }
@@ -899,9 +1020,8 @@ impl Node {
         currency: &str,
         valid_secs: u64,
     ) -> Result<AllowanceCert, NodeError> {
-        let url = url.trim_end_matches('/');
-        let client = issuer_client(Duration::from_secs(30))?;
-        let d = self.trusted_issuer_at(&client, url).await?;
+        let client = self.issuer_client(url)?;
+        let d = self.trusted_issuer_at(&client).await?;
         let mut nonce = [0u8; 16];
         OsRng.fill_bytes(&mut nonce);
         let req = meshpay_protocol::WalletRequest::sign(
@@ -912,31 +1032,31 @@ impl Node {
             now(),
             Nonce(nonce),
         );
-        let bytes = http_bytes(
-            client
-                .post(format!("{url}/v1/allowances"))
-                .header("content-type", "application/cbor")
-                .body(encode(&req)),
-        )
-        .await?;
+        let bytes = client
+            .post_cbor("/v1/allowances", encode(&req), issuer::limits::CERTIFICATE)
+            .await?;
         let cert: AllowanceCert =
-            decode(&bytes).map_err(|e| NodeError::Issuer(format!("bad certificate: {e}")))?;
-        if cert.body().issuer != d.body().issuer || cert.body().limit != amount {
-            return Err(NodeError::Issuer(
-                "the certificate is not the one asked for".into(),
-            ));
+            decode(&bytes).map_err(|e| IssuerError::Invalid(format!("its certificate: {e}")))?;
+        if cert.body().issuer != d.body().issuer
+            || cert.body().limit != amount
+            || cert.body().holder != self.device
+            || cert.verify().is_err()
+        {
+            return Err(
+                IssuerError::Invalid("the certificate is not the one asked for".into()).into(),
+            );
         }
         self.add_allowance(&cert).await?;
         Ok(cert)
     }
 
-    /// Settles online, as a gateway: uploads this node's sealed records and every record the
-    /// mesh store holds for the issuer at `url`, puts the issuer's receipts, fraud proofs and
-    /// revocations into the mesh, and marks this wallet's payments settled or rejected.
+    /// Settles online, as a gateway: uploads the sealed records that have no decision yet
+    /// (this wallet's and those the mesh store holds for the issuer at `url`), puts the
+    /// issuer's receipts, fraud proofs and revocations into the mesh, and marks this wallet's
+    /// payments settled or rejected.
     pub async fn sync_issuer(&self, url: &str) -> Result<GatewayRound, NodeError> {
-        let url = url.trim_end_matches('/');
-        let client = issuer_client(Duration::from_secs(60))?;
-        let d = match self.trusted_issuer_at(&client, url).await {
+        let client = self.issuer_client(url)?;
+        let d = match self.trusted_issuer_at(&client).await {
             Ok(d) => d,
             Err(e) => {
                 self.gateway_for.write().await.clear();
@@ -944,55 +1064,92 @@ impl Node {
             }
         };
         let issuer = d.body().issuer;
-        let mut records = self.store.records().await?;
-        records.extend(self.mesh.records_for(&issuer));
-        records.sort();
-        records.dedup();
+        let mut records: BTreeMap<meshpay_protocol::Hash, Vec<u8>> = BTreeMap::new();
+        for bytes in self.store.undecided_records().await? {
+            if let Ok(r) = decode::<SealedRecord>(&bytes) {
+                if r.issuer == issuer {
+                    records.insert(r.id, bytes);
+                }
+            }
+        }
+        for (id, bytes) in self.mesh.records_for(&issuer) {
+            records.entry(id).or_insert(bytes);
+        }
+        let round_no = self.gateway_rounds.fetch_add(1, Ordering::Relaxed);
+        let records: Vec<(meshpay_protocol::Hash, Vec<u8>)> = {
+            let backoff = self.lock_backoff();
+            records
+                .into_iter()
+                .filter(|(id, _)| backoff.get(id).is_none_or(|(_, next)| *next <= round_no))
+                .collect()
+        };
         let mut round = GatewayRound {
             uploaded: records.len(),
             ..GatewayRound::default()
         };
+        let mut changed: BTreeSet<meshpay_protocol::Hash> = BTreeSet::new();
         let mut fresh = Vec::new();
         for chunk in records.chunks(1024) {
             let batch = meshpay_protocol::RecordBatch(
                 chunk
                     .iter()
-                    .cloned()
-                    .map(meshpay_protocol::codec::Blob)
+                    .map(|(_, b)| meshpay_protocol::codec::Blob(b.clone()))
                     .collect(),
             );
-            let bytes = http_bytes(
-                client
-                    .post(format!("{url}/v1/settle"))
-                    .header("content-type", "application/cbor")
-                    .body(encode(&batch)),
-            )
-            .await?;
+            let bytes = client
+                .post_cbor("/v1/settle", encode(&batch), issuer::limits::RECEIPTS)
+                .await?;
             let answer: meshpay_protocol::ReceiptBatch =
-                decode(&bytes).map_err(|e| NodeError::Issuer(format!("bad receipts: {e}")))?;
-            for r in answer.0.iter().flatten() {
-                round.updated += usize::from(self.take_receipt(&issuer, r).await?);
-                if r.verify(&issuer).is_ok() && r.status().is_final() {
-                    round.receipts += 1;
-                    let b = Bundle::new(Content::Receipt(r.clone()));
-                    if matches!(
-                        self.mesh.insert(&b, Origin::Local, 0, now()),
-                        meshpay_protocol::store::Admission::Added(_)
-                    ) {
-                        fresh.push(b.id());
-                    }
+                decode(&bytes).map_err(|e| IssuerError::Invalid(format!("its receipts: {e}")))?;
+            if answer.0.len() != chunk.len() {
+                return Err(IssuerError::Invalid(format!(
+                    "{} answers to {} records",
+                    answer.0.len(),
+                    chunk.len()
+                ))
+                .into());
+            }
+            for ((id, _), r) in chunk.iter().zip(&answer.0) {
+                let decided = r.as_ref().filter(|r| {
+                    r.body().record == *id && r.verify(&issuer).is_ok() && r.status().is_final()
+                });
+                let Some(r) = decided else {
+                    // No decision (it did not open, or the issuer deferred it): ask again in
+                    // a later round, later each time it stays undecided.
+                    self.back_off(*id, round_no);
+                    continue;
+                };
+                self.lock_backoff().remove(id);
+                if self.take_receipt(&issuer, r).await? {
+                    changed.insert(*id);
+                }
+                round.receipts += 1;
+                let b = Bundle::new(Content::Receipt(r.clone()));
+                if matches!(
+                    self.mesh.insert(&b, Origin::Local, 0, now())?,
+                    meshpay_protocol::store::Admission::Added(_)
+                ) {
+                    fresh.push(b.id());
                 }
             }
         }
-        // Receipts for payments this wallet made (the payees uploaded them).
-        for bytes in self
-            .feed(&client, url, &issuer, "receipts", "receipts", "receipt")
+        // Receipts for payments this wallet made (the payees uploaded them), a page at a time.
+        let mut cursor = self.feed_cursor(&issuer, "receipts").await?;
+        while let Some((items, next)) = self
+            .feed_page(&client, "receipts", "receipts", "receipt", cursor)
             .await?
         {
-            if let Ok(receipt) = decode::<meshpay_protocol::SettlementReceipt>(&bytes) {
-                round.updated += usize::from(self.take_receipt(&issuer, &receipt).await?);
+            for bytes in items {
+                if let Ok(receipt) = decode::<meshpay_protocol::SettlementReceipt>(&bytes) {
+                    if self.take_receipt(&issuer, &receipt).await? {
+                        changed.insert(receipt.body().record);
+                    }
+                }
             }
+            cursor = next;
+            self.set_feed_cursor(&issuer, "receipts", cursor).await?;
         }
+        round.updated = changed.len();
         // Fraud proofs and revocations go into the mesh, to travel before anything else.
         let feeds: [Feed; 2] = [
             ("fraud-proofs", "fraud_proofs", "proof", |b| {
@@ -1003,18 +1160,25 @@ impl Node {
             }),
         ];
         for (path, list, item, content_of) in feeds {
-            for bytes in self.feed(&client, url, &issuer, path, list, item).await? {
-                let Some(content) = content_of(&bytes) else {
-                    continue;
-                };
-                let b = Bundle::new(content);
-                if matches!(
-                    self.mesh.insert(&b, Origin::Local, 0, now()),
-                    meshpay_protocol::store::Admission::Added(_)
-                ) {
-                    round.alerts += 1;
-                    fresh.push(b.id());
+            let mut cursor = self.feed_cursor(&issuer, path).await?;
+            while let Some((items, next)) =
+                self.feed_page(&client, path, list, item, cursor).await?
+            {
+                for bytes in items {
+                    let Some(content) = content_of(&bytes) else {
+                        continue;
+                    };
+                    let b = Bundle::new(content);
+                    if matches!(
+                        self.mesh.insert(&b, Origin::Local, 0, now())?,
+                        meshpay_protocol::store::Admission::Added(_)
+                    ) {
+                        round.alerts += 1;
+                        fresh.push(b.id());
+                    }
                 }
+                cursor = next;
+                self.set_feed_cursor(&issuer, path, cursor).await?;
             }
         }
         self.take_bundles(&fresh).await;
@@ -1022,47 +1186,89 @@ impl Node {
         Ok(round)
     }
 
-    /// Reads a settlement server feed from this node's saved cursor to its end.
-    async fn feed(
+    fn lock_backoff(
         &self,
-        client: &reqwest::Client,
-        url: &str,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<meshpay_protocol::Hash, (u32, u64)>> {
+        self.upload_backoff
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes that the issuer took no decision on record `id` in round `round`: it is
+    /// uploaded again after 1, 2, 4, … up to 64 rounds.
+    fn back_off(&self, id: meshpay_protocol::Hash, round: u64) {
+        const MAX_REMEMBERED: usize = 100_000;
+        let mut map = self.lock_backoff();
+        if map.len() >= MAX_REMEMBERED && !map.contains_key(&id) {
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, (_, next))| *next)
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                map.remove(&k);
+            }
+        }
+        let misses = map.get(&id).map_or(0, |(m, _)| *m) + 1;
+        let wait = 1u64 << misses.min(6);
+        map.insert(id, (misses, round + wait));
+    }
+
+    async fn feed_cursor(&self, issuer: &IssuerId, path: &str) -> Result<i64, NodeError> {
+        Ok(self
+            .store
+            .meta(&format!("{path}_cursor:{}", issuer.to_hex()))
+            .await?
+            .and_then(|b| b.try_into().ok().map(i64::from_be_bytes))
+            .unwrap_or(0))
+    }
+
+    async fn set_feed_cursor(
+        &self,
         issuer: &IssuerId,
+        path: &str,
+        cursor: i64,
+    ) -> Result<(), NodeError> {
+        self.store
+            .set_meta(
+                &format!("{path}_cursor:{}", issuer.to_hex()),
+                &cursor.to_be_bytes(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Reads one page of a settlement server feed after `since`: its items' bytes and the
+    /// cursor after them, or `None` at the end of the feed.
+    async fn feed_page(
+        &self,
+        client: &IssuerClient,
         path: &str,
         list: &str,
         item: &str,
-    ) -> Result<Vec<Vec<u8>>, NodeError> {
-        let key = format!("{path}_cursor:{}", issuer.to_hex());
-        let mut since: i64 = self
-            .store
-            .meta(&key)
-            .await?
-            .and_then(|b| b.try_into().ok().map(i64::from_be_bytes))
-            .unwrap_or(0);
-        let mut out = Vec::new();
-        // Pages of 1,000 until the feed is read; the bound stops a server that never ends it.
-        for _ in 0..10_000 {
-            let bytes =
-                http_bytes(client.get(format!("{url}/v1/{path}?since={since}&limit=1000"))).await?;
-            let v: serde_json::Value =
-                serde_json::from_slice(&bytes).map_err(|e| NodeError::Issuer(e.to_string()))?;
-            let items = v[list].as_array().cloned().unwrap_or_default();
-            if items.is_empty() {
-                break;
-            }
-            out.extend(
-                items
-                    .iter()
-                    .filter_map(|i| i[item].as_str().and_then(|h| hex::decode(h).ok())),
-            );
-            let next = v["next"].as_i64().unwrap_or(since);
-            if next <= since {
-                break;
-            }
-            since = next;
-            self.store.set_meta(&key, &since.to_be_bytes()).await?;
+        since: i64,
+    ) -> Result<Option<(Vec<Vec<u8>>, i64)>, NodeError> {
+        let bytes = client
+            .get(
+                &format!("/v1/{path}?since={since}&limit=1000"),
+                issuer::limits::FEED_PAGE,
+            )
+            .await?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| IssuerError::Invalid(format!("its {path} feed: {e}")))?;
+        let items = v[list].as_array().cloned().unwrap_or_default();
+        let next = v["next"].as_i64().unwrap_or(since);
+        // An empty page, or a cursor that does not move forward, ends the feed: a server
+        // cannot keep this node reading for ever.
+        if items.is_empty() || next <= since {
+            return Ok(None);
         }
-        Ok(out)
+        Ok(Some((
+            items
+                .iter()
+                .filter_map(|i| i[item].as_str().and_then(|h| hex::decode(h).ok()))
+                .collect(),
+            next,
+        )))
     }
 
     async fn take_receipt(
@@ -1092,11 +1298,7 @@ impl Node {
     }
 
     /// Answers a peer's sync step.
-    async fn on_sync(
-        &self,
-        from: &DeviceKey,
-        msg: &SyncMessage,
-    ) -> Result<SyncMessage, meshpay_protocol::sync::SyncError> {
+    async fn on_sync(&self, from: &DeviceKey, msg: &SyncMessage) -> Result<SyncMessage, MeshError> {
         let cfg = self.session_config(*from, self.gateway_for.read().await.clone());
         let (answer, fresh, end) = self.mesh.respond(cfg, msg, &self.secret)?;
         self.take_bundles(&fresh).await;
@@ -1152,11 +1354,12 @@ impl Node {
             match step {
                 Ok(Some(next)) => msg = next,
                 Ok(None) => return Ok(crate::mesh::end_of(&session)),
-                Err(e) => {
+                Err(MeshError::Sync(e)) => {
                     tracing::warn!(peer = %peer.short(), error = %e, "sync broke the rules; dropping the peer");
                     self.links.disconnect(&peer).await;
                     return Err(NodeError::Peer(e.to_string()));
                 }
+                Err(e @ MeshError::Storage(_)) => return Err(NodeError::Mesh(e.to_string())),
             }
         }
         Err(NodeError::Peer("the sync session did not end".into()))
@@ -1229,7 +1432,7 @@ impl Node {
                         drop(book);
                         if let meshpay_protocol::payee::NoticeOutcome::Fork(p) = outcome {
                             let _ = self.take_fraud(&p, now).await;
-                            self.mesh.insert(&Bundle::new(Content::Fraud(p)), Origin::Local, 0, now);
+                            let _ = self.mesh.insert(&Bundle::new(Content::Fraud(p)), Origin::Local, 0, now);
                         }
                     }
                     Ok(())
@@ -1271,7 +1474,7 @@ impl Node {
     pub async fn import(
         &self,
         file: &[u8],
-    ) -> Result<crate::mesh::ImportReport, meshpay_protocol::bundle::FileError> {
+    ) -> Result<crate::mesh::ImportReport, crate::mesh::ImportError> {
         let report = self.mesh.import(file, now())?;
         self.take_bundles(&report.ids).await;
         Ok(report)
@@ -1288,33 +1491,6 @@ impl Node {
     }
 }
 
-fn issuer_client(timeout: Duration) -> Result<reqwest::Client, NodeError> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .map_err(|e| NodeError::Issuer(e.to_string()))
-}
-
-async fn http_bytes(req: reqwest::RequestBuilder) -> Result<Vec<u8>, NodeError> {
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| NodeError::Issuer(format!("unreachable: {e}")))?;
-    let status = resp.status();
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| NodeError::Issuer(e.to_string()))?;
-    if !status.is_success() {
-        let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| status.to_string());
-        return Err(NodeError::Issuer(msg));
-    }
-    Ok(bytes.to_vec())
-}
-
 fn outcome(iou: &Iou, currency: &str, status: SentStatus, reason: Option<String>) -> PayOutcome {
     PayOutcome {
         status: match status {
@@ -1328,5 +1504,6 @@ fn outcome(iou: &Iou, currency: &str, status: SentStatus, reason: Option<String>
         currency: currency.to_owned(),
         counter: iou.counter,
         reason,
+        repeated: None,
     }
 }

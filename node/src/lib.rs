@@ -10,6 +10,8 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod dev;
+pub mod httpd;
+pub mod issuer;
 pub mod keystore;
 pub mod mesh;
 pub mod qr;

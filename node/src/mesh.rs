@@ -15,6 +15,18 @@ use meshpay_protocol::{DeviceKey, DeviceSecret, Hash, decode, encode};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+/// Why a mesh step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// The mesh store could not write to disk: what changed in memory is not on disk (the
+    /// mesh holds other copies, so a restart delays bundles but loses no money).
+    #[error("the mesh store could not write to disk: {0}")]
+    Storage(#[from] sled::Error),
+    /// The peer broke the sync rules.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+}
+
 /// What a finished session left behind.
 #[derive(Debug, Default, Clone)]
 pub struct SessionEnd {
@@ -46,6 +58,23 @@ pub struct ImportReport {
     pub ids: Vec<Hash>,
 }
 
+/// Why a bundle file was not imported.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The file's framing is broken or it is too large: nothing was taken.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The mesh store could not write what was taken.
+    #[error(transparent)]
+    Mesh(#[from] MeshError),
+}
+
+impl From<sled::Error> for ImportError {
+    fn from(e: sled::Error) -> Self {
+        ImportError::Mesh(MeshError::Storage(e))
+    }
+}
+
 /// The mesh store of a node.
 pub struct Mesh {
     store: Mutex<BundleStore>,
@@ -60,24 +89,57 @@ pub struct Mesh {
     pub routing: Routing,
     /// Bytes of bundles handed over per session at most.
     pub budget: u64,
+    /// Writes to disk that failed.
+    write_errors: std::sync::atomic::AtomicU64,
 }
 
-fn origin_bytes(o: Origin) -> [u8; 33] {
-    let mut out = [0u8; 33];
-    match o {
-        Origin::Local => out[0] = 0,
-        Origin::File => out[0] = 2,
-        Origin::Peer(k) => {
-            out[0] = 1;
-            out[1..].copy_from_slice(&k);
-        }
+/// A bundle as sled keeps it: `tag ‖ device (32) ‖ copies (4, BE) ‖ arrival (8, BE) ‖ body`,
+/// where the tag is 0x10 for this node's own, 0x11 for a peer's (the device is the peer's key)
+/// and 0x12 for a file's. Values from before arrival numbers were kept have tags 0, 1 and 2
+/// and no arrival field.
+struct Stored<'a> {
+    origin: Origin,
+    copies: u32,
+    arrival: u64,
+    body: &'a [u8],
+}
+
+fn parse_stored(v: &[u8]) -> Option<Stored<'_>> {
+    let tag = *v.first()?;
+    let head = if tag & 0x10 != 0 { 45 } else { 37 };
+    if v.len() <= head {
+        return None;
     }
-    out
+    let origin = match tag & 0x0f {
+        0 => Origin::Local,
+        1 => Origin::Peer(v[1..33].try_into().ok()?),
+        2 => Origin::File,
+        _ => return None,
+    };
+    Some(Stored {
+        origin,
+        copies: u32::from_be_bytes(v[33..37].try_into().ok()?),
+        arrival: if head == 45 {
+            u64::from_be_bytes(v[37..45].try_into().ok()?)
+        } else {
+            0
+        },
+        body: &v[head..],
+    })
 }
 
 fn entry_value(e: &Entry, body: &[u8]) -> Vec<u8> {
-    let mut v = origin_bytes(e.origin).to_vec();
-    v.extend_from_slice(&e.copies.to_be_bytes());
+    let mut v = vec![0u8; 45];
+    match e.origin {
+        Origin::Local => v[0] = 0x10,
+        Origin::Peer(k) => {
+            v[0] = 0x11;
+            v[1..33].copy_from_slice(&k);
+        }
+        Origin::File => v[0] = 0x12,
+    }
+    v[33..37].copy_from_slice(&e.copies.to_be_bytes());
+    v[37..45].copy_from_slice(&e.arrival.to_be_bytes());
     v.extend_from_slice(body);
     v
 }
@@ -98,12 +160,8 @@ impl Mesh {
         let mut store = BundleStore::new(config);
         let reader = bundles.clone();
         store.set_loader(Box::new(move |id| {
-            reader
-                .get(id.0)
-                .ok()
-                .flatten()
-                .filter(|v| v.len() > 37)
-                .map(|v| std::sync::Arc::from(&v[37..]))
+            let v = reader.get(id.0).ok().flatten()?;
+            parse_stored(&v).map(|s| std::sync::Arc::from(s.body))
         }));
         for item in &tombs {
             let (k, v) = item?;
@@ -114,15 +172,8 @@ impl Mesh {
         let mut broken = Vec::new();
         for item in &bundles {
             let (k, v) = item?;
-            let ok = v.len() > 37 && {
-                let origin = match v[0] {
-                    0 => Origin::Local,
-                    1 => Origin::Peer(v[1..33].try_into().expect("32 bytes")),
-                    _ => Origin::File,
-                };
-                let copies = u32::from_be_bytes(v[33..37].try_into().expect("4 bytes"));
-                store.restore(&v[37..], origin, copies)
-            };
+            let ok = parse_stored(&v)
+                .is_some_and(|s| store.restore(s.body, s.origin, s.copies, s.arrival));
             if !ok {
                 broken.push(k);
             }
@@ -140,6 +191,7 @@ impl Mesh {
             fresh: Mutex::new(Vec::new()),
             routing,
             budget,
+            write_errors: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -149,11 +201,18 @@ impl Mesh {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Writes the store's pending changes to sled.
-    fn persist(&self, store: &mut BundleStore) {
+    /// Writes the store's pending changes to sled. Every change is tried; the first failure
+    /// is counted, logged and returned.
+    fn persist(&self, store: &mut BundleStore) -> Result<(), MeshError> {
         let ch = store.take_changes();
+        let mut first: Option<sled::Error> = None;
+        let mut note = |r: Result<(), sled::Error>| {
+            if let Err(e) = r {
+                first.get_or_insert(e);
+            }
+        };
         for id in &ch.removed {
-            let _ = self.bundles.remove(id.0);
+            note(self.bundles.remove(id.0).map(drop));
         }
         let mut written = std::collections::BTreeSet::new();
         self.fresh
@@ -162,24 +221,46 @@ impl Mesh {
             .extend(ch.bodies.iter().map(|(id, _)| *id));
         for (id, body) in &ch.bodies {
             if let Some(e) = store.get(id) {
-                let _ = self.bundles.insert(id.0, entry_value(e, body));
+                note(self.bundles.insert(id.0, entry_value(e, body)).map(drop));
                 written.insert(*id);
             }
         }
         // The rest changed only their spray-and-wait copy count.
         for id in ch.added.iter().filter(|id| !written.contains(id)) {
-            if let (Some(e), Ok(Some(old))) = (store.get(id), self.bundles.get(id.0)) {
-                if old.len() > 37 {
-                    let _ = self.bundles.insert(id.0, entry_value(e, &old[37..]));
+            match (store.get(id), self.bundles.get(id.0)) {
+                (Some(e), Ok(Some(old))) => {
+                    if let Some(stored) = parse_stored(&old) {
+                        note(
+                            self.bundles
+                                .insert(id.0, entry_value(e, stored.body))
+                                .map(drop),
+                        );
+                    }
                 }
+                (_, Err(e)) => note(Err(e)),
+                _ => {}
             }
         }
         for (s, t) in &ch.tombstoned {
-            let _ = self.tombs.insert(s.0, &t.to_be_bytes());
+            note(self.tombs.insert(s.0, &t.to_be_bytes()).map(drop));
         }
         for s in &ch.untombstoned {
-            let _ = self.tombs.remove(s.0);
+            note(self.tombs.remove(s.0).map(drop));
         }
+        match first {
+            None => Ok(()),
+            Some(e) => {
+                self.write_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(error = %e, "the mesh store could not write to disk");
+                Err(MeshError::Storage(e))
+            }
+        }
+    }
+
+    /// Writes to disk that failed since the node started.
+    pub fn write_errors(&self) -> u64 {
+        self.write_errors.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Takes the bundles new since the last call, for the node to act on.
@@ -193,11 +274,17 @@ impl Mesh {
     }
 
     /// Offers a bundle from `origin`.
-    pub fn insert(&self, bundle: &Bundle, origin: Origin, copies: u32, now: u64) -> Admission {
+    pub fn insert(
+        &self,
+        bundle: &Bundle,
+        origin: Origin,
+        copies: u32,
+        now: u64,
+    ) -> Result<Admission, MeshError> {
         let mut store = self.lock();
         let a = store.insert_bundle(bundle, origin, copies, now);
-        self.persist(&mut store);
-        a
+        self.persist(&mut store)?;
+        Ok(a)
     }
 
     /// Runs `f` on the store (read only).
@@ -211,10 +298,10 @@ impl Mesh {
     }
 
     /// Drops what expired.
-    pub fn expire(&self, now: u64) {
+    pub fn expire(&self, now: u64) -> Result<(), MeshError> {
         let mut store = self.lock();
         store.expire(now);
-        self.persist(&mut store);
+        self.persist(&mut store)
     }
 
     /// Starts a session as initiator.
@@ -229,11 +316,16 @@ impl Mesh {
         session: &mut Session,
         msg: &SyncMessage,
         key: &DeviceSecret,
-    ) -> (Result<Option<SyncMessage>, SyncError>, Vec<Hash>) {
+    ) -> (Result<Option<SyncMessage>, MeshError>, Vec<Hash>) {
         let mut store = self.lock();
         let r = session.handle(msg, &mut store, key);
-        self.persist(&mut store);
+        let written = self.persist(&mut store);
         drop(store);
+        let r = match (r, written) {
+            (Err(e), _) => Err(MeshError::Sync(e)),
+            (Ok(_), Err(e)) => Err(e),
+            (Ok(m), Ok(())) => Ok(m),
+        };
         (r, self.drain_fresh())
     }
 
@@ -244,7 +336,7 @@ impl Mesh {
         cfg: SessionConfig,
         msg: &SyncMessage,
         key: &DeviceSecret,
-    ) -> Result<(SyncMessage, Vec<Hash>, Option<SessionEnd>), SyncError> {
+    ) -> Result<(SyncMessage, Vec<Hash>, Option<SessionEnd>), MeshError> {
         let peer = cfg.peer;
         let mut sessions = self
             .responders
@@ -265,11 +357,16 @@ impl Mesh {
                     .and_then(|a| a.ok_or(SyncError::Finished)),
             }
         };
-        self.persist(&mut store);
+        let written = self.persist(&mut store);
         drop(store);
-        let answer = match result {
-            Ok(a) => a,
-            Err(e) => {
+        let answer = match (result, written) {
+            (Ok(a), Ok(())) => a,
+            (Err(e), _) => {
+                sessions.remove(&peer);
+                drop(sessions);
+                return Err(MeshError::Sync(e));
+            }
+            (Ok(_), Err(e)) => {
                 sessions.remove(&peer);
                 drop(sessions);
                 return Err(e);
@@ -322,7 +419,7 @@ impl Mesh {
 
     /// Imports a bundle file: refused as a whole if its framing is broken; each bundle then
     /// goes through admission like one from a peer.
-    pub fn import(&self, file: &[u8], now: u64) -> Result<ImportReport, FileError> {
+    pub fn import(&self, file: &[u8], now: u64) -> Result<ImportReport, ImportError> {
         let parts = bundle::unpack_file(file)?;
         let mut report = ImportReport {
             bundles: parts.len(),
@@ -346,7 +443,7 @@ impl Mesh {
                 }
             }
         }
-        self.persist(&mut store);
+        self.persist(&mut store)?;
         drop(store);
         report.ids = self.drain_fresh();
         Ok(report)
@@ -365,11 +462,12 @@ impl Mesh {
             "by_kind": kinds,
             "tombstones": store.tombstones().count(),
             "max_bytes": store.config().max_bytes,
+            "write_errors": self.write_errors(),
         })
     }
 
-    /// Held record bundles sealed to `issuer`.
-    pub fn records_for(&self, issuer: &meshpay_protocol::IssuerId) -> Vec<Vec<u8>> {
+    /// Held record bundles sealed to `issuer`: record id and the record's encoding.
+    pub fn records_for(&self, issuer: &meshpay_protocol::IssuerId) -> Vec<(Hash, Vec<u8>)> {
         let store = self.lock();
         store
             .in_order()
@@ -377,7 +475,7 @@ impl Mesh {
             .filter_map(|e| {
                 let body = store.body(&e.meta.id)?;
                 Bundle::decode(&body).ok().and_then(|b| match b.content() {
-                    bundle::Content::Record(r) => Some(encode(r)),
+                    bundle::Content::Record(r) => Some((r.id, encode(r))),
                     _ => None,
                 })
             })

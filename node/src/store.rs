@@ -29,6 +29,11 @@ pub enum StoreError {
     /// A value does not fit the database's signed 64-bit integers.
     #[error("amount {0} is too large for this wallet")]
     TooLarge(u64),
+    /// The file holds no wallet (it is empty, truncated or not a wallet database).
+    #[error(
+        "{0} holds no wallet: it is empty or was truncated. Restore it from a backup, or move it away and run `meshpay init` to make a new wallet"
+    )]
+    NoWallet(String),
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -67,7 +72,32 @@ const MIGRATIONS: &[&str] = &[
     // 4: find pending payments without scanning them all.
     "CREATE INDEX sent_pending ON sent (status, payee);
      CREATE INDEX requests_open ON requests (paid_by, expires);",
+    // 5: idempotency keys of payments, and when and how each was answered (a retry of a
+    // payment answered by an automatic re-send is not a new payment).
+    "ALTER TABLE sent ADD COLUMN idem_key TEXT;
+     ALTER TABLE sent ADD COLUMN answered_at INTEGER;
+     ALTER TABLE sent ADD COLUMN answered_by TEXT;
+     CREATE UNIQUE INDEX sent_idem ON sent (idem_key) WHERE idem_key IS NOT NULL;
+     CREATE INDEX requests_asked ON requests (asked_by, paid_by, expires);",
 ];
+
+/// Who got the payee's answer to a sent payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnsweredBy {
+    /// The `pay` command that made the payment.
+    Pay,
+    /// An automatic re-send, after the command had reported it pending.
+    Resend,
+}
+
+impl AnsweredBy {
+    fn as_str(self) -> &'static str {
+        match self {
+            AnsweredBy::Pay => "pay",
+            AnsweredBy::Resend => "resend",
+        }
+    }
+}
 
 /// Status of a sent payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +146,12 @@ pub struct SentPayment {
     pub reason: Option<String>,
     /// The payee's ack, if acked.
     pub ack: Option<PaymentAck>,
+    /// The idempotency key the payment was made under, if any.
+    pub idem_key: Option<String>,
+    /// When the payee's answer arrived, if it did.
+    pub answered_at: Option<u64>,
+    /// Whether an automatic re-send got that answer (the command had reported it pending).
+    pub answered_by_resend: bool,
 }
 
 /// A payment this wallet received.
@@ -156,6 +192,10 @@ fn obj<T: Wire>(bytes: &[u8], what: &'static str) -> Result<T> {
 impl Store {
     /// Opens (creating if asked) the database at `path` and brings its schema up to date.
     pub async fn open(path: &Path, create: bool) -> Result<Self> {
+        if !create && std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            // Touch nothing: opening would turn the empty file into an empty database.
+            return Err(StoreError::NoWallet(path.display().to_string()));
+        }
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
@@ -168,6 +208,17 @@ impl Store {
             .connect_with(opts)
             .await?;
         let store = Self { pool };
+        if !create {
+            // Only `init` makes a wallet. A database with no schema here was emptied or
+            // truncated: say so, and write nothing into it.
+            let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+                .fetch_one(&store.pool)
+                .await?;
+            if version == 0 {
+                store.close().await;
+                return Err(StoreError::NoWallet(path.display().to_string()));
+            }
+        }
         store.migrate().await?;
         Ok(store)
     }
@@ -292,11 +343,12 @@ impl Store {
         spend: &Spend,
         currency: &str,
         memo: &str,
+        idem_key: Option<&str>,
         now: u64,
     ) -> Result<()> {
         let iou = &spend.iou;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO sent (iou_id, allowance, counter, payee, nonce, amount, currency, memo, iou, created_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')")
+        sqlx::query("INSERT INTO sent (iou_id, allowance, counter, payee, nonce, amount, currency, memo, iou, created_at, status, idem_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)")
             .bind(iou.id().0.to_vec())
             .bind(iou.allowance.0.to_vec())
             .bind(i64::from(iou.counter))
@@ -307,6 +359,7 @@ impl Store {
             .bind(memo)
             .bind(encode(iou))
             .bind(i64_of(now)?)
+            .bind(idem_key)
             .execute(&mut *tx)
             .await?;
         let r = sqlx::query(
@@ -337,19 +390,23 @@ impl Store {
         payee: &meshpay_protocol::DeviceKey,
         nonce: &meshpay_protocol::Nonce,
     ) -> Result<Option<SentPayment>> {
-        let row = sqlx::query("SELECT iou, currency, memo, created_at, status, reason, ack FROM sent WHERE payee = ? AND nonce = ?")
-            .bind(payee.0.to_vec())
-            .bind(nonce.0.to_vec())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {SENT_COLUMNS} FROM sent WHERE payee = ? AND nonce = ?"
+        ))
+        .bind(payee.0.to_vec())
+        .bind(nonce.0.to_vec())
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| sent_row(&r)).transpose()
     }
 
     /// Every sent payment, oldest first.
     pub async fn sent(&self) -> Result<Vec<SentPayment>> {
-        let rows = sqlx::query("SELECT iou, currency, memo, created_at, status, reason, ack FROM sent ORDER BY created_at, counter")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {SENT_COLUMNS} FROM sent ORDER BY created_at, counter"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(sent_row).collect()
     }
 
@@ -361,15 +418,70 @@ impl Store {
         status: SentStatus,
         reason: Option<&str>,
         ack: Option<&PaymentAck>,
+        by: AnsweredBy,
+        now: u64,
     ) -> Result<()> {
-        sqlx::query("UPDATE sent SET status = ?, reason = ?, ack = ? WHERE iou_id = ? AND status = 'pending'")
+        sqlx::query("UPDATE sent SET status = ?, reason = ?, ack = ?, answered_by = ?, answered_at = ? WHERE iou_id = ? AND status = 'pending'")
             .bind(status.as_str())
             .bind(reason)
             .bind(ack.map(encode))
+            .bind(by.as_str())
+            .bind(i64_of(now)?)
             .bind(iou.0.to_vec())
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// The payment made under idempotency key `key`, if any.
+    pub async fn sent_by_key(&self, key: &str) -> Result<Option<SentPayment>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SENT_COLUMNS} FROM sent WHERE idem_key = ?"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| sent_row(&r)).transpose()
+    }
+
+    /// The latest payment to `payee` of `amount` in `currency`, if any.
+    pub async fn last_sent_to(
+        &self,
+        payee: &meshpay_protocol::DeviceKey,
+        amount: u64,
+        currency: &str,
+    ) -> Result<Option<SentPayment>> {
+        let row = sqlx::query(&format!("SELECT {SENT_COLUMNS} FROM sent WHERE payee = ? AND amount = ? AND currency = ? ORDER BY created_at DESC, rowid DESC LIMIT 1"))
+            .bind(payee.0.to_vec())
+            .bind(i64_of(amount)?)
+            .bind(currency)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| sent_row(&r)).transpose()
+    }
+
+    /// An open (unpaid, unexpired) request `peer` asked for with this amount, currency and
+    /// memo: asking again for the same thing gets the same request.
+    pub async fn open_request_asked(
+        &self,
+        peer: &meshpay_protocol::DeviceKey,
+        amount: u64,
+        currency: &str,
+        memo: &str,
+        now: u64,
+    ) -> Result<Option<PaymentRequest>> {
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT request FROM requests WHERE asked_by = ? AND paid_by IS NULL AND expires >= ? ORDER BY created_at DESC")
+            .bind(peer.0.to_vec())
+            .bind(i64_of(now)?)
+            .fetch_all(&self.pool)
+            .await?;
+        for bytes in rows {
+            let r: PaymentRequest = obj(&bytes, "payment request")?;
+            if r.amount == amount && r.currency == currency && r.memo == memo {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
     }
 
     /// Stores an open payment request, made here or asked for by the peer `asked_by`.
@@ -420,19 +532,17 @@ impl Store {
         &self,
         payee: Option<&meshpay_protocol::DeviceKey>,
     ) -> Result<Vec<SentPayment>> {
-        const COLUMNS: &str =
-            "SELECT iou, currency, memo, created_at, status, reason, ack FROM sent";
         let rows =
             match payee {
                 Some(p) => sqlx::query(&format!(
-                    "{COLUMNS} WHERE status = 'pending' AND payee = ? ORDER BY created_at, counter"
+                    "SELECT {SENT_COLUMNS} FROM sent WHERE status = 'pending' AND payee = ? ORDER BY created_at, counter"
                 ))
                 .bind(p.0.to_vec())
                 .fetch_all(&self.pool)
                 .await?,
                 None => {
                     sqlx::query(&format!(
-                        "{COLUMNS} WHERE status = 'pending' ORDER BY created_at, counter"
+                        "SELECT {SENT_COLUMNS} FROM sent WHERE status = 'pending' ORDER BY created_at, counter"
                     ))
                     .fetch_all(&self.pool)
                     .await?
@@ -592,6 +702,15 @@ impl Store {
         Ok(())
     }
 
+    /// The sealed records of received payments the issuer has not decided yet.
+    pub async fn undecided_records(&self) -> Result<Vec<Vec<u8>>> {
+        Ok(sqlx::query_scalar(
+            "SELECT record FROM received WHERE settlement IS NULL ORDER BY received_at, rowid",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The sealed records of received payments.
     pub async fn records(&self) -> Result<Vec<Vec<u8>>> {
         Ok(
@@ -602,12 +721,13 @@ impl Store {
     }
 
     /// Records the issuer's decision on the payment with IOU id `iou`, sent or received.
-    /// Returns whether a payment of this wallet matched.
+    /// Returns whether it changed what this wallet knew (a payment of this wallet matched and
+    /// its settlement was not already that).
     pub async fn set_settlement(&self, iou: &Hash, status: &str) -> Result<bool> {
         let mut n = 0;
         for table in ["sent", "received"] {
             n += sqlx::query(&format!(
-                "UPDATE {table} SET settlement = ? WHERE iou_id = ?"
+                "UPDATE {table} SET settlement = ?1 WHERE iou_id = ?2 AND (settlement IS NULL OR settlement <> ?1)"
             ))
             .bind(status)
             .bind(iou.0.to_vec())
@@ -650,8 +770,14 @@ async fn insert_notice(
     Ok(())
 }
 
+/// The columns [`sent_row`] reads, in its order.
+const SENT_COLUMNS: &str =
+    "iou, currency, memo, created_at, status, reason, ack, idem_key, answered_at, answered_by";
+
 fn sent_row(r: &sqlx::sqlite::SqliteRow) -> Result<SentPayment> {
     let ack: Option<Vec<u8>> = r.get(6);
+    let answered_at: Option<i64> = r.get(8);
+    let answered_by: Option<String> = r.get(9);
     Ok(SentPayment {
         iou: obj(&r.get::<Vec<u8>, _>(0), "IOU")?,
         currency: r.get(1),
@@ -660,5 +786,8 @@ fn sent_row(r: &sqlx::sqlite::SqliteRow) -> Result<SentPayment> {
         status: SentStatus::parse(&r.get::<String, _>(4))?,
         reason: r.get(5),
         ack: ack.map(|b| obj(&b, "payment ack")).transpose()?,
+        idem_key: r.get(7),
+        answered_at: answered_at.map(u64_of).transpose()?,
+        answered_by_resend: answered_by.as_deref() == Some("resend"),
     })
 }

@@ -4,7 +4,8 @@ use std::process::Command;
 
 fn meshpay() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_meshpay"));
-    c.env_remove("MESHPAY_HOME").env("MESHPAY_PASSPHRASE", "pw");
+    c.env_remove("MESHPAY_HOME")
+        .env("MESHPAY_PASSPHRASE", "a passphrase of some length");
     c
 }
 
@@ -73,6 +74,77 @@ fn init_once_and_never_twice() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a wallet"));
     assert!(!db.is_empty());
+}
+
+#[test]
+fn a_short_passphrase_is_refused_unless_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("w");
+    for short in ["", "x", "1234567"] {
+        let out = meshpay()
+            .arg("--home")
+            .arg(&home)
+            .args(["init", "--json"])
+            .env("MESHPAY_PASSPHRASE", short)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{short:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("at least 8 characters"), "{err}");
+        assert!(!home.join("wallet.db").exists(), "nothing is created");
+    }
+    let out = meshpay()
+        .arg("--home")
+        .arg(&home)
+        .args(["init", "--weak-passphrase", "--json"])
+        .env("MESHPAY_PASSPHRASE", "pw")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_truncated_wallet_is_never_given_an_empty_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("w");
+    let init = |home: &std::path::Path| {
+        meshpay()
+            .arg("--home")
+            .arg(home)
+            .args(["init", "--json"])
+            .output()
+            .unwrap()
+    };
+    assert!(init(&home).status.success());
+    std::fs::write(home.join("wallet.db"), b"").unwrap();
+    for extra in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(home.join(format!("wallet.db{extra}")));
+    }
+    let run = meshpay()
+        .arg("--home")
+        .arg(&home)
+        .args(["run", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("holds no wallet"), "{err}");
+    assert_eq!(
+        std::fs::metadata(home.join("wallet.db")).unwrap().len(),
+        0,
+        "the failed start wrote into the truncated wallet"
+    );
+    // The empty file holds nothing to lose: `init` makes a new wallet over it.
+    let again = init(&home);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }
 
 #[test]

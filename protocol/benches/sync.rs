@@ -43,12 +43,12 @@ fn main() {
                 let i = i as u64;
                 // Shared: 0..shared-diff/2 .. ; a alone: the next diff/2; b alone: diff - diff/2.
                 if i < shared - diff {
-                    a.restore(bundle, Origin::Local, 0);
-                    b.restore(bundle, Origin::Local, 0);
+                    a.restore(bundle, Origin::Local, 0, 0);
+                    b.restore(bundle, Origin::Local, 0, 0);
                 } else if i < shared - diff / 2 {
-                    a.restore(bundle, Origin::Local, 0);
+                    a.restore(bundle, Origin::Local, 0, 0);
                 } else if i < shared {
-                    b.restore(bundle, Origin::Local, 0);
+                    b.restore(bundle, Origin::Local, 0, 0);
                 }
             }
             let (ka, kb) = (device(1), device(2));

@@ -66,6 +66,12 @@ impl Wire for Iou {
                 field: "amount must be positive and at most total",
             });
         }
+        if !crate::objects::amount_in_range(self.total) {
+            return Err(DecodeError::InvalidField {
+                kind: k,
+                field: "total is over the largest amount",
+            });
+        }
         Ok(())
     }
 }
@@ -250,7 +256,8 @@ impl SpendNotice {
         self.statement().verify(holder, &self.sig)
     }
 
-    /// The bundle id of this notice: its spend id.
+    /// The spend id of this notice (what the next IOU names as `prev`). A notice bundle's id
+    /// is the hash of the whole bundle, as for every bundle.
     pub fn id(&self) -> Hash {
         self.statement().id()
     }

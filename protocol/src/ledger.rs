@@ -173,11 +173,34 @@ pub enum OpenAllowanceError {
     Duplicate(AllowanceId),
 }
 
+/// What [`Ledger::apply`] changed, for the driver to write: each changed slot and each
+/// changed settled total, with what it was before (so the write can be conditional on it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerChanges {
+    /// Slots claimed for the first time, in (allowance, counter) order.
+    pub new_slots: Vec<(AllowanceId, u32, Slot)>,
+    /// Slots that held a refused IOU and now hold a settled one.
+    pub settled_slots: Vec<(AllowanceId, u32, Slot)>,
+    /// Settled totals that moved: allowance, total before, total after.
+    pub totals: Vec<(AllowanceId, Amount, Amount)>,
+}
+
+impl LedgerChanges {
+    /// True if nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.new_slots.is_empty() && self.settled_slots.is_empty() && self.totals.is_empty()
+    }
+}
+
 /// The issuer's settlement state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ledger {
     issuer: IssuerId,
     escrows: BTreeMap<AllowanceId, Escrow>,
+    /// Slots changed since the last [`Ledger::take_changes`]: `true` if the slot is new.
+    changed_slots: BTreeMap<(AllowanceId, u32), bool>,
+    /// Settled totals before the first change since the last [`Ledger::take_changes`].
+    totals_before: BTreeMap<AllowanceId, Amount>,
 }
 
 impl Ledger {
@@ -186,7 +209,40 @@ impl Ledger {
         Self {
             issuer,
             escrows: BTreeMap::new(),
+            changed_slots: BTreeMap::new(),
+            totals_before: BTreeMap::new(),
         }
+    }
+
+    /// Takes what [`Ledger::apply`] changed since the last call (restoring and opening
+    /// allowances are not changes: the driver made them).
+    pub fn take_changes(&mut self) -> LedgerChanges {
+        let mut out = LedgerChanges::default();
+        for ((allowance, counter), new) in std::mem::take(&mut self.changed_slots) {
+            let Some(slot) = self
+                .escrows
+                .get(&allowance)
+                .and_then(|e| e.slots.get(&counter))
+            else {
+                continue;
+            };
+            let item = (allowance, counter, slot.clone());
+            if new {
+                out.new_slots.push(item);
+            } else {
+                out.settled_slots.push(item);
+            }
+        }
+        for (allowance, before) in std::mem::take(&mut self.totals_before) {
+            let after = self
+                .escrows
+                .get(&allowance)
+                .map_or(before, |e| e.settled_total);
+            if after != before {
+                out.totals.push((allowance, before, after));
+            }
+        }
+        out
     }
 
     /// Opens the escrow for a certificate the issuer just signed.
@@ -298,30 +354,44 @@ impl Ledger {
         };
         if let Some(reason) = refusal {
             // Keep the first refused IOU of a slot; a later refusal changes nothing.
-            escrow.slots.entry(iou.counter).or_insert(Slot {
-                iou: id,
-                digest,
-                sig: iou.sig,
-                amount: iou.amount,
-                verdict: SlotVerdict::Rejected(reason),
-            });
+            if let std::collections::btree_map::Entry::Vacant(v) = escrow.slots.entry(iou.counter) {
+                v.insert(Slot {
+                    iou: id,
+                    digest,
+                    sig: iou.sig,
+                    amount: iou.amount,
+                    verdict: SlotVerdict::Rejected(reason),
+                });
+                self.changed_slots
+                    .insert((iou.allowance, iou.counter), true);
+            }
             return Outcome::Rejected {
                 iou: id,
                 reason,
                 fork,
             };
         }
-        escrow.slots.insert(
-            iou.counter,
-            Slot {
-                iou: id,
-                digest,
-                sig: iou.sig,
-                amount: iou.amount,
-                verdict: SlotVerdict::Settled,
-            },
-        );
+        let replaced = escrow
+            .slots
+            .insert(
+                iou.counter,
+                Slot {
+                    iou: id,
+                    digest,
+                    sig: iou.sig,
+                    amount: iou.amount,
+                    verdict: SlotVerdict::Settled,
+                },
+            )
+            .is_some();
+        self.totals_before
+            .entry(iou.allowance)
+            .or_insert(escrow.settled_total);
         escrow.settled_total += iou.amount;
+        // A slot first claimed in this round stays "new" when it settles later in the round.
+        self.changed_slots
+            .entry((iou.allowance, iou.counter))
+            .or_insert(!replaced);
         Outcome::Settled {
             iou: id,
             amount: iou.amount,

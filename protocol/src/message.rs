@@ -55,7 +55,11 @@ impl Wire for Ask {
     const MAX_SIZE: usize = 128;
     fn check(&self) -> Result<(), DecodeError> {
         check_version(Self::KIND, self.version)?;
-        if self.amount == 0 || !valid_currency(&self.currency) || self.memo.len() > 80 {
+        if self.amount == 0
+            || !crate::objects::amount_in_range(self.amount)
+            || !valid_currency(&self.currency)
+            || self.memo.len() > 80
+        {
             return Err(DecodeError::InvalidField {
                 kind: Self::KIND,
                 field: "amount, currency or memo",
@@ -121,6 +125,9 @@ pub enum ErrorCode {
     Unsupported,
     /// The peer failed internally (storage); try again later.
     Unavailable,
+    /// The payee already holds as many unpaid requests asked by this payer as it keeps; they
+    /// expire, or are paid, before it makes more.
+    TooManyRequests,
 }
 
 impl ErrorCode {
@@ -129,6 +136,7 @@ impl ErrorCode {
             ErrorCode::BadMessage => 1,
             ErrorCode::Unsupported => 2,
             ErrorCode::Unavailable => 3,
+            ErrorCode::TooManyRequests => 4,
         }
     }
 
@@ -137,6 +145,7 @@ impl ErrorCode {
             1 => Some(ErrorCode::BadMessage),
             2 => Some(ErrorCode::Unsupported),
             3 => Some(ErrorCode::Unavailable),
+            4 => Some(ErrorCode::TooManyRequests),
             _ => None,
         }
     }
@@ -148,6 +157,9 @@ impl core::fmt::Display for ErrorCode {
             ErrorCode::BadMessage => "the peer could not read the message",
             ErrorCode::Unsupported => "the peer does not take this kind of request",
             ErrorCode::Unavailable => "the peer could not serve the request right now",
+            ErrorCode::TooManyRequests => {
+                "the payee holds too many unpaid payment requests you asked for; pay one, or wait until they expire"
+            }
         })
     }
 }

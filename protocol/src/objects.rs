@@ -20,6 +20,19 @@ pub type UnixTime = u64;
 /// An amount in the currency's minor units (cents, …).
 pub type Amount = u64;
 
+/// The largest amount anything may carry: 2^53 − 1 minor units (SPEC.md §1.2).
+///
+/// Every amount, limit, running total and maximum on the wire is at most this; decoders refuse
+/// larger values. It keeps every sum an issuer forms from any 1,024 of them inside a signed
+/// 64-bit integer (the settlement database's), and every amount exact as a JSON number in any
+/// language (IEEE-754 doubles hold integers up to 2^53 exactly).
+pub const MAX_AMOUNT: Amount = (1 << 53) - 1;
+
+/// Whether `amount` is within [`MAX_AMOUNT`].
+pub fn amount_in_range(amount: Amount) -> bool {
+    amount <= MAX_AMOUNT
+}
+
 byte_newtype!(
     /// Identifies an allowance; chosen at random by the issuer.
     AllowanceId,
@@ -216,6 +229,9 @@ impl Body for DescriptorBody {
         if self.max_payment == 0 || self.max_payment > self.max_allowance {
             return Err(invalid(k, "max_payment must be 1..=max_allowance"));
         }
+        if !amount_in_range(self.max_allowance) {
+            return Err(invalid(k, "max_allowance is over the largest amount"));
+        }
         Ok(())
     }
 }
@@ -282,6 +298,9 @@ impl Body for AllowanceBody {
                 "limit and max_payment must satisfy 1 <= max_payment <= limit",
             ));
         }
+        if !amount_in_range(self.limit) {
+            return Err(invalid(k, "limit is over the largest amount"));
+        }
         if self.valid_from >= self.valid_until || self.valid_until > self.settle_by {
             return Err(invalid(
                 k,
@@ -341,8 +360,8 @@ impl Wire for PaymentRequest {
     fn check(&self) -> Result<(), DecodeError> {
         let k = Self::KIND;
         check_version(k, self.version)?;
-        if self.amount == 0 {
-            return Err(invalid(k, "amount must be positive"));
+        if self.amount == 0 || !amount_in_range(self.amount) {
+            return Err(invalid(k, "amount must be 1 to the largest amount"));
         }
         if !valid_currency(&self.currency) {
             return Err(invalid(k, "currency code"));
@@ -518,10 +537,13 @@ pub enum Reason {
     ForeignIssuer,
     /// The payee has no account at the issuer.
     UnknownPayee,
+    /// The issuer could not decide the record now (its storage failed on this record alone);
+    /// upload it again later.
+    RetryLater,
 }
 
 impl Reason {
-    const ALL: [Reason; 22] = [
+    const ALL: [Reason; 23] = [
         Reason::BadSignature,
         Reason::BadCertificate,
         Reason::UnknownIssuer,
@@ -544,6 +566,7 @@ impl Reason {
         Reason::Malformed,
         Reason::ForeignIssuer,
         Reason::UnknownPayee,
+        Reason::RetryLater,
     ];
 
     /// The stable wire code (1-based; 0 means settled in a receipt).
@@ -585,6 +608,7 @@ impl Reason {
             Reason::Malformed => "malformed",
             Reason::ForeignIssuer => "foreign_issuer",
             Reason::UnknownPayee => "unknown_payee",
+            Reason::RetryLater => "retry_later",
         }
     }
 }
@@ -607,13 +631,17 @@ pub enum ReceiptStatus {
 impl ReceiptStatus {
     /// Whether the receipt is the issuer's last word on the record. `malformed` and
     /// `foreign_issuer` describe the bytes that were uploaded, which anyone can pair with any
-    /// record id, and `unknown_payee` lasts only until the payee opens an account: nodes keep
-    /// carrying a record after such a receipt, and wallets do not change a payment's state on it.
+    /// record id, `unknown_payee` lasts only until the payee opens an account, and
+    /// `retry_later` only until the issuer's storage recovers: nodes keep carrying a record
+    /// after such a receipt, and wallets do not change a payment's state on it.
     pub fn is_final(self) -> bool {
         !matches!(
             self,
             ReceiptStatus::Rejected(
-                Reason::Malformed | Reason::ForeignIssuer | Reason::UnknownPayee
+                Reason::Malformed
+                    | Reason::ForeignIssuer
+                    | Reason::UnknownPayee
+                    | Reason::RetryLater
             )
         )
     }
@@ -849,7 +877,13 @@ impl Body for WalletRequestBody {
     fn check(&self) -> Result<(), DecodeError> {
         check_version(Self::KIND, self.version)?;
         match self.action {
-            1 if self.amount > 0 && self.valid_secs > 0 && valid_currency(&self.currency) => Ok(()),
+            1 if self.amount > 0
+                && amount_in_range(self.amount)
+                && self.valid_secs > 0
+                && valid_currency(&self.currency) =>
+            {
+                Ok(())
+            }
             2 if self.amount == 0 && self.valid_secs == 0 && self.currency.is_empty() => Ok(()),
             _ => Err(invalid(Self::KIND, "action and its fields")),
         }
@@ -913,6 +947,7 @@ mod tests {
         assert_eq!(Reason::BadSignature.code(), 1);
         assert_eq!(Reason::CounterConflict.code(), 15);
         assert_eq!(Reason::UnknownPayee.code(), 22);
+        assert_eq!(Reason::RetryLater.code(), 23);
         for r in Reason::ALL {
             assert_eq!(Reason::from_code(r.code()), Some(r));
             assert_eq!(
@@ -921,7 +956,7 @@ mod tests {
             );
         }
         assert_eq!(Reason::from_code(0), None);
-        assert_eq!(Reason::from_code(23), None);
+        assert_eq!(Reason::from_code(24), None);
         assert_eq!(ReceiptStatus::from_code(0), Some(ReceiptStatus::Settled));
     }
 

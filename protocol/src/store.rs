@@ -6,8 +6,17 @@
 //!   (tombstoned) are refused.
 //! - **Quotas**: a global limit in bytes and in bundles, and a limit per origin (the peer that
 //!   handed the bundle over, a file, or this node itself) so that one peer cannot fill a relay.
-//!   When full, the least urgent bundle (last in forwarding order) that is not the node's own
-//!   is evicted if the newcomer is more urgent; otherwise the newcomer is refused.
+//! - **Eviction** ranks only what the carrier knows itself: the kind (whose signatures it
+//!   checked), the origin, and the order of arrival; never a time or size the sender claims.
+//!   When full, a newcomer may push out a held bundle of a *less urgent kind* (a receipt, a
+//!   revocation or a fraud proof pushes out a record); among bundles of the *same kind* it may
+//!   only take the place of a bundle of the origin holding the most, and only if that origin
+//!   holds more than the newcomer's would with it (max-min fairness: a flood from fresh
+//!   identities displaces its own kind, never a lighter origin's bundles). Otherwise the
+//!   newcomer is refused: refusing a new bundle is preferred to evicting a held one. The
+//!   victim within an origin is its least urgent bundle, the latest to arrive. The node's own
+//!   bundles are never evicted for others', and its own newcomers may push out anyone's.
+//!   At most one fraud proof per allowance is kept (one suffices).
 //! - **Forwarding order**: fraud proofs, revocations, receipts first; then everything else
 //!   oldest first ([`Priority`]).
 //! - **Purge**: a final receipt for a record removes every copy of that record and leaves a
@@ -82,13 +91,7 @@ pub type Priority = (u8, UnixTime, Hash);
 
 /// The forwarding priority of a bundle.
 pub fn priority(meta: &Meta) -> Priority {
-    let rank = match meta.kind {
-        BundleKind::Fraud => 0,
-        BundleKind::Revocation => 1,
-        BundleKind::Receipt => 2,
-        _ => 3,
-    };
-    (rank, meta.created, meta.id)
+    (rank(meta.kind), meta.created, meta.id)
 }
 
 /// One held bundle.
@@ -102,6 +105,20 @@ pub struct Entry {
     pub origin: Origin,
     /// Copies this node may still hand out under spray-and-wait (0: no limit).
     pub copies: u32,
+    /// When it arrived, in this store's own order (1, 2, 3, …): what eviction ranks by.
+    pub arrival: u64,
+}
+
+/// Eviction key of an entry: its kind's rank and its arrival (the greatest goes first).
+type EvictKey = (u8, u64, Hash);
+
+fn rank(kind: BundleKind) -> u8 {
+    match kind {
+        BundleKind::Fraud => 0,
+        BundleKind::Revocation => 1,
+        BundleKind::Receipt => 2,
+        _ => 3,
+    }
 }
 
 /// What a call changed, for the driver to persist.
@@ -163,6 +180,16 @@ pub struct BundleStore {
     notices: BTreeMap<(AllowanceId, u32), Hash>,
     destinations: BTreeMap<Hash, crate::keys::DeviceKey>,
     per_origin: BTreeMap<Origin, u64>,
+    /// Bytes held per origin other than [`Origin::Local`], heaviest last.
+    weights: BTreeSet<(u64, Origin)>,
+    /// Eviction keys of the bundles of every origin other than [`Origin::Local`].
+    evictable: BTreeSet<EvictKey>,
+    /// … and per origin.
+    by_origin: BTreeMap<Origin, BTreeSet<EvictKey>>,
+    /// The fraud proof held for each allowance.
+    proofs: BTreeMap<AllowanceId, Hash>,
+    /// The last arrival number given.
+    arrivals: u64,
     /// Sync keys of ids alone on their key, and ids sharing a key (left out of sync).
     sync_keys: BTreeMap<u64, Hash>,
     sync_shared: BTreeMap<u64, Vec<Hash>>,
@@ -234,6 +261,12 @@ impl BundleStore {
         if self.entries.contains_key(&meta.id) {
             return Admission::Duplicate;
         }
+        if let Content::Fraud(p) = bundle.content() {
+            // One proof refuses an allowance everywhere; more for it would only take room.
+            if self.proofs.contains_key(&p.allowance()) {
+                return Admission::Duplicate;
+            }
+        }
         if meta.kind == BundleKind::Message && !self.config.accept_messages {
             return Admission::Refused(BundleError::PlainMessage);
         }
@@ -255,8 +288,11 @@ impl BundleStore {
         if !self.make_room(&meta, origin) {
             return Admission::Full;
         }
-        self.put(bundle.bytes().into(), meta, origin, copies);
+        self.put(bundle.bytes().into(), meta, origin, copies, None);
         match bundle.content() {
+            Content::Fraud(p) => {
+                self.proofs.insert(p.allowance(), meta.id);
+            }
             Content::Message(m) => {
                 self.destinations.insert(meta.id, m.to);
             }
@@ -272,13 +308,16 @@ impl BundleStore {
                     }
                     Some(other) => {
                         if let Some(proof) = self.fork_with(*other, n) {
+                            let allowance = proof.allowance();
                             let b = Bundle::new(Content::Fraud(Box::new(proof)));
                             let m = *b.meta();
                             // The proof is the most urgent bundle: it evicts others if full.
-                            if !self.entries.contains_key(&m.id)
+                            if !self.proofs.contains_key(&allowance)
+                                && !self.entries.contains_key(&m.id)
                                 && self.make_room(&m, Origin::Local)
                             {
-                                self.put(b.bytes().into(), m, Origin::Local, 0);
+                                self.put(b.bytes().into(), m, Origin::Local, 0, None);
+                                self.proofs.insert(allowance, m.id);
                             }
                         }
                     }
@@ -301,8 +340,10 @@ impl BundleStore {
     }
 
     /// Puts back a bundle read from the driver's disk, without checks or side effects.
-    /// Returns `false` (and keeps nothing) if the bytes are not a bundle.
-    pub fn restore(&mut self, bytes: &[u8], origin: Origin, copies: u32) -> bool {
+    /// `arrival` is the arrival number it had (0 if the driver did not keep it: it is then
+    /// taken as arriving now). Returns `false` (and keeps nothing) if the bytes are not a
+    /// bundle.
+    pub fn restore(&mut self, bytes: &[u8], origin: Origin, copies: u32, arrival: u64) -> bool {
         let Ok(bundle) = Bundle::decode(bytes) else {
             return false;
         };
@@ -310,8 +351,17 @@ impl BundleStore {
         if self.entries.contains_key(&meta.id) {
             return true;
         }
-        self.put(bytes.into(), meta, origin, copies);
+        self.put(
+            bytes.into(),
+            meta,
+            origin,
+            copies,
+            (arrival > 0).then_some(arrival),
+        );
         match bundle.content() {
+            Content::Fraud(p) => {
+                self.proofs.entry(p.allowance()).or_insert(meta.id);
+            }
             Content::Notice(n) => {
                 self.notices
                     .entry((n.notice.allowance, n.notice.counter))
@@ -400,11 +450,44 @@ impl BundleStore {
         }
     }
 
-    fn put(&mut self, bytes: Arc<[u8]>, meta: Meta, origin: Origin, copies: u32) {
+    fn set_weight(&mut self, origin: Origin, before: u64, after: u64) {
+        if origin == Origin::Local {
+            return;
+        }
+        self.weights.remove(&(before, origin));
+        if after > 0 {
+            self.weights.insert((after, origin));
+        }
+    }
+
+    fn put(
+        &mut self,
+        bytes: Arc<[u8]>,
+        meta: Meta,
+        origin: Origin,
+        copies: u32,
+        arrival: Option<u64>,
+    ) {
         self.sync_add(meta.id);
         let size = u64::from(meta.size);
         self.bytes += size;
-        *self.per_origin.entry(origin).or_default() += size;
+        let held = self.per_origin.entry(origin).or_default();
+        let before = *held;
+        *held += size;
+        let after = *held;
+        self.set_weight(origin, before, after);
+        let arrival = if let Some(a) = arrival {
+            self.arrivals = self.arrivals.max(a);
+            a
+        } else {
+            self.arrivals += 1;
+            self.arrivals
+        };
+        if origin != Origin::Local {
+            let key = (rank(meta.kind), arrival, meta.id);
+            self.evictable.insert(key);
+            self.by_origin.entry(origin).or_default().insert(key);
+        }
         self.order.insert(priority(&meta));
         self.expiry.insert((meta.expires, meta.id));
         if meta.kind == BundleKind::Record {
@@ -421,6 +504,7 @@ impl BundleStore {
                 meta,
                 origin,
                 copies,
+                arrival,
             },
         );
     }
@@ -441,10 +525,26 @@ impl BundleStore {
         let size = u64::from(e.meta.size);
         self.bytes -= size;
         if let Some(n) = self.per_origin.get_mut(&e.origin) {
+            let before = *n;
             *n -= size;
-            if *n == 0 {
+            let after = *n;
+            if after == 0 {
                 self.per_origin.remove(&e.origin);
             }
+            self.set_weight(e.origin, before, after);
+        }
+        if e.origin != Origin::Local {
+            let key = (rank(e.meta.kind), e.arrival, e.meta.id);
+            self.evictable.remove(&key);
+            if let Some(set) = self.by_origin.get_mut(&e.origin) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.by_origin.remove(&e.origin);
+                }
+            }
+        }
+        if e.meta.kind == BundleKind::Fraud {
+            self.proofs.retain(|_, id| id != &e.meta.id);
         }
         self.order.remove(&priority(&e.meta));
         self.expiry.remove(&(e.meta.expires, e.meta.id));
@@ -489,7 +589,8 @@ impl BundleStore {
         self.changes.tombstoned.push((subject, until));
     }
 
-    /// Makes room for `meta` from `origin`, evicting less urgent bundles of others if needed.
+    /// Makes room for `meta` from `origin` by the eviction rules of the module docs. Returns
+    /// `false` (and evicts nothing more) when the newcomer is to be refused.
     fn make_room(&mut self, meta: &Meta, origin: Origin) -> bool {
         let size = u64::from(meta.size);
         if origin != Origin::Local
@@ -498,28 +599,54 @@ impl BundleStore {
         {
             return false;
         }
-        let new = priority(meta);
+        let new_rank = rank(meta.kind);
         while self.bytes + size > self.config.max_bytes
             || self.entries.len() >= self.config.max_bundles
         {
-            let victim = self
-                .order
-                .iter()
-                .rev()
-                .find(|p| {
-                    self.entries
-                        .get(&p.2)
-                        .is_some_and(|e| e.origin != Origin::Local)
-                })
-                .copied();
-            match victim {
-                Some(v) if v > new || origin == Origin::Local => {
-                    self.remove(&v.2);
-                }
-                _ => return false,
-            }
+            let Some(victim) = self.victim(new_rank, origin, size) else {
+                return false;
+            };
+            self.remove(&victim);
         }
         true
+    }
+
+    /// The bundle a newcomer of rank `new_rank` and `size` bytes from `origin` may push out.
+    fn victim(&self, new_rank: u8, origin: Origin, size: u64) -> Option<Hash> {
+        let least = self.evictable.last()?;
+        if origin == Origin::Local || least.0 > new_rank {
+            // A less urgent kind (or anything, for the node's own): the least urgent, latest.
+            return Some(least.2);
+        }
+        // The same kind: only from the heaviest origin, if it holds more than the newcomer's
+        // origin would.
+        let &(heaviest, from) = self.weights.last()?;
+        let mine = self.per_origin.get(&origin).copied().unwrap_or(0);
+        if from == origin || heaviest <= mine + size {
+            return None;
+        }
+        let key = self.by_origin.get(&from)?.last()?;
+        (key.0 >= new_rank).then_some(key.2)
+    }
+
+    /// About how many bytes of bundles other than the urgent kinds (fraud proofs, revocations,
+    /// receipts) this store would take from `origin` now, by its quotas and eviction rules:
+    /// the room hint a sync session sends the peer (SPEC.md §11.2).
+    pub fn room_for(&self, origin: Origin) -> u64 {
+        let held = self.per_origin.get(&origin).copied().unwrap_or(0);
+        let per_origin = self.config.max_bytes_per_origin.saturating_sub(held);
+        let free = self.config.max_bytes.saturating_sub(self.bytes);
+        // What fairness would let it take from the heaviest other origin.
+        let reclaim = match self.weights.last() {
+            Some(&(weight, from)) if from != origin => weight.saturating_sub(held) / 2,
+            _ => 0,
+        };
+        let by_count = if self.entries.len() >= self.config.max_bundles && reclaim == 0 {
+            0
+        } else {
+            u64::MAX
+        };
+        per_origin.min(free + reclaim).min(by_count)
     }
 
     /// Drops bundles and tombstones past their expiry at `now`.

@@ -421,7 +421,8 @@ pub type HandOver = Signed<HandOverBody>;
 impl Body for HandOverBody {
     const TAG: &'static str = tags::HAND_OVER;
     const KIND: &'static str = "hand-over receipt";
-    const MAX_SIZE: usize = 192;
+    // 194 bytes at most (counts and times of nine bytes each); 256 leaves room to spare.
+    const MAX_SIZE: usize = 256;
     fn check(&self) -> Result<(), DecodeError> {
         check_version(Self::KIND, self.version)
     }
@@ -528,6 +529,10 @@ pub struct SyncMessage {
     pub done: bool,
     /// Close: receipt for the bundles the sender took.
     pub handover: Option<HandOver>,
+    /// Open, and the responder's first answer: the room hint, how many bytes of bundles
+    /// other than fraud proofs, revocations and receipts the sender will take from the other
+    /// side in this session. A full carrier says 0, and is not offered bundles it would refuse.
+    pub room: u64,
 }
 
 impl Wire for SyncMessage {
@@ -567,6 +572,7 @@ impl SyncMessage {
             bundles: Vec::new(),
             done: false,
             handover: None,
+            room: 0,
         }
     }
 
@@ -612,6 +618,7 @@ impl SyncMessage {
             + bundles
             + 1
             + self.handover.as_ref().map_or(1, |h| codec::encode(h).len())
+            + uint(self.room)
     }
 
     /// Bytes of bundles it carries.
@@ -724,6 +731,13 @@ pub struct Session {
     list_pos: usize,
     peer_gateways: Vec<IssuerId>,
     told_role: bool,
+    /// Our room hint for the peer (what our store would take from it).
+    room: u64,
+    /// The peer's room hint, once known, and the bytes of non-urgent bundles sent against it.
+    peer_room: Option<u64>,
+    sent_against_room: u64,
+    /// Non-urgent bundles held back because the peer has no room for them.
+    held_back: u32,
     known: bool,
     to_send: Vec<Hash>,
     send_pos: usize,
@@ -746,6 +760,7 @@ pub struct Session {
 impl Session {
     fn new(side: Side, cfg: SessionConfig, salt: u64, store: &BundleStore) -> Self {
         let keys = KeyIndex::from_store(store);
+        let room = store.room_for(Origin::Peer(cfg.peer.0));
         Self {
             side,
             cfg,
@@ -761,6 +776,10 @@ impl Session {
             list_pos: 0,
             peer_gateways: Vec::new(),
             told_role: false,
+            room,
+            peer_room: None,
+            sent_against_room: 0,
+            held_back: 0,
             known: false,
             to_send: Vec::new(),
             send_pos: 0,
@@ -788,6 +807,7 @@ impl Session {
         m.salt = salt;
         m.count = u32::try_from(s.keys.len()).unwrap_or(u32::MAX);
         m.gateway_for = s.cfg.gateway_for.iter().take(4).copied().collect();
+        m.room = s.room;
         if s.keys.len() <= LIST_MAX {
             m.keys = pack_keys(&s.keys.keys().collect::<Vec<_>>());
             m.last = true;
@@ -823,6 +843,7 @@ impl Session {
         s.received(open);
         s.peer_count = open.count;
         s.peer_gateways.clone_from(&open.gateway_for);
+        s.peer_room = Some(open.room);
         let theirs = open.symbols.0.is_empty();
         let answer = if theirs {
             // The initiator listed all its keys.
@@ -946,6 +967,7 @@ impl Session {
         if self.side == Side::Responder && !self.told_role {
             m.count = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
             m.gateway_for = self.cfg.gateway_for.iter().take(4).copied().collect();
+            m.room = self.room;
             self.told_role = true;
         }
         self.stats.messages_sent += 1;
@@ -954,7 +976,12 @@ impl Session {
         m
     }
 
+    /// Learns what the responder's first answer says of it: the issuers it is a gateway for
+    /// and its room hint.
     fn role_of(&mut self, m: &SyncMessage) {
+        if self.peer_room.is_none() {
+            self.peer_room = Some(m.room);
+        }
         if self.peer_gateways.is_empty() && !m.gateway_for.is_empty() {
             self.peer_gateways.clone_from(&m.gateway_for);
         }
@@ -1112,6 +1139,7 @@ impl Session {
                 continue;
             };
             let entry_copies = entry.copies;
+            let urgent = entry.meta.kind.class() == 0;
             let Some(body) = store.body(&id) else {
                 // The driver lost the body: skip it (the mesh has other copies).
                 self.send_pos += 1;
@@ -1124,6 +1152,17 @@ impl Session {
             }
             if len + 12 > room {
                 break;
+            }
+            // The peer said how much it would take: do not hand over what it would refuse.
+            // Urgent kinds go anyway (they may take the place of less urgent bundles there).
+            if !urgent {
+                let hint = self.peer_room.unwrap_or(u64::MAX);
+                if self.sent_against_room + len as u64 > hint {
+                    self.held_back += 1;
+                    self.send_pos += 1;
+                    continue;
+                }
+                self.sent_against_room += len as u64;
             }
             room -= len + 12;
             self.spent += len as u64;
@@ -1221,6 +1260,11 @@ impl Session {
                 self.proof = Some(h.clone());
             }
         }
+    }
+
+    /// Bundles not handed over because the peer's room hint said it would refuse them.
+    pub fn held_back(&self) -> u32 {
+        self.held_back
     }
 
     /// True once the session is over.

@@ -145,6 +145,15 @@ pub enum PayError {
     /// The chosen allowance's log is full (2^32 - 1 IOUs): get a fresh allowance.
     #[error("the allowance's counter is exhausted")]
     CounterExhausted,
+    /// Every allowance in the currency was retired because the wallet may be a restored copy
+    /// (SPEC.md §7): spending from them could reuse counters an earlier copy used.
+    #[error(
+        "no usable allowance in {currency}: every allowance in it was retired because this wallet looks like a restored copy (its state is older than its restore sentinel, or the sentinel is missing); get a fresh allowance online with `meshpay topup`"
+    )]
+    Retired {
+        /// The currency asked for.
+        currency: String,
+    },
 }
 
 /// A prepared payment: commit it, then send it.
@@ -230,44 +239,13 @@ impl Wallet {
         }
         let accepts =
             |issuer: &IssuerId| request.issuers.is_empty() || request.issuers.contains(issuer);
-        let candidates: Vec<&HeldAllowance> = self
-            .allowances
-            .values()
-            .filter(|a| {
-                let b = a.cert.body();
-                b.holder == me
-                    && b.currency == request.currency
-                    && accepts(&b.issuer)
-                    && a.usable_at(now)
-            })
-            .collect();
-        if candidates.is_empty() {
-            return Err(PayError::NoAllowance {
-                currency: request.currency.clone(),
-            });
-        }
-        let amount = request.amount;
-        let fitting = candidates
-            .iter()
-            .filter(|a| a.available() >= amount && a.cert.body().max_payment >= amount)
-            .min_by_key(|a| (a.available(), a.cert.id()));
-        let Some(held) = fitting else {
-            let available = candidates.iter().map(|a| a.available()).max().unwrap_or(0);
-            if available >= amount {
-                let max = candidates
-                    .iter()
-                    .map(|a| a.cert.body().max_payment)
-                    .max()
-                    .unwrap_or(0);
-                return Err(PayError::OverPaymentLimit { amount, max });
-            }
-            return Err(PayError::OverLimit { amount, available });
-        };
+        let held = self.choose(&me, request.amount, &request.currency, accepts, now)?;
         let counter = held
             .head
             .counter
             .checked_add(1)
             .ok_or(PayError::CounterExhausted)?;
+        let amount = request.amount;
         let total = held.head.total + amount;
         let iou = IouDraft {
             allowance: held.cert.id(),
@@ -290,6 +268,68 @@ impl Wallet {
             next,
             epoch: self.epoch + 1,
         })
+    }
+
+    /// Whether `me` could pay `amount` of `currency` now to a payee accepting any issuer: the
+    /// check a payer makes before asking a payee for a request. Changes nothing.
+    pub fn can_pay(
+        &self,
+        me: &DeviceKey,
+        amount: Amount,
+        currency: &str,
+        now: UnixTime,
+    ) -> Result<(), PayError> {
+        self.choose(me, amount, currency, |_| true, now).map(|_| ())
+    }
+
+    /// The usable allowance with the least left that covers `amount`, or why there is none.
+    fn choose(
+        &self,
+        me: &DeviceKey,
+        amount: Amount,
+        currency: &str,
+        accepts: impl Fn(&IssuerId) -> bool,
+        now: UnixTime,
+    ) -> Result<&HeldAllowance, PayError> {
+        let mine = |a: &&HeldAllowance| {
+            let b = a.cert.body();
+            b.holder == *me && b.currency == currency && accepts(&b.issuer)
+        };
+        let candidates: Vec<&HeldAllowance> = self
+            .allowances
+            .values()
+            .filter(mine)
+            .filter(|a| a.usable_at(now))
+            .collect();
+        if candidates.is_empty() {
+            let retired = self.allowances.values().filter(mine).any(|a| a.retired);
+            return Err(if retired {
+                PayError::Retired {
+                    currency: currency.to_owned(),
+                }
+            } else {
+                PayError::NoAllowance {
+                    currency: currency.to_owned(),
+                }
+            });
+        }
+        let fitting = candidates
+            .iter()
+            .filter(|a| a.available() >= amount && a.cert.body().max_payment >= amount)
+            .min_by_key(|a| (a.available(), a.cert.id()));
+        if let Some(held) = fitting {
+            return Ok(held);
+        }
+        let available = candidates.iter().map(|a| a.available()).max().unwrap_or(0);
+        if available >= amount {
+            let max = candidates
+                .iter()
+                .map(|a| a.cert.body().max_payment)
+                .max()
+                .unwrap_or(0);
+            return Err(PayError::OverPaymentLimit { amount, max });
+        }
+        Err(PayError::OverLimit { amount, available })
     }
 
     /// Adopts a spend after it was committed durably.
@@ -449,9 +489,14 @@ mod tests {
         );
         assert_eq!(w.epoch(), 5);
         assert!(w.allowances().values().all(|a| a.retired));
+        // The refusal says why: the wallet may be a restored copy.
         assert!(matches!(
             w.prepare(&alice, &request(&bob, 10, 1), T0),
-            Err(PayError::NoAllowance { .. })
+            Err(PayError::Retired { .. })
+        ));
+        assert!(matches!(
+            w.can_pay(&alice.public(), 10, "KES", T0),
+            Err(PayError::Retired { .. })
         ));
         // A fresh allowance from the issuer is spendable, and the epoch moves past the
         // sentinel's.

@@ -305,7 +305,7 @@ fn a_peer_handing_over_a_forged_bundle_is_dropped() {
         bytes[n - 3] ^= 1;
         bytes
     };
-    assert!(a.restore(&forged, Origin::Local, 0));
+    assert!(a.restore(&forged, Origin::Local, 0, 0));
     let err =
         meet(&mut a, &mut b, u64::MAX, u32::MAX, 3).expect_err("the forged receipt is caught");
     assert!(err.to_string().contains("bad bundle"), "{err}");
@@ -411,4 +411,158 @@ fn the_stores_first_symbols_follow_its_contents() {
         }
     }
     assert!(checked >= 5, "the set was too small to check: {checked}");
+}
+
+/// Genuine sealed records, paid by device 1 to device 2 under the test issuer.
+fn genuine_records(n: u8) -> Vec<Bundle> {
+    let iss = issuer();
+    let alice = device(1);
+    let mut w = wallet([allowance(&iss, 1, &alice, 1_000_000)]);
+    (1..=n)
+        .map(|i| {
+            let iou = pay(&mut w, &alice, &request(&device(2), 10, i));
+            Bundle::new(Content::Record(sealed(&iss, &iou)))
+        })
+        .collect()
+}
+
+/// A forged record: random-looking ciphertext under the test issuer's id, claiming to be the
+/// oldest there is (`created` 0) and to live a year. Carriers cannot tell it from a genuine one.
+fn forged_record(n: u64) -> Bundle {
+    let mut id = [0u8; 32];
+    id[..8].copy_from_slice(&n.to_le_bytes());
+    id[8] = 0xf0;
+    let mut ct = vec![0u8; 320];
+    // Bytes that differ per record: the low byte of n, then a running count.
+    let mut x = n.to_le_bytes()[0];
+    for b in &mut ct {
+        *b = x;
+        x = x.wrapping_mul(31).wrapping_add(1);
+    }
+    Bundle::new(Content::Record(meshpay_protocol::SealedRecord {
+        version: 1,
+        id: Hash(id),
+        issuer: issuer().id(),
+        created: 0,
+        expires: T0 + 365 * 86_400,
+        enc: meshpay_protocol::record::EncapsulatedKey([7; 32]),
+        ciphertext: meshpay_protocol::codec::Blob(ct),
+    }))
+}
+
+/// A carrier of 4 MiB holding 40 genuine records for others meets forged records from four
+/// fresh identities, 1 MiB each, all claiming to be the oldest: eviction ranks by what the
+/// carrier knows, and the genuine records all stay. A fifth honest origin still gets room.
+#[test]
+fn forged_records_from_fresh_identities_do_not_push_out_genuine_ones() {
+    let mut carrier = BundleStore::new(StoreConfig {
+        max_bytes: 4 << 20,
+        max_bundles: 1_000_000,
+        max_bytes_per_origin: 1 << 20,
+        issuers: None,
+        bodies_in_memory: true,
+        accept_messages: false,
+    });
+    let genuine = genuine_records(41);
+    for (i, b) in genuine[..40].iter().enumerate() {
+        let origin = Origin::Peer([if i % 2 == 0 { 1 } else { 2 }; 32]);
+        assert!(matches!(
+            carrier.insert(b.bytes(), origin, 0, T0),
+            Admission::Added(_)
+        ));
+    }
+    let (mut n, mut taken) = (0, 0u64);
+    for attacker in 0..4u8 {
+        let origin = Origin::Peer([100 + attacker; 32]);
+        // Each identity sends until its quota refuses it, and well past the store's size.
+        for _ in 0..4000 {
+            n += 1;
+            let b = forged_record(n);
+            match carrier.insert(b.bytes(), origin, 0, T0) {
+                Admission::Added(_) => taken += u64::from(b.meta().size),
+                Admission::Full => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert!(
+        taken > 3 << 20,
+        "the forged records were taken ({taken} bytes)"
+    );
+    assert!(carrier.bytes() <= 4 << 20);
+    let kept = genuine[..40]
+        .iter()
+        .filter(|b| carrier.contains(&b.id()))
+        .count();
+    assert!(kept >= 36, "only {kept} of 40 genuine records stayed");
+    assert_eq!(kept, 40);
+    // A light origin still gets in: fairness takes the room from the heaviest.
+    assert!(matches!(
+        carrier.insert(genuine[40].bytes(), Origin::Peer([9; 32]), 0, T0),
+        Admission::Added(_)
+    ));
+    // A receipt (signed by the issuer) takes the place of a record when full.
+    let receipt = receipt_bundle(77);
+    assert!(matches!(
+        carrier.insert(receipt.bytes(), Origin::Peer([100; 32]), 0, T0),
+        Admission::Added(_)
+    ));
+    assert_eq!(
+        genuine[..40]
+            .iter()
+            .filter(|b| carrier.contains(&b.id()))
+            .count(),
+        40
+    );
+}
+
+/// A full carrier says so in its room hint: a giver does not hand it records it would refuse,
+/// at this contact or the next; receipts still go.
+#[test]
+fn a_full_carrier_is_not_offered_what_it_would_refuse() {
+    let config = StoreConfig {
+        max_bytes: 64 << 10,
+        max_bundles: 1_000_000,
+        max_bytes_per_origin: 64 << 10,
+        issuers: None,
+        bodies_in_memory: true,
+        accept_messages: false,
+    };
+    let mut carrier = BundleStore::new(config.clone());
+    let mut n = 0;
+    loop {
+        n += 1;
+        match carrier.insert(forged_record(n).bytes(), Origin::Local, 0, T0) {
+            Admission::Added(_) => {}
+            Admission::Full => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut giver = BundleStore::new(StoreConfig::default());
+    let genuine = genuine_records(40);
+    for b in &genuine {
+        assert!(matches!(
+            giver.insert(b.bytes(), Origin::Local, 0, T0),
+            Admission::Added(_)
+        ));
+    }
+    let receipt = receipt_bundle(5);
+    giver.insert(receipt.bytes(), Origin::Local, 0, T0);
+    for round in 0..2 {
+        let c = meet(&mut giver, &mut carrier, u64::MAX, u32::MAX, round).expect("honest");
+        assert!(c.completed);
+        // Only the receipt goes (urgent kinds always do; this carrier is full of its own).
+        assert!(
+            c.initiator.given().iter().all(|id| *id == receipt.id()),
+            "round {round}: {:?}",
+            c.initiator.given()
+        );
+        assert!(c.initiator.held_back() >= 40, "round {round}");
+        assert!(c.responder.admitted().is_empty());
+    }
+    // To a carrier with room, the records go.
+    let mut roomy = BundleStore::new(StoreConfig::default());
+    let c = meet(&mut giver, &mut roomy, u64::MAX, u32::MAX, 9).expect("honest");
+    assert_eq!(c.initiator.held_back(), 0);
+    assert!(genuine.iter().all(|b| roomy.contains(&b.id())));
 }

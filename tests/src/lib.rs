@@ -4,6 +4,9 @@
 //! The `meshpay` binary is the one `cargo test --workspace` builds (`target/<profile>/meshpay`).
 //! Waiting is always on an event or a condition with a deadline, never a bare sleep.
 
+pub mod issuer_api;
+pub mod load;
+
 use serde_json::Value;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -14,8 +17,13 @@ use std::time::{Duration, Instant};
 /// How long any single wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// The `meshpay` binary under test.
+/// The `meshpay` binary under test: `$MESHPAY_TEST_BIN` if set (to run the tests against
+/// another build, say the one before a fix, and watch them fail), else the one the workspace
+/// build made.
 pub fn meshpay_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("MESHPAY_TEST_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
         .parent()
@@ -170,7 +178,8 @@ impl TestNode {
         n
     }
 
-    fn command(&self) -> Command {
+    /// The `meshpay` command for this node's home and environment (not started).
+    pub fn command(&self) -> Command {
         let mut c = Command::new(meshpay_bin());
         c.arg("--home")
             .arg(&self.home)
@@ -315,6 +324,11 @@ impl TestNode {
         !status.success()
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the daemon is still running.
     pub fn running(&mut self) -> bool {
         match &mut self.child {
@@ -355,6 +369,18 @@ impl TestNode {
             .expect("history list")
             .clone()
     }
+}
+
+/// A field of `/proc/<pid>/status` in megabytes (`VmHWM:` is the peak resident memory).
+pub fn proc_mb(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("a process");
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("the field");
+    kb / 1024.0
 }
 
 /// Runs a command that must succeed.
@@ -477,6 +503,15 @@ impl DevIssuer {
     }
 }
 
+/// How a settlement server process is started beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// More arguments after `settle serve` (`--tls-cert …`, limits, …).
+    pub args: Vec<String>,
+    /// Run it with this soft and hard limit on open files.
+    pub open_files: Option<u32>,
+}
+
 /// A settlement server process with its issuer, on loopback, with a settable clock.
 pub struct SettleServer {
     /// The issuer's directory.
@@ -487,6 +522,8 @@ pub struct SettleServer {
     pub token: String,
     /// The database URL.
     pub db: String,
+    /// How it is started.
+    pub options: ServerOptions,
     child: Option<Child>,
 }
 
@@ -499,6 +536,11 @@ impl SettleServer {
     /// Creates an issuer in `root/<name>` and starts its server on `db` (default: a SQLite
     /// file in its directory).
     pub fn with_db(root: &Path, name: &str, db: Option<&str>) -> Self {
+        Self::with_options(root, name, db, ServerOptions::default())
+    }
+
+    /// Creates an issuer in `root/<name>` and starts its server on `db` with `options`.
+    pub fn with_options(root: &Path, name: &str, db: Option<&str>, options: ServerOptions) -> Self {
         let dir = root.join(name);
         run_ok(
             Command::new(meshpay_bin())
@@ -515,6 +557,7 @@ impl SettleServer {
             url: String::new(),
             token: "test-admin-token-0123456789".into(),
             db,
+            options,
             child: None,
         };
         s.start();
@@ -530,21 +573,26 @@ impl SettleServer {
             url: String::new(),
             token: self.token.clone(),
             db: self.db.clone(),
+            options: self.options.clone(),
             child: None,
         };
         s.start();
         s
     }
 
-    /// Starts (or restarts) the server process.
-    pub fn start(&mut self) {
-        assert!(self.child.is_none());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.with_extension("log"))
-            .expect("log");
-        let mut cmd = Command::new(meshpay_bin());
+    /// The command that runs the server (not started).
+    pub fn command(&self) -> Command {
+        let mut cmd = match self.options.open_files {
+            None => Command::new(meshpay_bin()),
+            Some(n) => {
+                // A shell sets the limit, then becomes the server.
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(meshpay_bin());
+                c
+            }
+        };
         cmd.args([
             "settle",
             "serve",
@@ -557,15 +605,37 @@ impl SettleServer {
             "--dir",
         ])
         .arg(&self.dir)
+        .args(&self.options.args)
         .env("MESHPAY_ISSUER_PASSPHRASE", "issuer passphrase")
         .env("MESHPAY_ADMIN_TOKEN", &self.token)
-        .env("MESHPAY_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(log);
+        .env("MESHPAY_LOG", "info");
+        cmd
+    }
+
+    /// Starts (or restarts) the server process.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.with_extension("log"))
+            .expect("log");
+        let mut cmd = self.command();
+        cmd.stdout(Stdio::piped()).stderr(log);
         let (child, line) = spawn_ready(&mut cmd, "settlement server");
         let v: Value = serde_json::from_str(&line).expect("JSON");
         v["url"].as_str().expect("url").clone_into(&mut self.url);
         self.child = Some(child);
+    }
+
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
     }
 
     /// Kills the server at once.
@@ -585,6 +655,78 @@ impl SettleServer {
 impl Drop for SettleServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A certificate authority made for one test, which signs server certificates.
+pub struct TestCa {
+    /// The CA's certificate (PEM): what a client trusts.
+    pub ca: PathBuf,
+    dir: PathBuf,
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    /// A fresh CA, its files in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        std::fs::create_dir_all(dir).expect("CA directory");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "meshpay test CA");
+        let key = KeyPair::generate().expect("CA key");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, cert.pem()).expect("write");
+        Self {
+            ca,
+            dir: dir.to_owned(),
+            cert,
+            key,
+        }
+    }
+
+    /// A server certificate for `names` (host names or IP addresses) signed by this CA, and
+    /// the server options that serve HTTPS with it.
+    pub fn server(&self, label: &str, names: &[&str]) -> ServerOptions {
+        use rcgen::{CertificateParams, DnType, KeyPair};
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .expect("server params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().copied().unwrap_or(label));
+        let key = KeyPair::generate().expect("server key");
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("server certificate");
+        let (cert_file, key_file) = (
+            self.dir.join(format!("{label}.pem")),
+            self.dir.join(format!("{label}.key")),
+        );
+        std::fs::write(&cert_file, cert.pem()).expect("write");
+        std::fs::write(&key_file, key.serialize_pem()).expect("write");
+        ServerOptions {
+            args: vec![
+                "--tls-cert".into(),
+                cert_file.display().to_string(),
+                "--tls-key".into(),
+                key_file.display().to_string(),
+            ],
+            open_files: None,
+        }
+    }
+
+    /// A client that trusts this CA.
+    pub fn client(&self) -> reqwest::Client {
+        let pem = std::fs::read(&self.ca).expect("CA file");
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("PEM"))
+            .build()
+            .expect("client")
     }
 }
 

@@ -92,7 +92,9 @@ fn a_restored_wallet_does_not_spend_from_its_old_allowances() {
     assert_eq!(allowances[0]["retired"], true);
     let out = shopper.cli(&["pay", "--to", &vendor.device, "--amount", "100"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no usable allowance"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no usable allowance"), "{err}");
+    assert!(err.contains("restored copy"), "the refusal says why: {err}");
     assert_eq!(
         vendor.balance("KES")["received"],
         100,

@@ -297,18 +297,30 @@ async fn a_peer_flooding_asks_is_capped_and_others_still_served() {
     let mut vendor = TestNode::init(root.path(), "vendor");
     vendor.start(&[]);
     let flooder = Client::connect(7, &vendor, |_| {});
+    // Asking again for the same thing gets the same request: it costs the payee nothing.
+    let mut same = Vec::new();
+    for _ in 0..3 {
+        same.push(flooder.send(&Request::Ask(Ask::new(1, "KES", ""))).await);
+    }
+    assert!(matches!(&same[0], Response::Request(_)), "{same:?}");
+    assert!(same.iter().all(|a| *a == same[0]), "{same:?}");
+    // Different asks are capped per peer, with an answer that says so.
     let mut answers = Vec::new();
-    for _ in 0..20 {
-        answers.push(flooder.send(&Request::Ask(Ask::new(1, "KES", ""))).await);
+    for amount in 2..=21 {
+        answers.push(
+            flooder
+                .send(&Request::Ask(Ask::new(amount, "KES", "")))
+                .await,
+        );
     }
     let granted = answers
         .iter()
         .filter(|a| matches!(a, Response::Request(_)))
         .count();
-    assert_eq!(granted, 16, "{answers:?}");
+    assert_eq!(granted, 15, "16 open in all: {answers:?}");
     assert!(matches!(
         answers[19],
-        Response::Error(ErrorCode::Unavailable)
+        Response::Error(ErrorCode::TooManyRequests)
     ));
     let other = Client::connect(8, &vendor, |_| {});
     assert_eq!(other.ask(5).await.amount, 5);

@@ -219,3 +219,24 @@ impl Links {
 pub type EventSender = mpsc::Sender<LinkEvent>;
 
 use meshpay_protocol::PrintableKey as _;
+
+/// The deepest cause of an error, which says what happened ("Address already in use",
+/// "connection refused", "invalid peer certificate: UnknownIssuer") where the outer layers say
+/// little or nothing (libp2p's transport errors print empty; HTTP clients say "error sending
+/// request").
+pub fn deepest_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.is_empty() {
+            last = text;
+        }
+        source = s.source();
+    }
+    if last.is_empty() {
+        format!("{e:?}")
+    } else {
+        last
+    }
+}

@@ -200,8 +200,124 @@ impl request_response::Codec for FrameCodec {
     }
 }
 
+/// Per-address limits on connections that have not finished their handshake.
+///
+/// A stranger who opens TCP connections and never speaks holds a pending slot until the
+/// upgrade times out. With one global cap, a few dozen such connections from one address shut
+/// every new peer out; capped per source address, a flood from one address holds at most
+/// [`MAX_PENDING_PER_SOURCE`] slots and every other address still gets in, and the short
+/// upgrade timeout ([`UPGRADE_TIMEOUT`]) turns the flooder's slots over quickly.
+#[derive(Default)]
+struct SourceLimits {
+    pending: HashMap<libp2p::swarm::ConnectionId, std::net::IpAddr>,
+    per_source: HashMap<std::net::IpAddr, usize>,
+}
+
+/// Most handshakes in progress from one address.
+pub const MAX_PENDING_PER_SOURCE: usize = 4;
+/// Most handshakes in progress in all.
+pub const MAX_PENDING: u32 = 64;
+/// Longest time a new connection may take to finish its security and multiplexing
+/// handshakes (libp2p's default is 10 s).
+pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The IP address in a multiaddress, if any.
+fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(a) => Some(std::net::IpAddr::V4(a)),
+        libp2p::multiaddr::Protocol::Ip6(a) => Some(std::net::IpAddr::V6(a)),
+        _ => None,
+    })
+}
+
+impl SourceLimits {
+    fn release(&mut self, id: libp2p::swarm::ConnectionId) {
+        if let Some(ip) = self.pending.remove(&id) {
+            if let Some(n) = self.per_source.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_source.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+impl libp2p::swarm::NetworkBehaviour for SourceLimits {
+    type ConnectionHandler = libp2p::swarm::dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        id: libp2p::swarm::ConnectionId,
+        _local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<(), libp2p::swarm::ConnectionDenied> {
+        let Some(ip) = ip_of(remote) else {
+            return Ok(());
+        };
+        let n = self.per_source.entry(ip).or_default();
+        if *n >= MAX_PENDING_PER_SOURCE {
+            return Err(libp2p::swarm::ConnectionDenied::new(format!(
+                "{ip} already has {MAX_PENDING_PER_SOURCE} handshakes in progress"
+            )));
+        }
+        *n += 1;
+        self.pending.insert(id, ip);
+        Ok(())
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        id: libp2p::swarm::ConnectionId,
+        _peer: PeerId,
+        _local: &Multiaddr,
+        _remote: &Multiaddr,
+    ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
+        self.release(id);
+        Ok(libp2p::swarm::dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _id: libp2p::swarm::ConnectionId,
+        _peer: PeerId,
+        _addr: &Multiaddr,
+        _role: libp2p::core::Endpoint,
+        _port_use: libp2p::core::transport::PortUse,
+    ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
+        Ok(libp2p::swarm::dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, event: libp2p::swarm::FromSwarm<'_>) {
+        match event {
+            libp2p::swarm::FromSwarm::ListenFailure(f) => self.release(f.connection_id),
+            libp2p::swarm::FromSwarm::ConnectionEstablished(e) => self.release(e.connection_id),
+            _ => {}
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        _peer: PeerId,
+        _id: libp2p::swarm::ConnectionId,
+        event: libp2p::swarm::THandlerOutEvent<Self>,
+    ) {
+        libp2p::core::util::unreachable(event)
+    }
+
+    fn poll(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<libp2p::swarm::ToSwarm<Self::ToSwarm, libp2p::swarm::THandlerInEvent<Self>>>
+    {
+        std::task::Poll::Pending
+    }
+}
+
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    sources: SourceLimits,
     limits: libp2p::connection_limits::Behaviour,
     rr: request_response::Behaviour<FrameCodec>,
     identify: identify::Behaviour,
@@ -221,7 +337,7 @@ enum Command {
     },
     Dial {
         addr: Multiaddr,
-        done: oneshot::Sender<Result<(), LinkError>>,
+        done: oneshot::Sender<Result<PeerId, LinkError>>,
     },
     Peers {
         done: oneshot::Sender<Vec<PeerInfo>>,
@@ -286,11 +402,12 @@ impl P2pLink {
                     None
                 };
                 Ok(Behaviour {
+                    sources: SourceLimits::default(),
                     // A market has tens of devices, not thousands: bound what strangers can
                     // open, so a flood of connections cannot starve the node.
                     limits: libp2p::connection_limits::Behaviour::new(
                         libp2p::connection_limits::ConnectionLimits::default()
-                            .with_max_pending_incoming(Some(32))
+                            .with_max_pending_incoming(Some(MAX_PENDING))
                             .with_max_established_incoming(Some(128))
                             .with_max_established(Some(256))
                             .with_max_established_per_peer(Some(4)),
@@ -310,11 +427,16 @@ impl P2pLink {
             })
             .map_err(|e| LinkError::Failed(e.to_string()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+            .with_connection_timeout(UPGRADE_TIMEOUT)
             .build();
         for addr in &config.listen {
-            swarm
-                .listen_on(addr.clone())
-                .map_err(|e| LinkError::Failed(format!("cannot listen on {addr}: {e}")))?;
+            probe_listen(addr)?;
+            swarm.listen_on(addr.clone()).map_err(|e| {
+                LinkError::Failed(format!(
+                    "cannot listen on {addr}: {}",
+                    crate::deepest_cause(&e)
+                ))
+            })?;
         }
         for addr in &config.peers {
             if let Err(e) = swarm.dial(addr.clone()) {
@@ -338,11 +460,15 @@ impl P2pLink {
         self.peer_id
     }
 
-    /// Dials an address; returns once the dial is started.
-    pub async fn dial(&self, addr: Multiaddr) -> Result<(), LinkError> {
+    /// Dials an address and waits until the connection is up (the peer it reached) or failed,
+    /// at most `timeout`.
+    pub async fn dial(&self, addr: Multiaddr, timeout: Duration) -> Result<PeerId, LinkError> {
         let (done, rx) = oneshot::channel();
         self.send(Command::Dial { addr, done }).await?;
-        rx.await.map_err(|_| stopped())?
+        match tokio::time::timeout(timeout, rx).await {
+            Err(_) => Err(LinkError::Timeout),
+            Ok(r) => r.map_err(|_| stopped())?,
+        }
     }
 
     /// The addresses the link listens on.
@@ -357,6 +483,38 @@ impl P2pLink {
     async fn send(&self, c: Command) -> Result<(), LinkError> {
         self.cmd.send(c).await.map_err(|_| stopped())
     }
+}
+
+/// Checks that a fixed port is free before libp2p listens on it. libp2p's TCP listeners set
+/// `SO_REUSEPORT`, so a second process would share the port with the first (and take half of
+/// its connections) instead of failing; a plain bind fails when the port is taken.
+fn probe_listen(addr: &Multiaddr) -> Result<(), LinkError> {
+    use libp2p::multiaddr::Protocol;
+    let mut ip = None;
+    let mut probe: Option<(bool, u16)> = None;
+    for p in addr {
+        match p {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(port) if port != 0 => probe = Some((true, port)),
+            Protocol::Udp(port) if port != 0 => probe = Some((false, port)),
+            _ => {}
+        }
+    }
+    let (Some(ip), Some((tcp, port))) = (ip, probe) else {
+        return Ok(());
+    };
+    let at = std::net::SocketAddr::new(ip, port);
+    let r = if tcp {
+        std::net::TcpListener::bind(at).map(drop)
+    } else {
+        std::net::UdpSocket::bind(at).map(drop)
+    };
+    r.map_err(|e| {
+        LinkError::Failed(format!(
+            "cannot listen on {addr}: {e} (is another program, maybe another meshpay node, using it?)"
+        ))
+    })
 }
 
 fn stopped() -> LinkError {
@@ -420,6 +578,8 @@ struct Driver {
     connected: HashMap<PeerId, (Multiaddr, usize)>,
     known: HashMap<PeerId, Multiaddr>,
     listening: Vec<Multiaddr>,
+    /// Dials asked for by the user, waiting for their outcome.
+    dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, LinkError>>>,
 }
 
 impl Driver {
@@ -440,6 +600,7 @@ impl Driver {
             connected: HashMap::new(),
             known: HashMap::new(),
             listening: Vec::new(),
+            dials: HashMap::new(),
         }
     }
 
@@ -485,11 +646,21 @@ impl Driver {
                 }
             }
             Command::Dial { addr, done } => {
-                let r = self
-                    .swarm
-                    .dial(addr.clone())
-                    .map_err(|e| LinkError::Unreachable(format!("{addr}: {e}")));
-                let _ = done.send(r);
+                let opts = libp2p::swarm::dial_opts::DialOpts::unknown_peer_id()
+                    .address(addr.clone())
+                    .build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.dials.insert(id, done);
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(LinkError::Unreachable(format!(
+                            "{addr}: {}",
+                            crate::deepest_cause(&e)
+                        ))));
+                    }
+                }
             }
             Command::Peers { done } => {
                 let mut peers: Vec<PeerInfo> = self
@@ -552,12 +723,32 @@ impl Driver {
                 })
                 .await;
             }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => {
+                if let Some(done) = self.dials.remove(&connection_id) {
+                    let _ = done.send(Err(LinkError::Unreachable(crate::deepest_cause(&error))));
+                }
+            }
+            SwarmEvent::ListenerClosed {
+                addresses,
+                reason: Err(e),
+                ..
+            } => {
+                tracing::error!(?addresses, error = %crate::deepest_cause(&e), "a listener closed");
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 endpoint,
                 num_established,
+                connection_id,
                 ..
             } => {
+                if let Some(done) = self.dials.remove(&connection_id) {
+                    let _ = done.send(Ok(peer_id));
+                }
                 let addr = match &endpoint {
                     ConnectedPoint::Dialer { address, .. } => address.clone(),
                     ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),

@@ -9,7 +9,7 @@ use meshpay_protocol::{
     DescriptorBody, IssuerDescriptor, IssuerSecret, PrintableKey as _, SealKey, encode,
 };
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Issuer key management.
@@ -62,10 +62,68 @@ pub enum SettleCmd {
         /// TEST ONLY: let the admin API set the server's clock.
         #[arg(long)]
         test_clock: bool,
+        /// Serve HTTPS with this certificate chain (PEM; the server's certificate first).
+        /// Without it the server speaks plain HTTP: put it behind a TLS reverse proxy then
+        /// (docs/api.md, "Deployment").
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Most connections open at once (also kept under the open-file limit).
+        #[arg(long, default_value_t = 1024)]
+        max_connections: usize,
+        /// Most connections open at once from one address.
+        #[arg(long, default_value_t = 64)]
+        max_connections_per_source: usize,
+        /// Seconds a client has to send a request's headers (also the keep-alive idle time):
+        /// slower clients are disconnected.
+        #[arg(long, default_value_t = 10, value_name = "SECS")]
+        header_timeout: u64,
+        /// Uploads judged at once (CPU work and database writes); more wait in a short queue.
+        #[arg(long, default_value_t = 2)]
+        settle_concurrency: usize,
+        /// Uploads being read or waiting to be judged, in all (each holds up to 2 MiB); past
+        /// it, uploads get 503 with Retry-After.
+        #[arg(long, default_value_t = 32)]
+        uploads_in_flight: usize,
+        /// … and from one address (behind a reverse proxy every gateway shares the proxy's).
+        #[arg(long, default_value_t = 4)]
+        uploads_per_source: usize,
+        /// Inputs that do not open (not a record of this issuer, forged ciphertext) one
+        /// source may upload in a burst, then per second; past it its uploads get 429.
+        #[arg(long, default_value_t = 1024)]
+        junk_burst: u32,
+        /// … refilled at this many a second.
+        #[arg(long, default_value_t = 128)]
+        junk_per_sec: u32,
         /// Print one JSON line when ready.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Loads a certificate chain and its key from PEM files into a TLS acceptor.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read the certificate {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} holds no valid PEM certificate", cert.display()))?;
+    if certs.is_empty() {
+        bail!("{} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read a private key from {}", key.display()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the certificate and the key do not match")?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
 fn issuer_passphrase() -> Result<String> {
@@ -94,6 +152,7 @@ pub fn issuer(cmd: IssuerCmd) -> Result<()> {
             std::fs::create_dir_all(&dir)?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
             let pass = issuer_passphrase()?;
+            crate::cli::check_passphrase(&pass, false)?;
             let secret = IssuerSecret::generate(&mut rand_core::OsRng);
             let now = crate::daemon::now();
             let d = IssuerDescriptor::issue(
@@ -135,30 +194,53 @@ pub async fn settle(cmd: SettleCmd) -> Result<()> {
         listen,
         release_every,
         test_clock,
+        tls_cert,
+        tls_key,
+        max_connections,
+        max_connections_per_source,
+        header_timeout,
+        settle_concurrency,
+        uploads_in_flight,
+        uploads_per_source,
+        junk_burst,
+        junk_per_sec,
         json,
     } = cmd;
     let token = std::env::var("MESHPAY_ADMIN_TOKEN").unwrap_or_default();
     if token.len() < 16 {
         bail!("set MESHPAY_ADMIN_TOKEN to a secret of at least 16 characters");
     }
+    let tls = match (&tls_cert, &tls_key) {
+        (Some(c), Some(k)) => Some(tls_acceptor(c, k)?),
+        _ => None,
+    };
     let (secret, descriptor) = super::load_issuer(&dir, &issuer_passphrase()?)?;
     let url = db.unwrap_or_else(|| format!("sqlite://{}", dir.join("settlement.db").display()));
-    let db = Db::open(&url).await?;
-    let server = Arc::new(Server::new(
+    let db = Db::open(&url)
+        .await
+        .with_context(|| format!("cannot open the settlement database {}", redact(&url)))?;
+    let mut server = Server::new(
         db,
         secret,
         descriptor,
         Clock::new(test_clock),
         Policy::default(),
-    ));
+    );
+    server.junk = super::JunkBudget::new(junk_burst, junk_per_sec);
+    let server = Arc::new(server);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    let app = http::router(http::AppState {
-        server: Arc::clone(&server),
-        admin_token: Arc::new(token),
-    });
+    let app = http::router(http::AppState::new(
+        Arc::clone(&server),
+        token,
+        &http::UploadLimits {
+            judged: settle_concurrency.max(1),
+            in_flight: uploads_in_flight.max(1),
+            in_flight_per_source: uploads_per_source.max(1),
+        },
+    ));
     let releaser = {
         let server = Arc::clone(&server);
         tokio::spawn(async move {
@@ -172,14 +254,15 @@ pub async fn settle(cmd: SettleCmd) -> Result<()> {
             }
         })
     };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     if json {
         println!(
             "{}",
-            serde_json::json!({"event": "ready", "url": format!("http://{addr}"), "issuer": server.descriptor.body().issuer.to_text()})
+            serde_json::json!({"event": "ready", "url": format!("{scheme}://{addr}"), "issuer": server.descriptor.body().issuer.to_text()})
         );
     } else {
         println!(
-            "settlement server for {} on http://{addr}",
+            "settlement server for {} on {scheme}://{addr}",
             server.descriptor.body().issuer.to_text()
         );
     }
@@ -191,10 +274,33 @@ pub async fn settle(cmd: SettleCmd) -> Result<()> {
             _ = term.recv() => {}
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let limits = crate::httpd::ServeLimits {
+        max_connections,
+        max_per_source: max_connections_per_source,
+        header_timeout: std::time::Duration::from_secs(header_timeout.max(1)),
+        ..crate::httpd::ServeLimits::default()
+    };
+    crate::httpd::serve(listener, app, limits, tls, shutdown).await?;
     releaser.abort();
     server.db.close().await;
     Ok(())
+}
+
+/// A database URL with its password hidden, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }

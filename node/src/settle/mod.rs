@@ -1,25 +1,44 @@
 //! The settlement server: the issuer's side of meshpay.
 //!
 //! It holds the issuer's keys, keeps accounts (double-entry, see [`db`]), locks escrow for
-//! allowances that wallets ask for online, and settles the sealed records gateways upload:
-//! open (HPKE), verify (Ed25519 batch verification as a pre-filter, strict verification for
-//! any batch that fails), judge with the protocol crate's [`Ledger`] rules, commit, and answer
-//! with signed receipts.
+//! allowances that wallets ask for online, and settles the sealed records gateways upload.
 //!
-//! Several servers may share one PostgreSQL database. Each record is judged against the
-//! escrow state read inside the transaction, and every write that settles or claims a slot
-//! is conditional (`INSERT … ON CONFLICT DO NOTHING`, `UPDATE … WHERE settled + amount <=
-//! limit`); if another server got there first, the transaction rolls back and the batch is
-//! judged again, so a record settles once whatever the number of servers and uploads.
+//! ## A batch, step by step
+//!
+//! 1. **Open** ([`Server::settle`]): every record is opened (HPKE) on the CPU pool, a chunk
+//!    at a time. Bytes that are not a record of this issuer, or do not open, are charged to
+//!    the uploading source's budget ([`JunkBudget`]); once it is spent, the rest of the batch
+//!    is left undecided. Nothing is signed for bytes that do not open: anyone can make them.
+//! 2. **Load** ([`load`]): one transaction reads the escrows, slots and stored receipts the
+//!    batch needs.
+//! 3. **Judge** ([`judge`]): signatures are batch-verified on the CPU pool (strict single
+//!    verification where a batch fails), then every record is judged in upload order by the
+//!    protocol crate's [`Ledger`], which reports what it changed.
+//! 4. **Sign and write** ([`write`]): new receipts are signed on the CPU pool, and the
+//!    ledger's changes, the transfers and the receipts are written conditionally on the state
+//!    read in step 2, then committed.
+//!
+//! Several servers may share one PostgreSQL database. Every write that settles or claims a
+//! slot is conditional (`INSERT … ON CONFLICT DO NOTHING`, `UPDATE … WHERE settled = before`);
+//! if another server got there first, the transaction rolls back and the batch is judged
+//! again, so a record settles once whatever the number of servers and uploads.
+//!
+//! **One record never fails a batch.** Amounts are bounded on the wire
+//! ([`meshpay_protocol::objects::MAX_AMOUNT`]), so no value of a valid record can overflow the
+//! database; if a batch still fails in the database, it is split in halves and each half
+//! judged alone, down to the single record that fails, which is answered `retry_later` while
+//! the rest settle.
 
 pub mod cli;
 pub mod db;
 pub mod http;
+pub mod limits;
 
 use crate::keystore;
 use db::{Db, DbError, i, transfer, u};
 use meshpay_protocol::codec::VERSION;
-use meshpay_protocol::ledger::{Escrow, Ledger, Outcome, Slot, SlotVerdict};
+use meshpay_protocol::ledger::{Escrow, Ledger, LedgerChanges, Outcome};
+use meshpay_protocol::objects::amount_in_range;
 use meshpay_protocol::{
     AllowanceBody, AllowanceCert, AllowanceId, DeviceKey, FraudProof, Hash, Iou, IssuerDescriptor,
     IssuerSecret, Reason, ReceiptStatus, Revocation, RevocationReason, SealedRecord,
@@ -27,9 +46,13 @@ use meshpay_protocol::{
 };
 use rand_core::{OsRng, RngCore};
 use sqlx::Row;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use limits::JunkBudget;
 
 /// Why a server call failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +75,9 @@ pub enum ServerError {
     /// Other servers kept winning the race for the same records; try again.
     #[error("too much contention on these records; try again")]
     Busy,
+    /// The CPU pool stopped (the server is shutting down).
+    #[error("the server is shutting down")]
+    Stopping,
 }
 
 impl ServerError {
@@ -66,6 +92,21 @@ impl ServerError {
             }
             _ => false,
         }
+    }
+
+    /// Whether the database refused a statement of this batch (as opposed to being out of
+    /// reach): a failure some record of the batch may have caused, which splitting the batch
+    /// can isolate.
+    fn is_statement_failure(&self) -> bool {
+        matches!(
+            self,
+            ServerError::Db(
+                DbError::Sql(sqlx::Error::Database(_))
+                    | DbError::TooLarge(_)
+                    | DbError::Overflow(_)
+                    | DbError::NoAccount(_)
+            )
+        )
     }
 }
 
@@ -117,8 +158,16 @@ pub struct Metrics {
     pub rejected: AtomicU64,
     /// Records that were decided before (idempotent re-uploads).
     pub repeated: AtomicU64,
+    /// Inputs that were not a record of this issuer or did not open (no receipt).
+    pub unopened: AtomicU64,
+    /// Records left undecided because their source's budget was spent.
+    pub deferred: AtomicU64,
+    /// Records answered `retry_later` because the database refused them.
+    pub retry_later: AtomicU64,
     /// Upload batches.
     pub batches: AtomicU64,
+    /// Uploads refused before reading (budget spent, queue full).
+    pub uploads_refused: AtomicU64,
     /// Allowances issued.
     pub allowances: AtomicU64,
     /// Fraud proofs found.
@@ -143,11 +192,17 @@ impl Default for Policy {
     }
 }
 
+/// Seconds a wallet request's clock may be off the server's.
+pub const REQUEST_WINDOW_SECS: u64 = 300;
+
+/// Records opened per step of the open phase; the source's budget is checked between steps.
+const OPEN_CHUNK: usize = 256;
+
 /// The settlement server's state.
 pub struct Server {
     /// Storage.
     pub db: Db,
-    issuer: IssuerSecret,
+    issuer: Arc<IssuerSecret>,
     /// The signed descriptor.
     pub descriptor: IssuerDescriptor,
     /// The clock.
@@ -156,6 +211,10 @@ pub struct Server {
     pub metrics: Metrics,
     /// Policy.
     pub policy: Policy,
+    /// What each source may upload that does not open.
+    pub junk: JunkBudget,
+    /// Allowance certificates read before (they never change).
+    certs: std::sync::Mutex<BTreeMap<AllowanceId, AllowanceCert>>,
 }
 
 /// Account name of a device.
@@ -187,9 +246,29 @@ pub fn load_issuer(
     Ok((secret, descriptor))
 }
 
-/// What an upload's record is answered with, before new receipts are signed.
+/// Runs CPU-bound work (HPKE, signatures) on tokio's blocking pool, off the async workers, so
+/// that `/healthz` and every other route keep answering while batches are judged.
+async fn cpu<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, ServerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ServerError::Stopping)
+}
+
+/// One input of an upload after the open phase.
+#[derive(Debug, Clone)]
+enum Input {
+    /// Opened: the record id and its IOU.
+    Record(Hash, Iou),
+    /// A record that does not open (sealed to another issuer, or altered): only its id (a
+    /// stored receipt for that id still answers it).
+    Unopened(Hash),
+    /// Not a sealed record at all, or left undecided (the source's budget was spent).
+    Nothing,
+}
+
+/// What an input is answered with, before new receipts are signed.
 enum Answer {
-    /// A receipt already made (stored, or for bytes that did not open), or none.
+    /// A receipt made before (stored), or none.
     Ready(Option<SettlementReceipt>),
     /// A new decision, to sign.
     Fresh(Hash, ReceiptStatus),
@@ -197,10 +276,26 @@ enum Answer {
     SameAs(usize),
 }
 
-/// One record of an upload, after opening.
-enum Opened {
-    Decided(SettlementReceipt),
-    Iou(Hash, Iou),
+/// The state a batch is judged against, read in its transaction.
+struct Loaded {
+    ledger: Ledger,
+    /// Holder of every allowance that exists.
+    holders: BTreeMap<AllowanceId, DeviceKey>,
+    /// Receipts already stored, by record id.
+    decided: BTreeMap<Hash, SettlementReceipt>,
+    /// Payees that have an account.
+    payees: BTreeSet<DeviceKey>,
+}
+
+/// The verdicts on a batch, before signing.
+struct Judged {
+    answers: Vec<Answer>,
+    changes: LedgerChanges,
+    /// Credits to payees: (allowance, payee) → (amount, records).
+    credits: BTreeMap<(AllowanceId, DeviceKey), (u64, usize)>,
+    /// Double spends refused: holder, victim, amount, record.
+    conflicts: Vec<(DeviceKey, DeviceKey, u64, Hash)>,
+    frauds: BTreeMap<AllowanceId, FraudProof>,
 }
 
 impl Server {
@@ -214,16 +309,14 @@ impl Server {
     ) -> Self {
         Self {
             db,
-            issuer,
+            issuer: Arc::new(issuer),
             descriptor,
             clock,
             metrics: Metrics::default(),
             policy,
+            junk: JunkBudget::default(),
+            certs: std::sync::Mutex::new(BTreeMap::new()),
         }
-    }
-
-    fn receipt(&self, id: Hash, status: ReceiptStatus) -> SettlementReceipt {
-        SettlementReceipt::issue(&self.issuer, id, status, self.clock.now())
     }
 
     /// Opens an account for a device (admin). Returns whether it was new.
@@ -242,6 +335,15 @@ impl Server {
         credit: bool,
         reference: &str,
     ) -> Result<u64, ServerError> {
+        if amount == 0 || !amount_in_range(amount) {
+            return Err(ServerError::Bad(format!(
+                "amount must be 1 to {} minor units",
+                meshpay_protocol::objects::MAX_AMOUNT
+            )));
+        }
+        if reference.len() > 200 {
+            return Err(ServerError::Bad("reference: at most 200 bytes".to_owned()));
+        }
         let now = self.clock.now();
         let mut tx = self.db.begin().await?;
         let name = user(device);
@@ -258,6 +360,11 @@ impl Server {
             Err(DbError::Insufficient(a)) => {
                 return Err(ServerError::Funds(format!("{a} has too little money")));
             }
+            Err(DbError::Overflow(a)) => {
+                return Err(ServerError::Bad(format!(
+                    "the books cannot take this amount: {a} would pass the largest balance they hold"
+                )));
+            }
             Err(e) => return Err(e.into()),
         }
         let balance = db::balance(&mut tx, &name).await?.unwrap_or(0);
@@ -265,13 +372,9 @@ impl Server {
         Ok(u(balance))
     }
 
-    /// Checks a wallet request's signature, issuer, clock and nonce, recording the nonce in
-    /// `tx` so the request cannot be used again.
-    async fn check_wallet_request(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        req: &WalletRequest,
-    ) -> Result<(), ServerError> {
+    /// Checks a wallet request's signature, issuer and clock, then spends its nonce in a
+    /// transaction of its own: a request is used once, whatever the answer to it.
+    async fn spend_nonce(&self, req: &WalletRequest) -> Result<(), ServerError> {
         req.verify()
             .map_err(|_| ServerError::Bad("the request's signature does not verify".into()))?;
         let b = req.body();
@@ -279,23 +382,25 @@ impl Server {
             return Err(ServerError::Bad("the request is for another issuer".into()));
         }
         let now = self.clock.now();
-        if b.time.abs_diff(now) > 300 {
+        if b.time.abs_diff(now) > REQUEST_WINDOW_SECS {
             return Err(ServerError::Bad(format!(
-                "the request's time is {}s off the server's clock",
+                "the request's time is {}s off the server's clock (at most {REQUEST_WINDOW_SECS}s)",
                 b.time.abs_diff(now)
             )));
         }
+        let mut tx = self.db.begin().await?;
         let r = sqlx::query(
             "INSERT INTO nonces (device, nonce, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )
         .bind(b.device.0.to_vec())
         .bind(b.nonce.0.to_vec())
         .bind(i(now)?)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
         if r.rows_affected() != 1 {
             return Err(ServerError::Replay("this request was already used".into()));
         }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -304,6 +409,7 @@ impl Server {
         let WalletAction::Allowance { amount, valid_secs } = req.action() else {
             return Err(ServerError::Bad("not an allowance request".into()));
         };
+        self.spend_nonce(req).await?;
         let d = self.descriptor.body();
         let b = req.body();
         if !d.currencies.contains(&b.currency) {
@@ -343,7 +449,6 @@ impl Server {
             },
         );
         let mut tx = self.db.begin().await?;
-        self.check_wallet_request(&mut tx, req).await?;
         let escrow = escrow_account(&cert.id());
         db::open_account(&mut tx, &escrow, now).await?;
         match transfer(
@@ -385,15 +490,113 @@ impl Server {
         Ok(cert)
     }
 
-    /// Settles an upload: one receipt per input, `None` where the input is not a sealed
-    /// record at all (there is no record id to sign for).
+    /// Settles an upload from `source`: one answer per input, `None` where the issuer takes
+    /// no decision (not a sealed record of this issuer, a record that does not open, or one
+    /// left for later because the source's budget for such inputs is spent).
     pub async fn settle(
-        &self,
-        inputs: &[Vec<u8>],
+        self: &Arc<Self>,
+        inputs: Vec<Vec<u8>>,
+        source: Option<IpAddr>,
     ) -> Result<Vec<Option<SettlementReceipt>>, ServerError> {
         self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+        let inputs = self.open_all(inputs, source).await?;
+        self.decide(&inputs).await
+    }
+
+    /// Step 1: opens every input on the CPU pool, a chunk at a time, charging `source` for
+    /// what does not open and stopping when its budget is spent.
+    async fn open_all(
+        self: &Arc<Self>,
+        inputs: Vec<Vec<u8>>,
+        source: Option<IpAddr>,
+    ) -> Result<Vec<Input>, ServerError> {
+        let total = inputs.len();
+        let inputs = Arc::new(inputs);
+        let mut out = Vec::with_capacity(total);
+        let mut start = 0;
+        while start < total {
+            if !self.junk.allows(source) {
+                let left = total - start;
+                self.metrics
+                    .deferred
+                    .fetch_add(left as u64, Ordering::Relaxed);
+                out.resize(total, Input::Nothing);
+                break;
+            }
+            let end = (start + OPEN_CHUNK).min(total);
+            let (server, all) = (Arc::clone(self), Arc::clone(&inputs));
+            let part = cpu(move || par_map(&all[start..end], |b| server.open(b))).await?;
+            let junk = part
+                .iter()
+                .filter(|p| !matches!(p, Input::Record(..)))
+                .count();
+            self.junk.charge(source, junk as u64);
+            self.metrics
+                .unopened
+                .fetch_add(junk as u64, Ordering::Relaxed);
+            out.extend(part);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    fn open(&self, bytes: &[u8]) -> Input {
+        let Ok(record) = decode::<SealedRecord>(bytes) else {
+            return Input::Nothing;
+        };
+        // A record sealed to another issuer, or one that does not open, gets no decision; but
+        // a record id this issuer decided is always answered with its stored receipt.
+        match record.open(&self.issuer) {
+            Ok(iou) => Input::Record(record.id, iou),
+            Err(_) => Input::Unopened(record.id),
+        }
+    }
+
+    /// Steps 2 to 4 with retries, splitting the batch to isolate a record the database
+    /// refuses.
+    async fn decide(
+        &self,
+        inputs: &[Input],
+    ) -> Result<Vec<Option<SettlementReceipt>>, ServerError> {
+        match self.decide_with_retries(inputs).await {
+            Err(e) if e.is_statement_failure() => {
+                let records = inputs
+                    .iter()
+                    .filter(|i| matches!(i, Input::Record(..)))
+                    .count();
+                if records > 1 {
+                    tracing::warn!(error = %e, records, "the database refused a batch; judging its halves apart");
+                    let mid = inputs.len() / 2;
+                    let mut first = Box::pin(self.decide(&inputs[..mid])).await?;
+                    first.extend(Box::pin(self.decide(&inputs[mid..])).await?);
+                    return Ok(first);
+                }
+                tracing::error!(error = %e, "the database refused a record; answered retry_later");
+                let now = self.clock.now();
+                self.metrics.retry_later.fetch_add(1, Ordering::Relaxed);
+                Ok(inputs
+                    .iter()
+                    .map(|i| match i {
+                        Input::Record(id, _) => Some(SettlementReceipt::issue(
+                            &self.issuer,
+                            *id,
+                            ReceiptStatus::Rejected(Reason::RetryLater),
+                            now,
+                        )),
+                        _ => None,
+                    })
+                    .collect())
+            }
+            other => other,
+        }
+    }
+
+    async fn decide_with_retries(
+        &self,
+        inputs: &[Input],
+    ) -> Result<Vec<Option<SettlementReceipt>>, ServerError> {
         for _ in 0..8 {
-            match self.settle_once(inputs).await {
+            match self.decide_once(inputs).await {
                 Err(e) if e.is_transient() => {
                     tracing::debug!(error = %e, "settlement raced another; judging again");
                 }
@@ -403,294 +606,196 @@ impl Server {
         Err(ServerError::Busy)
     }
 
-    async fn settle_once(
+    async fn decide_once(
         &self,
-        inputs: &[Vec<u8>],
+        inputs: &[Input],
     ) -> Result<Vec<Option<SettlementReceipt>>, ServerError> {
         let now = self.clock.now();
-        // 1. Open every record (no database work yet).
-        let opened: Vec<Option<Opened>> = par_map(inputs, |bytes| {
-            let record = decode::<SealedRecord>(bytes).ok()?;
-            Some(match record.open(&self.issuer) {
-                Ok(iou) => Opened::Iou(record.id, iou),
-                Err(meshpay_protocol::record::OpenError::ForeignIssuer) => Opened::Decided(
-                    self.receipt(record.id, ReceiptStatus::Rejected(Reason::ForeignIssuer)),
-                ),
-                Err(_) => Opened::Decided(
-                    self.receipt(record.id, ReceiptStatus::Rejected(Reason::Malformed)),
-                ),
-            })
-        });
-        let ious: Vec<(Hash, &Iou)> = opened
-            .iter()
-            .flatten()
-            .filter_map(|o| match o {
-                Opened::Iou(id, iou) => Some((*id, iou)),
-                Opened::Decided(_) => None,
-            })
-            .collect();
-
-        // 2. Read, once, the state the batch needs.
-        let mut tx = self.db.begin().await?;
-        let wanted: std::collections::BTreeSet<AllowanceId> =
-            ious.iter().map(|(_, iou)| iou.allowance).collect();
-        let mut ledger = Ledger::new(self.issuer.id());
-        let mut loaded: BTreeMap<AllowanceId, Escrow> = BTreeMap::new();
-        // On PostgreSQL, lock the escrows of this batch in id order first: concurrent batches
-        // over the same allowances then queue instead of deadlocking. (SQLite has one writer.)
-        let select = match self.db.engine {
-            db::Engine::Postgres => {
-                "SELECT cert, settled, released FROM escrows WHERE id = $1 FOR UPDATE"
-            }
-            db::Engine::Sqlite => "SELECT cert, settled, released FROM escrows WHERE id = $1",
-        };
-        for allowance in &wanted {
-            let Some(row) = sqlx::query(select)
-                .bind(allowance.0.to_vec())
-                .fetch_optional(&mut *tx)
-                .await?
-            else {
-                continue;
-            };
-            let bytes: Vec<u8> = row.try_get(0)?;
-            let Ok(cert) = decode::<AllowanceCert>(&bytes) else {
-                continue;
-            };
-            let counters: Vec<u32> = ious
-                .iter()
-                .filter(|(_, i)| i.allowance == *allowance)
-                .map(|(_, i)| i.counter)
-                .collect();
-            let escrow = Escrow {
-                cert,
-                slots: load_slots(&mut tx, allowance, &counters).await?,
-                settled_total: u(row.try_get(1)?),
-                released: row.try_get::<i64, _>(2)? != 0,
-                fraud: None,
-            };
-            ledger.restore(escrow.clone());
-            loaded.insert(*allowance, escrow);
-        }
+        // Certificates never change once issued: read them, and check the signatures they
+        // name, before the transaction. Receipts are signed before it too, for the records
+        // not decided yet, as if they settle (as nearly all do): the database then waits on
+        // no CPU work. A record that turns out otherwise is signed again with its status.
+        let certs = self.certificates(inputs).await?;
+        let bad = self.bad_signatures(inputs, &certs).await?;
         // Receipts already given, for every record id uploaded (opened or not): a record that
         // was decided is always answered with its stored receipt.
-        let all_ids: Vec<Hash> = opened
+        let ids: Vec<Hash> = inputs
             .iter()
-            .flatten()
-            .map(|o| match o {
-                Opened::Iou(id, _) => *id,
-                Opened::Decided(r) => r.body().record,
+            .filter_map(|i| match i {
+                Input::Record(id, _) | Input::Unopened(id) => Some(*id),
+                Input::Nothing => None,
             })
             .collect();
-        let decided = load_receipts(&mut tx, &all_ids).await?;
-        let payees = existing_accounts(
-            &mut tx,
-            &ious.iter().map(|(_, i)| user(&i.payee)).collect::<Vec<_>>(),
-        )
-        .await?;
-        let signed: Vec<(&Iou, DeviceKey)> = ious
-            .iter()
-            .filter_map(|(_, iou)| {
-                loaded
-                    .get(&iou.allowance)
-                    .map(|e| (*iou, e.cert.body().holder))
-            })
-            .collect();
-        let batch_ok = meshpay_protocol::iou::verify_batch(&signed).is_ok();
-
-        // 3. Judge every record in memory, in upload order; sign the new receipts afterwards,
-        //    on every core.
-        let mut answers: Vec<Answer> = Vec::with_capacity(opened.len());
-        let mut this_batch: BTreeMap<Hash, usize> = BTreeMap::new();
-        let mut credits: BTreeMap<(AllowanceId, DeviceKey), (u64, usize)> = BTreeMap::new();
-        let mut conflicts: Vec<(DeviceKey, DeviceKey, u64, Hash)> = Vec::new();
-        let mut frauds: BTreeMap<AllowanceId, FraudProof> = BTreeMap::new();
-        for o in &opened {
-            let answer = match o {
-                None => Answer::Ready(None),
-                // Not final (SPEC.md §4.10): never stored, and a stored receipt wins.
-                Some(Opened::Decided(r)) => {
-                    Answer::Ready(Some(decided.get(&r.body().record).unwrap_or(r).clone()))
-                }
-                Some(Opened::Iou(id, iou)) => {
-                    if let Some(r) = decided.get(id) {
-                        answers.push(Answer::Ready(Some(r.clone())));
-                        continue;
-                    }
-                    if let Some(k) = this_batch.get(id) {
-                        answers.push(Answer::SameAs(*k));
-                        continue;
-                    }
-                    let status = match loaded.get(&iou.allowance) {
-                        None => ReceiptStatus::Rejected(Reason::UnknownAllowance),
-                        // No account to credit: nothing is claimed or stored, so the record
-                        // settles when uploaded again once the payee has an account.
-                        Some(_) if !payees.contains(&user(&iou.payee)) => {
-                            ReceiptStatus::Rejected(Reason::UnknownPayee)
-                        }
-                        Some(e) if !batch_ok && iou.verify(&e.cert.body().holder).is_err() => {
-                            ReceiptStatus::Rejected(Reason::BadSignature)
-                        }
-                        Some(e) => {
-                            let holder = e.cert.body().holder;
-                            let outcome = ledger.apply(iou, now, true);
-                            if let Some(proof) = outcome.fork() {
-                                frauds
-                                    .entry(proof.allowance())
-                                    .or_insert_with(|| proof.clone());
-                            }
-                            match &outcome {
-                                Outcome::Settled { amount, payee, .. } => {
-                                    let c = credits.entry((iou.allowance, *payee)).or_default();
-                                    c.0 += amount;
-                                    c.1 += 1;
-                                }
-                                Outcome::Conflict { amount, payee, .. } => {
-                                    conflicts.push((holder, *payee, *amount, *id));
-                                }
-                                _ => {}
-                            }
-                            outcome.receipt_status()
-                        }
-                    };
-                    this_batch.insert(*id, answers.len());
-                    Answer::Fresh(*id, status)
-                }
-            };
-            answers.push(answer);
-        }
-        let to_sign: Vec<(Hash, ReceiptStatus)> = answers
+        let decided = db::load_receipts(&self.db, &ids).await?;
+        let hoped = self
+            .sign_hopefully(inputs, &certs, &bad, &decided, now)
+            .await?;
+        let mut tx = self.db.begin().await?;
+        let mut loaded = load(&mut tx, self, inputs, certs, decided).await?;
+        let judged = judge(inputs, &mut loaded, &bad, now);
+        let fresh: Vec<(Hash, ReceiptStatus)> = judged
+            .answers
             .iter()
             .filter_map(|a| match a {
                 Answer::Fresh(id, status) => Some((*id, *status)),
                 _ => None,
             })
             .collect();
-        let signed = par_map(&to_sign, |(id, status)| self.receipt(*id, *status));
-        let mut signed = signed.into_iter();
-        let mut out: Vec<Option<SettlementReceipt>> = Vec::with_capacity(answers.len());
-        let mut new_records: Vec<(Hash, u16, Vec<u8>)> = Vec::new();
-        let mut fresh_count = (0u64, 0u64);
-        for a in &answers {
-            let r = match a {
-                Answer::Ready(r) => r.clone(),
-                Answer::SameAs(k) => out[*k].clone(),
-                Answer::Fresh(id, status) => {
-                    let r = signed.next().expect("one signature per fresh receipt");
-                    // Refusals that claim no slot (unknown allowance, bad signature) and the
-                    // provisional unknown_payee are not stored: anyone can make the first two,
-                    // and the same bytes always get the same answer.
-                    if !matches!(
-                        status,
-                        ReceiptStatus::Rejected(
-                            Reason::UnknownAllowance | Reason::BadSignature | Reason::UnknownPayee
-                        )
-                    ) {
-                        new_records.push((*id, status.code(), encode(&r)));
-                    }
-                    if *status == ReceiptStatus::Settled {
-                        fresh_count.0 += 1;
-                    } else {
-                        fresh_count.1 += 1;
-                    }
-                    Some(r)
-                }
-            };
-            out.push(r);
+        let to_sign: Vec<(Hash, ReceiptStatus)> = fresh
+            .iter()
+            .filter(|(id, status)| !(*status == ReceiptStatus::Settled && hoped.contains_key(id)))
+            .copied()
+            .collect();
+        let mut late = if to_sign.is_empty() {
+            Vec::new()
+        } else {
+            let issuer = Arc::clone(&self.issuer);
+            cpu(move || {
+                par_map(&to_sign, |(id, status)| {
+                    SettlementReceipt::issue(&issuer, *id, *status, now)
+                })
+            })
+            .await?
         }
-
-        // 4. Write the difference. Every write is conditional on the state read in step 2; if
-        //    another server changed it meanwhile, the batch is judged again.
-        for (id, before) in &loaded {
-            let after = ledger.escrow(id).expect("restored above");
-            let mut fresh = Vec::new();
-            for (counter, slot) in &after.slots {
-                match before.slots.get(counter) {
-                    None => fresh.push((*counter, slot.clone())),
-                    Some(old) if old.verdict != slot.verdict || old.digest != slot.digest => {
-                        let r = sqlx::query("UPDATE slots SET iou = $3, digest = $4, sig = $5, amount = $6, verdict = 0 WHERE allowance = $1 AND counter = $2 AND verdict <> 0")
-                            .bind(id.0.to_vec())
-                            .bind(i64::from(*counter))
-                            .bind(slot.iou.0.to_vec())
-                            .bind(slot.digest.0.to_vec())
-                            .bind(slot.sig.0.to_vec())
-                            .bind(i(slot.amount)?)
-                            .execute(&mut *tx)
-                            .await?;
-                        if r.rows_affected() != 1 {
-                            return Err(ServerError::Busy);
-                        }
-                    }
-                    Some(_) => {}
-                }
-            }
-            insert_slots(&mut tx, id, &fresh).await?;
-            if after.settled_total != before.settled_total {
-                let r = sqlx::query("UPDATE escrows SET settled = $3 WHERE id = $1 AND settled = $2 AND released = 0")
-                    .bind(id.0.to_vec())
-                    .bind(i(before.settled_total)?)
-                    .bind(i(after.settled_total)?)
-                    .execute(&mut *tx)
-                    .await?;
-                if r.rows_affected() != 1 {
-                    return Err(ServerError::Busy);
-                }
-            }
-        }
-        for ((allowance, payee), (amount, n)) in &credits {
-            let reference = format!("settle {n} record(s)");
-            transfer(
-                &mut tx,
-                &escrow_account(allowance),
-                &user(payee),
-                *amount,
-                "settle",
-                &reference,
-                now,
-            )
-            .await?;
-        }
-        for (holder, victim, amount, id) in &conflicts {
-            // The loss rule: the victim is repaid from the holder's account where funds allow.
-            let holder = user(holder);
-            let available = u(db::balance(&mut tx, &holder).await?.unwrap_or(0));
-            let repay = (*amount).min(available);
-            if repay > 0 {
-                transfer(
-                    &mut tx,
-                    &holder,
-                    &user(victim),
-                    repay,
-                    "fraud-recovery",
-                    &id.to_hex(),
-                    now,
-                )
-                .await?;
-            }
-        }
-        if self.db.engine == db::Engine::Postgres && (!new_records.is_empty() || !frauds.is_empty())
-        {
-            // Feeds page by sequence number: make rows become visible in sequence order by
-            // letting one batch at a time add to them.
-            sqlx::query("SELECT pg_advisory_xact_lock(7434)")
-                .execute(&mut *tx)
-                .await?;
-        }
-        for proof in frauds.values() {
-            self.store_fraud(&mut tx, proof, now).await?;
-        }
-        insert_records(&mut tx, &new_records, now).await?;
+        .into_iter();
+        let signed: Vec<SettlementReceipt> = fresh
+            .iter()
+            .map(|(id, status)| match hoped.get(id) {
+                Some(r) if *status == ReceiptStatus::Settled => r.clone(),
+                _ => late
+                    .next()
+                    .expect("one late signature per receipt not signed before"),
+            })
+            .collect();
+        let (out, counts) = write(&mut tx, self, judged, signed, now).await?;
         tx.commit().await?;
-        self.metrics
-            .settled
-            .fetch_add(fresh_count.0, Ordering::Relaxed);
-        self.metrics
-            .rejected
-            .fetch_add(fresh_count.1, Ordering::Relaxed);
-        let repeated = answers.len() - to_sign.len();
-        self.metrics
-            .repeated
-            .fetch_add(repeated as u64, Ordering::Relaxed);
+        self.metrics.settled.fetch_add(counts.0, Ordering::Relaxed);
+        self.metrics.rejected.fetch_add(counts.1, Ordering::Relaxed);
+        self.metrics.repeated.fetch_add(counts.2, Ordering::Relaxed);
+        self.metrics.frauds.fetch_add(counts.3, Ordering::Relaxed);
         Ok(out)
+    }
+
+    /// `settled` receipts, signed on the CPU pool, for the batch's records that are not decided
+    /// yet, have a known allowance and a good signature.
+    async fn sign_hopefully(
+        &self,
+        inputs: &[Input],
+        certs: &BTreeMap<AllowanceId, AllowanceCert>,
+        bad: &BTreeSet<Hash>,
+        decided: &BTreeMap<Hash, SettlementReceipt>,
+        now: u64,
+    ) -> Result<BTreeMap<Hash, SettlementReceipt>, ServerError> {
+        let candidates: BTreeSet<Hash> = inputs
+            .iter()
+            .filter_map(|i| match i {
+                Input::Record(id, iou)
+                    if certs.contains_key(&iou.allowance) && !bad.contains(id) =>
+                {
+                    Some(*id)
+                }
+                _ => None,
+            })
+            .collect();
+        let ids: Vec<Hash> = candidates
+            .into_iter()
+            .filter(|id| !decided.contains_key(id))
+            .collect();
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let issuer = Arc::clone(&self.issuer);
+        cpu(move || {
+            par_map(&ids, |id| {
+                (
+                    *id,
+                    SettlementReceipt::issue(&issuer, *id, ReceiptStatus::Settled, now),
+                )
+            })
+            .into_iter()
+            .collect()
+        })
+        .await
+    }
+
+    /// The certificates of the allowances the batch's records name, from the cache or the
+    /// database (a record's allowance was committed before its certificate left the server).
+    async fn certificates(
+        &self,
+        inputs: &[Input],
+    ) -> Result<BTreeMap<AllowanceId, AllowanceCert>, ServerError> {
+        const CACHED: usize = 100_000;
+        let wanted: BTreeSet<AllowanceId> = inputs
+            .iter()
+            .filter_map(|i| match i {
+                Input::Record(_, iou) => Some(iou.allowance),
+                _ => None,
+            })
+            .collect();
+        let mut found = BTreeMap::new();
+        let mut missing = Vec::new();
+        {
+            let cache = self.lock_certs();
+            for id in wanted {
+                match cache.get(&id) {
+                    Some(c) => {
+                        found.insert(id, c.clone());
+                    }
+                    None => missing.push(id),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let read = db::certificates(&self.db, &missing).await?;
+            let mut cache = self.lock_certs();
+            if cache.len() + read.len() > CACHED {
+                cache.clear();
+            }
+            for (id, c) in read {
+                cache.insert(id, c.clone());
+                found.insert(id, c);
+            }
+        }
+        Ok(found)
+    }
+
+    fn lock_certs(&self) -> std::sync::MutexGuard<'_, BTreeMap<AllowanceId, AllowanceCert>> {
+        self.certs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The records whose signature does not verify under their allowance's holder key:
+    /// batch verification on the CPU pool, and strict single verification of each record
+    /// only when a batch fails.
+    async fn bad_signatures(
+        &self,
+        inputs: &[Input],
+        certs: &BTreeMap<AllowanceId, AllowanceCert>,
+    ) -> Result<BTreeSet<Hash>, ServerError> {
+        let items: Vec<(Hash, Iou, DeviceKey)> = inputs
+            .iter()
+            .filter_map(|i| match i {
+                Input::Record(id, iou) => certs
+                    .get(&iou.allowance)
+                    .map(|c| (*id, iou.clone(), c.body().holder)),
+                _ => None,
+            })
+            .collect();
+        cpu(move || {
+            let bad: Vec<Vec<Hash>> = par_parts(&items, |part| {
+                let refs: Vec<(&Iou, DeviceKey)> = part.iter().map(|(_, i, h)| (i, *h)).collect();
+                if meshpay_protocol::iou::verify_batch(&refs).is_ok() {
+                    return Vec::new();
+                }
+                part.iter()
+                    .filter(|(_, iou, holder)| iou.verify(holder).is_err())
+                    .map(|(id, _, _)| *id)
+                    .collect()
+            });
+            bad.into_iter().flatten().collect()
+        })
+        .await
     }
 
     async fn store_fraud(
@@ -698,7 +803,7 @@ impl Server {
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         proof: &FraudProof,
         now: u64,
-    ) -> Result<(), ServerError> {
+    ) -> Result<bool, ServerError> {
         let r = sqlx::query("INSERT INTO frauds (allowance, proof, found_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(proof.allowance().0.to_vec())
             .bind(encode(proof))
@@ -706,12 +811,12 @@ impl Server {
             .execute(&mut **tx)
             .await?;
         if r.rows_affected() == 1 {
-            self.metrics.frauds.fetch_add(1, Ordering::Relaxed);
             // A proven fork revokes the allowance: nodes that get the revocation refuse it.
             self.store_revocation(tx, &proof.allowance(), RevocationReason::Fraud, now)
                 .await?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     async fn store_revocation(
@@ -722,13 +827,22 @@ impl Server {
         now: u64,
     ) -> Result<Revocation, ServerError> {
         let rev = Revocation::issue(&self.issuer, *allowance, reason, now);
-        sqlx::query("INSERT INTO revocations (allowance, revocation, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        let r = sqlx::query("INSERT INTO revocations (allowance, revocation, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(allowance.0.to_vec())
             .bind(encode(&rev))
             .bind(i(now)?)
             .execute(&mut **tx)
             .await?;
-        Ok(rev)
+        if r.rows_affected() == 1 {
+            return Ok(rev);
+        }
+        // Revoked before: the first revocation stands (it is the one the mesh carries).
+        let row = sqlx::query("SELECT revocation FROM revocations WHERE allowance = $1")
+            .bind(allowance.0.to_vec())
+            .fetch_one(&mut **tx)
+            .await?;
+        let bytes: Vec<u8> = row.try_get(0)?;
+        decode(&bytes).map_err(|_| ServerError::Bad("a stored revocation is corrupt".into()))
     }
 
     /// Revokes an allowance this issuer granted (admin: a device reported lost, …).
@@ -746,6 +860,13 @@ impl Server {
         if !exists {
             return Err(ServerError::NotFound(format!("no allowance {allowance}")));
         }
+        if self.db.engine == db::Engine::Postgres {
+            // The revocations feed pages by sequence number: one writer at a time (as in
+            // settlement) so that rows become visible in sequence order.
+            sqlx::query("SELECT pg_advisory_xact_lock(7434)")
+                .execute(&mut *tx)
+                .await?;
+        }
         let rev = self
             .store_revocation(&mut tx, allowance, reason, self.clock.now())
             .await?;
@@ -757,45 +878,25 @@ impl Server {
     pub async fn wallet_statement(
         &self,
         req: &WalletRequest,
-    ) -> Result<(u64, Vec<(String, i64, String, String, u64)>), ServerError> {
+    ) -> Result<(u64, Vec<db::Entry>), ServerError> {
         if req.action() != WalletAction::Statement {
             return Err(ServerError::Bad("not a statement request".into()));
         }
-        let mut tx = self.db.begin().await?;
-        self.check_wallet_request(&mut tx, req).await?;
+        self.spend_nonce(req).await?;
         let name = user(&req.body().device);
+        let mut tx = self.db.begin().await?;
         let Some(balance) = db::balance(&mut tx, &name).await? else {
             return Err(ServerError::NotFound(
                 "this device has no account here".into(),
             ));
         };
-        let rows = sqlx::query("SELECT kind, src, dst, amount, reference, at FROM transfers WHERE src = $1 OR dst = $1 ORDER BY seq")
-            .bind(&name)
-            .fetch_all(&mut *tx)
-            .await?;
+        let entries = db::statement(&mut tx, &name).await?;
         tx.commit().await?;
-        let mut entries = Vec::with_capacity(rows.len());
-        for r in rows {
-            let src: String = r.try_get(1)?;
-            let dst: String = r.try_get(2)?;
-            let amount: i64 = r.try_get(3)?;
-            let (signed, other) = if src == name {
-                (-amount, dst)
-            } else {
-                (amount, src)
-            };
-            entries.push((
-                r.try_get(0)?,
-                signed,
-                other,
-                r.try_get(4)?,
-                u(r.try_get(5)?),
-            ));
-        }
         Ok((u(balance), entries))
     }
 
-    /// Returns the unspent escrow of every allowance past its settle-by time to its holder.
+    /// Returns the unspent escrow of every allowance past its settle-by time to its holder,
+    /// and forgets wallet-request nonces too old to be replayed.
     pub async fn release_expired(&self) -> Result<Vec<(AllowanceId, u64)>, ServerError> {
         let now = self.clock.now();
         let mut tx = self.db.begin().await?;
@@ -840,193 +941,288 @@ impl Server {
             }
             out.push((id, unspent));
         }
+        // A nonce outside every request's clock window can never be replayed.
+        sqlx::query("DELETE FROM nonces WHERE at < $1")
+            .bind(i(now.saturating_sub(2 * REQUEST_WINDOW_SECS + 60))?)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(out)
     }
 }
 
-/// Rows per multi-row statement (well under both engines' bind-parameter limits).
-const ROWS_PER_STATEMENT: usize = 400;
-
-fn placeholders(rows: usize, cols: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let cells: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
-            format!("({})", cells.join(", "))
+/// Step 2: reads, in the batch's transaction, the escrows, slots and payee accounts the batch
+/// needs (certificates and stored receipts, which never change, were read before it).
+async fn load(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    server: &Server,
+    inputs: &[Input],
+    certs: BTreeMap<AllowanceId, AllowanceCert>,
+    decided: BTreeMap<Hash, SettlementReceipt>,
+) -> Result<Loaded, ServerError> {
+    let mut by_allowance: BTreeMap<AllowanceId, Vec<u32>> = BTreeMap::new();
+    for input in inputs {
+        if let Input::Record(_, iou) = input {
+            by_allowance
+                .entry(iou.allowance)
+                .or_default()
+                .push(iou.counter);
+        }
+    }
+    let mut ledger = Ledger::new(server.issuer.id());
+    let mut holders = BTreeMap::new();
+    // On PostgreSQL, lock the escrows of this batch in id order first: concurrent batches
+    // over the same allowances then queue instead of deadlocking. (SQLite has one writer.)
+    let select = match server.db.engine {
+        db::Engine::Postgres => "SELECT settled, released FROM escrows WHERE id = $1 FOR UPDATE",
+        db::Engine::Sqlite => "SELECT settled, released FROM escrows WHERE id = $1",
+    };
+    for (allowance, cert) in certs {
+        let Some(row) = sqlx::query(select)
+            .bind(allowance.0.to_vec())
+            .fetch_optional(&mut **tx)
+            .await?
+        else {
+            continue;
+        };
+        let counters = by_allowance.get(&allowance).map_or(&[][..], Vec::as_slice);
+        holders.insert(allowance, cert.body().holder);
+        ledger.restore(Escrow {
+            cert,
+            slots: db::load_slots(tx, &allowance, counters).await?,
+            settled_total: u(row.try_get(0)?),
+            released: row.try_get::<i64, _>(1)? != 0,
+            fraud: None,
+        });
+    }
+    let wanted: Vec<String> = inputs
+        .iter()
+        .filter_map(|i| match i {
+            Input::Record(_, iou) => Some(user(&iou.payee)),
+            _ => None,
         })
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect();
+    let existing = db::existing_accounts(tx, &wanted).await?;
+    let payees = inputs
+        .iter()
+        .filter_map(|i| match i {
+            Input::Record(_, iou) if existing.contains(&user(&iou.payee)) => Some(iou.payee),
+            _ => None,
+        })
+        .collect();
+    Ok(Loaded {
+        ledger,
+        holders,
+        decided,
+        payees,
+    })
 }
 
-async fn load_slots(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    allowance: &AllowanceId,
-    counters: &[u32],
-) -> Result<BTreeMap<u32, Slot>, ServerError> {
-    let mut slots = BTreeMap::new();
-    for chunk in counters.chunks(ROWS_PER_STATEMENT) {
-        let list: Vec<String> = (2..chunk.len() + 2).map(|k| format!("${k}")).collect();
-        let sql = format!(
-            "SELECT counter, iou, digest, sig, amount, verdict FROM slots WHERE allowance = $1 AND counter IN ({})",
-            list.join(", ")
-        );
-        let mut q = sqlx::query(&sql).bind(allowance.0.to_vec());
-        for c in chunk {
-            q = q.bind(i64::from(*c));
-        }
-        for r in q.fetch_all(&mut **tx).await? {
-            let hash = |v: Vec<u8>| Hash(v.try_into().unwrap_or([0; 32]));
-            let counter = u32::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0);
-            let sig: Vec<u8> = r.try_get(3)?;
-            let verdict: i64 = r.try_get(5)?;
-            slots.insert(
-                counter,
-                Slot {
-                    iou: hash(r.try_get(1)?),
-                    digest: hash(r.try_get(2)?),
-                    sig: meshpay_protocol::Signature(sig.try_into().unwrap_or([0; 64])),
-                    amount: u(r.try_get(4)?),
-                    verdict: if verdict == 0 {
-                        SlotVerdict::Settled
-                    } else {
-                        SlotVerdict::Rejected(
-                            Reason::from_code(u16::try_from(verdict).unwrap_or(0))
-                                .unwrap_or(Reason::Malformed),
-                        )
-                    },
-                },
-            );
-        }
+/// Step 3: judges every input in upload order, with the protocol's ledger rules. Pure: no IO.
+fn judge(inputs: &[Input], loaded: &mut Loaded, bad: &BTreeSet<Hash>, now: u64) -> Judged {
+    let mut answers: Vec<Answer> = Vec::with_capacity(inputs.len());
+    let mut this_batch: BTreeMap<Hash, usize> = BTreeMap::new();
+    let mut credits: BTreeMap<(AllowanceId, DeviceKey), (u64, usize)> = BTreeMap::new();
+    let mut conflicts = Vec::new();
+    let mut frauds: BTreeMap<AllowanceId, FraudProof> = BTreeMap::new();
+    for input in inputs {
+        let answer = match input {
+            Input::Nothing => Answer::Ready(None),
+            Input::Unopened(id) => Answer::Ready(loaded.decided.get(id).cloned()),
+            Input::Record(id, iou) => {
+                if let Some(r) = loaded.decided.get(id) {
+                    Answer::Ready(Some(r.clone()))
+                } else if let Some(k) = this_batch.get(id) {
+                    Answer::SameAs(*k)
+                } else {
+                    let status = match loaded.holders.get(&iou.allowance) {
+                        None => ReceiptStatus::Rejected(Reason::UnknownAllowance),
+                        // No account to credit: nothing is claimed or stored, so the record
+                        // settles when uploaded again once the payee has an account.
+                        Some(_) if !loaded.payees.contains(&iou.payee) => {
+                            ReceiptStatus::Rejected(Reason::UnknownPayee)
+                        }
+                        Some(_) if bad.contains(id) => {
+                            ReceiptStatus::Rejected(Reason::BadSignature)
+                        }
+                        Some(holder) => {
+                            let outcome = loaded.ledger.apply(iou, now, true);
+                            if let Some(proof) = outcome.fork() {
+                                frauds
+                                    .entry(proof.allowance())
+                                    .or_insert_with(|| proof.clone());
+                            }
+                            match &outcome {
+                                Outcome::Settled { amount, payee, .. } => {
+                                    let c = credits.entry((iou.allowance, *payee)).or_default();
+                                    c.0 += amount;
+                                    c.1 += 1;
+                                }
+                                Outcome::Conflict { amount, payee, .. } => {
+                                    conflicts.push((*holder, *payee, *amount, *id));
+                                }
+                                _ => {}
+                            }
+                            outcome.receipt_status()
+                        }
+                    };
+                    this_batch.insert(*id, answers.len());
+                    Answer::Fresh(*id, status)
+                }
+            }
+        };
+        answers.push(answer);
     }
-    Ok(slots)
-}
-
-async fn load_receipts(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    ids: &[Hash],
-) -> Result<BTreeMap<Hash, SettlementReceipt>, ServerError> {
-    let mut out = BTreeMap::new();
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let list: Vec<String> = (1..=chunk.len()).map(|k| format!("${k}")).collect();
-        let sql = format!(
-            "SELECT id, receipt FROM records WHERE id IN ({})",
-            list.join(", ")
-        );
-        let mut q = sqlx::query(&sql);
-        for id in chunk {
-            q = q.bind(id.0.to_vec());
-        }
-        for r in q.fetch_all(&mut **tx).await? {
-            let id: Vec<u8> = r.try_get(0)?;
-            let bytes: Vec<u8> = r.try_get(1)?;
-            let receipt = decode(&bytes)
-                .map_err(|_| ServerError::Bad("a stored receipt is corrupt".into()))?;
-            out.insert(Hash(id.try_into().unwrap_or([0; 32])), receipt);
-        }
+    Judged {
+        answers,
+        changes: loaded.ledger.take_changes(),
+        credits,
+        conflicts,
+        frauds,
     }
-    Ok(out)
 }
 
-async fn existing_accounts(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    names: &[String],
-) -> Result<std::collections::BTreeSet<String>, ServerError> {
-    let mut names = names.to_vec();
-    names.sort();
-    names.dedup();
-    let mut out = std::collections::BTreeSet::new();
-    for chunk in names.chunks(ROWS_PER_STATEMENT) {
-        let list: Vec<String> = (1..=chunk.len()).map(|k| format!("${k}")).collect();
-        let sql = format!(
-            "SELECT name FROM accounts WHERE name IN ({})",
-            list.join(", ")
-        );
-        let mut q = sqlx::query(&sql);
-        for n in chunk {
-            q = q.bind(n.clone());
-        }
-        for r in q.fetch_all(&mut **tx).await? {
-            out.insert(r.try_get::<String, _>(0)?);
-        }
-    }
-    Ok(out)
-}
+/// Counts of one batch: settled, rejected, repeated, new fraud proofs.
+type Counts = (u64, u64, u64, u64);
 
-async fn insert_slots(
+/// Step 4: writes the ledger's changes, the transfers and the new receipts. Every write is
+/// conditional on the state read in step 2; if another server changed it meanwhile, the
+/// batch is judged again.
+async fn write(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    allowance: &AllowanceId,
-    slots: &[(u32, Slot)],
-) -> Result<(), ServerError> {
-    for chunk in slots.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO slots (allowance, counter, iou, digest, sig, amount, verdict) VALUES {} ON CONFLICT DO NOTHING",
-            placeholders(chunk.len(), 7)
-        );
-        let mut q = sqlx::query(&sql);
-        for (counter, slot) in chunk {
-            let verdict = match slot.verdict {
-                SlotVerdict::Settled => 0,
-                SlotVerdict::Rejected(r) => i64::from(r.code()),
-            };
-            q = q
-                .bind(allowance.0.to_vec())
-                .bind(i64::from(*counter))
-                .bind(slot.iou.0.to_vec())
-                .bind(slot.digest.0.to_vec())
-                .bind(slot.sig.0.to_vec())
-                .bind(i(slot.amount)?)
-                .bind(verdict);
-        }
-        let r = q.execute(&mut **tx).await?;
-        if usize::try_from(r.rows_affected()).unwrap_or(0) != chunk.len() {
-            return Err(ServerError::Busy);
-        }
-    }
-    Ok(())
-}
-
-async fn insert_records(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    records: &[(Hash, u16, Vec<u8>)],
+    server: &Server,
+    judged: Judged,
+    signed: Vec<SettlementReceipt>,
     now: u64,
-) -> Result<(), ServerError> {
-    for chunk in records.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO records (id, status, receipt, decided_at) VALUES {} ON CONFLICT DO NOTHING",
-            placeholders(chunk.len(), 4)
-        );
-        let mut q = sqlx::query(&sql);
-        for (id, status, receipt) in chunk {
-            q = q
-                .bind(id.0.to_vec())
-                .bind(i64::from(*status))
-                .bind(receipt.clone())
-                .bind(i(now)?);
-        }
-        let r = q.execute(&mut **tx).await?;
-        if usize::try_from(r.rows_affected()).unwrap_or(0) != chunk.len() {
+) -> Result<(Vec<Option<SettlementReceipt>>, Counts), ServerError> {
+    let mut signed = signed.into_iter();
+    let mut out: Vec<Option<SettlementReceipt>> = Vec::with_capacity(judged.answers.len());
+    let mut new_records: Vec<(Hash, u16, Vec<u8>)> = Vec::new();
+    let mut counts: Counts = (0, 0, 0, 0);
+    for a in &judged.answers {
+        let r = match a {
+            Answer::Ready(r) => {
+                counts.2 += u64::from(r.is_some());
+                r.clone()
+            }
+            Answer::SameAs(k) => out[*k].clone(),
+            Answer::Fresh(id, status) => {
+                let r = signed.next().expect("one signature per fresh receipt");
+                // Refusals that claim no slot (unknown allowance, bad signature) and the
+                // provisional unknown_payee are not stored: anyone can make the first two,
+                // and the same bytes always get the same answer.
+                if !matches!(
+                    status,
+                    ReceiptStatus::Rejected(
+                        Reason::UnknownAllowance | Reason::BadSignature | Reason::UnknownPayee
+                    )
+                ) {
+                    new_records.push((*id, status.code(), encode(&r)));
+                }
+                if *status == ReceiptStatus::Settled {
+                    counts.0 += 1;
+                } else {
+                    counts.1 += 1;
+                }
+                Some(r)
+            }
+        };
+        out.push(r);
+    }
+    let changes = &judged.changes;
+    for (allowance, counter, slot) in &changes.settled_slots {
+        if db::settle_refused_slot(tx, allowance, *counter, slot)
+            .await?
+            .is_err()
+        {
             return Err(ServerError::Busy);
         }
     }
-    Ok(())
+    if db::insert_slots(tx, &changes.new_slots).await?.is_err() {
+        return Err(ServerError::Busy);
+    }
+    for (allowance, before, after) in &changes.totals {
+        if db::move_settled_total(tx, allowance, *before, *after)
+            .await?
+            .is_err()
+        {
+            return Err(ServerError::Busy);
+        }
+    }
+    for ((allowance, payee), (amount, n)) in &judged.credits {
+        let reference = format!("settle {n} record(s)");
+        transfer(
+            tx,
+            &escrow_account(allowance),
+            &user(payee),
+            *amount,
+            "settle",
+            &reference,
+            now,
+        )
+        .await?;
+    }
+    for (holder, victim, amount, id) in &judged.conflicts {
+        // The loss rule: the victim is repaid from the holder's account where funds allow.
+        let holder = user(holder);
+        let available = u(db::balance(tx, &holder).await?.unwrap_or(0));
+        let repay = (*amount).min(available);
+        if repay > 0 {
+            transfer(
+                tx,
+                &holder,
+                &user(victim),
+                repay,
+                "fraud-recovery",
+                &id.to_hex(),
+                now,
+            )
+            .await?;
+        }
+    }
+    if server.db.engine == db::Engine::Postgres
+        && (!new_records.is_empty() || !judged.frauds.is_empty())
+    {
+        // Feeds page by sequence number: make rows become visible in sequence order by
+        // letting one batch at a time add to them.
+        sqlx::query("SELECT pg_advisory_xact_lock(7434)")
+            .execute(&mut **tx)
+            .await?;
+    }
+    for proof in judged.frauds.values() {
+        counts.3 += u64::from(server.store_fraud(tx, proof, now).await?);
+    }
+    if db::insert_records(tx, &new_records, now).await?.is_err() {
+        return Err(ServerError::Busy);
+    }
+    Ok((out, counts))
 }
 
-/// Maps `f` over `items` on every core (scoped threads), keeping the order. Opening sealed
-/// records and signing receipts are independent per record and dominate a batch's CPU time.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+/// Runs `f` on one part of `items` per core at once (scoped threads), keeping the order.
+/// Call it from the CPU pool, never from an async worker. (The settlement benchmark measures
+/// the crypto pipeline with it too, so both use the cores the same way.)
+pub fn par_parts<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     if threads < 2 || items.len() < 64 {
-        return items.iter().map(&f).collect();
+        return vec![f(items)];
     }
     let chunk = items.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .map(|part| scope.spawn(|| f(part)))
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().expect("settlement worker threads do not panic"))
+            .map(|h| h.join().expect("settlement worker threads do not panic"))
             .collect()
     })
+}
+
+/// Maps `f` over `items` on every core, keeping the order (see [`par_parts`]).
+pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    par_parts(items, |part| part.iter().map(&f).collect::<Vec<R>>())
+        .into_iter()
+        .flatten()
+        .collect()
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use meshpay_protocol::codec::VERSION;
+use meshpay_protocol::objects::MAX_AMOUNT;
 use meshpay_protocol::{
     AllowanceBody, AllowanceCert, AllowanceId, DescriptorBody, DeviceKey, DeviceSecret, FraudProof,
     Hash, Iou, IouDraft, IssuerDescriptor, IssuerSecret, Nonce, PaymentAck, PaymentRequest,
@@ -44,7 +45,7 @@ pub fn cert() -> impl Strategy<Value = (IssuerSecret, DeviceSecret, AllowanceCer
         device(),
         any::<[u8; 16]>(),
         currency(),
-        1..=u64::MAX,
+        1..=MAX_AMOUNT,
         any::<u64>(),
         window(),
     )
@@ -71,7 +72,7 @@ pub fn cert() -> impl Strategy<Value = (IssuerSecret, DeviceSecret, AllowanceCer
 pub fn iou_with(holder: DeviceSecret, allowance: AllowanceId) -> impl Strategy<Value = Iou> {
     (
         1..=u32::MAX,
-        1..=u64::MAX,
+        1..=MAX_AMOUNT,
         any::<u64>(),
         any::<[u8; 32]>(),
         any::<[u8; 32]>(),
@@ -83,7 +84,7 @@ pub fn iou_with(holder: DeviceSecret, allowance: AllowanceId) -> impl Strategy<V
                 allowance,
                 counter,
                 amount,
-                total: amount.saturating_add(extra),
+                total: amount.saturating_add(extra).min(MAX_AMOUNT),
                 prev: if counter == 1 {
                     Hash::default()
                 } else {
@@ -107,7 +108,7 @@ pub fn iou() -> impl Strategy<Value = (DeviceSecret, Iou)> {
 pub fn request() -> impl Strategy<Value = PaymentRequest> {
     (
         any::<[u8; 32]>(),
-        1..=u64::MAX,
+        1..=MAX_AMOUNT,
         currency(),
         any::<[u8; 16]>(),
         any::<u64>(),
@@ -221,7 +222,7 @@ pub fn any_object() -> impl Strategy<Value = Obj> {
         "\\PC{0,16}",
         prop::collection::vec(currency(), 1..=8),
         window(),
-        1..=u64::MAX,
+        1..=MAX_AMOUNT,
         any::<u64>(),
     )
         .prop_map(|(iss, name, currencies, (f, u, _), max_allowance, mp)| {
@@ -295,7 +296,7 @@ pub fn any_object() -> impl Strategy<Value = Obj> {
             Obj::Record(rec, Box::new(iss), iou)
         });
     let receipt =
-        (issuer(), any::<[u8; 32]>(), 0u16..=22, any::<u64>()).prop_map(|(iss, rec, code, t)| {
+        (issuer(), any::<[u8; 32]>(), 0u16..=23, any::<u64>()).prop_map(|(iss, rec, code, t)| {
             Obj::Receipt(SettlementReceipt::issue(
                 &iss,
                 Hash(rec),
