@@ -768,7 +768,13 @@ pub fn check_passphrase(pass: &str, weak: bool) -> Result<()> {
 
 /// Whether `home` holds a wallet: a `wallet.db` with anything in it.
 fn holds_wallet(home: &Home) -> bool {
-    std::fs::metadata(home.wallet_db()).is_ok_and(|m| m.len() > 0)
+    let db = home.wallet_db();
+    let mut wal = db.clone().into_os_string();
+    wal.push("-wal");
+    // A database's latest writes may still be in its write-ahead log alone.
+    [db, wal.into()]
+        .iter()
+        .any(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 0))
 }
 
 /// Creates a wallet in `home`: directory (owner-only), a fresh device key sealed under

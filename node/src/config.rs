@@ -286,6 +286,15 @@ impl Config {
     }
 }
 
+/// Reports a failure to make a sentinel file owner-only. The sentinel's job is durability: a
+/// file system that cannot change modes (or a directory owned by someone else) must not stop
+/// the wallet from paying, so the failure is logged and the write goes on.
+fn owner_only(path: &Path, r: std::io::Result<()>) {
+    if let Err(e) = r {
+        tracing::warn!(path = %path.display(), error = %e, "cannot make the sentinel owner-only");
+    }
+}
+
 /// The restore sentinel: the wallet epoch, kept outside the wallet's directory (SPEC.md §7).
 #[derive(Debug, Clone)]
 pub struct Sentinel {
@@ -338,7 +347,10 @@ impl Sentinel {
             .create(dir)?;
         let mode = std::fs::metadata(dir)?.permissions().mode();
         if mode & 0o077 != 0 {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
+            owner_only(
+                dir,
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700)),
+            );
         }
         Ok(dir)
     }
@@ -352,7 +364,10 @@ impl Sentinel {
             .append(true)
             .mode(0o600)
             .open(self.spent_path())?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        owner_only(
+            &self.spent_path(),
+            f.set_permissions(std::fs::Permissions::from_mode(0o600)),
+        );
         writeln!(f, "{}", id.to_hex())?;
         f.sync_all()?;
         std::fs::File::open(dir)?.sync_all()
@@ -369,7 +384,10 @@ impl Sentinel {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        owner_only(
+            &tmp,
+            f.set_permissions(std::fs::Permissions::from_mode(0o600)),
+        );
         writeln!(f, "{epoch}")?;
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;

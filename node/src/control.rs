@@ -352,18 +352,17 @@ async fn run(node: &Node, cmd: Command) -> Result<Value, NodeError> {
 /// the read itself stops one byte past the limit.
 async fn read_bounded(path: &str, limit: usize) -> Result<Vec<u8>, String> {
     use tokio::io::AsyncReadExt as _;
-    let f = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| format!("cannot read {path}: {e}"))?;
-    let mut buf = Vec::new();
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        f.take(cap).read_to_end(&mut buf),
-    )
+    // The open is inside the deadline too: opening a FIFO waits for a writer.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let f = tokio::fs::File::open(path).await?;
+        let mut buf = Vec::new();
+        f.take(cap).read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    })
     .await
     .map_err(|_| format!("{path}: no end of file within 60 s"))?;
-    read.map_err(|e| format!("cannot read {path}: {e}"))?;
+    let buf = read.map_err(|e| format!("cannot read {path}: {e}"))?;
     if buf.len() > limit {
         return Err(format!(
             "{path} is over the limit of {} MiB for a bundle file",

@@ -165,8 +165,11 @@ type Feed = (
     &'static str,
     &'static str,
     &'static str,
-    fn(&[u8]) -> Option<Content>,
+    fn(&[u8], &IssuerId) -> Option<Content>,
 );
+
+/// Feed pages a gateway reads per feed and round; the rest waits for the next round.
+const MAX_FEED_PAGES: usize = 100;
 
 /// What a gateway round did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -431,15 +434,10 @@ impl Node {
 
     async fn on_ask(&self, from: &DeviceKey, ask: &Ask) -> Result<Response, NodeError> {
         let now = now();
-        // Asking again for the same thing gets the same open request, not one more.
-        if let Some(req) = self
-            .store
-            .open_request_asked(from, ask.amount, &ask.currency, &ask.memo, now)
-            .await?
-        {
-            return Ok(Response::Request(req));
-        }
-        // Asks cost a durable write each: bound what one peer, and all peers, can keep open.
+        // Each ask gets a request of its own (a payer whose IOU was refused asks again and
+        // must get a fresh nonce). Asks cost a durable write each: bound what one peer, and
+        // all peers, can keep open. A request whose IOU was refused is closed and no longer
+        // counts.
         let (open, by_peer) = self.store.open_requests(from, now).await?;
         if by_peer >= MAX_OPEN_ASKS_PER_PEER || open >= MAX_OPEN_REQUESTS {
             tracing::warn!(peer = %from.short(), by_peer, open, "too many open requests; ask refused");
@@ -561,6 +559,11 @@ impl Node {
                 Ok(Response::Ack(ack))
             }
             Verdict::Reject(reason) => {
+                drop(book);
+                // The payer asked for this request and its IOU is refused: close it, so it
+                // no longer counts against the payer's open asks. (Only the peer that asked
+                // can close it; a request shown to all, asked by none, stays open.)
+                self.store.close_asked_request(&iou.nonce, from).await?;
                 tracing::warn!(payer = %from.short(), %reason, "payment refused");
                 Ok(Response::Refused(reason))
             }
@@ -1064,32 +1067,38 @@ impl Node {
             }
         };
         let issuer = d.body().issuer;
-        let mut records: BTreeMap<meshpay_protocol::Hash, Vec<u8>> = BTreeMap::new();
+        // This wallet's own records go first and in batches of their own: records carried
+        // for strangers cannot crowd them out of a round or share a batch with them.
+        let mut own: BTreeMap<meshpay_protocol::Hash, Vec<u8>> = BTreeMap::new();
         for bytes in self.store.undecided_records().await? {
             if let Ok(r) = decode::<SealedRecord>(&bytes) {
                 if r.issuer == issuer {
-                    records.insert(r.id, bytes);
+                    own.insert(r.id, bytes);
                 }
             }
         }
-        for (id, bytes) in self.mesh.records_for(&issuer) {
-            records.entry(id).or_insert(bytes);
-        }
+        let carried: BTreeMap<meshpay_protocol::Hash, Vec<u8>> = self
+            .mesh
+            .records_for(&issuer)
+            .into_iter()
+            .filter(|(id, _)| !own.contains_key(id))
+            .collect();
         let round_no = self.gateway_rounds.fetch_add(1, Ordering::Relaxed);
-        let records: Vec<(meshpay_protocol::Hash, Vec<u8>)> = {
+        let due = |records: BTreeMap<meshpay_protocol::Hash, Vec<u8>>| {
             let backoff = self.lock_backoff();
             records
                 .into_iter()
                 .filter(|(id, _)| backoff.get(id).is_none_or(|(_, next)| *next <= round_no))
-                .collect()
+                .collect::<Vec<_>>()
         };
+        let (own, carried) = (due(own), due(carried));
         let mut round = GatewayRound {
-            uploaded: records.len(),
+            uploaded: own.len() + carried.len(),
             ..GatewayRound::default()
         };
         let mut changed: BTreeSet<meshpay_protocol::Hash> = BTreeSet::new();
         let mut fresh = Vec::new();
-        for chunk in records.chunks(1024) {
+        for chunk in own.chunks(1024).chain(carried.chunks(1024)) {
             let batch = meshpay_protocol::RecordBatch(
                 chunk
                     .iter()
@@ -1135,10 +1144,15 @@ impl Node {
         }
         // Receipts for payments this wallet made (the payees uploaded them), a page at a time.
         let mut cursor = self.feed_cursor(&issuer, "receipts").await?;
-        while let Some((items, next)) = self
-            .feed_page(&client, "receipts", "receipts", "receipt", cursor)
-            .await?
-        {
+        let mut pages = 0;
+        while pages < MAX_FEED_PAGES {
+            let Some((items, next)) = self
+                .feed_page(&client, "receipts", "receipts", "receipt", cursor)
+                .await?
+            else {
+                break;
+            };
+            pages += 1;
             for bytes in items {
                 if let Ok(receipt) = decode::<meshpay_protocol::SettlementReceipt>(&bytes) {
                     if self.take_receipt(&issuer, &receipt).await? {
@@ -1151,21 +1165,33 @@ impl Node {
         }
         round.updated = changed.len();
         // Fraud proofs and revocations go into the mesh, to travel before anything else.
+        // Only the issuer's own: a server cannot use this gateway to put another issuer's
+        // alerts into the mesh.
         let feeds: [Feed; 2] = [
-            ("fraud-proofs", "fraud_proofs", "proof", |b| {
-                decode(b).ok().map(|p| Content::Fraud(Box::new(p)))
+            ("fraud-proofs", "fraud_proofs", "proof", |b, issuer| {
+                decode::<meshpay_protocol::FraudProof>(b)
+                    .ok()
+                    .filter(|p| p.cert.body().issuer == *issuer)
+                    .map(|p| Content::Fraud(Box::new(p)))
             }),
-            ("revocations", "revocations", "revocation", |b| {
-                decode(b).ok().map(Content::Revocation)
+            ("revocations", "revocations", "revocation", |b, issuer| {
+                decode::<meshpay_protocol::Revocation>(b)
+                    .ok()
+                    .filter(|r| r.body().issuer == *issuer)
+                    .map(Content::Revocation)
             }),
         ];
         for (path, list, item, content_of) in feeds {
             let mut cursor = self.feed_cursor(&issuer, path).await?;
-            while let Some((items, next)) =
-                self.feed_page(&client, path, list, item, cursor).await?
-            {
+            let mut pages = 0;
+            while pages < MAX_FEED_PAGES {
+                let Some((items, next)) = self.feed_page(&client, path, list, item, cursor).await?
+                else {
+                    break;
+                };
+                pages += 1;
                 for bytes in items {
-                    let Some(content) = content_of(&bytes) else {
+                    let Some(content) = content_of(&bytes, &issuer) else {
                         continue;
                     };
                     let b = Bundle::new(content);
@@ -1195,21 +1221,20 @@ impl Node {
     }
 
     /// Notes that the issuer took no decision on record `id` in round `round`: it is
-    /// uploaded again after 1, 2, 4, … up to 64 rounds.
+    /// uploaded again after 2, 4, then every 8 rounds.
     fn back_off(&self, id: meshpay_protocol::Hash, round: u64) {
         const MAX_REMEMBERED: usize = 100_000;
         let mut map = self.lock_backoff();
         if map.len() >= MAX_REMEMBERED && !map.contains_key(&id) {
-            let oldest = map
-                .iter()
-                .min_by_key(|(_, (_, next))| *next)
-                .map(|(k, _)| *k);
-            if let Some(k) = oldest {
-                map.remove(&k);
+            // Full: forget the entries already due (they would be uploaded anyway); if that
+            // frees less than half, start over. One scan per half-filling, not per record.
+            map.retain(|_, (_, next)| *next > round);
+            if map.len() > MAX_REMEMBERED / 2 {
+                map.clear();
             }
         }
         let misses = map.get(&id).map_or(0, |(m, _)| *m) + 1;
-        let wait = 1u64 << misses.min(6);
+        let wait = 1u64 << misses.min(3);
         map.insert(id, (misses, round + wait));
     }
 
@@ -1271,12 +1296,34 @@ impl Node {
         )))
     }
 
+    /// Records `issuer`'s receipt `r` on this wallet's payment, if `issuer` is trusted, the
+    /// receipt is its own, final, and about a payment under an allowance of that issuer.
+    /// Returns whether the payment's settlement changed. (A receipt from the mesh names its
+    /// issuer itself: anyone can sign one under a key of their own.)
     async fn take_receipt(
         &self,
         issuer: &IssuerId,
         r: &meshpay_protocol::SettlementReceipt,
     ) -> Result<bool, NodeError> {
-        if r.verify(issuer).is_err() || !r.status().is_final() {
+        if !self.issuers.read().await.contains_key(issuer)
+            || r.verify(issuer).is_err()
+            || !r.status().is_final()
+        {
+            return Ok(false);
+        }
+        let Some(allowance) = self.store.payment_allowance(&r.body().record).await? else {
+            return Ok(false);
+        };
+        let allowance_issuer = match self.wallet.lock().await.allowances().get(&allowance) {
+            Some(held) => Some(held.cert.body().issuer),
+            None => self
+                .book
+                .lock()
+                .await
+                .certificate(&allowance)
+                .map(|c| c.body().issuer),
+        };
+        if allowance_issuer != Some(*issuer) {
             return Ok(false);
         }
         let status = match r.status() {

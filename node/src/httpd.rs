@@ -9,8 +9,10 @@
 //! - **Headers**: a request's head must arrive within [`ServeLimits::header_timeout`] of the
 //!   connection opening or of the previous answer (the keep-alive idle time is the same
 //!   bound); a slow client is disconnected, not waited for.
-//! - **Stalls**: a connection that makes no progress reading or writing for
+//! - **Stalls**: a connection whose answer makes no progress for
 //!   [`ServeLimits::stall_timeout`] is closed (a client that stops reading its answer).
+//!   Reads need no such timer: heads have the header timeout, bodies the routes' deadlines,
+//!   and hyper keeps a read pending while a handler works, which must not count as a stall.
 //! - **TLS**: the handshake must end within the header timeout.
 //!
 //! Bodies are read by the routes themselves, each with its own size limit and deadline
@@ -40,8 +42,7 @@ pub struct ServeLimits {
     pub max_per_source: usize,
     /// Longest wait for a request's head (and for the TLS handshake).
     pub header_timeout: Duration,
-    /// Longest time a connection may make no progress reading or writing while a request or
-    /// an answer is under way.
+    /// Longest time an answer may make no progress being written.
     pub stall_timeout: Duration,
 }
 
@@ -143,12 +144,10 @@ impl Drop for Slot {
     }
 }
 
-/// The address a connection came from, without IPv4-mapped IPv6 disguise.
+/// The source a connection counts against: its IPv4 address (without IPv4-mapped IPv6
+/// disguise) or its IPv6 /64 network.
 pub fn source_of(addr: &SocketAddr) -> IpAddr {
-    match addr.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 @ IpAddr::V4(_) => v4,
-    }
+    meshpay_transports::p2p::source_group(addr.ip())
 }
 
 /// Serves `app` on `listener` (over TLS with `tls`) within `limits` until `shutdown`
@@ -240,13 +239,10 @@ async fn connection<S>(
     }
 }
 
-/// A stream that fails with `TimedOut` once a read or a write has waited `limit` with no
-/// progress. (An idle connection between requests is bounded by the header timeout instead:
-/// hyper is reading then, so it is a pending read like any other.)
+/// A stream whose writes fail with `TimedOut` once one has waited `limit` with no progress.
 struct Stalling<S> {
     inner: S,
     limit: Duration,
-    read_since: Option<Pin<Box<tokio::time::Sleep>>>,
     write_since: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -255,7 +251,6 @@ impl<S> Stalling<S> {
         Self {
             inner,
             limit,
-            read_since: None,
             write_since: None,
         }
     }
@@ -298,9 +293,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Stalling<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
-        watch(poll, &mut this.read_since, this.limit, cx)
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 

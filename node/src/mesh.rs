@@ -163,11 +163,23 @@ impl Mesh {
             let v = reader.get(id.0).ok().flatten()?;
             parse_stored(&v).map(|s| std::sync::Arc::from(s.body))
         }));
+        // Tombstones are keyed by issuer and record id (64 bytes). Keys of 32 bytes, from
+        // before tombstones named their issuer, are dropped: at worst a settled record travels
+        // again until its receipt meets it.
+        let mut stale = Vec::new();
         for item in &tombs {
             let (k, v) = item?;
-            if let (Ok(k), Ok(v)) = (<[u8; 32]>::try_from(&k[..]), <[u8; 8]>::try_from(&v[..])) {
-                store.restore_tombstone(Hash(k), u64::from_be_bytes(v));
+            match (<[u8; 64]>::try_from(&k[..]), <[u8; 8]>::try_from(&v[..])) {
+                (Ok(k), Ok(v)) => {
+                    let issuer = meshpay_protocol::IssuerId(k[..32].try_into().expect("32 bytes"));
+                    let subject = Hash(k[32..].try_into().expect("32 bytes"));
+                    store.restore_tombstone(issuer, subject, u64::from_be_bytes(v));
+                }
+                _ => stale.push(k),
             }
+        }
+        for k in stale {
+            tombs.remove(k)?;
         }
         let mut broken = Vec::new();
         for item in &bundles {
@@ -241,11 +253,21 @@ impl Mesh {
                 _ => {}
             }
         }
-        for (s, t) in &ch.tombstoned {
-            note(self.tombs.insert(s.0, &t.to_be_bytes()).map(drop));
+        let tomb_key = |issuer: &meshpay_protocol::IssuerId, s: &Hash| {
+            let mut k = [0u8; 64];
+            k[..32].copy_from_slice(&issuer.0);
+            k[32..].copy_from_slice(&s.0);
+            k
+        };
+        for (issuer, s, t) in &ch.tombstoned {
+            note(
+                self.tombs
+                    .insert(tomb_key(issuer, s), &t.to_be_bytes())
+                    .map(drop),
+            );
         }
-        for s in &ch.untombstoned {
-            note(self.tombs.remove(s.0).map(drop));
+        for (issuer, s) in &ch.untombstoned {
+            note(self.tombs.remove(tomb_key(issuer, s)).map(drop));
         }
         match first {
             None => Ok(()),

@@ -460,28 +460,20 @@ impl Store {
         row.map(|r| sent_row(&r)).transpose()
     }
 
-    /// An open (unpaid, unexpired) request `peer` asked for with this amount, currency and
-    /// memo: asking again for the same thing gets the same request.
-    pub async fn open_request_asked(
+    /// Closes the unpaid request with `nonce` if `peer` asked for it. Returns whether it did.
+    pub async fn close_asked_request(
         &self,
+        nonce: &meshpay_protocol::Nonce,
         peer: &meshpay_protocol::DeviceKey,
-        amount: u64,
-        currency: &str,
-        memo: &str,
-        now: u64,
-    ) -> Result<Option<PaymentRequest>> {
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT request FROM requests WHERE asked_by = ? AND paid_by IS NULL AND expires >= ? ORDER BY created_at DESC")
-            .bind(peer.0.to_vec())
-            .bind(i64_of(now)?)
-            .fetch_all(&self.pool)
-            .await?;
-        for bytes in rows {
-            let r: PaymentRequest = obj(&bytes, "payment request")?;
-            if r.amount == amount && r.currency == currency && r.memo == memo {
-                return Ok(Some(r));
-            }
-        }
-        Ok(None)
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "DELETE FROM requests WHERE nonce = ? AND asked_by = ? AND paid_by IS NULL",
+        )
+        .bind(nonce.0.to_vec())
+        .bind(peer.0.to_vec())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     /// Stores an open payment request, made here or asked for by the peer `asked_by`.
@@ -736,6 +728,23 @@ impl Store {
             .rows_affected();
         }
         Ok(n > 0)
+    }
+
+    /// The allowance of this wallet's payment (sent or received) with IOU id `iou`.
+    pub async fn payment_allowance(&self, iou: &Hash) -> Result<Option<AllowanceId>> {
+        let row: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT allowance FROM sent WHERE iou_id = ?1 UNION ALL SELECT allowance FROM received WHERE iou_id = ?1 LIMIT 1",
+        )
+        .bind(iou.0.to_vec())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|b| {
+            Ok(AllowanceId(
+                b.try_into()
+                    .map_err(|_| StoreError::Corrupt("allowance id"))?,
+            ))
+        })
+        .transpose()
     }
 
     /// Settlement status by IOU id (sent and received).

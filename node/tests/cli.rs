@@ -138,6 +138,17 @@ fn a_truncated_wallet_is_never_given_an_empty_schema() {
         0,
         "the failed start wrote into the truncated wallet"
     );
+    // An empty database whose write-ahead log holds writes is not empty: `init` refuses.
+    std::fs::write(home.join("wallet.db-wal"), b"not checkpointed").unwrap();
+    let refused = init(&home);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("already holds a wallet"), "{err}");
+    assert_eq!(
+        std::fs::read(home.join("wallet.db-wal")).unwrap(),
+        b"not checkpointed"
+    );
+    std::fs::remove_file(home.join("wallet.db-wal")).unwrap();
     // The empty file holds nothing to lose: `init` makes a new wallet over it.
     let again = init(&home);
     assert!(

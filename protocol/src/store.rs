@@ -8,20 +8,23 @@
 //!   handed the bundle over, a file, or this node itself) so that one peer cannot fill a relay.
 //! - **Eviction** ranks only what the carrier knows itself: the kind (whose signatures it
 //!   checked), the origin, and the order of arrival; never a time or size the sender claims.
-//!   When full, a newcomer may push out a held bundle of a *less urgent kind* (a receipt, a
-//!   revocation or a fraud proof pushes out a record); among bundles of the *same kind* it may
-//!   only take the place of a bundle of the origin holding the most, and only if that origin
-//!   holds more than the newcomer's would with it (max-min fairness: a flood from fresh
-//!   identities displaces its own kind, never a lighter origin's bundles). Otherwise the
+//!   When full, a newcomer may push out a held bundle of a *less urgent kind of the same
+//!   issuer* (that issuer's receipt, revocation or fraud proof pushes out its records: urgent
+//!   kinds are signed, and a bundle signed under one issuer key cannot push out another
+//!   issuer's); otherwise it may only take the place of a bundle, not more urgent than itself,
+//!   of the origin holding the most, and only if that origin holds more than the newcomer's
+//!   would with it (max-min fairness: a flood from fresh identities displaces its own
+//!   bundles, never a lighter origin's). Otherwise the
 //!   newcomer is refused: refusing a new bundle is preferred to evicting a held one. The
 //!   victim within an origin is its least urgent bundle, the latest to arrive. The node's own
 //!   bundles are never evicted for others', and its own newcomers may push out anyone's.
-//!   At most one fraud proof per allowance is kept (one suffices).
+//!   At most one fraud proof per allowance of an issuer is kept (one suffices).
 //! - **Forwarding order**: fraud proofs, revocations, receipts first; then everything else
 //!   oldest first ([`Priority`]).
-//! - **Purge**: a final receipt for a record removes every copy of that record and leaves a
-//!   tombstone until the receipt expires, so a settled record stops travelling (the
-//!   "immunity" of epidemic routing, Haas & Small 2006).
+//! - **Purge**: a final receipt for a record removes every copy of that record sealed to the
+//!   receipt's issuer and leaves a tombstone until the receipt expires, so a settled record
+//!   stops travelling (the "immunity" of epidemic routing, Haas & Small 2006). A receipt under
+//!   another issuer key touches nothing of that issuer's.
 //! - **In-mesh fraud detection**: two spend notices for the same allowance and counter with
 //!   different digests are a fork; the store builds the [`FraudProof`] and keeps it as its own
 //!   bundle, so the proof travels first from then on.
@@ -128,10 +131,10 @@ pub struct Changes {
     pub added: Vec<Hash>,
     /// Bundles removed.
     pub removed: Vec<Hash>,
-    /// Tombstones added: record id and expiry.
-    pub tombstoned: Vec<(Hash, UnixTime)>,
-    /// Tombstones expired.
-    pub untombstoned: Vec<Hash>,
+    /// Tombstones added: issuer, record id and expiry.
+    pub tombstoned: Vec<(IssuerId, Hash, UnixTime)>,
+    /// Tombstones expired: issuer and record id.
+    pub untombstoned: Vec<(IssuerId, Hash)>,
     /// Bodies of the bundles added since the last call (the driver stores them).
     pub bodies: Vec<(Hash, Arc<[u8]>)>,
 }
@@ -175,19 +178,25 @@ pub struct BundleStore {
     order: BTreeSet<Priority>,
     expiry: BTreeSet<(UnixTime, Hash)>,
     by_subject: BTreeSet<(Hash, Hash)>,
-    tombstones: BTreeMap<Hash, UnixTime>,
-    tomb_expiry: BTreeSet<(UnixTime, Hash)>,
-    notices: BTreeMap<(AllowanceId, u32), Hash>,
+    /// Settled records: (issuer, record id) and until when they are remembered.
+    tombstones: BTreeMap<(IssuerId, Hash), UnixTime>,
+    tomb_expiry: BTreeSet<(UnixTime, IssuerId, Hash)>,
+    /// Spend notices by slot: (issuer, allowance, counter). The issuer is part of the key so
+    /// a notice under a made-up issuer's certificate for a genuine allowance id cannot take
+    /// the genuine notice's slot and hide its fork.
+    notices: BTreeMap<(IssuerId, AllowanceId, u32), Hash>,
     destinations: BTreeMap<Hash, crate::keys::DeviceKey>,
     per_origin: BTreeMap<Origin, u64>,
     /// Bytes held per origin other than [`Origin::Local`], heaviest last.
     weights: BTreeSet<(u64, Origin)>,
     /// Eviction keys of the bundles of every origin other than [`Origin::Local`].
     evictable: BTreeSet<EvictKey>,
-    /// … and per origin.
+    /// … per origin.
     by_origin: BTreeMap<Origin, BTreeSet<EvictKey>>,
-    /// The fraud proof held for each allowance.
-    proofs: BTreeMap<AllowanceId, Hash>,
+    /// … and per issuer.
+    by_issuer: BTreeMap<IssuerId, BTreeSet<EvictKey>>,
+    /// The fraud proof held for each allowance of each issuer.
+    proofs: BTreeMap<(IssuerId, AllowanceId), Hash>,
     /// The last arrival number given.
     arrivals: u64,
     /// Sync keys of ids alone on their key, and ids sharing a key (left out of sync).
@@ -263,7 +272,9 @@ impl BundleStore {
         }
         if let Content::Fraud(p) = bundle.content() {
             // One proof refuses an allowance everywhere; more for it would only take room.
-            if self.proofs.contains_key(&p.allowance()) {
+            // (Keyed by issuer too: anyone can make an issuer key and a proof under it for
+            // any allowance id, and that must not shadow the genuine issuer's proof.)
+            if self.proofs.contains_key(&(meta.issuer, p.allowance())) {
                 return Admission::Duplicate;
             }
         }
@@ -281,7 +292,7 @@ impl BundleStore {
         if meta.kind == BundleKind::Record
             && meta
                 .subject
-                .is_some_and(|s| self.tombstones.contains_key(&s))
+                .is_some_and(|s| self.tombstones.contains_key(&(meta.issuer, s)))
         {
             return Admission::Settled;
         }
@@ -291,17 +302,17 @@ impl BundleStore {
         self.put(bundle.bytes().into(), meta, origin, copies, None);
         match bundle.content() {
             Content::Fraud(p) => {
-                self.proofs.insert(p.allowance(), meta.id);
+                self.proofs.insert((meta.issuer, p.allowance()), meta.id);
             }
             Content::Message(m) => {
                 self.destinations.insert(meta.id, m.to);
             }
             Content::Receipt(_) => {
                 let subject = meta.subject.expect("receipts have a subject");
-                self.purge(subject, meta.expires);
+                self.purge(meta.issuer, subject, meta.expires);
             }
             Content::Notice(n) => {
-                let slot = (n.notice.allowance, n.notice.counter);
+                let slot = (meta.issuer, n.notice.allowance, n.notice.counter);
                 match self.notices.get(&slot) {
                     None => {
                         self.notices.insert(slot, meta.id);
@@ -312,12 +323,12 @@ impl BundleStore {
                             let b = Bundle::new(Content::Fraud(Box::new(proof)));
                             let m = *b.meta();
                             // The proof is the most urgent bundle: it evicts others if full.
-                            if !self.proofs.contains_key(&allowance)
+                            if !self.proofs.contains_key(&(m.issuer, allowance))
                                 && !self.entries.contains_key(&m.id)
                                 && self.make_room(&m, Origin::Local)
                             {
                                 self.put(b.bytes().into(), m, Origin::Local, 0, None);
-                                self.proofs.insert(allowance, m.id);
+                                self.proofs.insert((m.issuer, allowance), m.id);
                             }
                         }
                     }
@@ -336,7 +347,10 @@ impl BundleStore {
         let Content::Notice(first) = b.content() else {
             return None;
         };
-        FraudProof::new(n.cert.clone(), first.notice.clone(), n.notice.clone())
+        let proof = FraudProof::new(n.cert.clone(), first.notice.clone(), n.notice.clone())?;
+        // Both notices were checked on the way in, each against its own certificate; the
+        // proof must hold against this one (it is refused everywhere otherwise).
+        proof.verify(&n.cert.body().issuer).ok().map(|()| proof)
     }
 
     /// Puts back a bundle read from the driver's disk, without checks or side effects.
@@ -360,11 +374,13 @@ impl BundleStore {
         );
         match bundle.content() {
             Content::Fraud(p) => {
-                self.proofs.entry(p.allowance()).or_insert(meta.id);
+                self.proofs
+                    .entry((meta.issuer, p.allowance()))
+                    .or_insert(meta.id);
             }
             Content::Notice(n) => {
                 self.notices
-                    .entry((n.notice.allowance, n.notice.counter))
+                    .entry((meta.issuer, n.notice.allowance, n.notice.counter))
                     .or_insert(meta.id);
             }
             Content::Message(m) => {
@@ -378,10 +394,10 @@ impl BundleStore {
         true
     }
 
-    /// Puts back a tombstone read from disk.
-    pub fn restore_tombstone(&mut self, subject: Hash, expires: UnixTime) {
-        self.tombstones.insert(subject, expires);
-        self.tomb_expiry.insert((expires, subject));
+    /// Puts back a tombstone read from disk: `issuer`'s record `subject` settled.
+    pub fn restore_tombstone(&mut self, issuer: IssuerId, subject: Hash, expires: UnixTime) {
+        self.tombstones.insert((issuer, subject), expires);
+        self.tomb_expiry.insert((expires, issuer, subject));
     }
 
     fn sync_toggle(&mut self, key: u64, sign: i64) {
@@ -487,6 +503,7 @@ impl BundleStore {
             let key = (rank(meta.kind), arrival, meta.id);
             self.evictable.insert(key);
             self.by_origin.entry(origin).or_default().insert(key);
+            self.by_issuer.entry(meta.issuer).or_default().insert(key);
         }
         self.order.insert(priority(&meta));
         self.expiry.insert((meta.expires, meta.id));
@@ -542,6 +559,12 @@ impl BundleStore {
                     self.by_origin.remove(&e.origin);
                 }
             }
+            if let Some(set) = self.by_issuer.get_mut(&e.meta.issuer) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.by_issuer.remove(&e.meta.issuer);
+                }
+            }
         }
         if e.meta.kind == BundleKind::Fraud {
             self.proofs.retain(|_, id| id != &e.meta.id);
@@ -558,7 +581,9 @@ impl BundleStore {
                 .as_deref()
                 .and_then(|b| Bundle::decode(b).ok())
                 .and_then(|b| match b.content() {
-                    Content::Notice(n) => Some((n.notice.allowance, n.notice.counter)),
+                    Content::Notice(n) => {
+                        Some((e.meta.issuer, n.notice.allowance, n.notice.counter))
+                    }
                     _ => None,
                 });
             if let Some(slot) = slot {
@@ -572,21 +597,29 @@ impl BundleStore {
         Some(e)
     }
 
-    fn purge(&mut self, subject: Hash, until: UnixTime) {
+    /// A final receipt of `issuer` for record `subject`: every record of that issuer with that
+    /// id goes, and a tombstone keeps it out until `until`. Records claiming another issuer are
+    /// untouched (anyone can sign a receipt under an issuer key of their own).
+    fn purge(&mut self, issuer: IssuerId, subject: Hash, until: UnixTime) {
         let ids: Vec<Hash> = self
             .by_subject
             .range((subject, Hash([0; 32]))..=(subject, Hash([0xff; 32])))
             .map(|(_, id)| *id)
+            .filter(|id| {
+                self.entries
+                    .get(id)
+                    .is_some_and(|e| e.meta.issuer == issuer)
+            })
             .collect();
         for id in ids {
             self.remove(&id);
         }
-        let old = self.tombstones.insert(subject, until);
+        let old = self.tombstones.insert((issuer, subject), until);
         if let Some(old) = old {
-            self.tomb_expiry.remove(&(old, subject));
+            self.tomb_expiry.remove(&(old, issuer, subject));
         }
-        self.tomb_expiry.insert((until, subject));
-        self.changes.tombstoned.push((subject, until));
+        self.tomb_expiry.insert((until, issuer, subject));
+        self.changes.tombstoned.push((issuer, subject, until));
     }
 
     /// Makes room for `meta` from `origin` by the eviction rules of the module docs. Returns
@@ -599,11 +632,10 @@ impl BundleStore {
         {
             return false;
         }
-        let new_rank = rank(meta.kind);
         while self.bytes + size > self.config.max_bytes
             || self.entries.len() >= self.config.max_bundles
         {
-            let Some(victim) = self.victim(new_rank, origin, size) else {
+            let Some(victim) = self.victim(meta, origin, size) else {
                 return false;
             };
             self.remove(&victim);
@@ -611,12 +643,19 @@ impl BundleStore {
         true
     }
 
-    /// The bundle a newcomer of rank `new_rank` and `size` bytes from `origin` may push out.
-    fn victim(&self, new_rank: u8, origin: Origin, size: u64) -> Option<Hash> {
-        let least = self.evictable.last()?;
-        if origin == Origin::Local || least.0 > new_rank {
-            // A less urgent kind (or anything, for the node's own): the least urgent, latest.
-            return Some(least.2);
+    /// The bundle a newcomer `meta` of `size` bytes from `origin` may push out.
+    fn victim(&self, meta: &Meta, origin: Origin, size: u64) -> Option<Hash> {
+        let new_rank = rank(meta.kind);
+        if origin == Origin::Local {
+            // The node's own: the least urgent of others', the latest.
+            return self.evictable.last().map(|k| k.2);
+        }
+        // A less urgent kind of the same issuer: urgent kinds are signed by their issuer, so
+        // nobody can push out an issuer's records with bundles signed under another key.
+        if let Some(least) = self.by_issuer.get(&meta.issuer).and_then(BTreeSet::last) {
+            if least.0 > new_rank {
+                return Some(least.2);
+            }
         }
         // The same kind: only from the heaviest origin, if it holds more than the newcomer's
         // origin would.
@@ -660,16 +699,16 @@ impl BundleStore {
         for id in gone {
             self.remove(&id);
         }
-        let tombs: Vec<(UnixTime, Hash)> = self
+        let tombs: Vec<(UnixTime, IssuerId, Hash)> = self
             .tomb_expiry
             .iter()
-            .take_while(|(t, _)| *t < now)
+            .take_while(|(t, _, _)| *t < now)
             .copied()
             .collect();
-        for (t, s) in tombs {
-            self.tomb_expiry.remove(&(t, s));
-            self.tombstones.remove(&s);
-            self.changes.untombstoned.push(s);
+        for (t, issuer, s) in tombs {
+            self.tomb_expiry.remove(&(t, issuer, s));
+            self.tombstones.remove(&(issuer, s));
+            self.changes.untombstoned.push((issuer, s));
         }
     }
 
@@ -712,9 +751,9 @@ impl BundleStore {
         self.entries.contains_key(id)
     }
 
-    /// True if the record `subject` is known settled.
-    pub fn is_settled(&self, subject: &Hash) -> bool {
-        self.tombstones.contains_key(subject)
+    /// True if `issuer`'s record `subject` is known settled.
+    pub fn is_settled(&self, issuer: &IssuerId, subject: &Hash) -> bool {
+        self.tombstones.contains_key(&(*issuer, *subject))
     }
 
     /// Held bundle ids, in id order.
@@ -727,8 +766,8 @@ impl BundleStore {
         self.order.iter().filter_map(|p| self.entries.get(&p.2))
     }
 
-    /// Tombstones: settled record id and until when it is remembered.
-    pub fn tombstones(&self) -> impl Iterator<Item = (&Hash, &UnixTime)> {
+    /// Tombstones: issuer and settled record id, and until when it is remembered.
+    pub fn tombstones(&self) -> impl Iterator<Item = (&(IssuerId, Hash), &UnixTime)> {
         self.tombstones.iter()
     }
 
@@ -807,7 +846,111 @@ mod tests {
         // Tombstones go when the receipt expires.
         s.expire(receipt.meta().expires + 1);
         assert!(s.is_empty());
-        assert!(!s.is_settled(&subject));
+        assert!(!s.is_settled(&issuer().id(), &subject));
+    }
+
+    /// Anyone can make an issuer key. A receipt signed under another key for a genuine
+    /// record's id settles nothing of the genuine issuer's: the record stays and travels.
+    #[test]
+    fn a_receipt_under_another_issuer_purges_nothing() {
+        let mut s = BundleStore::new(StoreConfig::default());
+        let r = &records(1)[0];
+        assert!(matches!(
+            s.insert(r.bytes(), Origin::Peer([1; 32]), 0, T0),
+            Admission::Added(_)
+        ));
+        let subject = r.meta().subject.expect("record");
+        let forger = crate::IssuerSecret::from_bytes(&[0x5a; 64]);
+        let forged = Bundle::new(Content::Receipt(SettlementReceipt::issue(
+            &forger,
+            subject,
+            ReceiptStatus::Settled,
+            T0,
+        )));
+        assert!(matches!(
+            s.insert(forged.bytes(), Origin::Peer([2; 32]), 0, T0),
+            Admission::Added(_)
+        ));
+        assert!(s.contains(&r.id()), "the forged receipt purged the record");
+        assert!(!s.is_settled(&issuer().id(), &subject));
+        assert!(s.is_settled(&forger.id(), &subject));
+        // The genuine issuer's receipt does.
+        let genuine = Bundle::new(Content::Receipt(SettlementReceipt::issue(
+            &issuer(),
+            subject,
+            ReceiptStatus::Settled,
+            T0,
+        )));
+        assert!(matches!(
+            s.insert(genuine.bytes(), Origin::Peer([2; 32]), 0, T0),
+            Admission::Added(_)
+        ));
+        assert!(!s.contains(&r.id()));
+        assert!(s.is_settled(&issuer().id(), &subject));
+    }
+
+    /// A made-up issuer's certificate for a genuine allowance id, with notices and a fraud
+    /// proof under it, neither hides the genuine allowance's fork nor blocks its proof.
+    #[test]
+    fn forgeries_for_a_genuine_allowance_id_do_not_hide_its_fork() {
+        let alice = device(1);
+        let forger = crate::IssuerSecret::from_bytes(&[0x5a; 64]);
+        let mallory = device(9);
+        // Mallory, under her own issuer key, clones an allowance with the genuine id.
+        let fake = allowance(&forger, 1, &mallory, 1000);
+        let fa = pay(
+            &mut wallet([fake.clone()]),
+            &mallory,
+            &request(&device(2), 10, 1),
+        );
+        let fb = pay(
+            &mut wallet([fake.clone()]),
+            &mallory,
+            &request(&device(3), 20, 2),
+        );
+        let mut s = BundleStore::new(StoreConfig::default());
+        for (n, o) in [(fa, 1u8), (fb, 2)] {
+            let b = Bundle::notice(fake.clone(), n.notice());
+            assert!(matches!(
+                s.insert(b.bytes(), Origin::Peer([o; 32]), 0, T0),
+                Admission::Added(_)
+            ));
+        }
+        let proofs = |s: &BundleStore| {
+            s.in_order()
+                .filter(|e| e.meta.kind == BundleKind::Fraud)
+                .map(|e| e.meta.issuer)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(proofs(&s), vec![forger.id()]);
+        // The genuine allowance, same id, forked by a clone of Alice's wallet.
+        let cert = allowance(&issuer(), 1, &alice, 1000);
+        let a = pay(
+            &mut wallet([cert.clone()]),
+            &alice,
+            &request(&device(2), 10, 3),
+        );
+        let b = pay(
+            &mut wallet([cert.clone()]),
+            &alice,
+            &request(&device(3), 20, 4),
+        );
+        for (n, o) in [(a, 3u8), (b, 4)] {
+            let b = Bundle::notice(cert.clone(), n.notice());
+            assert!(matches!(
+                s.insert(b.bytes(), Origin::Peer([o; 32]), 0, T0),
+                Admission::Added(_)
+            ));
+        }
+        let mut found = proofs(&s);
+        found.sort();
+        let mut want = vec![forger.id(), issuer().id()];
+        want.sort();
+        assert_eq!(found, want, "the genuine fork has its own proof");
+        for e in s.in_order().filter(|e| e.meta.kind == BundleKind::Fraud) {
+            let b = Bundle::decode(&s.body(&e.meta.id).expect("held")).expect("decodes");
+            assert_eq!(b.verify(T0), Ok(()), "every proof the store made holds");
+        }
     }
 
     #[test]

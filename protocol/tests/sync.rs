@@ -172,7 +172,7 @@ fn a_receipt_purges_copies_along_a_line() {
     }
     for s in &line {
         assert!(!s.contains(&record.id()));
-        assert!(s.is_settled(&iou.id()));
+        assert!(s.is_settled(&issuer().id(), &iou.id()));
         assert_eq!(s.len(), 1, "only the receipt is left");
     }
 }

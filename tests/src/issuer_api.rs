@@ -272,6 +272,39 @@ pub fn forged_records(issuer: &IssuerDescriptor, n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Forged records that open: IOUs sealed to the issuer's public seal key (anyone can seal
+/// to it), half signed by a stranger under the genuine allowance `cert` (a bad signature),
+/// half under an allowance id the issuer never issued.
+pub fn opening_forgeries(
+    issuer: &IssuerDescriptor,
+    cert: &AllowanceCert,
+    payee: &DeviceSecret,
+    n: usize,
+) -> Vec<Vec<u8>> {
+    let stranger = DeviceSecret::generate(&mut rand_core::OsRng);
+    (0..n)
+        .map(|i| {
+            let allowance = if i % 2 == 0 {
+                cert.id()
+            } else {
+                meshpay_protocol::AllowanceId(rand16())
+            };
+            let iou = IouDraft {
+                allowance,
+                counter: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                amount: 1,
+                total: 1,
+                prev: Hash::default(),
+                payee: payee.public(),
+                nonce: Nonce(rand16()),
+                time: now(),
+            }
+            .sign(&stranger);
+            seal(&iou, issuer)
+        })
+        .collect()
+}
+
 /// The database a settlement server runs on.
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {

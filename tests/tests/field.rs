@@ -171,6 +171,31 @@ async fn strangers_holding_connections_do_not_shut_new_shoppers_out() {
     assert!(took < Duration::from_secs(15), "took {took:?}");
 }
 
+/// A payment the vendor refused (it did not trust the shopper's issuer yet) is paid by the
+/// same `pay --to` once the vendor trusts it: the retry asks for a fresh request and pays it
+/// with the next counter, and the refused request leaves nothing open at the vendor.
+#[test]
+fn a_refused_payment_can_be_retried_once_the_cause_is_fixed() {
+    let root = tempfile::tempdir().unwrap();
+    let issuer = DevIssuer::new(root.path());
+    let mut vendor = TestNode::init(root.path(), "vendor");
+    let mut shopper = TestNode::init(root.path(), "shopper");
+    vendor.start(&[]);
+    shopper.start(&["--peer", &vendor.tcp_addr()]);
+    issuer.trusted_by(&shopper);
+    issuer.fund(&shopper, 100);
+    let out = shopper.cli(&["pay", "--to", &vendor.device, "--amount", "10", "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(first["status"], "refused", "{first}");
+    assert_eq!(first["reason"], "unknown_issuer", "{first}");
+    issuer.trusted_by(&vendor);
+    let second = paid(&shopper, &vendor, "10");
+    assert_eq!(second["counter"], 2, "{second}");
+    assert_ne!(second["iou"], first["iou"]);
+    assert_eq!(vendor.balance("KES")["received"], 10);
+}
+
 /// Retrying `pay --to` after a `pending` answer, once the automatic re-send got it through,
 /// shows that payment instead of paying twice; `--again` pays again; `--id` is an idempotency
 /// key for scripts.

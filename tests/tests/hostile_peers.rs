@@ -151,25 +151,33 @@ async fn bad_ious_are_refused_with_the_matching_reason() {
     // Replayed: another IOU for an already paid request.
     let replay = c.iou(&cert, &req, 2, 200);
     assert_eq!(refused(c.pay(&replay, &cert).await), Reason::Replay);
+    // Each refusal below closes the request it answered: the payer asks again for the next.
     // Tampered: the amount changed after signing.
     let req = c.ask(50).await;
     let mut tampered = c.iou(&cert, &req, 2, 150);
     tampered.amount = 49;
     tampered.total = 149;
     assert_eq!(refused(c.pay(&tampered, &cert).await), Reason::BadSignature);
+    // The refused request is closed: even a valid IOU for it finds no open request.
+    let late = c.iou_after(&cert, &req, 2, 150, good.spend_id());
+    assert_eq!(refused(c.pay(&late, &cert).await), Reason::NonceMismatch);
     // Over the limit: a running total past the allowance's 1,000.
+    let req = c.ask(50).await;
     let over = c.iou(&cert, &req, 3, 1_050);
     assert_eq!(refused(c.pay(&over, &cert).await), Reason::OverLimit);
     // Expired allowance.
+    let req = c.ask(50).await;
     let old = c.cert(&secret, 2, 1_000, now() - 60);
     let expired = c.iou(&old, &req, 1, 50);
     assert_eq!(refused(c.pay(&expired, &old).await), Reason::Expired);
     // Wrong payee: an IOU for this request's nonce that pays someone else.
+    let req = c.ask(50).await;
     let mut elsewhere = req.clone();
     elsewhere.payee = DeviceSecret::from_seed(&[9; 32]).public();
     let wrong = c.iou(&cert, &elsewhere, 3, 150);
     assert_eq!(refused(c.pay(&wrong, &cert).await), Reason::WrongPayee);
-    // Unknown nonce.
+    // Unknown nonce (the request asked for stays open).
+    let req = c.ask(50).await;
     let mut unknown = req.clone();
     unknown.nonce.0[0] ^= 1;
     assert_eq!(
@@ -183,10 +191,12 @@ async fn bad_ious_are_refused_with_the_matching_reason() {
         refused(c.pay(&c.iou(&foreign, &req, 1, 50), &foreign).await),
         Reason::UnknownIssuer
     );
-    // After all that, a valid payment for the open request still goes through.
-    // (Its predecessor must be the known IOU 1: a made-up `prev` is a chain break.)
+    // Its predecessor must be the known IOU 1: a made-up `prev` is a chain break.
+    let req = c.ask(50).await;
     let broken = c.iou(&cert, &req, 2, 150);
     assert_eq!(refused(c.pay(&broken, &cert).await), Reason::ChainBreak);
+    // After all that, a valid payment for a fresh request still goes through.
+    let req = c.ask(50).await;
     let fine = c.iou_after(&cert, &req, 2, 150, good.spend_id());
     assert!(matches!(c.pay(&fine, &cert).await, Response::Ack(_)));
     assert_eq!(vendor.balance("KES")["received"], 150);
@@ -297,31 +307,39 @@ async fn a_peer_flooding_asks_is_capped_and_others_still_served() {
     let mut vendor = TestNode::init(root.path(), "vendor");
     vendor.start(&[]);
     let flooder = Client::connect(7, &vendor, |_| {});
-    // Asking again for the same thing gets the same request: it costs the payee nothing.
-    let mut same = Vec::new();
-    for _ in 0..3 {
-        same.push(flooder.send(&Request::Ask(Ask::new(1, "KES", ""))).await);
-    }
-    assert!(matches!(&same[0], Response::Request(_)), "{same:?}");
-    assert!(same.iter().all(|a| *a == same[0]), "{same:?}");
-    // Different asks are capped per peer, with an answer that says so.
+    // Every ask makes a request of its own, and one peer may keep 16 open, whatever it asks.
     let mut answers = Vec::new();
-    for amount in 2..=21 {
-        answers.push(
-            flooder
-                .send(&Request::Ask(Ask::new(amount, "KES", "")))
-                .await,
-        );
+    for _ in 0..20 {
+        answers.push(flooder.send(&Request::Ask(Ask::new(1, "KES", ""))).await);
     }
-    let granted = answers
+    let granted: Vec<PaymentRequest> = answers
         .iter()
-        .filter(|a| matches!(a, Response::Request(_)))
-        .count();
-    assert_eq!(granted, 15, "16 open in all: {answers:?}");
-    assert!(matches!(
-        answers[19],
+        .filter_map(|a| match a {
+            Response::Request(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(granted.len(), 16, "{answers:?}");
+    let nonces: std::collections::BTreeSet<_> = granted.iter().map(|r| r.nonce).collect();
+    assert_eq!(nonces.len(), 16, "each ask gets a fresh nonce");
+    assert!(
+        answers[16..]
+            .iter()
+            .all(|a| *a == Response::Error(ErrorCode::TooManyRequests))
+    );
+    // A request whose IOU is refused is closed and frees its place.
+    let stranger = IssuerSecret::from_bytes(&[0x5a; 64]);
+    let foreign = flooder.cert(&stranger, 3, 1_000, now() + 86_400);
+    let iou = flooder.iou(&foreign, &granted[0], 1, 1);
+    assert_eq!(
+        refused(flooder.pay(&iou, &foreign).await),
+        Reason::UnknownIssuer
+    );
+    assert_eq!(flooder.ask(1).await.amount, 1);
+    assert_eq!(
+        flooder.send(&Request::Ask(Ask::new(1, "KES", ""))).await,
         Response::Error(ErrorCode::TooManyRequests)
-    ));
+    );
     let other = Client::connect(8, &vendor, |_| {});
     assert_eq!(other.ask(5).await.amount, 5);
 }

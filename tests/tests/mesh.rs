@@ -332,3 +332,73 @@ async fn a_gateway_uploads_by_itself_when_the_server_is_reachable() {
     assert_eq!(r["records"]["settled"], 1, "{r}");
     assert_eq!(r["settled_amount"], 400, "{r}");
 }
+
+/// A receipt signed by another issuer the vendor trusts, for the record of a payment made
+/// under the first issuer's allowance, settles nothing and purges nothing: only the issuer
+/// of the allowance decides its records.
+#[test]
+fn a_receipt_from_another_trusted_issuer_settles_nothing() {
+    use meshpay_protocol::bundle::{Bundle, BundleKind, Content, pack_file, unpack_file};
+    use meshpay_protocol::{ReceiptStatus, SettlementReceipt};
+    let root = tempfile::tempdir().unwrap();
+    let (ra, rb) = (root.path().join("a"), root.path().join("b"));
+    let (a, b) = (
+        meshpay_tests::DevIssuer::new(&ra),
+        meshpay_tests::DevIssuer::new(&rb),
+    );
+    let mut vendor = TestNode::init(root.path(), "vendor");
+    let mut shopper = TestNode::init(root.path(), "shopper");
+    vendor.start(&[]);
+    shopper.start(&["--peer", &vendor.tcp_addr()]);
+    for issuer in [&a, &b] {
+        issuer.trusted_by(&vendor);
+        issuer.trusted_by(&shopper);
+    }
+    a.fund(&shopper, 1_000);
+    let paid = shopper.json(&["pay", "--to", &vendor.device, "--amount", "40", "--json"]);
+    assert_eq!(paid["status"], "acked");
+    // The record's id, from the vendor's own bundles.
+    let file = root.path().join("vendor.mpb");
+    vendor.json(&["export", "--out", file.to_str().unwrap(), "--json"]);
+    let record = unpack_file(&std::fs::read(&file).unwrap())
+        .unwrap()
+        .into_iter()
+        .find_map(|b| {
+            let m = *Bundle::decode(b).unwrap().meta();
+            (m.kind == BundleKind::Record).then(|| m.subject.expect("a record's id"))
+        })
+        .expect("the payment's record");
+    let receipt_from = |issuer: &meshpay_tests::DevIssuer| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let r = SettlementReceipt::issue(&issuer.secret(), record, ReceiptStatus::Settled, now);
+        let path = root
+            .path()
+            .join(format!("receipt-{}.mpb", issuer.secret().id()));
+        std::fs::write(&path, pack_file([Bundle::new(Content::Receipt(r)).bytes()])).unwrap();
+        path
+    };
+    let settlement = |n: &TestNode| n.history()[0]["settlement"].clone();
+    let before = settlement(&vendor);
+    let forged = receipt_from(&b);
+    let took = vendor.json(&["import", forged.to_str().unwrap(), "--json"]);
+    assert_eq!(took["added"], 1, "{took}");
+    assert_eq!(
+        settlement(&vendor),
+        before,
+        "another issuer settled the payment"
+    );
+    assert_eq!(
+        records_held(&vendor),
+        1,
+        "another issuer's receipt purged the record"
+    );
+    // The allowance's own issuer does.
+    let genuine = receipt_from(&a);
+    let took = vendor.json(&["import", genuine.to_str().unwrap(), "--json"]);
+    assert_eq!(took["added"], 1, "{took}");
+    assert_eq!(settlement(&vendor), "settled");
+    assert_eq!(records_held(&vendor), 0);
+}

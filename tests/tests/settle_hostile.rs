@@ -9,8 +9,8 @@
 use meshpay_protocol::objects::MAX_AMOUNT;
 use meshpay_protocol::{IouDraft, PrintableKey as _, Reason, ReceiptStatus, encode};
 use meshpay_tests::issuer_api::{
-    Admin, Backend, Device, Funded, descriptor, forged_records, funded, now, seal, server_on,
-    try_upload, upload,
+    Admin, Backend, Device, Funded, descriptor, forged_records, funded, now, opening_forgeries,
+    seal, server_on, try_upload, upload,
 };
 use meshpay_tests::load::{connect_from, junk_flood, probe, slow_clients, uploads_under_probes};
 use meshpay_tests::on_both_backends;
@@ -353,6 +353,46 @@ async fn a_silent_client_is_disconnected_when_its_header_time_is_up() {
     );
 }
 
+/// Connections that send nothing at all, or go quiet after an answer (keep-alive), are
+/// closed when their header time is up: an idle connection holds a file for 10 s at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_when_their_header_time_is_up() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let root = tempfile::tempdir().unwrap();
+    let server = SettleServer::new(root.path(), "issuer");
+    let mut silent = connect_from([127, 0, 0, 1].into(), &server.url)
+        .await
+        .unwrap();
+    let mut kept = connect_from([127, 0, 0, 1].into(), &server.url)
+        .await
+        .unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let start = Instant::now();
+    for (what, c) in [("silent", &mut silent), ("kept alive", &mut kept)] {
+        let read = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "the {what} connection was never closed");
+    }
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(15), "closed after {took:?}");
+}
+
 /// Forty gateways upload 4,096 records each at once: every upload is answered (after `503`
 /// and `Retry-After` when the queue is full), and `/healthz` and the descriptor keep
 /// answering in well under a second all along.
@@ -433,10 +473,16 @@ async fn forged_record_floods_cost_their_senders_only() {
     for _ in 0..3 {
         unloaded = unloaded.min(timed_upload(genuine()).await);
     }
-    let forged = std::sync::Arc::new(forged_records(&issuer, 4096));
+    // Bytes that do not open, and IOUs that open but that the issuer never allowed (sealed
+    // to its public key by a stranger: a bad signature, an unknown allowance).
+    let mut forged = forged_records(&issuer, 2048);
+    forged.extend(opening_forgeries(&issuer, &cert, &payee, 2048));
+    let forged = std::sync::Arc::new(forged);
     // A forged batch answers null everywhere: no receipt, no signature.
-    let (_, answers) = try_upload(&http, &server.url, &forged[..64]).await;
-    assert!(answers.iter().all(Option::is_none));
+    for part in [&forged[..64], &forged[2048..2112]] {
+        let (_, answers) = try_upload(&http, &server.url, part).await;
+        assert!(answers.iter().all(Option::is_none), "{answers:?}");
+    }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flooders = junk_flood(&server.url, &forged, 8, &stop);
     tokio::time::sleep(Duration::from_secs(1)).await;

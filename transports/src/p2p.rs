@@ -221,13 +221,31 @@ pub const MAX_PENDING: u32 = 64;
 /// handshakes (libp2p's default is 10 s).
 pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The IP address in a multiaddress, if any.
+/// The source a multiaddress counts against, if it has an IP address: see [`source_group`].
 fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
     addr.iter().find_map(|p| match p {
         libp2p::multiaddr::Protocol::Ip4(a) => Some(std::net::IpAddr::V4(a)),
-        libp2p::multiaddr::Protocol::Ip6(a) => Some(std::net::IpAddr::V6(a)),
+        libp2p::multiaddr::Protocol::Ip6(a) => Some(source_group(std::net::IpAddr::V6(a))),
         _ => None,
     })
+}
+
+/// The source a peer's address counts against in per-source limits: an IPv4 address
+/// (unwrapped from an IPv4-mapped IPv6 one) or an IPv6 /64 network. One IPv6 host is
+/// usually given a whole /64, so counting single IPv6 addresses would let it take every
+/// slot.
+pub fn source_group(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or_else(
+            || {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            },
+            IpAddr::V4,
+        ),
+        v4 @ IpAddr::V4(_) => v4,
+    }
 }
 
 impl SourceLimits {
@@ -429,8 +447,12 @@ impl P2pLink {
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
             .with_connection_timeout(UPGRADE_TIMEOUT)
             .build();
+        // Every fixed port is probed before libp2p takes any: its own listeners would
+        // otherwise be found "in use" by a later probe.
         for addr in &config.listen {
             probe_listen(addr)?;
+        }
+        for addr in &config.listen {
             swarm.listen_on(addr.clone()).map_err(|e| {
                 LinkError::Failed(format!(
                     "cannot listen on {addr}: {}",
@@ -504,13 +526,32 @@ fn probe_listen(addr: &Multiaddr) -> Result<(), LinkError> {
     let (Some(ip), Some((tcp, port))) = (ip, probe) else {
         return Ok(());
     };
+    // Bound the way libp2p binds: an IPv6 socket is v6-only, so an IPv4 listener on the same
+    // port (this node's own, or another program's) is no conflict.
     let at = std::net::SocketAddr::new(ip, port);
-    let r = if tcp {
-        std::net::TcpListener::bind(at).map(drop)
-    } else {
-        std::net::UdpSocket::bind(at).map(drop)
+    let probe = || -> std::io::Result<()> {
+        use socket2::{Domain, Protocol as P, Socket, Type};
+        let (kind, proto) = if tcp {
+            (Type::STREAM, P::TCP)
+        } else {
+            (Type::DGRAM, P::UDP)
+        };
+        let s = Socket::new(Domain::for_address(at), kind, Some(proto))?;
+        if at.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        if tcp {
+            // As std and libp2p do: a port whose last connections linger in TIME_WAIT (a
+            // node restarted at once) is free.
+            s.set_reuse_address(true)?;
+        }
+        s.bind(&at.into())?;
+        if tcp {
+            s.listen(1)?;
+        }
+        Ok(())
     };
-    r.map_err(|e| {
+    probe().map_err(|e| {
         LinkError::Failed(format!(
             "cannot listen on {addr}: {e} (is another program, maybe another meshpay node, using it?)"
         ))
@@ -930,5 +971,48 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{probe_listen, source_group};
+    use std::net::IpAddr;
+
+    #[test]
+    fn a_taken_port_is_found_and_ipv4_and_ipv6_do_not_collide() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = v4.local_addr().unwrap().port();
+        let addr = |s: String| s.parse::<libp2p::Multiaddr>().unwrap();
+        let taken = probe_listen(&addr(format!("/ip4/127.0.0.1/tcp/{port}")));
+        assert!(
+            taken.unwrap_err().to_string().contains("in use"),
+            "the port is taken"
+        );
+        // The same port number on IPv6 is another socket, as libp2p binds it (v6-only).
+        if std::net::TcpListener::bind("[::1]:0").is_ok() {
+            assert!(probe_listen(&addr(format!("/ip6/::1/tcp/{port}"))).is_ok());
+        }
+        drop(v4);
+        assert!(probe_listen(&addr(format!("/ip4/127.0.0.1/tcp/{port}"))).is_ok());
+    }
+
+    #[test]
+    fn sources_are_ipv4_addresses_and_ipv6_networks() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(source_group(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(source_group(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(
+            source_group(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            source_group(ip("2001:db8:1:2::1")),
+            source_group(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            source_group(ip("2001:db8:1:2::1")),
+            source_group(ip("2001:db8:1:3::1"))
+        );
     }
 }

@@ -11,7 +11,7 @@
 //! credited). The sum of all balances is always zero.
 
 use meshpay_protocol::ledger::{Slot, SlotVerdict};
-use meshpay_protocol::{AllowanceId, Hash, Reason, SettlementReceipt, decode};
+use meshpay_protocol::{AllowanceId, Hash, Reason, decode};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyPool, Connection as _, Row, Transaction};
 use std::collections::{BTreeMap, BTreeSet};
@@ -141,6 +141,10 @@ CREATE INDEX nonces_at ON nonces (at);
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
+    /// Connections for reads outside transactions (feeds, statements, look-ups before a
+    /// decision). On SQLite these are apart from the one writer, so a long upload does not
+    /// hold up a gateway reading its feeds; on PostgreSQL they are the same pool.
+    readers: AnyPool,
     /// The engine behind it.
     pub engine: Engine,
 }
@@ -188,7 +192,25 @@ impl Db {
             .after_connect(move |conn, _| Box::pin(async move { prepare(conn, engine).await }))
             .connect(&url)
             .await?;
-        let db = Self { pool, engine };
+        let readers = match engine {
+            Engine::Sqlite => AnyPoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        prepare(conn, engine).await?;
+                        sqlx::Executor::execute(&mut *conn, "PRAGMA query_only = 1").await?;
+                        Ok(())
+                    })
+                })
+                .connect_lazy(&url)?,
+            Engine::Postgres => pool.clone(),
+        };
+        let db = Self {
+            pool,
+            readers,
+            engine,
+        };
         db.migrate().await?;
         Ok(db)
     }
@@ -239,13 +261,14 @@ impl Db {
         Ok(self.pool.begin().await?)
     }
 
-    /// The pool, for reads.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// The pool for reads outside transactions.
+    pub fn readers(&self) -> &AnyPool {
+        &self.readers
     }
 
-    /// Closes the pool.
+    /// Closes the pools.
     pub async fn close(&self) {
+        self.readers.close().await;
         self.pool.close().await;
     }
 }
@@ -396,7 +419,7 @@ pub async fn certificates(
         for id in chunk {
             q = q.bind(id.0.to_vec());
         }
-        for r in q.fetch_all(&db.pool).await? {
+        for r in q.fetch_all(&db.readers).await? {
             let id: Vec<u8> = r.try_get(0)?;
             let bytes: Vec<u8> = r.try_get(1)?;
             if let (Ok(id), Ok(cert)) = (<[u8; 16]>::try_from(id), decode(&bytes)) {
@@ -476,29 +499,26 @@ pub async fn load_slots(
     Ok(slots)
 }
 
-/// The stored receipts of the records among `ids` (read outside any transaction: a stored
-/// receipt never changes; a record decided by another server after this read makes the
-/// batch's conditional insert fail, and the batch is judged again).
-pub async fn load_receipts(db: &Db, ids: &[Hash]) -> DbResult<BTreeMap<Hash, SettlementReceipt>> {
+/// The stored decisions of the records among `ids`: status code, decision time and the
+/// receipt's bytes, by record id (read outside any transaction).
+pub async fn load_receipts(db: &Db, ids: &[Hash]) -> DbResult<BTreeMap<Hash, (u16, u64, Vec<u8>)>> {
     let sqlite = db.engine == Engine::Sqlite;
     let mut out = BTreeMap::new();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "SELECT id, receipt FROM records WHERE id IN ({})",
+            "SELECT id, status, decided_at, receipt FROM records WHERE id IN ({})",
             list(sqlite, 1, chunk.len())
         );
         let mut q = sqlx::query(&sql);
         for id in chunk {
             q = q.bind(id.0.to_vec());
         }
-        for r in q.fetch_all(&db.pool).await? {
-            let id: Vec<u8> = r.try_get(0)?;
-            let bytes: Vec<u8> = r.try_get(1)?;
-            // A stored receipt that does not decode is left out: the record is judged again,
-            // and its slot (stored apart) gives the same verdict.
-            if let Ok(receipt) = decode(&bytes) {
-                out.insert(hash_of(id), receipt);
-            }
+        for r in q.fetch_all(&db.readers).await? {
+            let status = u16::try_from(r.try_get::<i64, _>(1)?).unwrap_or(u16::MAX);
+            out.insert(
+                hash_of(r.try_get(0)?),
+                (status, u(r.try_get(2)?), r.try_get(3)?),
+            );
         }
     }
     Ok(out)

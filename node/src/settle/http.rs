@@ -480,9 +480,11 @@ async fn settle(
     };
     drop(body);
     // Judged a few at a time: the CPU pool and the database writer are shared by all.
-    s.waiting.fetch_add(1, Ordering::Relaxed);
-    let permit = s.judging.acquire().await;
-    s.waiting.fetch_sub(1, Ordering::Relaxed);
+    let permit = {
+        // Counted while waiting, however the wait ends (a client that goes away drops it).
+        let _waiting = Gauge::up(&s.waiting);
+        s.judging.acquire().await
+    };
     let _permit = permit.map_err(|_| ApiError::from(ServerError::Stopping))?;
     let receipts = tokio::time::timeout(
         Duration::from_secs(120),
@@ -598,7 +600,7 @@ async fn feed(
     let rows = sqlx::query(&sql)
         .bind(since)
         .bind(c.limit.unwrap_or(1000).clamp(1, 10_000))
-        .fetch_all(s.server.db.pool())
+        .fetch_all(s.server.db.readers())
         .await
         .map_err(ServerError::from)?;
     let mut out = Vec::with_capacity(rows.len());
@@ -951,7 +953,7 @@ pub struct Reconciliation {
     ))]
 async fn reconciliation(State(s): State<AppState>, h: HeaderMap) -> ApiResult {
     admin(&s, &h)?;
-    let pool = s.server.db.pool();
+    let pool = s.server.db.readers();
     let rows = sqlx::query("SELECT name, balance FROM accounts ORDER BY name")
         .fetch_all(pool)
         .await
@@ -1167,5 +1169,21 @@ async fn openapi(axum::Extension(doc): axum::Extension<Arc<utoipa::openapi::Open
             format!("the OpenAPI document does not serialise: {e}"),
         )
         .into_response(),
+    }
+}
+
+/// One unit of a gauge, given back when dropped.
+struct Gauge<'a>(&'a AtomicUsize);
+
+impl<'a> Gauge<'a> {
+    fn up(g: &'a AtomicUsize) -> Self {
+        g.fetch_add(1, Ordering::Relaxed);
+        Self(g)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

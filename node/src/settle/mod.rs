@@ -94,19 +94,30 @@ impl ServerError {
         }
     }
 
-    /// Whether the database refused a statement of this batch (as opposed to being out of
-    /// reach): a failure some record of the batch may have caused, which splitting the batch
-    /// can isolate.
-    fn is_statement_failure(&self) -> bool {
-        matches!(
-            self,
-            ServerError::Db(
-                DbError::Sql(sqlx::Error::Database(_))
-                    | DbError::TooLarge(_)
-                    | DbError::Overflow(_)
-                    | DbError::NoAccount(_)
-            )
-        )
+    /// Whether the database refused a statement for what one record of the batch holds (a
+    /// constraint, a value out of range, a trigger), as opposed to failing as a whole (out
+    /// of disk or of reach): only such a failure is isolated by splitting the batch.
+    fn is_record_failure(&self) -> bool {
+        match self {
+            ServerError::Db(DbError::TooLarge(_) | DbError::Overflow(_)) => true,
+            ServerError::Db(DbError::Sql(sqlx::Error::Database(e))) => {
+                let code = e.code().unwrap_or_default();
+                match code.parse::<i32>() {
+                    // SQLite: constraints (CHECK, NOT NULL, a trigger's RAISE, …) but unique
+                    // keys (a race, judged again), and values too big, mistyped or out of range.
+                    Ok(n) => {
+                        (n & 0xff == 19 && n != 2067 && n != 1555) || matches!(n, 18 | 20 | 25)
+                    }
+                    // PostgreSQL: data exceptions, constraints but unique keys, RAISE.
+                    Err(_) => {
+                        code.starts_with("22")
+                            || (code.starts_with("23") && code != "23505")
+                            || code == "P0001"
+                    }
+                }
+            }
+            _ => false,
+        }
     }
 }
 
@@ -276,6 +287,15 @@ enum Answer {
     SameAs(usize),
 }
 
+/// What is worked out once for a whole batch before it is judged.
+struct Prepared {
+    now: u64,
+    certs: BTreeMap<AllowanceId, AllowanceCert>,
+    bad: BTreeSet<Hash>,
+    /// `settled` receipts signed ahead, by record id.
+    hoped: BTreeMap<Hash, SettlementReceipt>,
+}
+
 /// The state a batch is judged against, read in its transaction.
 struct Loaded {
     ledger: Ledger,
@@ -409,7 +429,8 @@ impl Server {
         let WalletAction::Allowance { amount, valid_secs } = req.action() else {
             return Err(ServerError::Bad("not an allowance request".into()));
         };
-        self.spend_nonce(req).await?;
+        // What the request itself gets wrong is refused before its nonce is spent (the same
+        // request is refused the same way again); from the nonce on, a refusal is final.
         let d = self.descriptor.body();
         let b = req.body();
         if !d.currencies.contains(&b.currency) {
@@ -430,6 +451,7 @@ impl Server {
                 self.policy.max_valid_secs
             )));
         }
+        self.spend_nonce(req).await?;
         let now = self.clock.now();
         let mut id = [0u8; 16];
         OsRng.fill_bytes(&mut id);
@@ -500,7 +522,22 @@ impl Server {
     ) -> Result<Vec<Option<SettlementReceipt>>, ServerError> {
         self.metrics.batches.fetch_add(1, Ordering::Relaxed);
         let inputs = self.open_all(inputs, source).await?;
-        self.decide(&inputs).await
+        let answers = self.decide(&inputs).await?;
+        // Records that open but name no allowance here, or carry a bad signature, are junk
+        // anyone can seal to the public seal key: no decision, no signature, and their source
+        // pays for them like for bytes that do not open.
+        let junk = inputs
+            .iter()
+            .zip(&answers)
+            .filter(|(i, a)| matches!(i, Input::Record(..)) && a.is_none())
+            .count();
+        if junk > 0 {
+            self.junk.charge(source, junk as u64);
+            self.metrics
+                .unopened
+                .fetch_add(junk as u64, Ordering::Relaxed);
+        }
+        Ok(answers)
     }
 
     /// Step 1: opens every input on the CPU pool, a chunk at a time, charging `source` for
@@ -552,14 +589,42 @@ impl Server {
         }
     }
 
-    /// Steps 2 to 4 with retries, splitting the batch to isolate a record the database
-    /// refuses.
+    /// Steps 2 to 4. What does not change while a batch is judged (certificates, bad
+    /// signatures, receipts signed ahead) is worked out once for the whole batch.
     async fn decide(
         &self,
         inputs: &[Input],
     ) -> Result<Vec<Option<SettlementReceipt>>, ServerError> {
-        match self.decide_with_retries(inputs).await {
-            Err(e) if e.is_statement_failure() => {
+        let now = self.clock.now();
+        // Certificates never change once issued: read them, and check the signatures they
+        // name, before any transaction. Receipts are signed ahead too, for the records not
+        // decided yet, as if they settle (as nearly all do): the database then waits on no CPU
+        // work. A record that turns out otherwise is signed again with its status.
+        let certs = self.certificates(inputs).await?;
+        let bad = self.bad_signatures(inputs, &certs).await?;
+        let decided = self.stored_receipts(inputs).await?;
+        let hoped = self
+            .sign_hopefully(inputs, &certs, &bad, &decided, now)
+            .await?;
+        let prepared = Prepared {
+            now,
+            certs,
+            bad,
+            hoped,
+        };
+        self.decide_parts(inputs, &prepared, decided).await
+    }
+
+    /// Decides `inputs` with retries, splitting them to isolate a record the database
+    /// refuses.
+    async fn decide_parts(
+        &self,
+        inputs: &[Input],
+        prepared: &Prepared,
+        decided: BTreeMap<Hash, SettlementReceipt>,
+    ) -> Result<Vec<Option<SettlementReceipt>>, ServerError> {
+        match self.decide_with_retries(inputs, prepared, decided).await {
+            Err(e) if e.is_record_failure() => {
                 let records = inputs
                     .iter()
                     .filter(|i| matches!(i, Input::Record(..)))
@@ -567,21 +632,28 @@ impl Server {
                 if records > 1 {
                     tracing::warn!(error = %e, records, "the database refused a batch; judging its halves apart");
                     let mid = inputs.len() / 2;
-                    let mut first = Box::pin(self.decide(&inputs[..mid])).await?;
-                    first.extend(Box::pin(self.decide(&inputs[mid..])).await?);
+                    let (a, b) = inputs.split_at(mid);
+                    let first_decided = self.stored_receipts(a).await?;
+                    let mut first = Box::pin(self.decide_parts(a, prepared, first_decided)).await?;
+                    let second_decided = self.stored_receipts(b).await?;
+                    first.extend(Box::pin(self.decide_parts(b, prepared, second_decided)).await?);
                     return Ok(first);
                 }
                 tracing::error!(error = %e, "the database refused a record; answered retry_later");
-                let now = self.clock.now();
                 self.metrics.retry_later.fetch_add(1, Ordering::Relaxed);
+                // A record decided before keeps its stored receipt: never a contradicting one.
+                let decided = self.stored_receipts(inputs).await?;
                 Ok(inputs
                     .iter()
                     .map(|i| match i {
+                        Input::Record(id, _) | Input::Unopened(id) if decided.contains_key(id) => {
+                            decided.get(id).cloned()
+                        }
                         Input::Record(id, _) => Some(SettlementReceipt::issue(
                             &self.issuer,
                             *id,
                             ReceiptStatus::Rejected(Reason::RetryLater),
-                            now,
+                            prepared.now,
                         )),
                         _ => None,
                     })
@@ -594,11 +666,15 @@ impl Server {
     async fn decide_with_retries(
         &self,
         inputs: &[Input],
+        prepared: &Prepared,
+        mut decided: BTreeMap<Hash, SettlementReceipt>,
     ) -> Result<Vec<Option<SettlementReceipt>>, ServerError> {
         for _ in 0..8 {
-            match self.decide_once(inputs).await {
+            match self.decide_once(inputs, prepared, decided).await {
                 Err(e) if e.is_transient() => {
                     tracing::debug!(error = %e, "settlement raced another; judging again");
+                    // Another server may have decided some of these records meanwhile.
+                    decided = self.stored_receipts(inputs).await?;
                 }
                 other => return other,
             }
@@ -609,30 +685,13 @@ impl Server {
     async fn decide_once(
         &self,
         inputs: &[Input],
+        prepared: &Prepared,
+        decided: BTreeMap<Hash, SettlementReceipt>,
     ) -> Result<Vec<Option<SettlementReceipt>>, ServerError> {
-        let now = self.clock.now();
-        // Certificates never change once issued: read them, and check the signatures they
-        // name, before the transaction. Receipts are signed before it too, for the records
-        // not decided yet, as if they settle (as nearly all do): the database then waits on
-        // no CPU work. A record that turns out otherwise is signed again with its status.
-        let certs = self.certificates(inputs).await?;
-        let bad = self.bad_signatures(inputs, &certs).await?;
-        // Receipts already given, for every record id uploaded (opened or not): a record that
-        // was decided is always answered with its stored receipt.
-        let ids: Vec<Hash> = inputs
-            .iter()
-            .filter_map(|i| match i {
-                Input::Record(id, _) | Input::Unopened(id) => Some(*id),
-                Input::Nothing => None,
-            })
-            .collect();
-        let decided = db::load_receipts(&self.db, &ids).await?;
-        let hoped = self
-            .sign_hopefully(inputs, &certs, &bad, &decided, now)
-            .await?;
+        let now = prepared.now;
         let mut tx = self.db.begin().await?;
-        let mut loaded = load(&mut tx, self, inputs, certs, decided).await?;
-        let judged = judge(inputs, &mut loaded, &bad, now);
+        let mut loaded = load(&mut tx, self, inputs, &prepared.certs, decided).await?;
+        let judged = judge(inputs, &mut loaded, &prepared.bad, now);
         let fresh: Vec<(Hash, ReceiptStatus)> = judged
             .answers
             .iter()
@@ -641,6 +700,7 @@ impl Server {
                 _ => None,
             })
             .collect();
+        let hoped = &prepared.hoped;
         let to_sign: Vec<(Hash, ReceiptStatus)> = fresh
             .iter()
             .filter(|(id, status)| !(*status == ReceiptStatus::Settled && hoped.contains_key(id)))
@@ -674,6 +734,41 @@ impl Server {
         self.metrics.repeated.fetch_add(counts.2, Ordering::Relaxed);
         self.metrics.frauds.fetch_add(counts.3, Ordering::Relaxed);
         Ok(out)
+    }
+
+    /// The stored receipts of the records among `inputs` (read outside any transaction: a
+    /// stored decision never changes; one made by another server after this read makes the
+    /// batch's conditional insert fail, and the batch is judged again). A stored receipt that
+    /// does not decode is signed again from its stored status and time: signatures are
+    /// deterministic, so it is the same receipt.
+    async fn stored_receipts(
+        &self,
+        inputs: &[Input],
+    ) -> Result<BTreeMap<Hash, SettlementReceipt>, ServerError> {
+        let ids: Vec<Hash> = inputs
+            .iter()
+            .filter_map(|i| match i {
+                Input::Record(id, _) | Input::Unopened(id) => Some(*id),
+                Input::Nothing => None,
+            })
+            .collect();
+        let rows = db::load_receipts(&self.db, &ids).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, (status, decided_at, bytes))| {
+                let receipt = decode::<SettlementReceipt>(&bytes).ok().or_else(|| {
+                    tracing::warn!(record = %id, "a stored receipt does not decode; signed again");
+                    let status = ReceiptStatus::from_code(status)?;
+                    Some(SettlementReceipt::issue(
+                        &self.issuer,
+                        id,
+                        status,
+                        decided_at,
+                    ))
+                })?;
+                Some((id, receipt))
+            })
+            .collect())
     }
 
     /// `settled` receipts, signed on the CPU pool, for the batch's records that are not decided
@@ -957,7 +1052,7 @@ async fn load(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     server: &Server,
     inputs: &[Input],
-    certs: BTreeMap<AllowanceId, AllowanceCert>,
+    certs: &BTreeMap<AllowanceId, AllowanceCert>,
     decided: BTreeMap<Hash, SettlementReceipt>,
 ) -> Result<Loaded, ServerError> {
     let mut by_allowance: BTreeMap<AllowanceId, Vec<u32>> = BTreeMap::new();
@@ -978,6 +1073,7 @@ async fn load(
         db::Engine::Sqlite => "SELECT settled, released FROM escrows WHERE id = $1",
     };
     for (allowance, cert) in certs {
+        let (allowance, cert) = (*allowance, cert.clone());
         let Some(row) = sqlx::query(select)
             .bind(allowance.0.to_vec())
             .fetch_optional(&mut **tx)
@@ -1036,14 +1132,19 @@ fn judge(inputs: &[Input], loaded: &mut Loaded, bad: &BTreeSet<Hash>, now: u64) 
                     Answer::SameAs(*k)
                 } else {
                     let status = match loaded.holders.get(&iou.allowance) {
-                        None => ReceiptStatus::Rejected(Reason::UnknownAllowance),
+                        // Junk anyone can seal: no decision, nothing signed (the source pays).
+                        None => {
+                            answers.push(Answer::Ready(None));
+                            continue;
+                        }
                         // No account to credit: nothing is claimed or stored, so the record
                         // settles when uploaded again once the payee has an account.
                         Some(_) if !loaded.payees.contains(&iou.payee) => {
                             ReceiptStatus::Rejected(Reason::UnknownPayee)
                         }
                         Some(_) if bad.contains(id) => {
-                            ReceiptStatus::Rejected(Reason::BadSignature)
+                            answers.push(Answer::Ready(None));
+                            continue;
                         }
                         Some(holder) => {
                             let outcome = loaded.ledger.apply(iou, now, true);
