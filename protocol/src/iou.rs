@@ -14,7 +14,8 @@
 
 use crate::codec::{self, DecodeError, VERSION, Wire, check_version};
 use crate::keys::{BadSignature, DeviceKey, DeviceSecret, IssuerId, Signature};
-use crate::objects::{AllowanceCert, AllowanceId, Amount, Hash, Nonce, UnixTime, hash, tags};
+use crate::objects::{AllowanceCert, AllowanceId, Amount, Hash, Nonce, UnixTime, hash};
+use crate::tags;
 use serde_tuple::{Deserialize_tuple, Serialize_tuple};
 
 /// A payment from an allowance holder to a payee.

@@ -19,6 +19,7 @@
 //! catches any four wrong characters; parsing a mistyped key points at the characters to fix.
 
 use crate::codec::{byte_newtype, tagged};
+use crate::tags;
 use bech32::primitives::correction::CorrectableError;
 use bech32::primitives::decode::{
     CheckedHrpstring, CheckedHrpstringError, ChecksumError, UncheckedHrpstringError,
@@ -99,7 +100,7 @@ impl DeviceSecret {
     /// Signs a link session's X25519 static key, binding it to this device (the BLE Noise
     /// handshake sends this signature; SPEC.md §3.3).
     pub fn sign_link_key(&self, static_key: &[u8; 32]) -> Signature {
-        self.sign(crate::objects::tags::LINK_KEY, static_key)
+        self.sign(tags::LINK_KEY, static_key)
     }
 
     /// Signs `tag || 0 || msg`.
@@ -115,7 +116,7 @@ impl DeviceKey {
         static_key: &[u8; 32],
         sig: &Signature,
     ) -> Result<(), BadSignature> {
-        verify(&self.0, crate::objects::tags::LINK_KEY, static_key, sig)
+        verify(&self.0, tags::LINK_KEY, static_key, sig)
     }
 }
 
@@ -175,7 +176,7 @@ impl IssuerSecret {
     /// Signs a link session's X25519 static key, binding it to this device (the BLE Noise
     /// handshake sends this signature; SPEC.md §3.3).
     pub fn sign_link_key(&self, static_key: &[u8; 32]) -> Signature {
-        self.sign(crate::objects::tags::LINK_KEY, static_key)
+        self.sign(tags::LINK_KEY, static_key)
     }
 
     /// Signs `tag || 0 || msg`.

@@ -44,6 +44,7 @@ pub mod payee;
 pub mod record;
 pub mod store;
 pub mod sync;
+pub mod tags;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod wallet;

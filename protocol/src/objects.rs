@@ -65,39 +65,8 @@ pub(crate) fn hash(tag: &str, bytes: &[u8]) -> Hash {
     Hash(Sha256::digest(codec::tagged(tag, bytes)).into())
 }
 
-/// Signature and hash domain tags (SPEC.md §3).
-pub mod tags {
-    /// Issuer descriptor signature.
-    pub const DESCRIPTOR: &str = "meshpay/v1/issuer-descriptor";
-    /// Allowance certificate signature.
-    pub const ALLOWANCE: &str = "meshpay/v1/allowance";
-    /// Spend statement signature (IOUs and spend notices).
-    pub const SPEND: &str = "meshpay/v1/spend";
-    /// Digest of an IOU's fields other than allowance id and counter.
-    pub const IOU_REST: &str = "meshpay/v1/iou-rest";
-    /// Spend id (hash of a spend statement), which the next IOU names as `prev`.
-    pub const SPEND_ID: &str = "meshpay/v1/spend-id";
-    /// IOU id (hash of a whole encoded IOU), which is also its settlement record's id.
-    pub const IOU_ID: &str = "meshpay/v1/iou-id";
-    /// Payment ack signature.
-    pub const ACK: &str = "meshpay/v1/ack";
-    /// Settlement receipt signature.
-    pub const RECEIPT: &str = "meshpay/v1/receipt";
-    /// Revocation signature.
-    pub const REVOCATION: &str = "meshpay/v1/revocation";
-    /// Fraud proof id.
-    pub const FRAUD_ID: &str = "meshpay/v1/fraud-id";
-    /// A wallet's signed request to its issuer (allowance, statement).
-    pub const WALLET_REQUEST: &str = "meshpay/v1/wallet-request";
-    /// Hand-over receipt signature (proof of carriage).
-    pub const HAND_OVER: &str = "meshpay/v1/hand-over";
-    /// Digest of the bundle ids a hand-over receipt covers.
-    pub const HAND_OVER_IDS: &str = "meshpay/v1/hand-over-ids";
-    /// A device's signature binding a link session's X25519 static key to it (BLE Noise).
-    pub const LINK_KEY: &str = "meshpay/v1/link-key";
-    /// HPKE `info` for sealed settlement records.
-    pub const SEALED_RECORD: &str = "meshpay/v1/sealed-record";
-}
+/// Signature and hash domain tags (SPEC.md §3), re-exported from [`crate::tags`].
+pub use crate::tags;
 
 /// Checks a currency code: 1 to 12 characters of `A-Z`, `0-9` and `-` (ISO 4217 codes, or an
 /// issuer's own unit).

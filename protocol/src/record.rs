@@ -8,7 +8,8 @@
 use crate::codec::{self, Blob, DecodeError, VERSION, Wire, byte_newtype, check_version};
 use crate::iou::Iou;
 use crate::keys::{IssuerId, IssuerSecret, SealKey};
-use crate::objects::{Hash, UnixTime, tags};
+use crate::objects::{Hash, UnixTime};
+use crate::tags;
 use hpke::{Deserializable as _, OpModeR, OpModeS, Serializable as _};
 use rand_core::CryptoRngCore;
 use serde_tuple::{Deserialize_tuple, Serialize_tuple};
