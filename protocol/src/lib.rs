@@ -42,6 +42,7 @@ pub mod message;
 pub mod objects;
 pub mod payee;
 pub mod record;
+pub mod riblt;
 pub mod store;
 pub mod sync;
 pub mod tags;

@@ -203,7 +203,7 @@ pub struct BundleStore {
     sync_keys: BTreeMap<u64, Hash>,
     sync_shared: BTreeMap<u64, Vec<Hash>>,
     /// The first coded symbols of the keys in `sync_keys`.
-    head: Vec<crate::sync::Symbol>,
+    head: Vec<crate::riblt::Symbol>,
     /// `sync_keys` as a sorted list, shared by the sessions that start while it is current.
     sync_snapshot: std::sync::Mutex<Option<SyncList>>,
     bytes: u64,
@@ -406,17 +406,17 @@ impl BundleStore {
             .get_mut()
             .unwrap_or_else(|e| e.into_inner()) = None;
         if self.head.is_empty() {
-            self.head = vec![crate::sync::Symbol::default(); crate::sync::KEPT_SYMBOLS];
+            self.head = vec![crate::riblt::Symbol::default(); crate::riblt::KEPT_SYMBOLS];
         }
-        let mut m = crate::sync::Mapping::new(key);
-        while m.index < crate::sync::KEPT_SYMBOLS as u64 {
+        let mut m = crate::riblt::Mapping::new(key);
+        while m.index < crate::riblt::KEPT_SYMBOLS as u64 {
             self.head[usize::try_from(m.index).expect("small")].add(key, sign);
             m.advance();
         }
     }
 
     fn sync_add(&mut self, id: Hash) {
-        let key = crate::sync::key_of(&id);
+        let key = crate::riblt::key_of(&id);
         if let Some(shared) = self.sync_shared.get_mut(&key) {
             shared.push(id);
         } else if let Some(other) = self.sync_keys.remove(&key) {
@@ -429,7 +429,7 @@ impl BundleStore {
     }
 
     fn sync_remove(&mut self, id: &Hash) {
-        let key = crate::sync::key_of(id);
+        let key = crate::riblt::key_of(id);
         if let Some(shared) = self.sync_shared.get_mut(&key) {
             shared.retain(|x| x != id);
             if shared.len() == 1 {
@@ -458,9 +458,9 @@ impl BundleStore {
     }
 
     /// The first coded symbols of the held set (SPEC.md §11.3).
-    pub(crate) fn sync_head(&self) -> Vec<crate::sync::Symbol> {
+    pub(crate) fn sync_head(&self) -> Vec<crate::riblt::Symbol> {
         if self.head.is_empty() {
-            vec![crate::sync::Symbol::default(); crate::sync::KEPT_SYMBOLS]
+            vec![crate::riblt::Symbol::default(); crate::riblt::KEPT_SYMBOLS]
         } else {
             self.head.clone()
         }
