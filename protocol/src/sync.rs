@@ -49,12 +49,13 @@
 use crate::bundle::{BundleError, BundleKind, MAX_BUNDLE};
 use crate::codec::{self, Blob, DecodeError, VERSION, Wire, check_version};
 use crate::keys::{DeviceKey, DeviceSecret, IssuerId};
-use crate::objects::{Body, Hash, Signed, UnixTime, hash, tags};
+use crate::objects::{Body, Hash, Signed, UnixTime};
 use crate::riblt::{Decoder, Encoder, KeyIndex, Symbol};
 use crate::store::{Admission, BundleStore, Entry, Origin, priority};
 use serde_tuple::{Deserialize_tuple, Serialize_tuple};
 use std::collections::BTreeSet;
 
+pub use crate::objects::{HandOver, HandOverBody, ids_digest};
 pub use crate::riblt::{KEPT_SYMBOLS, coded_symbols, symbol_indices, sync_key};
 
 /// Largest sync message, in bytes (it travels inside a link message of at most 2 KiB).
@@ -118,58 +119,6 @@ pub fn kept_symbols(store: &BundleStore) -> Vec<u8> {
     out
 }
 
-
-// ---------------------------------------------------------------------------------------------
-// Hand-over receipts
-
-/// What a hand-over receipt says: `taker` took `count` bundles (`bytes` in all) from `giver`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
-pub struct HandOverBody {
-    /// Format version.
-    pub version: u8,
-    /// Who handed the bundles over.
-    pub giver: DeviceKey,
-    /// Who took them (the signer).
-    pub taker: DeviceKey,
-    /// How many bundles.
-    pub count: u32,
-    /// Their total size.
-    pub bytes: u64,
-    /// [`ids_digest`] of their ids.
-    pub ids: Hash,
-    /// When.
-    pub at: UnixTime,
-}
-
-/// A hand-over receipt, signed by the taker: the giver's proof of carriage.
-pub type HandOver = Signed<HandOverBody>;
-
-impl Body for HandOverBody {
-    const TAG: &'static str = tags::HAND_OVER;
-    const KIND: &'static str = "hand-over receipt";
-    // 194 bytes at most (counts and times of nine bytes each); 256 leaves room to spare.
-    const MAX_SIZE: usize = 256;
-    fn check(&self) -> Result<(), DecodeError> {
-        check_version(Self::KIND, self.version)
-    }
-}
-
-impl HandOver {
-    /// Checks the taker's signature.
-    pub fn verify(&self) -> Result<(), crate::keys::BadSignature> {
-        self.verify_by(&self.body().taker.0)
-    }
-}
-
-/// Digest of a set of bundle ids: SHA-256 over the tag and the ids in ascending order.
-pub fn ids_digest<'a>(ids: impl IntoIterator<Item = &'a Hash>) -> Hash {
-    let sorted: BTreeSet<&Hash> = ids.into_iter().collect();
-    let mut bytes = Vec::with_capacity(sorted.len() * 32);
-    for id in sorted {
-        bytes.extend_from_slice(&id.0);
-    }
-    hash(tags::HAND_OVER_IDS, &bytes)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Messages

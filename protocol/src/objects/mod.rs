@@ -11,7 +11,7 @@
 //! - `issuer`: the issuer descriptor and allowance certificates;
 //! - `request`: payment requests, payment acks and wallet requests to the issuer;
 //! - `reason`: refusal reasons and receipt statuses, with their stable codes;
-//! - `receipt`: settlement receipts, revocations and settlement batches.
+//! - `receipt`: settlement receipts, revocations, hand-over receipts and settlement batches.
 
 use crate::codec::{self, DecodeError, Wire, byte_newtype};
 use crate::keys::{BadSignature, DeviceSecret, IssuerSecret, Signature};
@@ -27,8 +27,8 @@ mod request;
 pub use issuer::{AllowanceBody, AllowanceCert, DescriptorBody, IssuerDescriptor};
 pub use reason::{Reason, ReceiptStatus};
 pub use receipt::{
-    ReceiptBatch, ReceiptBody, RecordBatch, Revocation, RevocationBody, RevocationReason,
-    SettlementReceipt,
+    HandOver, HandOverBody, ReceiptBatch, ReceiptBody, RecordBatch, Revocation, RevocationBody,
+    RevocationReason, SettlementReceipt, ids_digest,
 };
 pub use request::{
     AckBody, PaymentAck, PaymentRequest, REQUEST_TEXT_PREFIX, RequestTextError, WalletAction,

@@ -1,13 +1,15 @@
-//! The issuer's signed answers that travel back through the mesh, and the batches that carry
-//! records to it: settlement receipts (one verdict per record, naming only the record),
-//! revocations of allowances, and the upload and answer batches of a settlement server
-//! (SPEC.md §4.10, §4.11, §4.15).
+//! Receipts and the other signed answers that travel back through the mesh: settlement
+//! receipts (the issuer's verdict on one record, naming only the record), revocations of
+//! allowances, hand-over receipts (a carrier's signed proof that it took bundles from
+//! another), and the upload and answer batches of a settlement server (SPEC.md §4.10, §4.11,
+//! §4.15, §11.2).
 
-use super::{AllowanceId, Body, Hash, ReceiptStatus, Signed, UnixTime, invalid, tags};
+use super::{AllowanceId, Body, Hash, ReceiptStatus, Signed, UnixTime, hash, invalid, tags};
 use crate::codec::{Blob, DecodeError, VERSION, Wire, check_version};
-use crate::keys::{BadSignature, IssuerId, IssuerSecret};
+use crate::keys::{BadSignature, DeviceKey, IssuerId, IssuerSecret};
 use serde::{Deserialize, Serialize};
 use serde_tuple::{Deserialize_tuple, Serialize_tuple};
+use std::collections::BTreeSet;
 
 // ---------------------------------------------------------------------------------------------
 // Settlement receipts
@@ -172,6 +174,58 @@ impl Revocation {
         }
         self.verify_by(&issuer.0)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-over receipts
+
+/// What a hand-over receipt says: `taker` took `count` bundles (`bytes` in all) from `giver`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct HandOverBody {
+    /// Format version.
+    pub version: u8,
+    /// Who handed the bundles over.
+    pub giver: DeviceKey,
+    /// Who took them (the signer).
+    pub taker: DeviceKey,
+    /// How many bundles.
+    pub count: u32,
+    /// Their total size.
+    pub bytes: u64,
+    /// [`ids_digest`] of their ids.
+    pub ids: Hash,
+    /// When.
+    pub at: UnixTime,
+}
+
+/// A hand-over receipt, signed by the taker: the giver's proof of carriage.
+pub type HandOver = Signed<HandOverBody>;
+
+impl Body for HandOverBody {
+    const TAG: &'static str = tags::HAND_OVER;
+    const KIND: &'static str = "hand-over receipt";
+    // 194 bytes at most (counts and times of nine bytes each); 256 leaves room to spare.
+    const MAX_SIZE: usize = 256;
+    fn check(&self) -> Result<(), DecodeError> {
+        check_version(Self::KIND, self.version)
+    }
+}
+
+impl HandOver {
+    /// Checks the taker's signature.
+    pub fn verify(&self) -> Result<(), BadSignature> {
+        self.verify_by(&self.body().taker.0)
+    }
+}
+
+/// Digest of a set of bundle ids: SHA-256 over the tag and the ids in ascending order.
+pub fn ids_digest<'a>(ids: impl IntoIterator<Item = &'a Hash>) -> Hash {
+    let sorted: BTreeSet<&Hash> = ids.into_iter().collect();
+    let mut bytes = Vec::with_capacity(sorted.len() * 32);
+    for id in sorted {
+        bytes.extend_from_slice(&id.0);
+    }
+    hash(tags::HAND_OVER_IDS, &bytes)
 }
 
 // ---------------------------------------------------------------------------------------------
