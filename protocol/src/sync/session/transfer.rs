@@ -1,0 +1,207 @@
+//! The transfer and close phases of a session: queue what the peer lacks in forwarding order,
+//! filter it by [`Routing`], hand it over within the budget and the peer's room hint, admit
+//! what the peer hands over, and exchange the signed hand-over receipts (SPEC.md §11.4).
+
+use super::{ROOM, Routing, Session, State, SyncError};
+use crate::bundle::{BundleError, BundleKind, MAX_BUNDLE};
+use crate::codec::{Blob, DecodeError, VERSION};
+use crate::keys::DeviceSecret;
+use crate::objects::{HandOverBody, Hash, Signed, ids_digest};
+use crate::store::{Admission, BundleStore, Entry, Origin, priority};
+use crate::sync::message::{Carried, Step, SyncMessage, pack_keys, unpack_keys};
+
+impl Session {
+    pub(super) fn queue(&mut self, more: Vec<Hash>, store: &BundleStore) {
+        let mut rest: Vec<Hash> = self.to_send.split_off(self.send_pos);
+        rest.extend(more);
+        rest.sort_by_cached_key(|id| store.get(id).map(|e| priority(&e.meta)));
+        rest.dedup();
+        self.to_send.truncate(self.send_pos);
+        self.to_send.extend(rest);
+    }
+
+    /// Copies to give with `entry` to this peer, or `None` if routing keeps it here. Records go
+    /// to gateways of their issuer, messages to their destination, whatever the routing.
+    pub(super) fn offer(&self, entry: &Entry, store: &BundleStore) -> Option<(u32, u32)> {
+        let destination = match entry.meta.kind {
+            BundleKind::Record => self.peer_gateways.contains(&entry.meta.issuer),
+            BundleKind::Message => store
+                .destination(&entry.meta.id)
+                .is_some_and(|to| to == self.cfg.peer),
+            _ => return Some((0, entry.copies)),
+        };
+        if destination {
+            return Some((entry.copies.min(1), entry.copies));
+        }
+        match self.cfg.routing {
+            Routing::Epidemic => Some((0, entry.copies)),
+            Routing::Direct => None,
+            Routing::SprayAndWait { .. } => match entry.copies {
+                0 => Some((0, 0)),
+                1 => None,
+                n => Some((n / 2, n - n / 2)),
+            },
+        }
+    }
+
+    pub(super) fn nothing_left(&self) -> bool {
+        self.want_pos >= self.want.len()
+            && self.peer_want_done
+            && (self.send_pos >= self.to_send.len() || self.budget_spent)
+    }
+
+    pub(super) fn transfer(&mut self, store: &mut BundleStore) -> SyncMessage {
+        if self.state != State::Transfer {
+            // Entering the transfer: put what we know to send in forwarding order.
+            self.state = State::Transfer;
+            let give = std::mem::take(&mut self.to_send);
+            self.queue(give, store);
+        }
+        let mut m = SyncMessage::new(Step::Transfer);
+        let mut room = ROOM;
+        if self.want_pos < self.want.len() {
+            let page: Vec<u64> = self.want[self.want_pos..]
+                .iter()
+                .take(room / 8)
+                .copied()
+                .collect();
+            self.want_pos += page.len();
+            room -= page.len() * 8;
+            m.keys = pack_keys(&page);
+        }
+        m.last = self.want_pos >= self.want.len();
+        while self.send_pos < self.to_send.len() && !self.budget_spent {
+            let id = self.to_send[self.send_pos];
+            let Some(entry) = store.get(&id) else {
+                // Purged or evicted meanwhile.
+                self.send_pos += 1;
+                continue;
+            };
+            let Some((give, keep)) = self.offer(entry, store) else {
+                self.send_pos += 1;
+                continue;
+            };
+            let entry_copies = entry.copies;
+            let urgent = entry.meta.kind.class() == 0;
+            let Some(body) = store.body(&id) else {
+                // The driver lost the body: skip it (the mesh has other copies).
+                self.send_pos += 1;
+                continue;
+            };
+            let len = body.len();
+            if self.spent + len as u64 > self.cfg.budget {
+                self.budget_spent = true;
+                break;
+            }
+            if len + 12 > room {
+                break;
+            }
+            // The peer said how much it would take: do not hand over what it would refuse.
+            // Urgent kinds go anyway (they may take the place of less urgent bundles there).
+            if !urgent {
+                let hint = self.peer_room.unwrap_or(u64::MAX);
+                if self.sent_against_room + len as u64 > hint {
+                    self.held_back += 1;
+                    self.send_pos += 1;
+                    continue;
+                }
+                self.sent_against_room += len as u64;
+            }
+            room -= len + 12;
+            self.spent += len as u64;
+            m.bundles.push(Carried {
+                copies: give,
+                bundle: Blob(body.to_vec()),
+            });
+            self.given.push(id);
+            self.given_bytes += len as u64;
+            if keep != entry_copies {
+                store.set_copies(&id, keep);
+            }
+            self.send_pos += 1;
+        }
+        m.done = self.nothing_left();
+        self.sent_done = m.done;
+        m
+    }
+
+    pub(super) fn take_transfer(&mut self, m: &SyncMessage, store: &mut BundleStore) -> Result<(), SyncError> {
+        if !self.known {
+            // The peer knows the differences: its want list tells us what to send.
+            let want = unpack_keys(&m.keys);
+            let give: Vec<Hash> = want
+                .iter()
+                .filter_map(|k| self.keys.get(*k).copied())
+                .collect();
+            self.queue(give, store);
+            if m.last {
+                self.peer_want_done = true;
+            }
+        }
+        for c in &m.bundles {
+            if c.bundle.0.len() > MAX_BUNDLE {
+                return Err(SyncError::BadBundle(BundleError::Decode(
+                    DecodeError::TooLarge {
+                        kind: "bundle",
+                        len: c.bundle.0.len(),
+                        limit: MAX_BUNDLE,
+                    },
+                )));
+            }
+            let id = crate::bundle::bundle_id(&c.bundle.0);
+            self.taken.push(id);
+            self.taken_bytes += c.bundle.0.len() as u64;
+            match store.insert(
+                &c.bundle.0,
+                Origin::Peer(self.cfg.peer.0),
+                c.copies,
+                self.cfg.now,
+            ) {
+                Admission::Added(_) => self.admitted.push(id),
+                Admission::Refused(
+                    e @ (BundleError::Decode(_)
+                    | BundleError::BadSignature(_)
+                    | BundleError::ProvisionalReceipt),
+                ) => return Err(SyncError::BadBundle(e)),
+                _ => {}
+            }
+        }
+        self.peer_done = m.done;
+        Ok(())
+    }
+
+    pub(super) fn close(&mut self, key: &DeviceSecret) -> SyncMessage {
+        let mut m = SyncMessage::new(Step::Close);
+        if !self.taken.is_empty() {
+            m.handover = Some(Signed::by_device(
+                HandOverBody {
+                    version: VERSION,
+                    giver: self.cfg.peer,
+                    taker: self.cfg.me,
+                    count: u32::try_from(self.taken.len()).unwrap_or(u32::MAX),
+                    bytes: self.taken_bytes,
+                    ids: ids_digest(&self.taken),
+                    at: self.cfg.now,
+                },
+                key,
+            ));
+        }
+        m
+    }
+
+    pub(super) fn take_close(&mut self, m: &SyncMessage) {
+        // Keep the peer's receipt only if it is theirs and covers exactly what we gave.
+        if let Some(h) = &m.handover {
+            let b = h.body();
+            if b.taker == self.cfg.peer
+                && b.giver == self.cfg.me
+                && b.count as usize == self.given.len()
+                && b.bytes == self.given_bytes
+                && b.ids == ids_digest(&self.given)
+                && h.verify().is_ok()
+            {
+                self.proof = Some(h.clone());
+            }
+        }
+    }
+}
