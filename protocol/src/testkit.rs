@@ -12,6 +12,8 @@ use crate::objects::{
     PaymentRequest, UnixTime,
 };
 use crate::wallet::{HeldAllowance, Wallet};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
 
 /// A fixed "now": 2027-01-15T08:00:00Z.
 pub const T0: UnixTime = 1_800_000_000;
@@ -104,46 +106,16 @@ pub fn pay(wallet: &mut Wallet, key: &DeviceSecret, request: &PaymentRequest) ->
     spend.iou
 }
 
-/// A deterministic generator for sealing in tests (SplitMix64). **Not a CSPRNG**: it only
-/// satisfies the bound so that test records are reproducible.
-#[derive(Debug, Clone)]
-pub struct TestRng(pub u64);
-
-impl rand_core::RngCore for TestRng {
-    fn next_u32(&mut self) -> u32 {
-        // The high half of a 64-bit output.
-        u32::try_from(self.next_u64() >> 32).expect("fits")
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        rand_core::impls::fill_bytes_via_next(self, dest);
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl rand_core::CryptoRng for TestRng {}
-
 /// `iou` sealed to `issuer` at `T0`, expiring at the test allowances' settle-by time, with a
-/// generator seeded from the IOU id (so the same IOU always seals to the same bytes).
+/// ChaCha20 generator seeded with the IOU id (so the same IOU always seals to the same bytes).
 pub fn sealed(issuer: &IssuerSecret, iou: &Iou) -> crate::SealedRecord {
-    let id = iou.id();
-    let seed = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"));
     crate::SealedRecord::seal(
         iou,
         issuer.id(),
         &issuer.seal_key(),
         T0,
         T0 + 14 * DAY,
-        &mut TestRng(seed),
+        &mut ChaCha20Rng::from_seed(iou.id().0),
     )
     .expect("the test issuer's seal key is valid")
 }

@@ -3,7 +3,9 @@
 //! (the payer's proof of payment), and a wallet's signed request to its issuer (SPEC.md §4.4,
 //! §4.7, §4.14).
 
-use super::{Amount, Body, Hash, Nonce, Signed, UnixTime, amount_in_range, invalid, tags, valid_currency};
+use super::{
+    Amount, Body, Hash, Nonce, Signed, UnixTime, amount_in_range, invalid, tags, valid_currency,
+};
 use crate::codec::{self, DecodeError, VERSION, Wire, check_version};
 use crate::keys::{BadSignature, DeviceKey, DeviceSecret, IssuerId};
 use serde_tuple::{Deserialize_tuple, Serialize_tuple};

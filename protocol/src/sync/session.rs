@@ -9,12 +9,12 @@
 //! is in the [`crate::sync`] module docs; the state is private, and every input and output is
 //! a [`SyncMessage`], so the node, the simulator and the tests drive the same code.
 
-use crate::bundle::{BundleError, BundleKind, MAX_BUNDLE};
-use crate::codec::{Blob, DecodeError, VERSION};
+use crate::bundle::BundleError;
+use crate::codec::{Blob, DecodeError};
 use crate::keys::{DeviceKey, DeviceSecret, IssuerId};
-use crate::objects::{HandOver, HandOverBody, Hash, Signed, UnixTime, ids_digest};
-use crate::riblt::{Decoder, Encoder, KEPT_SYMBOLS, KeyIndex, Symbol};
-use crate::store::{Admission, BundleStore, Entry, Origin, priority};
+use crate::objects::{HandOver, Hash, UnixTime};
+use crate::riblt::{Decoder, Encoder, KeyIndex, Symbol};
+use crate::store::{BundleStore, Origin};
 use std::collections::BTreeSet;
 
 use super::message::{Step, SyncMessage, pack_keys, unpack_keys};

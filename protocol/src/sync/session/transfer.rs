@@ -125,7 +125,11 @@ impl Session {
         m
     }
 
-    pub(super) fn take_transfer(&mut self, m: &SyncMessage, store: &mut BundleStore) -> Result<(), SyncError> {
+    pub(super) fn take_transfer(
+        &mut self,
+        m: &SyncMessage,
+        store: &mut BundleStore,
+    ) -> Result<(), SyncError> {
         if !self.known {
             // The peer knows the differences: its want list tells us what to send.
             let want = unpack_keys(&m.keys);
