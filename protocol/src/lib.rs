@@ -35,6 +35,7 @@
 
 pub mod bundle;
 pub mod codec;
+pub mod device;
 pub mod iou;
 pub mod keys;
 pub mod ledger;

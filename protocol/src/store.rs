@@ -137,6 +137,21 @@ pub struct Changes {
     pub untombstoned: Vec<(IssuerId, Hash)>,
     /// Bodies of the bundles added since the last call (the driver stores them).
     pub bodies: Vec<(Hash, Arc<[u8]>)>,
+    /// What was admitted since the last call, decoded, in order: the bundles offered and
+    /// kept, and those the store made itself (a fraud proof from two notices). A driver acts
+    /// on these without reading and decoding the bodies again.
+    pub admitted: Vec<Admitted>,
+}
+
+/// A bundle the store took in, with its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// Its metadata.
+    pub meta: Meta,
+    /// Where it came from.
+    pub origin: Origin,
+    /// What it holds.
+    pub content: Content,
 }
 
 impl Changes {
@@ -300,6 +315,11 @@ impl BundleStore {
             return Admission::Full;
         }
         self.put(bundle.bytes().into(), meta, origin, copies, None);
+        self.changes.admitted.push(Admitted {
+            meta,
+            origin,
+            content: bundle.content().clone(),
+        });
         match bundle.content() {
             Content::Fraud(p) => {
                 self.proofs.insert((meta.issuer, p.allowance()), meta.id);
@@ -329,6 +349,11 @@ impl BundleStore {
                             {
                                 self.put(b.bytes().into(), m, Origin::Local, 0, None);
                                 self.proofs.insert((m.issuer, allowance), m.id);
+                                self.changes.admitted.push(Admitted {
+                                    meta: m,
+                                    origin: Origin::Local,
+                                    content: b.content().clone(),
+                                });
                             }
                         }
                     }
