@@ -1,6 +1,7 @@
 //! Resident memory of a relay holding many bundles: sealed records (316 bytes each, the bulk
-//! of what the mesh carries) in the node's mesh store (the protocol's bundle store mirrored to
-//! sled), measured after filling it and again after reopening it as a restarted relay would.
+//! of what the mesh carries) in a relay's device machine, its bundle store mirrored to sled
+//! as the node does, measured after filling it and again after reopening it as a restarted
+//! relay would.
 //!
 //! ```sh
 //! cargo bench -p meshpay-node --bench relay_memory                 # 100,000 bundles
@@ -11,10 +12,10 @@
 // Megabyte figures: float conversions are exact enough.
 #![allow(clippy::cast_precision_loss)]
 
-use meshpay_node::mesh::Mesh;
+use meshpay_node::mesh::MeshDisk;
 use meshpay_protocol::bundle::{Bundle, Content};
-use meshpay_protocol::store::{Admission, Origin, StoreConfig};
-use meshpay_protocol::sync::Routing;
+use meshpay_protocol::device::{Change, Device, DeviceConfig, DeviceInit, Now, Output};
+use meshpay_protocol::store::{Admission, BundleStore, Origin, StoreConfig};
 use meshpay_protocol::testkit::{T0, allowance, device, issuer, pay, request, sealed, wallet};
 use meshpay_protocol::{Nonce, PaymentRequest};
 use std::time::Instant;
@@ -84,10 +85,11 @@ fn reopen(path: &str) -> anyhow::Result<()> {
         .open()?;
     let after_open = status("VmRSS:");
     let started = Instant::now();
-    let mesh = Mesh::open(&db, StoreConfig::default(), Routing::Epidemic, 4 << 20)?;
-    let held = mesh.read(meshpay_protocol::store::BundleStore::len);
+    let (_disk, store) = MeshDisk::open(&db, StoreConfig::default())?;
+    let relay = relay(store);
+    let held = relay.store().len();
     // Touch every bundle once, as a sync would.
-    let bytes: usize = mesh.read(|s| s.in_order().map(|e| e.meta.size as usize).sum());
+    let bytes: usize = relay.store().in_order().map(|e| e.meta.size as usize).sum();
     println!(
         "restarted relay (fresh process, {after_open:.1} MB once sled is open): {held} bundles ({:.1} MB) loaded in {:.1} s; resident {:.1} MB, peak {:.1} MB (process baseline {baseline:.1} MB)",
         bytes as f64 / 1e6,
@@ -95,6 +97,45 @@ fn reopen(path: &str) -> anyhow::Result<()> {
         status("VmRSS:"),
         status("VmHWM:"),
     );
+    Ok(())
+}
+
+/// A relay's device machine over `store`.
+fn relay(store: BundleStore) -> Device {
+    let init = DeviceInit {
+        secret: device(9),
+        wallet: wallet([]),
+        spent: std::collections::BTreeSet::new(),
+        issuers: vec![],
+        certs: vec![],
+        notices: vec![],
+        frauds: vec![],
+        sent: vec![],
+        received: vec![],
+        requests: vec![],
+        store,
+        seed: [9; 32],
+        secrets: Box::new(rand_core::OsRng),
+    };
+    Device::new(
+        init,
+        DeviceConfig {
+            relay: true,
+            ..DeviceConfig::default()
+        },
+    )
+}
+
+/// Writes the device's changes to sled, as the node's driver does.
+fn drain(relay: &mut Device, disk: &MeshDisk, now: Now) -> anyhow::Result<()> {
+    while let Some(out) = relay.poll_output() {
+        if let Output::Commit { id, change } = out {
+            if let Change::Mesh(w) = &change {
+                disk.apply(w)?;
+            }
+            relay.committed(now, id, Ok(()));
+        }
+    }
     Ok(())
 }
 
@@ -136,7 +177,7 @@ fn main() -> anyhow::Result<()> {
             .path(dir.path().join("mesh"))
             .cache_capacity(8 << 20)
             .open()?;
-        let mesh = Mesh::open(
+        let (disk, store) = MeshDisk::open(
             &db,
             StoreConfig {
                 max_bytes: 1 << 30,
@@ -146,21 +187,21 @@ fn main() -> anyhow::Result<()> {
                 bodies_in_memory: false,
                 accept_messages: false,
             },
-            Routing::Epidemic,
-            4 << 20,
         )?;
+        let mut relay = relay(store);
+        let now = Now { mono: 0, unix: T0 };
+        relay.start(now);
         let started = Instant::now();
-        for (i, r) in records.iter().enumerate() {
+        for r in &records {
             let b = Bundle::decode(r)?;
-            let mut peer = [0u8; 32];
-            peer[..2].copy_from_slice(&u16::try_from(i % 50)?.to_le_bytes());
-            let a = mesh.insert(&b, Origin::Peer(peer), 0, T0)?;
+            let a = relay.carry(now, &b, 0);
             anyhow::ensure!(matches!(a, Admission::Added(_)), "{a:?}");
+            drain(&mut relay, &disk, now)?;
         }
         db.flush()?;
         println!(
             "stored {n} bundles ({:.1} MB of bundle bytes) in {:.1} s",
-            mesh.read(meshpay_protocol::store::BundleStore::bytes) as f64 / 1e6,
+            relay.store().bytes() as f64 / 1e6,
             started.elapsed().as_secs_f64()
         );
         println!(

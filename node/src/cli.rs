@@ -860,11 +860,9 @@ async fn run_with(home: &Home, opts: RunOptions, json: bool, pass: String) -> Re
     let token = control::make_token(home)?;
     let control_socket = control::bind(home)?;
     let links = tokio::spawn(std::sync::Arc::clone(&node).serve_links(events));
-    tokio::spawn(std::sync::Arc::clone(&node).maintain(std::time::Duration::from_secs(30)));
-    let (sync_every, gateway_every) = node.mesh_periods();
-    tokio::spawn(std::sync::Arc::clone(&node).mesh_loop(sync_every));
     if let Some(url) = node.gateway_url(&opts) {
-        tokio::spawn(std::sync::Arc::clone(&node).gateway_loop(url, gateway_every));
+        let every = node.gateway_period();
+        tokio::spawn(std::sync::Arc::clone(&node).gateway_loop(url, every));
     }
     let server = tokio::spawn(control::serve(
         std::sync::Arc::clone(&node),

@@ -302,9 +302,8 @@ async fn run(node: &Node, cmd: Command) -> Result<Value, NodeError> {
             Ok(serde_json::to_value(round).unwrap_or(Value::Null))
         }
         Command::Mesh => {
-            let mut v = node.mesh().summary();
+            let mut v = node.mesh_summary().await?;
             v["carried"] = node
-                .mesh()
                 .handovers(100)
                 .iter()
                 .map(|h| {
@@ -316,12 +315,11 @@ async fn run(node: &Node, cmd: Command) -> Result<Value, NodeError> {
             Ok(v)
         }
         Command::Sync => {
-            let (peers, took, gave) = node.sync_all().await;
+            let (peers, took, gave) = node.sync_all().await?;
             Ok(json!({"peers": peers, "took": took, "gave": gave}))
         }
         Command::Export { path } => {
-            let file = node.mesh().export();
-            let bundles = node.mesh().read(meshpay_protocol::store::BundleStore::len);
+            let (file, bundles) = node.export().await?;
             let tmp = format!("{path}.tmp");
             std::fs::write(&tmp, &file)
                 .and_then(|()| std::fs::rename(&tmp, &path))
@@ -332,7 +330,10 @@ async fn run(node: &Node, cmd: Command) -> Result<Value, NodeError> {
             let file = read_bounded(&path, meshpay_protocol::bundle::MAX_FILE)
                 .await
                 .map_err(input)?;
-            let report = node.import(&file).await.map_err(|e| input(format!("{path}: {e}")))?;
+            let report = node.import(file).await.map_err(|e| match e {
+                NodeError::Device(e) => input(format!("{path}: {e}")),
+                e => e,
+            })?;
             Ok(serde_json::to_value(report).unwrap_or(Value::Null))
         }
         Command::Records => {

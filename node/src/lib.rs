@@ -1,15 +1,17 @@
 //! # meshpay-node
 //!
-//! The `meshpay` daemon and command line: wallet storage (SQLite, durable), the mesh store
-//! (sled), encrypted keys, the libp2p link, the control socket, and the payment logic that
-//! drives the protocol crate's wallet and spend-book rules.
+//! The `meshpay` daemon and command line: the driver of the protocol crate's device machine
+//! (one task owns it, [`actor`]), wallet storage (SQLite, durable), the mesh store (sled),
+//! encrypted keys, the libp2p and BLE links, the control socket, and the gateway rounds.
 
+pub mod actor;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod dev;
+pub mod gateway;
 pub mod httpd;
 pub mod issuer;
 pub mod keystore;

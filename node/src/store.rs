@@ -8,8 +8,8 @@
 
 use meshpay_protocol::wallet::{HeldAllowance, Spend, SpendHead};
 use meshpay_protocol::{
-    AllowanceCert, AllowanceId, FraudProof, Hash, Iou, IssuerDescriptor, PaymentAck,
-    PaymentRequest, SealedRecord, SpendNotice, Wire, decode, encode,
+    AllowanceCert, FraudProof, Hash, Iou, IssuerDescriptor, PaymentAck, PaymentRequest,
+    SealedRecord, SpendNotice, Wire, decode, encode,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -81,52 +81,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX requests_asked ON requests (asked_by, paid_by, expires);",
 ];
 
-/// Who got the payee's answer to a sent payment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnsweredBy {
-    /// The `pay` command that made the payment.
-    Pay,
-    /// An automatic re-send, after the command had reported it pending.
-    Resend,
-}
+pub use meshpay_protocol::device::{AnsweredBy, SentStatus};
 
-impl AnsweredBy {
-    fn as_str(self) -> &'static str {
-        match self {
-            AnsweredBy::Pay => "pay",
-            AnsweredBy::Resend => "resend",
-        }
-    }
-}
-
-/// Status of a sent payment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SentStatus {
-    /// Committed and sent (or about to be); no answer yet.
-    Pending,
-    /// The payee acked it.
-    Acked,
-    /// The payee refused it.
-    Refused,
-}
-
-impl SentStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            SentStatus::Pending => "pending",
-            SentStatus::Acked => "acked",
-            SentStatus::Refused => "refused",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self> {
-        match s {
-            "pending" => Ok(SentStatus::Pending),
-            "acked" => Ok(SentStatus::Acked),
-            "refused" => Ok(SentStatus::Refused),
-            _ => Err(StoreError::Corrupt("payment status")),
-        }
-    }
+fn parse_status(s: &str) -> Result<SentStatus> {
+    SentStatus::from_name(s).ok_or(StoreError::Corrupt("payment status"))
 }
 
 /// A payment this wallet made.
@@ -384,22 +342,6 @@ impl Store {
         Ok(())
     }
 
-    /// The sent payment answering the request with this payee and nonce, if any.
-    pub async fn sent_for(
-        &self,
-        payee: &meshpay_protocol::DeviceKey,
-        nonce: &meshpay_protocol::Nonce,
-    ) -> Result<Option<SentPayment>> {
-        let row = sqlx::query(&format!(
-            "SELECT {SENT_COLUMNS} FROM sent WHERE payee = ? AND nonce = ?"
-        ))
-        .bind(payee.0.to_vec())
-        .bind(nonce.0.to_vec())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| sent_row(&r)).transpose()
-    }
-
     /// Every sent payment, oldest first.
     pub async fn sent(&self) -> Result<Vec<SentPayment>> {
         let rows = sqlx::query(&format!(
@@ -422,42 +364,15 @@ impl Store {
         now: u64,
     ) -> Result<()> {
         sqlx::query("UPDATE sent SET status = ?, reason = ?, ack = ?, answered_by = ?, answered_at = ? WHERE iou_id = ? AND status = 'pending'")
-            .bind(status.as_str())
+            .bind(status.name())
             .bind(reason)
             .bind(ack.map(encode))
-            .bind(by.as_str())
+            .bind(by.name())
             .bind(i64_of(now)?)
             .bind(iou.0.to_vec())
             .execute(&self.pool)
             .await?;
         Ok(())
-    }
-
-    /// The payment made under idempotency key `key`, if any.
-    pub async fn sent_by_key(&self, key: &str) -> Result<Option<SentPayment>> {
-        let row = sqlx::query(&format!(
-            "SELECT {SENT_COLUMNS} FROM sent WHERE idem_key = ?"
-        ))
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| sent_row(&r)).transpose()
-    }
-
-    /// The latest payment to `payee` of `amount` in `currency`, if any.
-    pub async fn last_sent_to(
-        &self,
-        payee: &meshpay_protocol::DeviceKey,
-        amount: u64,
-        currency: &str,
-    ) -> Result<Option<SentPayment>> {
-        let row = sqlx::query(&format!("SELECT {SENT_COLUMNS} FROM sent WHERE payee = ? AND amount = ? AND currency = ? ORDER BY created_at DESC, rowid DESC LIMIT 1"))
-            .bind(payee.0.to_vec())
-            .bind(i64_of(amount)?)
-            .bind(currency)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| sent_row(&r)).transpose()
     }
 
     /// Closes the unpaid request with `nonce` if `peer` asked for it. Returns whether it did.
@@ -494,18 +409,32 @@ impl Store {
         Ok(())
     }
 
-    /// Open (unpaid, unexpired) requests, all and those asked for by `peer`.
-    pub async fn open_requests(
+    /// Every unpaid request: the request, who asked for it, when it was made.
+    pub async fn unpaid_requests(
         &self,
-        peer: &meshpay_protocol::DeviceKey,
-        now: u64,
-    ) -> Result<(u64, u64)> {
-        let row = sqlx::query("SELECT COUNT(*), COALESCE(SUM(asked_by = ?), 0) FROM requests WHERE paid_by IS NULL AND expires >= ?")
-            .bind(peer.0.to_vec())
-            .bind(i64_of(now)?)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((u64_of(row.get(0))?, u64_of(row.get(1))?))
+    ) -> Result<Vec<(PaymentRequest, Option<meshpay_protocol::DeviceKey>, u64)>> {
+        let rows = sqlx::query(
+            "SELECT request, asked_by, created_at FROM requests WHERE paid_by IS NULL ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let asked_by: Option<Vec<u8>> = r.get(1);
+                let asked_by = asked_by
+                    .map(|k| {
+                        k.try_into()
+                            .map(meshpay_protocol::DeviceKey)
+                            .map_err(|_| StoreError::Corrupt("request's asker"))
+                    })
+                    .transpose()?;
+                Ok((
+                    obj(&r.get::<Vec<u8>, _>(0), "payment request")?,
+                    asked_by,
+                    u64_of(r.get(2))?,
+                ))
+            })
+            .collect()
     }
 
     /// Forgets unpaid requests that expired before `before`. Returns how many.
@@ -517,40 +446,6 @@ impl Store {
                 .await?
                 .rows_affected(),
         )
-    }
-
-    /// Pending sent payments, to one payee or to all.
-    pub async fn pending(
-        &self,
-        payee: Option<&meshpay_protocol::DeviceKey>,
-    ) -> Result<Vec<SentPayment>> {
-        let rows =
-            match payee {
-                Some(p) => sqlx::query(&format!(
-                    "SELECT {SENT_COLUMNS} FROM sent WHERE status = 'pending' AND payee = ? ORDER BY created_at, counter"
-                ))
-                .bind(p.0.to_vec())
-                .fetch_all(&self.pool)
-                .await?,
-                None => {
-                    sqlx::query(&format!(
-                        "SELECT {SENT_COLUMNS} FROM sent WHERE status = 'pending' ORDER BY created_at, counter"
-                    ))
-                    .fetch_all(&self.pool)
-                    .await?
-                }
-            };
-        rows.iter().map(sent_row).collect()
-    }
-
-    /// The request with this nonce.
-    pub async fn request(&self, nonce: &meshpay_protocol::Nonce) -> Result<Option<PaymentRequest>> {
-        let row: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT request FROM requests WHERE nonce = ?")
-                .bind(nonce.0.to_vec())
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|b| obj(&b, "payment request")).transpose()
     }
 
     /// Commits an accepted payment: IOU, sealed record, ack, the request marked paid, the
@@ -597,15 +492,6 @@ impl Store {
         Ok(())
     }
 
-    /// The stored ack for a received IOU.
-    pub async fn received_ack(&self, iou: &Hash) -> Result<Option<PaymentAck>> {
-        let row: Option<Vec<u8>> = sqlx::query_scalar("SELECT ack FROM received WHERE iou_id = ?")
-            .bind(iou.0.to_vec())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|b| obj(&b, "payment ack")).transpose()
-    }
-
     /// Every received payment, oldest first.
     pub async fn received(&self) -> Result<Vec<ReceivedPayment>> {
         let rows = sqlx::query("SELECT iou, payer, currency, memo, ack, received_at FROM received ORDER BY received_at, rowid")
@@ -626,18 +512,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    /// Stores a certificate learned from the mesh or a payment.
-    pub async fn add_cert(&self, cert: &AllowanceCert) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO certs (allowance, cert) VALUES (?, ?) ON CONFLICT (allowance) DO NOTHING",
-        )
-        .bind(cert.id().0.to_vec())
-        .bind(encode(cert))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     /// Every stored certificate of other wallets.
@@ -685,15 +559,6 @@ impl Store {
             .collect()
     }
 
-    /// Marks an allowance retired.
-    pub async fn retire(&self, id: &AllowanceId) -> Result<()> {
-        sqlx::query("UPDATE allowances SET retired = 1 WHERE id = ?")
-            .bind(id.0.to_vec())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     /// The sealed records of received payments the issuer has not decided yet.
     pub async fn undecided_records(&self) -> Result<Vec<Vec<u8>>> {
         Ok(sqlx::query_scalar(
@@ -728,23 +593,6 @@ impl Store {
             .rows_affected();
         }
         Ok(n > 0)
-    }
-
-    /// The allowance of this wallet's payment (sent or received) with IOU id `iou`.
-    pub async fn payment_allowance(&self, iou: &Hash) -> Result<Option<AllowanceId>> {
-        let row: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT allowance FROM sent WHERE iou_id = ?1 UNION ALL SELECT allowance FROM received WHERE iou_id = ?1 LIMIT 1",
-        )
-        .bind(iou.0.to_vec())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|b| {
-            Ok(AllowanceId(
-                b.try_into()
-                    .map_err(|_| StoreError::Corrupt("allowance id"))?,
-            ))
-        })
-        .transpose()
     }
 
     /// Settlement status by IOU id (sent and received).
@@ -792,7 +640,7 @@ fn sent_row(r: &sqlx::sqlite::SqliteRow) -> Result<SentPayment> {
         currency: r.get(1),
         memo: r.get(2),
         created_at: u64_of(r.get(3))?,
-        status: SentStatus::parse(&r.get::<String, _>(4))?,
+        status: parse_status(&r.get::<String, _>(4))?,
         reason: r.get(5),
         ack: ack.map(|b| obj(&b, "payment ack")).transpose()?,
         idem_key: r.get(7),

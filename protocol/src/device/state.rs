@@ -201,6 +201,8 @@ pub enum Change {
     RequestClosed {
         /// The request's nonce.
         nonce: Nonce,
+        /// The peer that asked for it.
+        asked_by: DeviceKey,
     },
     /// Unpaid requests that expired before `before` are forgotten.
     RequestsPurged {

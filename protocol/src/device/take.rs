@@ -227,7 +227,13 @@ impl Device {
                     .is_some_and(|r| r.asked_by == Some(from))
                 {
                     self.requests.remove(&iou.nonce);
-                    self.commit(Change::RequestClosed { nonce: iou.nonce }, Then::Tolerated);
+                    self.commit(
+                        Change::RequestClosed {
+                            nonce: iou.nonce,
+                            asked_by: from,
+                        },
+                        Then::Tolerated,
+                    );
                 }
                 self.event(Event::Refused { from, reason });
                 self.reply(reply, Response::Refused(reason).encode(), false);

@@ -96,6 +96,11 @@ impl Reason {
         Self::ALL.get(usize::from(code).checked_sub(1)?).copied()
     }
 
+    /// The reason with this [`Reason::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|r| r.name() == name)
+    }
+
     /// A short machine name (snake case), for logs and JSON.
     pub fn name(self) -> &'static str {
         match self {
