@@ -44,6 +44,7 @@ pub mod objects;
 pub mod payee;
 pub mod record;
 pub mod riblt;
+pub mod settlement;
 pub mod store;
 pub mod sync;
 pub mod tags;

@@ -315,11 +315,14 @@ impl BundleStore {
             return Admission::Full;
         }
         self.put(bundle.bytes().into(), meta, origin, copies, None);
-        self.changes.admitted.push(Admitted {
-            meta,
-            origin,
-            content: bundle.content().clone(),
-        });
+        // Nothing acts on a plain message: only the store routes it.
+        if meta.kind != BundleKind::Message {
+            self.changes.admitted.push(Admitted {
+                meta,
+                origin,
+                content: bundle.content().clone(),
+            });
+        }
         match bundle.content() {
             Content::Fraud(p) => {
                 self.proofs.insert((meta.issuer, p.allowance()), meta.id);

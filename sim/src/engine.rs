@@ -1,11 +1,15 @@
 //! The discrete-event engine: a virtual clock in milliseconds, contact and message events in
 //! time order, and at every contact the protocol crate's own sync session between the two
-//! nodes' bundle stores, bounded by what the contact can carry.
+//! nodes' devices, bounded by what the contact can carry.
+//!
+//! Every node is a [`Device`], the machine a `meshpay` node runs; the engine is its driver.
+//! It writes nothing (a simulated node never loses power), answers every write as done, and
+//! carries the devices' frames over in-memory links between nodes in contact.
 //!
 //! ## Model
 //!
 //! - **Contacts** come from a mobility model or a trace, up and down in time order. When a
-//!   contact comes up, the two nodes run one sync session right away ([`sync::contact`]): every
+//!   contact comes up, the two nodes run one sync session right away ([`device::contact`]): every
 //!   message of it goes through its encoding, as on a real link. A contact of `d` seconds on a
 //!   radio of `r` bit/s with set-up time `s` can carry `(d − s) · r / 8` bytes, half each way;
 //!   the sessions of one contact share that budget. A radio that loses a fraction `l` of its
@@ -17,20 +21,23 @@
 //! - **Time** never comes from the wall clock: runs are reproducible byte for byte from the
 //!   seed, which also draws every key and session salt.
 
+use crate::clock::{EPOCH, now};
+use crate::market::{Market, Order, Role};
 use crate::mobility::{self, Waypoint};
 use crate::scenario::{Mobility, Scenario};
 use crate::trace::{ContactEvent, Link, MessageEvent};
 use meshpay_protocol::bundle::{Bundle, BundleKind, Content, PlainMessage};
 use meshpay_protocol::codec::{Blob, VERSION};
-use meshpay_protocol::store::{Admission, BundleStore, Origin, StoreConfig};
-use meshpay_protocol::sync::{self, Party, Routing, SessionConfig};
+use meshpay_protocol::device::{
+    self, Change, Device, DeviceConfig, DeviceInit, Output, ReplyId, RequestId,
+};
+use meshpay_protocol::store::{Admission, BundleStore, StoreConfig};
+use meshpay_protocol::sync::Routing;
+use meshpay_protocol::wallet::{HeldAllowance, Wallet};
 use meshpay_protocol::{DeviceSecret, Hash};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-
-/// Wall-clock origin of simulated time, for the protocol's expiry checks (2027-01-15).
-pub const EPOCH: u64 = 1_800_000_000;
 
 /// One message's fate.
 #[derive(Debug, Clone)]
@@ -101,7 +108,13 @@ struct Up {
 }
 
 struct Node {
-    store: BundleStore,
+    device: Device,
+}
+
+/// A frame on an in-memory link.
+enum Frame {
+    Request(RequestId, Vec<u8>),
+    Response(RequestId, Result<Vec<u8>, String>),
 }
 
 /// Why a run could not start.
@@ -130,8 +143,13 @@ pub struct Sim {
     routing: Routing,
     nodes: Vec<Node>,
     keys: Vec<DeviceSecret>,
-    market: Option<crate::market::Market>,
+    market: Option<Market>,
     rng: ChaCha20Rng,
+    /// Frames in flight: (to, from, frame).
+    wire: VecDeque<(u32, u32, Frame)>,
+    /// Requests a node is answering: its reply id → (asker, asker's request id).
+    asked: BTreeMap<(u32, ReplyId), (u32, RequestId)>,
+    next_reply: u64,
     up: BTreeMap<(u32, u32), Up>,
     peers: Vec<BTreeSet<u32>>,
     /// Bumped whenever a node's store gains bundles.
@@ -179,19 +197,61 @@ impl Sim {
             }
         }
         let keys: Vec<DeviceSecret> = seeds.iter().map(DeviceSecret::from_seed).collect();
-        let market = pay.enabled.then(|| {
-            crate::market::Market::new(pay, n, scenario.seed, &keys, routing.initial_copies())
-        });
+        let market = pay
+            .enabled
+            .then(|| Market::new(pay, n, scenario.seed, &keys));
+        let config = DeviceConfig {
+            routing,
+            // Timers are the engine's: sessions run at contacts and on its re-sync ticks.
+            resend_every: None,
+            sync_every: None,
+            request_ttl_secs: 600,
+            ..DeviceConfig::default()
+        };
+        // The devices' own choices draw from a stream of their own, so the workload drawn
+        // below is the same whatever the devices do.
+        let mut device_rng = ChaCha20Rng::seed_from_u64(scenario.seed ^ 0x6465_7669_6365);
         let nodes = (0..n)
-            .map(|_| Node {
-                store: BundleStore::new(StoreConfig {
-                    max_bytes: scenario.routing.buffer_kb << 10,
-                    max_bundles: usize::MAX,
-                    max_bytes_per_origin: scenario.routing.buffer_kb << 10,
-                    issuers: None,
-                    bodies_in_memory: true,
-                    accept_messages: true,
-                }),
+            .map(|i| {
+                let mut seed = [0u8; 32];
+                device_rng.fill_bytes(&mut seed);
+                let init = DeviceInit {
+                    secret: DeviceSecret::from_seed(&seeds[i as usize]),
+                    wallet: Wallet::open(
+                        0,
+                        market
+                            .as_ref()
+                            .and_then(|m| m.allowance_of(i))
+                            .cloned()
+                            .map(HeldAllowance::new),
+                        None,
+                    )
+                    .0,
+                    spent: BTreeSet::new(),
+                    issuers: market.iter().map(|m| m.descriptor().clone()).collect(),
+                    certs: Vec::new(),
+                    notices: Vec::new(),
+                    frauds: Vec::new(),
+                    sent: Vec::new(),
+                    received: Vec::new(),
+                    requests: Vec::new(),
+                    store: BundleStore::new(StoreConfig {
+                        max_bytes: scenario.routing.buffer_kb << 10,
+                        max_bundles: usize::MAX,
+                        max_bytes_per_origin: scenario.routing.buffer_kb << 10,
+                        issuers: None,
+                        bodies_in_memory: true,
+                        accept_messages: true,
+                    }),
+                    seed,
+                    secrets: Box::new(ChaCha20Rng::from_seed(seed.map(|b| b ^ 0x5a))),
+                };
+                let mut device = Device::new(init, config.clone());
+                device.start(now(0));
+                if let Some(m) = market.as_ref().filter(|m| m.role(i) == Role::Gateway) {
+                    device.set_gateway_for(vec![m.issuer()]);
+                }
+                Node { device }
             })
             .collect();
         let duration_ms = ms(scenario.duration_s);
@@ -311,6 +371,9 @@ impl Sim {
             keys,
             market,
             rng,
+            wire: VecDeque::new(),
+            asked: BTreeMap::new(),
+            next_reply: 0,
             up: BTreeMap::new(),
             peers: vec![BTreeSet::new(); n as usize],
             version: vec![0; n as usize],
@@ -427,21 +490,130 @@ impl Sim {
         }
     }
 
-    /// A shopper meeting a vendor may pay.
+    /// A shopper meeting a vendor may pay: the shopper's device asks the vendor's for a
+    /// request and pays it over the link between them.
     fn meet(&mut self, a: u32, b: u32, t: u64) {
-        let Some(market) = self.market.as_mut() else {
+        let Some(order) = self
+            .market
+            .as_mut()
+            .and_then(|m| m.meet(a, b, t, &self.keys))
+        else {
             return;
         };
-        let (node_a, node_b) = pair(&mut self.nodes, a as usize, b as usize);
-        if market.meet(
-            a,
-            b,
-            t,
-            &self.keys,
-            &mut [&mut node_a.store, &mut node_b.store],
-        ) {
-            self.drain(a, t);
-            self.drain(b, t);
+        self.order(order, t);
+        self.drive(&[a, b], t);
+    }
+
+    /// Gives a device the market's command.
+    fn order(&mut self, o: Order, t: u64) {
+        self.nodes[o.node as usize]
+            .device
+            .command(now(t), o.op, o.command);
+    }
+
+    /// Carries out the outputs of `nodes`' devices, and the frames between them, until all
+    /// is quiet. A frame to a node not in contact fails as over a real link.
+    fn drive(&mut self, nodes: &[u32], t: u64) {
+        let mut orders = Vec::new();
+        loop {
+            let mut busy = false;
+            for &n in nodes {
+                while let Some(out) = self.nodes[n as usize].device.poll_output() {
+                    busy = true;
+                    self.carry_out(n, out, t);
+                }
+                if let Some(m) = self.market.as_mut().filter(|m| m.role(n) == Role::Gateway) {
+                    orders.extend(m.gateway_round(n, t));
+                }
+            }
+            for o in orders.drain(..) {
+                busy = true;
+                self.order(o, t);
+            }
+            if let Some((to, from, frame)) = self.wire.pop_front() {
+                busy = true;
+                let d = &mut self.nodes[to as usize].device;
+                match frame {
+                    Frame::Request(id, bytes) => {
+                        self.next_reply += 1;
+                        let reply = ReplyId(self.next_reply);
+                        self.asked.insert((to, reply), (from, id));
+                        let key = self.keys[from as usize].public();
+                        d.handle_request(now(t), reply, key, &bytes);
+                    }
+                    Frame::Response(id, answer) => d.handle_response(now(t), id, answer),
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    fn carry_out(&mut self, n: u32, out: Output, t: u64) {
+        match out {
+            Output::Commit { id, change } => {
+                if let Change::Mesh(w) = &change {
+                    self.wrote(n, w);
+                }
+                self.nodes[n as usize].device.committed(now(t), id, Ok(()));
+            }
+            Output::Request { id, to, frame } => {
+                // Clones share a key: a frame goes to the peer in contact that holds it.
+                let peer = self.peers[n as usize]
+                    .iter()
+                    .copied()
+                    .find(|&p| self.keys[p as usize].public() == to);
+                if let Some(p) = peer {
+                    self.wire.push_back((p, n, Frame::Request(id, frame)));
+                } else {
+                    let answer = Err("the peer is not in range".to_owned());
+                    self.nodes[n as usize]
+                        .device
+                        .handle_response(now(t), id, answer);
+                }
+            }
+            Output::Reply { to, frame, .. } => {
+                if let Some((asker, id)) = self.asked.remove(&(n, to)) {
+                    let answer = if self.peers[n as usize].contains(&asker) {
+                        Ok(frame)
+                    } else {
+                        Err("the peer went out of range".to_owned())
+                    };
+                    self.wire.push_back((asker, n, Frame::Response(id, answer)));
+                }
+            }
+            Output::Event(e) => {
+                if let Some(m) = self.market.as_mut() {
+                    m.on_event(n, &e, t);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Node `n`'s store changed: its version, drops, records carried, peak buffer.
+    fn wrote(&mut self, n: u32, w: &device::MeshWrite) {
+        if !w.put.is_empty() {
+            self.version[n as usize] += 1;
+        }
+        let store = self.nodes[n as usize].device.store();
+        if let Some(m) = self.market.as_mut() {
+            for p in w.put.iter().filter(|p| p.body.is_some()) {
+                if store
+                    .get(&p.id)
+                    .is_some_and(|e| e.meta.kind == BundleKind::Record)
+                {
+                    m.carried(p.id);
+                }
+            }
+        }
+        self.counters.peak_buffer = self.counters.peak_buffer.max(store.len());
+        for id in &w.removed {
+            if let Some(&idx) = self.by_id.get(id) {
+                self.counters.dropped += 1;
+                self.hops.remove(&(n, idx));
+            }
         }
     }
 
@@ -512,13 +684,12 @@ impl Sim {
         let copies = self.routing.initial_copies();
         let node = &mut self.nodes[m.from as usize];
         if !matches!(
-            node.store
-                .insert_bundle(&bundle, Origin::Local, copies, created),
+            node.device.carry(now(t), &bundle, copies),
             Admission::Added(_)
         ) {
             self.counters.dropped += 1;
         }
-        self.drain(m.from, t);
+        self.drive(&[m.from], t);
     }
 
     /// Runs sessions over the pairs in `work`, and on from every node that took something new
@@ -571,40 +742,16 @@ impl Sim {
         if up.left[sx] == 0 && up.left[sy] == 0 {
             return (false, false);
         }
-        let now = EPOCH + t / 1000;
         let salt = self.rng.next_u64();
         let (a, b) = pair(&mut self.nodes, x as usize, y as usize);
-        a.store.expire(now);
-        b.store.expire(now);
-        let gateway = |n: u32| -> Vec<meshpay_protocol::IssuerId> {
-            self.market
-                .as_ref()
-                .filter(|m| m.role(n) == crate::market::Role::Gateway)
-                .map(|m| vec![m.issuer()])
-                .unwrap_or_default()
-        };
-        let cfg = |me: u32, peer: u32, budget: u64| SessionConfig {
-            me: self.keys[me as usize].public(),
-            peer: self.keys[peer as usize].public(),
-            gateway_for: gateway(me),
-            routing: self.routing,
-            budget,
-            now,
-        };
-        let (ca, cb) = (cfg(x, y, up.left[sx]), cfg(y, x, up.left[sy]));
-        let result = sync::contact(
-            Party {
-                store: &mut a.store,
-                cfg: ca,
-                key: &self.keys[x as usize],
-            },
-            Party {
-                store: &mut b.store,
-                cfg: cb,
-                key: &self.keys[y as usize],
-            },
+        a.device.expire(now(t));
+        b.device.expire(now(t));
+        let result = device::contact(
+            &mut a.device,
+            &mut b.device,
+            now(t),
+            [up.left[sx], up.left[sy]],
             salt,
-            u32::MAX,
         );
         self.counters.sessions += 1;
         let Ok(c) = result else {
@@ -614,8 +761,8 @@ impl Sim {
         let (si, sr) = (c.initiator.stats(), c.responder.stats());
         self.counters.bytes += si.bytes_sent + sr.bytes_sent;
         self.counters.bundle_bytes += si.bundle_bytes;
-        let sent_x = bundle_bytes_given(&self.nodes[x as usize].store, c.initiator.given());
-        let sent_y = bundle_bytes_given(&self.nodes[y as usize].store, c.responder.given());
+        let sent_x = bundle_bytes_given(self.nodes[x as usize].device.store(), c.initiator.given());
+        let sent_y = bundle_bytes_given(self.nodes[y as usize].device.store(), c.responder.given());
         up.left[sx] = up.left[sx].saturating_sub(si.bytes_sent);
         up.left[sy] = up.left[sy].saturating_sub(sr.bytes_sent);
         let setup = ms(self.scenario.radio.setup_s);
@@ -631,8 +778,7 @@ impl Sim {
         self.counters.relayed += count_messages(&self.by_id, c.initiator.given())
             + count_messages(&self.by_id, c.responder.given());
         self.up.insert(key, up);
-        self.drain(x, at);
-        self.drain(y, at);
+        self.drive(&[x, y], at);
         (took_x, took_y)
     }
 
@@ -650,37 +796,6 @@ impl Sim {
             }
         }
         !ids.is_empty()
-    }
-
-    /// Counts what left node `n`'s buffer, tracks its peak, and lets the market act on what
-    /// arrived at `t`.
-    fn drain(&mut self, n: u32, t: u64) {
-        let node = &mut self.nodes[n as usize];
-        let mut ch = node.store.take_changes();
-        if !ch.bodies.is_empty() || !ch.added.is_empty() {
-            self.version[n as usize] += 1;
-        }
-        if let Some(market) = self.market.as_mut() {
-            // The market may add bundles (receipts at a gateway): act on those too.
-            for _ in 0..4 {
-                let fresh: Vec<Hash> = ch.bodies.iter().map(|(id, _)| *id).collect();
-                if fresh.is_empty() {
-                    break;
-                }
-                market.took(n, &fresh, t, &mut node.store);
-                let more = node.store.take_changes();
-                ch.removed.extend(more.removed.iter().copied());
-                ch.bodies = more.bodies;
-            }
-        }
-        let len = node.store.len();
-        self.counters.peak_buffer = self.counters.peak_buffer.max(len);
-        for id in &ch.removed {
-            if let Some(&idx) = self.by_id.get(id) {
-                self.counters.dropped += 1;
-                self.hops.remove(&(n, idx));
-            }
-        }
     }
 }
 

@@ -17,6 +17,7 @@
 //! One seed reproduces a run byte for byte: there is no wall-clock read and no ambient
 //! randomness anywhere in a run.
 
+pub mod clock;
 pub mod engine;
 pub mod market;
 pub mod mobility;

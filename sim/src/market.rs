@@ -1,21 +1,23 @@
-//! The payments workload: shoppers with real wallets pay vendors they meet, vendors judge with
-//! real spend books and seal real records, gateways hand records to the issuer's real ledger,
-//! and receipts travel back. Cloned wallets double spend; the mesh's fraud proofs stop them.
+//! The payments workload: shoppers pay vendors they meet, gateways hand records to the
+//! issuer, and receipts, spend notices, fraud proofs and revocations travel back. Every node
+//! is a [`Device`], the same machine a `meshpay` node runs: shoppers pay with its `PayPeer`
+//! command over an in-memory link, vendors judge with its spend book and seal records, and
+//! every node acts on the bundles it takes as a node does. Gateways settle through the
+//! protocol's [`MemoryIssuer`], the server's settlement path with signatures checked.
+//! Cloned wallets double spend; the mesh's notices and fraud proofs stop them.
 //!
 //! Roles by node index: vendors first, then gateways, then shoppers; the last `clones` shoppers
 //! are copies (same device key, same allowance, same counters) of the first ones.
 
-use crate::engine::EPOCH;
+use crate::clock::EPOCH;
 use crate::scenario::Payments;
-use meshpay_protocol::bundle::{Bundle, Content};
-use meshpay_protocol::codec::VERSION;
-use meshpay_protocol::ledger::Ledger;
-use meshpay_protocol::payee::{SpendBook, Verdict};
-use meshpay_protocol::store::{BundleStore, Origin};
-use meshpay_protocol::wallet::{HeldAllowance, Wallet};
+use meshpay_protocol::bundle::Content;
+use meshpay_protocol::codec::{VERSION, encode};
+use meshpay_protocol::device::{Answer, Command, Event, Learned, OpId, SentStatus};
+use meshpay_protocol::settlement::MemoryIssuer;
 use meshpay_protocol::{
-    AllowanceBody, AllowanceCert, AllowanceId, DeviceSecret, Hash, IssuerSecret, Nonce,
-    PaymentRequest, ReceiptStatus, SealedRecord, SettlementReceipt,
+    AllowanceBody, AllowanceCert, AllowanceId, DescriptorBody, DeviceSecret, Hash,
+    IssuerDescriptor, IssuerId, IssuerSecret, ReceiptStatus, SealedRecord,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -58,21 +60,36 @@ pub struct Payment {
     pub receipt_at_payee_ms: Option<u64>,
 }
 
+/// A command the market gives a node's device, for the engine to run.
+pub struct Order {
+    /// The node.
+    pub node: u32,
+    /// The command's id.
+    pub op: OpId,
+    /// The command.
+    pub command: Command,
+}
+
 /// The market's state.
 pub struct Market {
     cfg: Payments,
-    record_copies: u32,
-    issuer: IssuerSecret,
-    ledger: Ledger,
+    issuer: MemoryIssuer,
+    descriptor: IssuerDescriptor,
     rng: ChaCha20Rng,
     roles: Vec<Role>,
-    wallets: BTreeMap<u32, Wallet>,
-    certs: BTreeMap<AllowanceId, AllowanceCert>,
-    books: BTreeMap<u32, SpendBook>,
+    wallets: BTreeMap<u32, AllowanceCert>,
     /// Every payment.
     pub payments: Vec<Payment>,
-    by_record: BTreeMap<Hash, usize>,
+    by_iou: BTreeMap<Hash, usize>,
+    /// The payment each shopper's command is making: op → (payer, payee, amount, at).
+    paying: BTreeMap<OpId, (u32, u32, u64, u64)>,
+    next_op: u64,
+    /// Records handed to the issuer.
     decided: BTreeSet<Hash>,
+    /// Records a gateway took and has not uploaded yet.
+    uploads: BTreeMap<u32, Vec<SealedRecord>>,
+    /// Fraud proofs and revocations of the issuer already handed to each gateway.
+    alerts_read: BTreeMap<u32, (usize, usize)>,
     /// Allowances held by a cloned wallet.
     pub cloned: BTreeSet<AllowanceId>,
     /// When each node first held a fraud proof for an allowance, ms.
@@ -81,25 +98,33 @@ pub struct Market {
     pub settled_twice: u64,
     /// Payments a vendor accepted while it held a fraud proof for the allowance (always 0).
     pub accepted_after_proof: u64,
-    /// Nodes that ever held each record.
+    /// Nodes that ever held each record bundle.
     pub carriers: BTreeMap<Hash, u32>,
 }
 
 impl Market {
-    /// Sets up the issuer, the allowances and the wallets. `seeds` are the nodes' key seeds;
-    /// clones must already share their original's seed.
-    pub fn new(
-        cfg: &Payments,
-        nodes: u32,
-        seed: u64,
-        keys: &[DeviceSecret],
-        record_copies: u32,
-    ) -> Self {
+    /// Sets up the issuer, its descriptor and the allowances. `keys` are the nodes' keys;
+    /// clones must already share their original's key.
+    pub fn new(cfg: &Payments, nodes: u32, seed: u64, keys: &[DeviceSecret]) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x6d61_726b_6574);
         let mut issuer_bytes = [0u8; 64];
         rng.fill_bytes(&mut issuer_bytes);
-        let issuer = IssuerSecret::from_bytes(&issuer_bytes);
-        let mut ledger = Ledger::new(issuer.id());
+        let secret = IssuerSecret::from_bytes(&issuer_bytes);
+        let descriptor = IssuerDescriptor::issue(
+            &secret,
+            DescriptorBody {
+                version: VERSION,
+                issuer: secret.id(),
+                seal_key: secret.seal_key(),
+                name: "Simulated market association".to_owned(),
+                currencies: vec!["KES".to_owned()],
+                urls: Vec::new(),
+                valid_from: EPOCH - 86_400,
+                valid_until: EPOCH + 365 * 86_400,
+                max_allowance: cfg.allowance,
+                max_payment: cfg.allowance,
+            },
+        );
         let roles: Vec<Role> = (0..nodes)
             .map(|i| {
                 if i < cfg.vendors {
@@ -114,8 +139,8 @@ impl Market {
         let first_shopper = cfg.vendors + cfg.gateways;
         let shoppers = nodes.saturating_sub(first_shopper);
         let clones = cfg.clones.min(shoppers / 2);
+        let mut issuer = MemoryIssuer::new(secret, true);
         let mut wallets = BTreeMap::new();
-        let mut certs = BTreeMap::new();
         let mut cloned = BTreeSet::new();
         for i in first_shopper..nodes {
             let original = if i >= nodes - clones {
@@ -126,11 +151,11 @@ impl Market {
             let mut id = [0u8; 16];
             id[..4].copy_from_slice(&original.to_le_bytes());
             let cert = AllowanceCert::issue(
-                &issuer,
+                issuer.secret(),
                 AllowanceBody {
                     version: VERSION,
                     id: AllowanceId(id),
-                    issuer: issuer.id(),
+                    issuer: issuer.secret().id(),
                     holder: keys[i as usize].public(),
                     currency: "KES".into(),
                     limit: cfg.allowance,
@@ -141,30 +166,26 @@ impl Market {
                 },
             );
             if original == i {
-                let _ = ledger.open_allowance(cert.clone());
+                let _ = issuer.open_allowance(cert.clone());
             } else {
                 cloned.insert(cert.id());
             }
-            certs.insert(cert.id(), cert.clone());
-            wallets.insert(i, Wallet::open(0, [HeldAllowance::new(cert)], None).0);
+            wallets.insert(i, cert);
         }
-        let books = (0..nodes)
-            .filter(|&i| roles[i as usize] == Role::Vendor)
-            .map(|i| (i, SpendBook::new([issuer.id()])))
-            .collect();
         Self {
             cfg: cfg.clone(),
-            record_copies,
             issuer,
-            ledger,
+            descriptor,
             rng,
             roles,
             wallets,
-            certs,
-            books,
             payments: Vec::new(),
-            by_record: BTreeMap::new(),
+            by_iou: BTreeMap::new(),
+            paying: BTreeMap::new(),
+            next_op: 0,
             decided: BTreeSet::new(),
+            uploads: BTreeMap::new(),
+            alerts_read: BTreeMap::new(),
             cloned,
             knows_fraud: BTreeMap::new(),
             settled_twice: 0,
@@ -178,167 +199,185 @@ impl Market {
         self.roles[n as usize]
     }
 
-    /// The issuer's id, for gateways' sessions.
-    pub fn issuer(&self) -> meshpay_protocol::IssuerId {
-        self.issuer.id()
+    /// The issuer's id.
+    pub fn issuer(&self) -> IssuerId {
+        self.issuer.secret().id()
     }
 
-    /// `a` and `b` met at `t_ms`: if one is a shopper and the other a vendor, maybe a payment
-    /// (whose bundles go into `stores`, `a`'s first). Returns whether one was attempted.
-    pub fn meet(
-        &mut self,
-        a: u32,
-        b: u32,
-        t_ms: u64,
-        keys: &[DeviceSecret],
-        stores: &mut [&mut BundleStore; 2],
-    ) -> bool {
-        let (shopper, vendor, si, vi) = match (self.role(a), self.role(b)) {
-            (Role::Shopper, Role::Vendor) => (a, b, 0, 1),
-            (Role::Vendor, Role::Shopper) => (b, a, 1, 0),
-            _ => return false,
+    /// The issuer's descriptor, which every node trusts.
+    pub fn descriptor(&self) -> &IssuerDescriptor {
+        &self.descriptor
+    }
+
+    /// The allowance node `n` holds, if it is a shopper.
+    pub fn allowance_of(&self, n: u32) -> Option<&AllowanceCert> {
+        self.wallets.get(&n)
+    }
+
+    /// `a` and `b` met at `t_ms`: if one is a shopper and the other a vendor, maybe a payment,
+    /// as the shopper's `PayPeer` command to the vendor.
+    pub fn meet(&mut self, a: u32, b: u32, t_ms: u64, keys: &[DeviceSecret]) -> Option<Order> {
+        let (shopper, vendor) = match (self.role(a), self.role(b)) {
+            (Role::Shopper, Role::Vendor) => (a, b),
+            (Role::Vendor, Role::Shopper) => (b, a),
+            _ => return None,
         };
         if crate::mobility::uniform(&mut self.rng, 0.0, 1.0) >= self.cfg.pay_prob {
-            return false;
+            return None;
         }
-        let now = EPOCH + t_ms / 1000;
         let span = self.cfg.amount_max.saturating_sub(self.cfg.amount_min) + 1;
         let amount = self.cfg.amount_min + self.rng.next_u64() % span;
-        let mut nonce = [0u8; 16];
-        self.rng.fill_bytes(&mut nonce);
-        let vendor_key = keys[vendor as usize].public();
-        let request = PaymentRequest::new(vendor_key, amount, "KES", Nonce(nonce), now + 600);
-        let Some(wallet) = self.wallets.get_mut(&shopper) else {
-            return false;
-        };
-        let Ok(spend) = wallet.prepare(&keys[shopper as usize], &request, now) else {
-            return false;
-        };
-        wallet.commit(&spend);
-        let iou = spend.iou;
-        let cert = self.certs[&iou.allowance].clone();
-        let book = self.books.get_mut(&vendor).expect("vendors have books");
-        if self.knows_fraud.contains_key(&(vendor, iou.allowance)) && !book.refuses(&iou.allowance)
-        {
-            // The vendor's store holds a proof its book has not taken: a driver bug.
-            self.accepted_after_proof += 1;
-        }
-        let verdict = book.check_payment(&iou, Some(&cert), Some(&request), &vendor_key, now);
-        // A clone shares its original's allowance, which is marked cloned for both.
-        let from_clone = self.cloned.contains(&iou.allowance);
-        let mut payment = Payment {
-            payer: shopper,
-            payee: vendor,
-            amount,
-            allowance: iou.allowance,
-            at_ms: t_ms,
-            accepted: false,
-            from_clone,
-            decided_ms: None,
-            status: None,
-            receipt_at_payee_ms: None,
-        };
-        // The payer's spend notice goes into its own store whatever the vendor says.
-        let notice = Bundle::notice(cert.clone(), iou.notice());
-        stores[si].insert_bundle(&notice, Origin::Local, 0, now);
-        match verdict {
-            Verdict::Accept => {
-                book.record_payment(&iou, &cert);
-                let record = SealedRecord::seal(
-                    &iou,
-                    self.issuer.id(),
-                    &self.issuer.seal_key(),
-                    now,
-                    cert.body().settle_by,
-                    &mut self.rng,
-                )
-                .expect("the simulated issuer's seal key is valid");
-                let bundle = Bundle::new(Content::Record(record));
-                self.by_record.insert(iou.id(), self.payments.len());
-                stores[vi].insert_bundle(&bundle, Origin::Local, self.record_copies, now);
-                stores[vi].insert_bundle(&notice, Origin::Local, 0, now);
-                payment.accepted = true;
+        self.next_op += 1;
+        let op = OpId(self.next_op);
+        self.paying.insert(op, (shopper, vendor, amount, t_ms));
+        Some(Order {
+            node: shopper,
+            op,
+            command: Command::PayPeer {
+                payee: keys[vendor as usize].public(),
+                amount,
+                currency: "KES".into(),
+                memo: String::new(),
+                again: true,
+                key: None,
+            },
+        })
+    }
+
+    /// What node `n`'s device told at `t_ms`: payments made and refused, fraud proofs
+    /// learned, records reaching a gateway, receipts reaching a payee.
+    pub fn on_event(&mut self, n: u32, e: &Event, t_ms: u64) {
+        match e {
+            Event::Done { op, result } => {
+                let Some((payer, payee, amount, at_ms)) = self.paying.remove(op) else {
+                    return;
+                };
+                // The wallet could not pay (spent, or no usable allowance): no payment.
+                let Ok(Answer::Paid(outcome)) = result else {
+                    return;
+                };
+                let Some(cert) = self.wallets.get(&payer) else {
+                    return;
+                };
+                let allowance = cert.id();
+                let accepted = outcome.status == SentStatus::Acked;
+                if accepted {
+                    self.by_iou.insert(outcome.iou, self.payments.len());
+                }
+                self.payments.push(Payment {
+                    payer,
+                    payee,
+                    amount,
+                    allowance,
+                    at_ms,
+                    accepted,
+                    // A clone shares its original's allowance, which is marked cloned for both.
+                    from_clone: self.cloned.contains(&allowance),
+                    decided_ms: None,
+                    status: None,
+                    receipt_at_payee_ms: None,
+                });
             }
-            Verdict::Fork(proof) => {
-                let b = Bundle::new(Content::Fraud(proof));
-                stores[vi].insert_bundle(&b, Origin::Local, 0, now);
+            Event::Received { iou, .. } if self.knows_fraud.contains_key(&(n, iou.allowance)) => {
+                self.accepted_after_proof += 1;
+            }
+            Event::Learned(Learned::Fraud { allowance, .. }) => {
+                self.knows_fraud.entry((n, *allowance)).or_insert(t_ms);
+            }
+            Event::Learned(Learned::Record { record, .. })
+                if self.role(n) == Role::Gateway && !self.decided.contains(&record.id) =>
+            {
+                self.uploads.entry(n).or_default().push(record.clone());
+            }
+            Event::Settled { iou, .. } => {
+                if let Some(&i) = self.by_iou.get(iou) {
+                    let p = &mut self.payments[i];
+                    if p.payee == n && p.receipt_at_payee_ms.is_none() {
+                        p.receipt_at_payee_ms = Some(t_ms);
+                    }
+                }
             }
             _ => {}
         }
-        self.payments.push(payment);
-        true
     }
 
-    /// Node `n` got bundles `ids` at `t_ms`: fraud proofs reach its book, a gateway settles
-    /// records with the issuer and puts the receipts into its store, receipts reaching a
-    /// payee are noted.
-    pub fn took(&mut self, n: u32, ids: &[Hash], t_ms: u64, store: &mut BundleStore) {
+    /// Counts a record bundle newly held by a node.
+    pub fn carried(&mut self, bundle: Hash) {
+        *self.carriers.entry(bundle).or_default() += 1;
+    }
+
+    /// Gateway `n` is online at `t_ms`: it uploads the records it took, and hands the
+    /// issuer's receipts, fraud proofs and revocations to its device, which checks them and
+    /// puts them into the mesh.
+    pub fn gateway_round(&mut self, n: u32, t_ms: u64) -> Vec<Order> {
         let now = EPOCH + t_ms / 1000;
-        for id in ids {
-            let Some(body) = store.body(id) else {
-                continue;
-            };
-            let Ok(b) = Bundle::decode(&body) else {
-                continue;
-            };
-            match b.content() {
-                Content::Fraud(p) => {
-                    self.knows_fraud.entry((n, p.allowance())).or_insert(t_ms);
-                    if let Some(book) = self.books.get_mut(&n) {
-                        let _ = book.add_fraud_proof(p);
-                    }
-                }
-                Content::Record(r) => {
-                    *self.carriers.entry(r.id).or_default() += 1;
-                    if self.role(n) == Role::Gateway && !self.decided.contains(&r.id) {
-                        let Ok(iou) = r.open(&self.issuer) else {
-                            continue;
-                        };
-                        let outcome = self.ledger.apply(&iou, now, false);
-                        let status = outcome.receipt_status();
-                        self.decided.insert(r.id);
-                        if let Some(&i) = self.by_record.get(&r.id) {
-                            let p = &mut self.payments[i];
-                            if p.status.is_some() && status == ReceiptStatus::Settled {
-                                self.settled_twice += 1;
-                            }
-                            p.decided_ms = Some(t_ms);
-                            p.status = Some(status);
-                        }
-                        if let Some(proof) = outcome.fork() {
-                            let fb = Bundle::new(Content::Fraud(Box::new(proof.clone())));
-                            store.insert_bundle(&fb, Origin::Local, 0, now);
-                            self.knows_fraud
-                                .entry((n, proof.allowance()))
-                                .or_insert(t_ms);
-                        }
-                        let receipt = SettlementReceipt::issue(&self.issuer, r.id, status, now);
-                        if status.is_final() {
-                            store.insert_bundle(
-                                &Bundle::new(Content::Receipt(receipt)),
-                                Origin::Local,
-                                0,
-                                now,
-                            );
-                        }
-                    }
-                }
-                Content::Receipt(r) => {
-                    if let Some(&i) = self.by_record.get(&r.body().record) {
-                        let p = &mut self.payments[i];
-                        if p.payee == n && p.receipt_at_payee_ms.is_none() {
-                            p.receipt_at_payee_ms = Some(t_ms);
-                        }
-                    }
-                }
-                _ => {}
-            }
+        let records: Vec<SealedRecord> = self
+            .uploads
+            .remove(&n)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| self.decided.insert(r.id))
+            .collect();
+        let mut orders = Vec::new();
+        if records.is_empty() {
+            return orders;
         }
+        let upload: Vec<Vec<u8>> = records.iter().map(encode).collect();
+        let answers = self.issuer.settle(&upload, now);
+        let mut receipts = Vec::new();
+        for (record, receipt) in records.iter().zip(answers) {
+            let Some(receipt) = receipt else { continue };
+            let status = receipt.status();
+            if let Some(&i) = self.by_iou.get(&record.id) {
+                let p = &mut self.payments[i];
+                if p.status.is_some() && status == ReceiptStatus::Settled {
+                    self.settled_twice += 1;
+                }
+                p.decided_ms = Some(t_ms);
+                p.status = Some(status);
+            }
+            receipts.push(receipt);
+        }
+        let issuer = self.issuer();
+        self.next_op += 1;
+        orders.push(Order {
+            node: n,
+            op: OpId(self.next_op),
+            command: Command::Receipts {
+                issuer,
+                receipts,
+                carry: true,
+            },
+        });
+        let read = self.alerts_read.entry(n).or_default();
+        let frauds = self.issuer.fraud_proofs();
+        let revocations = self.issuer.revocations();
+        let alerts: Vec<Content> = frauds[read.0..]
+            .iter()
+            .map(|p| Content::Fraud(Box::new(p.clone())))
+            .chain(
+                revocations[read.1..]
+                    .iter()
+                    .cloned()
+                    .map(Content::Revocation),
+            )
+            .collect();
+        *read = (frauds.len(), revocations.len());
+        if !alerts.is_empty() {
+            self.next_op += 1;
+            orders.push(Order {
+                node: n,
+                op: OpId(self.next_op),
+                command: Command::Alerts { issuer, alerts },
+            });
+        }
+        orders
     }
 
     /// Money is conserved at the issuer: no allowance settled more than its limit.
     pub fn conserved(&self) -> bool {
-        self.ledger
+        self.issuer
+            .ledger()
             .escrows()
             .values()
             .all(|e| e.settled_total <= e.cert.body().limit)

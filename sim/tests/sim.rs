@@ -312,3 +312,50 @@ fn on_a_market_day_only_agents_reach_the_gateways() {
     }
     assert!(agent_met_gateway, "no agent reached the signal in an hour");
 }
+
+/// Vendors judge with every spend notice they carry, as `meshpay` nodes do. A wallet (node 2)
+/// pays vendor 0; vendor 0 meets vendor 1, which so learns the notice of that counter; then
+/// the wallet's copy (node 3) pays vendor 1 with the same counter, with no gateway anywhere:
+/// vendor 1 refuses it as a fork at once, and both vendors hold the proof.
+#[test]
+fn a_clone_is_refused_by_a_vendor_that_carries_its_twin_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("contacts.txt");
+    std::fs::write(
+        &c,
+        "10 CONN 0 2 up\n20 CONN 0 2 down\n30 CONN 0 1 up\n40 CONN 0 1 down\n\
+         50 CONN 1 3 up\n60 CONN 1 3 down\n70 CONN 0 1 up\n80 CONN 0 1 down\n",
+    )
+    .unwrap();
+    let s = Scenario {
+        name: "two vendors, a wallet and its copy".into(),
+        seed: 1,
+        duration_s: 100.0,
+        nodes: 4,
+        mobility: Mobility::Trace { path: c },
+        radio: radio(0, 0.0, 0.0),
+        workload: Workload {
+            messages: false,
+            ..Workload::default()
+        },
+        routing: RoutingConfig::default(),
+        payments: meshpay_sim::scenario::Payments {
+            enabled: true,
+            vendors: 2,
+            gateways: 0,
+            pay_prob: 1.0,
+            amount_min: 100,
+            amount_max: 100,
+            allowance: 3_000,
+            clones: 1,
+        },
+    };
+    let p = run(&s).payments.expect("payments ran");
+    assert_eq!(p.cloned_allowances, 1);
+    assert_eq!((p.payments, p.accepted, p.refused), (2, 1, 1), "{p:?}");
+    // Found at the clone's payment, 40 s after the first; vendor 0 learns it at the next
+    // meeting, 20 s later.
+    assert!((p.fraud_detection_avg - 40.0).abs() < 1e-9, "{p:?}");
+    assert!((p.fraud_spread_avg - 20.0).abs() < 1e-9, "{p:?}");
+    assert_eq!(p.accepted_after_proof, 0);
+}
