@@ -18,6 +18,7 @@
 use meshpay_node::config::Home;
 use meshpay_node::daemon::{Node, RunOptions};
 use meshpay_protocol::codec::VERSION;
+use meshpay_protocol::device::SentStatus;
 use meshpay_protocol::{
     AllowanceBody, AllowanceCert, AllowanceId, DescriptorBody, IssuerDescriptor, IssuerSecret,
     SealKey,
@@ -185,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let o = a.pay(&req, None).await?;
         let took = t.elapsed();
-        assert_eq!(o.status, "acked", "{o:?}");
+        assert_eq!(o.status, SentStatus::Acked, "{o:?}");
         if i >= 50 {
             pay.push(took);
         }
@@ -193,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..(n / 4 + 20) {
         let t = Instant::now();
         let o = a.pay_peer(&b.device, 7, "KES", "", true, None).await?;
-        assert_eq!(o.status, "acked");
+        assert_eq!(o.status, SentStatus::Acked);
         if i >= 20 {
             pay_ask.push(t.elapsed());
         }

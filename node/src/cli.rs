@@ -1,14 +1,15 @@
 //! The `meshpay` command line.
 
+use crate::api::{Answer, Request as Ctl};
 use crate::config::{Home, TEMPLATE};
-use crate::control::{self, Command as Ctl};
+use crate::control;
 use crate::daemon::{Node, RunOptions};
 use crate::store::Store;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use meshpay_protocol::device::SentStatus;
 use meshpay_protocol::{DeviceSecret, PrintableKey};
 use serde_json::Value;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
 /// meshpay: pay and get paid with no coverage, over Bluetooth LE or local Wi-Fi.
@@ -285,6 +286,89 @@ pub fn main() -> Result<()> {
     runtime.block_on(dispatch(home, cli.command))
 }
 
+/// The control request a query or action command sends to the daemon, and whether it asked
+/// for JSON.
+fn control_request(command: &Command) -> Result<(Ctl, bool)> {
+    Ok(match command {
+        Command::Id(j) => (Ctl::Id, j.json),
+        Command::Peers(j) => (Ctl::Peers, j.json),
+        Command::Request {
+            amount,
+            memo,
+            currency,
+            json,
+        } => (
+            Ctl::Request {
+                amount: *amount,
+                currency: currency.clone(),
+                memo: Some(memo.clone()),
+            },
+            json.json,
+        ),
+        Command::Balance(j) => (Ctl::Balance, j.json),
+        Command::History(j) => (Ctl::History, j.json),
+        Command::Allowance { add, json } => match add {
+            Some(file) => {
+                let bytes = std::fs::read(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let cert = hex::encode(bytes);
+                (Ctl::AddAllowance { cert }, json.json)
+            }
+            None => (Ctl::Allowances, json.json),
+        },
+        Command::Trust { file, json } => {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let descriptor = hex::encode(bytes);
+            (Ctl::Trust { descriptor }, json.json)
+        }
+        Command::Frauds(j) => (Ctl::Frauds, j.json),
+        Command::Topup {
+            amount,
+            issuer,
+            currency,
+            days,
+            json,
+        } => (
+            Ctl::Topup {
+                url: issuer.clone(),
+                amount: *amount,
+                currency: currency.clone(),
+                days: *days,
+            },
+            json.json,
+        ),
+        Command::SyncIssuer { issuer, json } => (
+            Ctl::SyncIssuer {
+                url: issuer.clone(),
+            },
+            json.json,
+        ),
+        Command::Mesh(j) => (Ctl::Mesh, j.json),
+        Command::Sync(j) => (Ctl::Sync, j.json),
+        Command::Export { out, json } => {
+            let path = std::path::absolute(out)?.display().to_string();
+            (Ctl::Export { path }, json.json)
+        }
+        Command::Import { file, json } => {
+            let path = std::path::absolute(file)?.display().to_string();
+            (Ctl::Import { path }, json.json)
+        }
+        Command::Records(j) => (Ctl::Records, j.json),
+        Command::Dial { addr, json } => (Ctl::Dial { addr: addr.clone() }, json.json),
+        _ => bail!("this command does not go to the daemon"),
+    })
+}
+
+/// Prints a control answer: as the API returns it with `--json`, else as text.
+fn show(json: bool, answer: &Answer) {
+    if json {
+        println!("{}", serde_json::to_string(answer).unwrap_or_default());
+    } else {
+        println!("{}", crate::render::text(answer));
+    }
+}
+
 async fn dispatch(home: Home, command: Command) -> Result<()> {
     match command {
         Command::Init {
@@ -300,75 +384,6 @@ async fn dispatch(home: Home, command: Command) -> Result<()> {
             let json = net.json;
             run_with(&home, net.options(true, quota_kb), json, pass).await
         }
-        Command::Id(j) => {
-            let d = control::call(&home, Ctl::Id).await?;
-            print(j.json, &d, |d| {
-                let addrs: Vec<String> = d["listen"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|a| a.as_str().map(str::to_owned))
-                    .collect();
-                format!(
-                    "device key  {}\npeer id     {}\nlistening   {}",
-                    d["device_key"].as_str().unwrap_or(""),
-                    d["peer_id"].as_str().unwrap_or(""),
-                    addrs.join("\n            ")
-                )
-            });
-            Ok(())
-        }
-        Command::Peers(j) => {
-            let d = control::call(&home, Ctl::Peers).await?;
-            print(j.json, &d, |d| {
-                let rows: Vec<String> = d
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|p| {
-                        format!(
-                            "{}  {:<5} {}",
-                            p["device_key"].as_str().unwrap_or(""),
-                            p["link"].as_str().unwrap_or(""),
-                            p["address"].as_str().unwrap_or("")
-                        )
-                    })
-                    .collect();
-                if rows.is_empty() {
-                    "no peers connected".into()
-                } else {
-                    rows.join("\n")
-                }
-            });
-            Ok(())
-        }
-        Command::Request {
-            amount,
-            memo,
-            currency,
-            json,
-        } => {
-            let d = control::call(
-                &home,
-                Ctl::Request {
-                    amount,
-                    currency,
-                    memo: Some(memo),
-                },
-            )
-            .await?;
-            print(json.json, &d, |d| {
-                let text = d["text"].as_str().unwrap_or("");
-                format!(
-                    "{}\n\n{text}\n\nrequest for {} {}, open until {} (unix time)",
-                    crate::qr::render(text),
-                    d["amount"],
-                    d["currency"].as_str().unwrap_or(""),
-                    d["expires"]
-                )
-            });
-            Ok(())
-        }
         Command::Pay {
             request,
             to,
@@ -382,334 +397,25 @@ async fn dispatch(home: Home, command: Command) -> Result<()> {
             if request.is_none() && (to.is_none() || amount.is_none()) {
                 bail!("give a payment request, or --to DEVICE_KEY with --amount");
             }
-            let d = control::call(
-                &home,
-                Ctl::Pay {
-                    request,
-                    to,
-                    amount,
-                    currency,
-                    memo,
-                    again,
-                    id,
-                },
-            )
-            .await?;
-            let status = d["status"].as_str().unwrap_or("").to_owned();
-            if let (false, Some(note)) = (json.json, d["repeated"].as_str()) {
-                eprintln!("meshpay: {note}");
+            let request = Ctl::Pay {
+                request,
+                to,
+                amount,
+                currency,
+                memo,
+                again,
+                id,
+            };
+            let answer = control::call(&home, request).await?;
+            if let (false, Answer::Paid(o)) = (json.json, &answer) {
+                if let Some(note) = &o.repeated {
+                    eprintln!("meshpay: {note}");
+                }
             }
-            print(json.json, &d, |d| match status.as_str() {
-                "acked" => format!(
-                    "paid {} {} to {} (counter {}, acknowledged)",
-                    d["amount"],
-                    d["currency"].as_str().unwrap_or(""),
-                    d["payee"].as_str().unwrap_or(""),
-                    d["counter"]
-                ),
-                "refused" => format!(
-                    "refused by the payee: {}",
-                    d["reason"].as_str().unwrap_or("")
-                ),
-                _ => format!(
-                    "sent, not yet acknowledged: {}",
-                    d["reason"].as_str().unwrap_or("")
-                ),
-            });
-            if status == "refused" {
+            show(json.json, &answer);
+            if matches!(&answer, Answer::Paid(o) if o.status == SentStatus::Refused) {
                 std::process::exit(3);
             }
-            Ok(())
-        }
-        Command::Balance(j) => {
-            let d = control::call(&home, Ctl::Balance).await?;
-            print(j.json, &d, |d| {
-                let rows: Vec<String> = d
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(cur, r)| {
-                        format!(
-                            "{cur}: spendable {}, sent {} (+{} pending), received {}",
-                            r["spendable"], r["sent_acked"], r["sent_pending"], r["received"]
-                        )
-                    })
-                    .collect();
-                if rows.is_empty() {
-                    "no allowances and no payments yet".into()
-                } else {
-                    rows.join("\n")
-                }
-            });
-            Ok(())
-        }
-        Command::History(j) => {
-            let d = control::call(&home, Ctl::History).await?;
-            print(j.json, &d, |d| {
-                let rows: Vec<String> = d
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|h| {
-                        format!(
-                            "{}  {:<8} {:>10} {:<5} {:<8} {}",
-                            h["time"],
-                            h["direction"].as_str().unwrap_or(""),
-                            h["amount"],
-                            h["currency"].as_str().unwrap_or(""),
-                            h["status"].as_str().unwrap_or(""),
-                            h["counterparty"].as_str().unwrap_or("")
-                        )
-                    })
-                    .collect();
-                if rows.is_empty() {
-                    "no payments yet".into()
-                } else {
-                    rows.join("\n")
-                }
-            });
-            Ok(())
-        }
-        Command::Allowance { add, json } => {
-            let d = if let Some(file) = add {
-                let bytes = std::fs::read(&file)
-                    .with_context(|| format!("cannot read {}", file.display()))?;
-                control::call(
-                    &home,
-                    Ctl::AddAllowance {
-                        cert: hex::encode(bytes),
-                    },
-                )
-                .await?
-            } else {
-                control::call(&home, Ctl::Allowances).await?
-            };
-            print(json.json, &d, |d| match d.as_array() {
-                Some(list) if list.is_empty() => "no allowances: get one from your issuer".into(),
-                Some(list) => list
-                    .iter()
-                    .map(|a| {
-                        format!(
-                            "{}  {} {}/{} left, counter {}, valid until {}{}",
-                            a["id"].as_str().unwrap_or(""),
-                            a["currency"].as_str().unwrap_or(""),
-                            a["available"],
-                            a["limit"],
-                            a["counter"],
-                            a["valid_until"],
-                            if a["retired"] == Value::Bool(true) {
-                                " (retired)"
-                            } else {
-                                ""
-                            }
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                None => format!(
-                    "added allowance {} ({} {})",
-                    d["id"].as_str().unwrap_or(""),
-                    d["limit"],
-                    d["currency"].as_str().unwrap_or("")
-                ),
-            });
-            Ok(())
-        }
-        Command::Trust { file, json } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let d = control::call(
-                &home,
-                Ctl::Trust {
-                    descriptor: hex::encode(bytes),
-                },
-            )
-            .await?;
-            print(json.json, &d, |d| {
-                format!(
-                    "trusting issuer {} ({})",
-                    d["issuer"].as_str().unwrap_or(""),
-                    d["name"].as_str().unwrap_or("")
-                )
-            });
-            Ok(())
-        }
-        Command::Frauds(j) => {
-            let d = control::call(&home, Ctl::Frauds).await?;
-            print(j.json, &d, |d| {
-                let rows: Vec<String> = d
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|f| {
-                        format!(
-                            "allowance {} of {}: counter {} spent twice",
-                            f["allowance"].as_str().unwrap_or(""),
-                            f["holder"].as_str().unwrap_or(""),
-                            f["counter"]
-                        )
-                    })
-                    .collect();
-                if rows.is_empty() {
-                    "no fraud proofs".into()
-                } else {
-                    rows.join("\n")
-                }
-            });
-            Ok(())
-        }
-        Command::Topup {
-            amount,
-            issuer,
-            currency,
-            days,
-            json,
-        } => {
-            let d = control::call(
-                &home,
-                Ctl::Topup {
-                    url: issuer,
-                    amount,
-                    currency,
-                    days,
-                },
-            )
-            .await?;
-            print(json.json, &d, |d| {
-                format!(
-                    "new allowance {}: {} {} valid until {} (unix time)",
-                    d["id"].as_str().unwrap_or(""),
-                    d["limit"],
-                    d["currency"].as_str().unwrap_or(""),
-                    d["valid_until"]
-                )
-            });
-            Ok(())
-        }
-        Command::SyncIssuer { issuer, json } => {
-            let d = control::call(&home, Ctl::SyncIssuer { url: issuer }).await?;
-            print(json.json, &d, |d| {
-                format!(
-                    "uploaded {} records, {} final receipts into the mesh; {} payments got the issuer's decision; {} new fraud proofs or revocations",
-                    d["uploaded"], d["receipts"], d["updated"], d["alerts"]
-                )
-            });
-            Ok(())
-        }
-        Command::Mesh(j) => {
-            let d = control::call(&home, Ctl::Mesh).await?;
-            print(j.json, &d, |d| {
-                let mut out = format!(
-                    "{} bundles, {} bytes (quota {} bytes); {} settled records remembered\n",
-                    d["bundles"], d["bytes"], d["max_bytes"], d["tombstones"]
-                );
-                if let Some(kinds) = d["by_kind"].as_object() {
-                    for (k, n) in kinds {
-                        let _ = writeln!(out, "  {k:<12} {n}");
-                    }
-                }
-                let carried = d["carried"].as_array().cloned().unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "hand-over receipts (proof of carriage): {}",
-                    carried.len()
-                );
-                for h in carried {
-                    let _ = writeln!(
-                        out,
-                        "  {} took {} bundles ({} bytes) at {}",
-                        h["taker"].as_str().unwrap_or("?"),
-                        h["count"],
-                        h["bytes"],
-                        h["at"]
-                    );
-                }
-                out.trim_end().to_owned()
-            });
-            Ok(())
-        }
-        Command::Sync(j) => {
-            let d = control::call(&home, Ctl::Sync).await?;
-            print(j.json, &d, |d| {
-                format!(
-                    "synced with {} peers: took {} bundles, gave {}",
-                    d["peers"], d["took"], d["gave"]
-                )
-            });
-            Ok(())
-        }
-        Command::Export { out, json } => {
-            let path = std::path::absolute(&out)?;
-            let d = control::call(
-                &home,
-                Ctl::Export {
-                    path: path.display().to_string(),
-                },
-            )
-            .await?;
-            print(json.json, &d, |d| {
-                format!(
-                    "wrote {} bundles ({} bytes) to {}",
-                    d["bundles"],
-                    d["bytes"],
-                    path.display()
-                )
-            });
-            Ok(())
-        }
-        Command::Import { file, json } => {
-            let path = std::path::absolute(&file)?;
-            let d = control::call(
-                &home,
-                Ctl::Import {
-                    path: path.display().to_string(),
-                },
-            )
-            .await?;
-            print(json.json, &d, |d| {
-                format!(
-                    "{} bundles in the file: {} added, {} already held, {} already settled, {} refused{}",
-                    d["bundles"],
-                    d["added"],
-                    d["duplicate"],
-                    d["settled"],
-                    d["refused"],
-                    d["reasons"]
-                        .as_array()
-                        .filter(|r| !r.is_empty())
-                        .map(|r| format!(
-                            " ({})",
-                            r.iter()
-                                .filter_map(|x| x.as_str())
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        ))
-                        .unwrap_or_default()
-                )
-            });
-            Ok(())
-        }
-        Command::Records(j) => {
-            let d = control::call(&home, Ctl::Records).await?;
-            print(j.json, &d, |d| {
-                d.as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
-            Ok(())
-        }
-        Command::Dial { addr, json } => {
-            let d = control::call(&home, Ctl::Dial { addr }).await?;
-            print(json.json, &d, |d| {
-                format!(
-                    "connected to {} at {}",
-                    d["device_key"].as_str().unwrap_or(""),
-                    d["address"].as_str().unwrap_or("")
-                )
-            });
             Ok(())
         }
         Command::CheckKey { key, json } => {
@@ -725,6 +431,11 @@ async fn dispatch(home: Home, command: Command) -> Result<()> {
         Command::Settle(c) => {
             init_logs();
             crate::settle::cli::settle(c).await
+        }
+        query => {
+            let (request, json) = control_request(&query)?;
+            show(json, &control::call(&home, request).await?);
+            Ok(())
         }
     }
 }

@@ -5,9 +5,11 @@
 //! owner only (mode 0600), and every request must carry the token, so another local user can
 //! neither connect nor spend.
 
+use crate::api::{self, Answer, ApiError, ErrorKind, Request};
 use crate::config::Home;
 use crate::daemon::{Node, NodeError, now};
 use crate::store::SentStatus;
+use meshpay_protocol::device::DeviceError;
 use meshpay_protocol::{
     AllowanceCert, DeviceKey, IssuerDescriptor, PaymentRequest, PrintableKey, decode,
 };
@@ -17,107 +19,14 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-
-/// A control command.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Command {
-    /// This device.
-    Id,
-    /// Connected peers.
-    Peers,
-    /// Make a payment request.
-    Request {
-        /// Minor units.
-        amount: u64,
-        /// Currency (default from config).
-        currency: Option<String>,
-        /// Memo.
-        memo: Option<String>,
-    },
-    /// Pay a request, or a peer an amount.
-    Pay {
-        /// A request in text form.
-        request: Option<String>,
-        /// Or: the payee's device key.
-        to: Option<String>,
-        /// With: the amount.
-        amount: Option<u64>,
-        /// Currency (default from config).
-        currency: Option<String>,
-        /// Memo.
-        memo: Option<String>,
-        /// Pay again even if the same payment was made moments ago.
-        #[serde(default)]
-        again: bool,
-        /// Idempotency key: a payment already made under it is answered instead.
-        #[serde(default)]
-        id: Option<String>,
-    },
-    /// Balances per currency.
-    Balance,
-    /// Payments sent and received.
-    History,
-    /// Allowances held.
-    Allowances,
-    /// Add an allowance certificate (hex of its encoding).
-    AddAllowance {
-        /// Hex.
-        cert: String,
-    },
-    /// Trust an issuer (hex of its descriptor's encoding).
-    Trust {
-        /// Hex.
-        descriptor: String,
-    },
-    /// Fraud proofs held.
-    Frauds,
-    /// Get an allowance from the issuer at `url`.
-    Topup {
-        /// The settlement server.
-        url: String,
-        /// Amount to lock.
-        amount: u64,
-        /// Currency (default from config).
-        currency: Option<String>,
-        /// Validity in days.
-        days: u64,
-    },
-    /// Upload sealed records to the issuer at `url` and fetch its receipts.
-    SyncIssuer {
-        /// The settlement server.
-        url: String,
-    },
-    /// The sealed records of received payments (hex).
-    Records,
-    /// The mesh store and proof of carriage.
-    Mesh,
-    /// Sync with every connected peer now.
-    Sync,
-    /// Write every carried bundle to a file.
-    Export {
-        /// Absolute path.
-        path: String,
-    },
-    /// Import a bundle file.
-    Import {
-        /// Absolute path.
-        path: String,
-    },
-    /// Dial a peer.
-    Dial {
-        /// Multiaddress.
-        addr: String,
-    },
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope {
     token: String,
     #[serde(flatten)]
-    command: Command,
+    request: Request,
 }
 
 /// Creates the token file (owner-only) and returns the token.
@@ -165,14 +74,18 @@ async fn handle(node: Arc<Node>, stream: UnixStream, token: &str) -> std::io::Re
     // One line of at most 64 KiB.
     let mut reader = BufReader::new(read).take(64 * 1024);
     reader.read_line(&mut line).await?;
+    let fail = |e: ApiError| json!({"ok": false, "kind": e.kind, "error": e.message});
     let answer = match serde_json::from_str::<Envelope>(&line) {
-        Err(e) => json!({"ok": false, "error": format!("bad control request: {e}")}),
-        Ok(env) if !constant_time_eq(env.token.as_bytes(), token.as_bytes()) => {
-            json!({"ok": false, "error": "wrong control token"})
-        }
-        Ok(env) => match run(&node, env.command).await {
+        Err(e) => fail(ApiError::new(
+            ErrorKind::Input,
+            format!("bad control request: {e}"),
+        )),
+        Ok(env) if !constant_time_eq(env.token.as_bytes(), token.as_bytes()) => fail(
+            ApiError::new(ErrorKind::Unauthorized, "wrong control token"),
+        ),
+        Ok(env) => match run(&node, env.request).await {
             Ok(data) => json!({"ok": true, "data": data}),
-            Err(e) => json!({"ok": false, "error": e.to_string()}),
+            Err(e) => fail(api_error(&e)),
         },
     };
     let mut out = serde_json::to_vec(&answer).unwrap_or_default();
@@ -185,6 +98,25 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The kind of a node error, for the client.
+fn api_error(e: &NodeError) -> ApiError {
+    let kind = match e {
+        NodeError::Pay(_) => ErrorKind::Pay,
+        NodeError::Input(_) => ErrorKind::Input,
+        NodeError::Link(_) | NodeError::Peer(_) => ErrorKind::Peer,
+        NodeError::Issuer(_) => ErrorKind::Issuer,
+        NodeError::Store(_) => ErrorKind::Storage,
+        NodeError::Stopped => ErrorKind::Stopped,
+        NodeError::Device(d) => match d {
+            DeviceError::Pay(_) => ErrorKind::Pay,
+            DeviceError::Link(_) | DeviceError::Peer(_) => ErrorKind::Peer,
+            DeviceError::Storage(_) | DeviceError::Sentinel(_) => ErrorKind::Storage,
+            _ => ErrorKind::Input,
+        },
+    };
+    ApiError::new(kind, e.to_string())
+}
+
 fn input(msg: impl Into<String>) -> NodeError {
     NodeError::Input(msg.into())
 }
@@ -193,22 +125,30 @@ fn device_arg(s: &str) -> Result<DeviceKey, NodeError> {
     DeviceKey::from_text(s).map_err(|e| input(format!("payee: {e}")))
 }
 
-async fn run(node: &Node, cmd: Command) -> Result<Value, NodeError> {
-    match cmd {
-        Command::Id => Ok(json!({
-            "device_key": node.device.to_text(),
-            "peer_id": meshpay_transports::p2p::peer_id_of(&node.device).map(|p| p.to_string()),
-            "listen": node.listen_addrs().await,
-            "restore_check": format!("{:?}", node.restore),
-        })),
-        Command::Peers => Ok(Value::Array(
+async fn run(node: &Node, request: Request) -> Result<Answer, NodeError> {
+    Ok(match request {
+        Request::Id => Answer::Id(api::IdInfo {
+            device_key: node.device.to_text(),
+            peer_id: meshpay_transports::p2p::peer_id_of(&node.device).map(|p| p.to_string()),
+            listen: node.listen_addrs().await,
+            restore_check: format!("{:?}", node.restore),
+        }),
+        Request::Peers => Answer::Peers(
             node.peers()
                 .await
                 .into_iter()
-                .map(|p| json!({"device_key": p.device.to_text(), "link": p.link.name(), "address": p.address}))
+                .map(|p| api::Peer {
+                    device_key: p.device.to_text(),
+                    link: p.link.name().to_owned(),
+                    address: p.address,
+                })
                 .collect(),
-        )),
-        Command::Request { amount, currency, memo } => {
+        ),
+        Request::Request {
+            amount,
+            currency,
+            memo,
+        } => {
             if amount == 0 {
                 return Err(input("the amount must be positive"));
             }
@@ -216,13 +156,21 @@ async fn run(node: &Node, cmd: Command) -> Result<Value, NodeError> {
             let req = node
                 .new_request(amount, &currency, memo.as_deref().unwrap_or(""))
                 .await?;
-            Ok(request_json(&req))
+            Answer::Request(request_info(&req))
         }
-        Command::Pay { request, to, amount, currency, memo, again, id } => {
+        Request::Pay {
+            request,
+            to,
+            amount,
+            currency,
+            memo,
+            again,
+            id,
+        } => {
             if id.as_ref().is_some_and(|k| k.is_empty() || k.len() > 128) {
                 return Err(input("--id: 1 to 128 characters"));
             }
-            let outcome = match (request, to, amount) {
+            Answer::Paid(match (request, to, amount) {
                 (Some(text), None, None) => {
                     let req = PaymentRequest::from_text(&text).map_err(|e| input(e.to_string()))?;
                     node.pay(&req, id.as_deref()).await?
@@ -230,122 +178,161 @@ async fn run(node: &Node, cmd: Command) -> Result<Value, NodeError> {
                 (None, Some(to), Some(amount)) if amount > 0 => {
                     let payee = device_arg(&to)?;
                     let currency = currency.unwrap_or_else(|| node.currency().to_owned());
-                    node.pay_peer(
-                        &payee,
-                        amount,
-                        &currency,
-                        memo.as_deref().unwrap_or(""),
-                        again,
-                        id.as_deref(),
-                    )
-                    .await?
+                    let memo = memo.as_deref().unwrap_or("");
+                    node.pay_peer(&payee, amount, &currency, memo, again, id.as_deref())
+                        .await?
                 }
-                _ => return Err(input("pay takes a request text, or a payee (--to) and a positive amount")),
-            };
-            Ok(serde_json::to_value(outcome).unwrap_or(Value::Null))
+                _ => {
+                    return Err(input(
+                        "pay takes a request text, or a payee (--to) and a positive amount",
+                    ));
+                }
+            })
         }
-        Command::Balance => balance(node).await,
-        Command::History => history(node).await,
-        Command::Allowances => Ok(Value::Array(
+        Request::Balance => Answer::Balance(balance(node).await?),
+        Request::History => Answer::History(history(node).await?),
+        Request::Allowances => Answer::Allowances(
             node.allowances()
                 .await
                 .iter()
                 .map(|a| {
                     let b = a.cert.body();
-                    json!({
-                        "id": b.id.to_hex(), "issuer": b.issuer.to_text(), "currency": b.currency,
-                        "limit": b.limit, "spent": a.head.total, "available": a.available(),
-                        "counter": a.head.counter, "max_payment": b.max_payment,
-                        "valid_from": b.valid_from, "valid_until": b.valid_until,
-                        "settle_by": b.settle_by, "retired": a.retired,
-                        "usable": a.usable_at(now()),
-                    })
+                    api::Allowance {
+                        id: b.id.to_hex(),
+                        issuer: b.issuer.to_text(),
+                        currency: b.currency.clone(),
+                        limit: b.limit,
+                        spent: a.head.total,
+                        available: a.available(),
+                        counter: a.head.counter,
+                        max_payment: b.max_payment,
+                        valid_from: b.valid_from,
+                        valid_until: b.valid_until,
+                        settle_by: b.settle_by,
+                        retired: a.retired,
+                        usable: a.usable_at(now()),
+                    }
                 })
                 .collect(),
-        )),
-        Command::AddAllowance { cert } => {
-            let bytes = hex::decode(cert.trim()).map_err(|_| input("the certificate is not hex"))?;
+        ),
+        Request::AddAllowance { cert } => {
+            let bytes =
+                hex::decode(cert.trim()).map_err(|_| input("the certificate is not hex"))?;
             let cert: AllowanceCert = decode(&bytes).map_err(|e| input(e.to_string()))?;
             let new = node.add_allowance(&cert).await?;
-            Ok(json!({"id": cert.id().to_hex(), "new": new, "limit": cert.body().limit, "currency": cert.body().currency}))
+            Answer::AllowanceAdded(api::AllowanceAdded {
+                id: cert.id().to_hex(),
+                new,
+                limit: cert.body().limit,
+                currency: cert.body().currency.clone(),
+            })
         }
-        Command::Trust { descriptor } => {
-            let bytes = hex::decode(descriptor.trim()).map_err(|_| input("the descriptor is not hex"))?;
+        Request::Trust { descriptor } => {
+            let bytes =
+                hex::decode(descriptor.trim()).map_err(|_| input("the descriptor is not hex"))?;
             let d: IssuerDescriptor = decode(&bytes).map_err(|e| input(e.to_string()))?;
             node.trust(&d).await?;
-            Ok(json!({"issuer": d.body().issuer.to_text(), "name": d.body().name}))
+            Answer::Trusted(api::Trusted {
+                issuer: d.body().issuer.to_text(),
+                name: d.body().name.clone(),
+            })
         }
-        Command::Frauds => {
-            let frauds = node.store().frauds().await?;
-            Ok(Value::Array(
-                frauds
-                    .iter()
-                    .map(|(p, at)| json!({
-                        "allowance": p.allowance().to_hex(), "holder": p.cert.body().holder.to_text(),
-                        "issuer": p.cert.body().issuer.to_text(), "counter": p.first.counter,
-                        "found_at": at, "proof": hex::encode(meshpay_protocol::encode(p)),
-                    }))
-                    .collect(),
-            ))
-        }
-        Command::Topup { url, amount, currency, days } => {
+        Request::Frauds => Answer::Frauds(
+            node.store()
+                .frauds()
+                .await?
+                .iter()
+                .map(|(p, at)| api::Fraud {
+                    allowance: p.allowance().to_hex(),
+                    holder: p.cert.body().holder.to_text(),
+                    issuer: p.cert.body().issuer.to_text(),
+                    counter: p.first.counter,
+                    found_at: *at,
+                    proof: hex::encode(meshpay_protocol::encode(p)),
+                })
+                .collect(),
+        ),
+        Request::Topup {
+            url,
+            amount,
+            currency,
+            days,
+        } => {
             if amount == 0 || days == 0 {
                 return Err(input("amount and days must be positive"));
             }
             let currency = currency.unwrap_or_else(|| node.currency().to_owned());
             let cert = node.topup(&url, amount, &currency, days * 86_400).await?;
             let b = cert.body();
-            Ok(json!({"id": b.id.to_hex(), "limit": b.limit, "currency": b.currency, "valid_until": b.valid_until, "settle_by": b.settle_by}))
+            Answer::ToppedUp(api::ToppedUp {
+                id: b.id.to_hex(),
+                limit: b.limit,
+                currency: b.currency.clone(),
+                valid_until: b.valid_until,
+                settle_by: b.settle_by,
+            })
         }
-        Command::SyncIssuer { url } => {
-            let round = node.sync_issuer(&url).await?;
-            Ok(serde_json::to_value(round).unwrap_or(Value::Null))
-        }
-        Command::Mesh => {
-            let mut v = node.mesh_summary().await?;
-            v["carried"] = node
+        Request::SyncIssuer { url } => Answer::GatewayRound(node.sync_issuer(&url).await?),
+        Request::Mesh => {
+            let mut mesh = node.mesh_summary().await?;
+            mesh.carried = node
                 .handovers(100)
                 .iter()
                 .map(|h| {
                     let b = h.body();
-                    json!({"taker": b.taker.to_text(), "count": b.count, "bytes": b.bytes, "at": b.at,
-                           "receipt": hex::encode(meshpay_protocol::encode(h))})
+                    api::Carried {
+                        taker: b.taker.to_text(),
+                        count: b.count,
+                        bytes: b.bytes,
+                        at: b.at,
+                        receipt: hex::encode(meshpay_protocol::encode(h)),
+                    }
                 })
                 .collect();
-            Ok(v)
+            Answer::Mesh(mesh)
         }
-        Command::Sync => {
+        Request::Sync => {
             let (peers, took, gave) = node.sync_all().await?;
-            Ok(json!({"peers": peers, "took": took, "gave": gave}))
+            Answer::Synced(api::Synced { peers, took, gave })
         }
-        Command::Export { path } => {
+        Request::Export { path } => {
             let (file, bundles) = node.export().await?;
             let tmp = format!("{path}.tmp");
             std::fs::write(&tmp, &file)
                 .and_then(|()| std::fs::rename(&tmp, &path))
                 .map_err(|e| input(format!("cannot write {path}: {e}")))?;
-            Ok(json!({"bundles": bundles, "bytes": file.len(), "path": path}))
+            Answer::Exported(api::Exported {
+                bundles,
+                bytes: file.len(),
+                path,
+            })
         }
-        Command::Import { path } => {
+        Request::Import { path } => {
             let file = read_bounded(&path, meshpay_protocol::bundle::MAX_FILE)
                 .await
                 .map_err(input)?;
-            let report = node.import(file).await.map_err(|e| match e {
+            Answer::Imported(node.import(file).await.map_err(|e| match e {
                 NodeError::Device(e) => input(format!("{path}: {e}")),
                 e => e,
-            })?;
-            Ok(serde_json::to_value(report).unwrap_or(Value::Null))
+            })?)
         }
-        Command::Records => {
-            let records = node.store().records().await?;
-            Ok(Value::Array(records.iter().map(|r| json!(hex::encode(r))).collect()))
-        }
-        Command::Dial { addr } => {
+        Request::Records => Answer::Records(
+            node.store()
+                .records()
+                .await?
+                .iter()
+                .map(hex::encode)
+                .collect(),
+        ),
+        Request::Dial { addr } => {
             let device = node.dial(&addr).await?;
-            Ok(json!({"address": addr, "device_key": device.to_text(),
-                      "peer_id": meshpay_transports::p2p::peer_id_of(&device).map(|p| p.to_string())}))
+            Answer::Dialed(api::Dialed {
+                address: addr,
+                device_key: device.to_text(),
+                peer_id: meshpay_transports::p2p::peer_id_of(&device).map(|p| p.to_string()),
+            })
         }
-    }
+    })
 }
 
 /// Reads at most `limit` bytes of `path`, refusing anything longer. The size the file system
@@ -373,25 +360,21 @@ async fn read_bounded(path: &str, limit: usize) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
-/// A request as JSON, with its text form.
-pub fn request_json(req: &PaymentRequest) -> Value {
-    json!({
-        "text": req.to_text(), "payee": req.payee.to_text(), "amount": req.amount,
-        "currency": req.currency, "memo": req.memo, "nonce": req.nonce.to_hex(), "expires": req.expires,
-    })
+/// A request with its text form.
+pub fn request_info(req: &PaymentRequest) -> api::RequestInfo {
+    api::RequestInfo {
+        text: req.to_text(),
+        payee: req.payee.to_text(),
+        amount: req.amount,
+        currency: req.currency.clone(),
+        memo: req.memo.clone(),
+        nonce: req.nonce.to_hex(),
+        expires: req.expires,
+    }
 }
 
-async fn balance(node: &Node) -> Result<Value, NodeError> {
-    #[derive(Default, Serialize)]
-    struct Row {
-        allowance_limit: u64,
-        spendable: u64,
-        sent_acked: u64,
-        sent_pending: u64,
-        sent_refused: u64,
-        received: u64,
-    }
-    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+async fn balance(node: &Node) -> Result<BTreeMap<String, api::Balance>, NodeError> {
+    let mut rows: BTreeMap<String, api::Balance> = BTreeMap::new();
     let t = now();
     for a in node.allowances().await {
         let r = rows.entry(a.cert.body().currency.clone()).or_default();
@@ -411,69 +394,93 @@ async fn balance(node: &Node) -> Result<Value, NodeError> {
     for p in node.store().received().await? {
         rows.entry(p.currency.clone()).or_default().received += p.iou.amount;
     }
-    Ok(serde_json::to_value(rows).unwrap_or(Value::Null))
+    Ok(rows)
 }
 
-async fn history(node: &Node) -> Result<Value, NodeError> {
+async fn history(node: &Node) -> Result<Vec<api::HistoryItem>, NodeError> {
     let settlements = node.store().settlements().await?;
     let settled = |id: &meshpay_protocol::Hash| settlements.get(id.0.as_slice()).cloned();
-    let mut items: Vec<(u64, Value)> = Vec::new();
+    let mut items: Vec<api::HistoryItem> = Vec::new();
     for s in node.store().sent().await? {
-        items.push((s.created_at, json!({
-            "direction": "sent", "iou": s.iou.id().to_hex(), "counterparty": s.iou.payee.to_text(),
-            "amount": s.iou.amount, "currency": s.currency, "memo": s.memo,
-            "status": match s.status { SentStatus::Acked => "acked", SentStatus::Pending => "pending", SentStatus::Refused => "refused" },
-            "reason": s.reason, "allowance": s.iou.allowance.to_hex(), "counter": s.iou.counter, "time": s.created_at,
-            "settlement": settled(&s.iou.id()),
-        })));
+        items.push(api::HistoryItem {
+            direction: api::Direction::Sent,
+            iou: s.iou.id().to_hex(),
+            counterparty: s.iou.payee.to_text(),
+            amount: s.iou.amount,
+            currency: s.currency,
+            memo: s.memo,
+            status: s.status,
+            reason: s.reason,
+            allowance: s.iou.allowance.to_hex(),
+            counter: s.iou.counter,
+            time: s.created_at,
+            settlement: settled(&s.iou.id()),
+        });
     }
     for p in node.store().received().await? {
-        items.push((p.received_at, json!({
-            "direction": "received", "iou": p.iou.id().to_hex(), "counterparty": p.payer.to_text(),
-            "amount": p.iou.amount, "currency": p.currency, "memo": p.memo, "status": "acked",
-            "allowance": p.iou.allowance.to_hex(), "counter": p.iou.counter, "time": p.received_at,
-            "settlement": settled(&p.iou.id()),
-        })));
+        items.push(api::HistoryItem {
+            direction: api::Direction::Received,
+            iou: p.iou.id().to_hex(),
+            counterparty: p.payer.to_text(),
+            amount: p.iou.amount,
+            currency: p.currency,
+            memo: p.memo,
+            status: SentStatus::Acked,
+            reason: None,
+            allowance: p.iou.allowance.to_hex(),
+            counter: p.iou.counter,
+            time: p.received_at,
+            settlement: settled(&p.iou.id()),
+        });
     }
-    items.sort_by_key(|(t, _)| *t);
-    Ok(Value::Array(items.into_iter().map(|(_, v)| v).collect()))
+    items.sort_by_key(|h| h.time);
+    Ok(items)
 }
 
-/// Sends one command to the daemon in `home` and returns its data, or its error as text.
-pub async fn call(home: &Home, cmd: Command) -> anyhow::Result<Value> {
-    let token = std::fs::read_to_string(home.token()).map_err(|_| {
-        anyhow::anyhow!(
-            "no meshpay daemon is running on {} (start one with `meshpay run`)",
-            home.dir.display()
-        )
-    })?;
-    let stream = UnixStream::connect(home.socket()).await.map_err(|_| {
-        anyhow::anyhow!(
-            "no meshpay daemon is running on {} (start one with `meshpay run`)",
-            home.dir.display()
-        )
-    })?;
+/// Why a control call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No daemon runs on the home.
+    #[error("no meshpay daemon is running on {0} (start one with `meshpay run`)")]
+    NoDaemon(String),
+    /// The connection failed or the answer is unreadable.
+    #[error("the daemon closed the connection without answering")]
+    Broken,
+    /// The daemon refused or failed the request.
+    #[error(transparent)]
+    Refused(#[from] ApiError),
+}
+
+/// Sends one request to the daemon in `home` and returns its answer.
+pub async fn call(home: &Home, request: Request) -> Result<Answer, CallError> {
+    let no_daemon = || CallError::NoDaemon(home.dir.display().to_string());
+    let token = std::fs::read_to_string(home.token()).map_err(|_| no_daemon())?;
+    let stream = UnixStream::connect(home.socket())
+        .await
+        .map_err(|_| no_daemon())?;
     let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_vec(&Envelope {
         token: token.trim().to_owned(),
-        command: cmd,
-    })?;
+        request: request.clone(),
+    })
+    .map_err(|_| CallError::Broken)?;
     line.push(b'\n');
-    write.write_all(&line).await?;
+    write
+        .write_all(&line)
+        .await
+        .map_err(|_| CallError::Broken)?;
     let mut answer = String::new();
-    BufReader::new(read).read_line(&mut answer).await?;
-    let v: Value = serde_json::from_str(&answer)
-        .map_err(|_| anyhow::anyhow!("the daemon closed the connection without answering"))?;
+    // The answer is one line; a history of many payments makes it long, never unbounded.
+    BufReader::new(read)
+        .take(256 << 20)
+        .read_line(&mut answer)
+        .await
+        .map_err(|_| CallError::Broken)?;
+    let v: Value = serde_json::from_str(&answer).map_err(|_| CallError::Broken)?;
     if v["ok"] == Value::Bool(true) {
-        Ok(v["data"].clone())
+        Answer::decode(&request, v["data"].clone()).map_err(|_| CallError::Broken)
     } else {
-        Err(anyhow::anyhow!(
-            "{}",
-            v["error"]
-                .as_str()
-                .unwrap_or("the daemon refused the command")
-        ))
+        let e: ApiError = serde_json::from_value(v).map_err(|_| CallError::Broken)?;
+        Err(e.into())
     }
 }
-
-use tokio::io::AsyncReadExt as _;

@@ -36,33 +36,12 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// What became of a payment.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PayOutcome {
-    /// `acked`, `refused` or `pending`.
-    pub status: &'static str,
-    /// The IOU id.
-    pub iou: String,
-    /// The payee.
-    pub payee: String,
-    /// Amount in minor units.
-    pub amount: u64,
-    /// Currency.
-    pub currency: String,
-    /// The IOU's counter in its allowance.
-    pub counter: u32,
-    /// Refusal reason, or why it is still pending.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Set when this answers a retry of an earlier payment instead of paying again.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub repeated: Option<String>,
-}
+pub use crate::api::PayOutcome;
 
 impl From<meshpay_protocol::device::PayOutcome> for PayOutcome {
     fn from(o: meshpay_protocol::device::PayOutcome) -> Self {
         Self {
-            status: o.status.name(),
+            status: o.status,
             iou: o.iou.to_hex(),
             payee: o.payee.to_text(),
             amount: o.amount,
@@ -538,7 +517,7 @@ impl Node {
     }
 
     /// The mesh store's counts, bytes and tombstones.
-    pub async fn mesh_summary(&self) -> Result<serde_json::Value, NodeError> {
+    pub async fn mesh_summary(&self) -> Result<crate::api::MeshInfo, NodeError> {
         let errors = self.disk.write_errors();
         self.with(move |d| crate::mesh::summary(d.store(), errors))
             .await

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const MAX_FEED_PAGES: usize = 100;
 
 /// What a gateway round did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct GatewayRound {
     /// Records uploaded.
     pub uploaded: usize,

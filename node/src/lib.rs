@@ -5,6 +5,7 @@
 //! encrypted keys, the libp2p and BLE links, the control socket, and the gateway rounds.
 
 pub mod actor;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -17,5 +18,6 @@ pub mod issuer;
 pub mod keystore;
 pub mod mesh;
 pub mod qr;
+pub mod render;
 pub mod settle;
 pub mod store;

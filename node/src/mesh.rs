@@ -15,7 +15,7 @@ use meshpay_protocol::{Hash, IssuerId, decode, encode};
 use std::collections::BTreeMap;
 
 /// How a bundle file import went.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ImportReport {
     /// Bundles in the file.
     pub bundles: usize,
@@ -265,18 +265,19 @@ pub fn export(store: &BundleStore) -> Vec<u8> {
     bundle::pack_file(bodies.iter().map(|b| &b[..]))
 }
 
-/// Counts per kind, bytes, tombstones.
-pub fn summary(store: &BundleStore, write_errors: u64) -> serde_json::Value {
-    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+/// Counts per kind, bytes, tombstones (the carried list is left empty).
+pub fn summary(store: &BundleStore, write_errors: u64) -> crate::api::MeshInfo {
+    let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
     for e in store.in_order() {
-        *kinds.entry(e.meta.kind.name()).or_default() += 1;
+        *by_kind.entry(e.meta.kind.name().to_owned()).or_default() += 1;
     }
-    serde_json::json!({
-        "bundles": store.len(),
-        "bytes": store.bytes(),
-        "by_kind": kinds,
-        "tombstones": store.tombstones().count(),
-        "max_bytes": store.config().max_bytes,
-        "write_errors": write_errors,
-    })
+    crate::api::MeshInfo {
+        bundles: store.len(),
+        bytes: store.bytes(),
+        by_kind,
+        tombstones: store.tombstones().count(),
+        max_bytes: store.config().max_bytes,
+        write_errors,
+        carried: Vec::new(),
+    }
 }

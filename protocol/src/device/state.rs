@@ -15,8 +15,11 @@ use crate::sync::HandOver;
 use crate::wallet::Spend;
 use std::sync::Arc;
 
-/// Status of a payment this device made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// Status of a payment this device made. In JSON: `"pending"`, `"acked"`, `"refused"`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum SentStatus {
     /// Committed and sent (or about to be); no answer yet.
     Pending,
