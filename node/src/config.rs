@@ -133,9 +133,33 @@ impl Default for MeshConfig {
     }
 }
 
+/// Why the config file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// It cannot be read.
+    #[error("{}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// It is not valid TOML or has unknown or wrong keys.
+    #[error("{}: {error}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: toml::de::Error,
+    },
+    /// `[mesh] routing` names no routing.
+    #[error("[mesh] routing = {0:?}: use \"epidemic\", \"spray-and-wait\" or \"direct\"")]
+    Routing(String),
+}
+
 impl MeshConfig {
     /// The routing choice.
-    pub fn routing(&self) -> anyhow::Result<meshpay_protocol::sync::Routing> {
+    pub fn routing(&self) -> Result<meshpay_protocol::sync::Routing, ConfigError> {
         use meshpay_protocol::sync::Routing;
         Ok(match self.routing.as_str() {
             "epidemic" => Routing::Epidemic,
@@ -143,9 +167,7 @@ impl MeshConfig {
                 copies: self.copies.max(1),
             },
             "direct" => Routing::Direct,
-            other => anyhow::bail!(
-                "[mesh] routing = {other:?}: use \"epidemic\", \"spray-and-wait\" or \"direct\""
-            ),
+            other => return Err(ConfigError::Routing(other.to_owned())),
         })
     }
 }
@@ -259,12 +281,12 @@ request_timeout_secs = 20
 
 impl Config {
     /// Reads the config file (missing file: defaults).
-    pub fn load(home: &Home) -> anyhow::Result<Self> {
-        match std::fs::read_to_string(home.config()) {
-            Ok(text) => toml::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", home.config().display())),
+    pub fn load(home: &Home) -> Result<Self, ConfigError> {
+        let path = home.config();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|error| ConfigError::Parse { path, error }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(anyhow::anyhow!("{}: {e}", home.config().display())),
+            Err(error) => Err(ConfigError::Read { path, error }),
         }
     }
 

@@ -91,6 +91,43 @@ impl From<DeviceError> for NodeError {
     }
 }
 
+/// Why the node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No wallet in the home.
+    #[error("no wallet in {}: run `meshpay init` first (or pass --home)", .0.display())]
+    NoWallet(std::path::PathBuf),
+    /// The wallet database holds no device key.
+    #[error("the wallet has no device key")]
+    NoDeviceKey,
+    /// The config file.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The wallet database.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The passphrase does not open the device key, or its file is damaged.
+    #[error(transparent)]
+    Keystore(#[from] crate::keystore::KeystoreError),
+    /// The mesh store cannot be opened (or read).
+    #[error("cannot open the mesh store {} ({error}); is another meshpay daemon running on this home?", path.display())]
+    Mesh {
+        /// Its directory.
+        path: std::path::PathBuf,
+        /// Why.
+        error: sled::Error,
+    },
+    /// The restore sentinel cannot be read or written.
+    #[error("the restore sentinel: {0}")]
+    Sentinel(std::io::Error),
+    /// A listen or peer address does not parse.
+    #[error("bad multiaddress {0}: {1}")]
+    Address(String, String),
+    /// A link did not start.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+}
+
 /// The running node.
 pub struct Node {
     /// This device's key.
@@ -143,7 +180,7 @@ async fn load(
     wallet: Wallet,
     sentinel: &Sentinel,
     mesh: meshpay_protocol::store::BundleStore,
-) -> anyhow::Result<DeviceInit> {
+) -> Result<DeviceInit, StartError> {
     let settlements = store.settlements().await?;
     let settled = |id: &meshpay_protocol::Hash| {
         settlements
@@ -199,7 +236,11 @@ async fn load(
     Ok(DeviceInit {
         secret,
         wallet,
-        spent: sentinel.spent()?.into_iter().collect(),
+        spent: sentinel
+            .spent()
+            .map_err(StartError::Sentinel)?
+            .into_iter()
+            .collect(),
         issuers: store.issuers().await?,
         certs: store.certs().await?,
         notices: store.notices().await?,
@@ -220,22 +261,19 @@ impl Node {
         home: &Home,
         passphrase: &str,
         opts: &RunOptions,
-    ) -> anyhow::Result<(Arc<Self>, mpsc::Receiver<LinkEvent>)> {
+    ) -> Result<(Arc<Self>, mpsc::Receiver<LinkEvent>), StartError> {
         let config = Config::load(home)?;
         let quota_bytes = opts
             .quota_kb
             .map_or(config.mesh.quota_mb << 20, |kb| kb << 10);
         if !home.wallet_db().exists() {
-            anyhow::bail!(
-                "no wallet in {}: run `meshpay init` first (or pass --home)",
-                home.dir.display()
-            );
+            return Err(StartError::NoWallet(home.dir.clone()));
         }
         let store = Store::open(&home.wallet_db(), false).await?;
         let blob = store
             .meta("device_secret")
             .await?
-            .ok_or_else(|| anyhow::anyhow!("the wallet has no device key"))?;
+            .ok_or(StartError::NoDeviceKey)?;
         let seed = crate::keystore::open::<32>(&blob, passphrase)?;
         let secret = DeviceSecret::from_seed(&seed);
         let device = secret.public();
@@ -243,11 +281,9 @@ impl Node {
             .path(home.mesh())
             .cache_capacity(8 << 20)
             .open()
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot open the mesh store {} ({e}); is another meshpay daemon running on this home?",
-                    home.mesh().display()
-                )
+            .map_err(|error| StartError::Mesh {
+                path: home.mesh(),
+                error,
             })?;
         let (disk, mesh) = MeshDisk::open(
             &sled_db,
@@ -259,22 +295,30 @@ impl Node {
                 bodies_in_memory: false,
                 accept_messages: false,
             },
-        )?;
+        )
+        .map_err(|error| StartError::Mesh {
+            path: home.mesh(),
+            error,
+        })?;
 
         // Restore detection before anything can spend.
         let sentinel = Sentinel::new(&config.sentinel_dir(), &device.to_hex());
         let stored_epoch = store.epoch().await?;
-        let sentinel_epoch = sentinel.read()?;
+        let sentinel_epoch = sentinel.read().map_err(StartError::Sentinel)?;
         let (wallet, restore) =
             Wallet::open(stored_epoch, store.allowances().await?, sentinel_epoch);
         if restore == RestoreCheck::Current {
             if sentinel_epoch != Some(wallet.epoch()) {
-                sentinel.write(wallet.epoch())?;
+                sentinel
+                    .write(wallet.epoch())
+                    .map_err(StartError::Sentinel)?;
             }
         } else {
             // Persist the retirement before the sentinel moves (SPEC.md §7).
             store.retire_all(wallet.epoch()).await?;
-            sentinel.write(wallet.epoch())?;
+            sentinel
+                .write(wallet.epoch())
+                .map_err(StartError::Sentinel)?;
             tracing::warn!(
                 ?restore,
                 "this wallet may be a restored copy: every allowance it held is retired; get a fresh allowance online"
@@ -289,17 +333,17 @@ impl Node {
         listen.dedup();
         let parse = |a: &String| {
             a.parse()
-                .map_err(|e| anyhow::anyhow!("bad multiaddress {a}: {e}"))
+                .map_err(|e| StartError::Address(a.clone(), format!("{e}")))
         };
         let p2p_config = P2pConfig {
-            listen: listen.iter().map(parse).collect::<anyhow::Result<_>>()?,
+            listen: listen.iter().map(parse).collect::<Result<_, _>>()?,
             peers: config
                 .network
                 .peers
                 .iter()
                 .chain(&opts.peers)
                 .map(parse)
-                .collect::<anyhow::Result<_>>()?,
+                .collect::<Result<_, _>>()?,
             mdns: config.network.mdns && !opts.no_mdns,
             request_timeout: Duration::from_secs(config.network.request_timeout_secs),
             ..P2pConfig::default()
