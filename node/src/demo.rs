@@ -9,28 +9,58 @@
 //! receipts back hand to hand, so every wallet sees its payments settled and every copy of a
 //! settled record is purged.
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
+use meshpay_harness::{CliError, Home, Process, copy_home, run_ok};
 use serde_json::Value;
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// How long a process may take to start or to stop.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// One node of the demo: its home, its device key, and its daemon while it runs.
 struct Proc {
-    name: &'static str,
-    home: PathBuf,
-    state: PathBuf,
+    home: Home,
     device: String,
-    child: Option<Child>,
+    daemon: Option<Process>,
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+impl Proc {
+    fn name(&self) -> &str {
+        &self.home.name
+    }
+
+    fn start(&mut self, peers: &[String]) -> Result<String> {
+        self.start_as("run", peers)
+    }
+
+    /// Starts `meshpay <how>` (`run` or `relay`) dialing `peers`; returns its address.
+    fn start_as(&mut self, how: &str, peers: &[String]) -> Result<String> {
+        let mut args = vec![
+            how,
+            "--json",
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ];
+        for peer in peers {
+            args.extend(["--peer", peer]);
         }
+        let daemon = self.home.start(&args, DEADLINE)?;
+        let addr = daemon
+            .dial_addr()
+            .with_context(|| format!("{} has no TCP address", self.name()))?;
+        self.daemon = Some(daemon);
+        Ok(addr)
+    }
+
+    /// Stops its daemon, if it runs (SIGTERM, then waits).
+    fn stop(&mut self) -> Result<()> {
+        if let Some(daemon) = self.daemon.take() {
+            daemon.stop(DEADLINE)?;
+        }
+        Ok(())
     }
 }
 
@@ -45,109 +75,38 @@ impl Demo {
         println!("[{:>5.1}s] {text}", self.started.elapsed().as_secs_f64());
     }
 
-    fn cmd(&self, p: &Proc) -> Command {
-        let mut c = Command::new(&self.exe);
-        c.arg("--home")
-            .arg(&p.home)
-            .env("MESHPAY_PASSPHRASE", "demo passphrase")
-            .env("MESHPAY_STATE_DIR", &p.state)
-            .env("MESHPAY_LOG", "warn")
-            .env_remove("MESHPAY_FAULT");
-        c
-    }
-
-    fn json(&self, p: &Proc, args: &[&str]) -> Result<Value> {
-        let out = self.cmd(p).args(args).output()?;
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        if !out.status.success() && v.is_null() {
-            bail!(
-                "{}: meshpay {}: {}",
-                p.name,
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(v)
-    }
-
-    fn node(&self, name: &'static str) -> Result<Proc> {
-        let mut p = Proc {
-            name,
-            home: self.root.join(name),
-            state: self.root.join(format!("{name}-state")),
+    /// A node with a home in the demo's directory, neither created nor started.
+    fn unstarted(&self, name: &str) -> Proc {
+        Proc {
+            home: Home {
+                name: name.to_owned(),
+                bin: self.exe.clone(),
+                dir: self.root.join(name),
+                state: self.root.join(format!("{name}-state")),
+                passphrase: "demo passphrase".into(),
+                log_filter: "warn".into(),
+            },
             device: String::new(),
-            child: None,
-        };
-        let v = self.json(&p, &["init", "--json"])?;
+            daemon: None,
+        }
+    }
+
+    /// A wallet node (`meshpay init`).
+    fn node(&self, name: &str) -> Result<Proc> {
+        let mut p = self.unstarted(name);
+        let v = json(&p, &["init", "--json"])?;
         v["device_key"]
             .as_str()
             .context("init printed no key")?
             .clone_into(&mut p.device);
         Ok(p)
     }
-
-    fn start(&self, p: &mut Proc, peers: &[String]) -> Result<String> {
-        self.start_as(p, "run", peers)
-    }
-
-    /// Starts `meshpay <how>` (`run` or `relay`) dialing `peers`; returns its address.
-    fn start_as(&self, p: &mut Proc, how: &str, peers: &[String]) -> Result<String> {
-        let mut c = self.cmd(p);
-        c.args([
-            how,
-            "--json",
-            "--no-mdns",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ]);
-        for peer in peers {
-            c.args(["--peer", peer]);
-        }
-        let log = std::fs::File::create(p.home.with_extension("log"))?;
-        let mut child = c.stdout(Stdio::piped()).stderr(log).spawn()?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            if let Some(Ok(line)) = BufReader::new(stdout).lines().next() {
-                let _ = tx.send(line);
-            }
-        });
-        p.child = Some(child);
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .with_context(|| format!("{} did not start", p.name))?;
-        let ready: Value = serde_json::from_str(&line)?;
-        let id = self.json(p, &["id", "--json"])?;
-        Ok(format!(
-            "{}/p2p/{}",
-            ready["listen"][0].as_str().context("no address")?,
-            id["peer_id"].as_str().context("no peer id")?
-        ))
-    }
-
-    fn stop(p: &mut Proc) {
-        if let Some(mut c) = p.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let _ = c.wait();
-        }
-    }
 }
 
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target)?;
-        } else if e.file_name() != "control.sock" && e.file_name() != "control.token" {
-            std::fs::copy(e.path(), target)?;
-        }
-    }
-    Ok(())
+/// Runs `meshpay <args>` on `p`'s home; a command that fails but answers in JSON (a refused
+/// payment) gives that answer.
+fn json(p: &Proc, args: &[&str]) -> Result<Value> {
+    Ok(p.home.json(args).or_else(CliError::into_answer)?)
 }
 
 /// Runs the demo.
@@ -168,47 +127,31 @@ async fn run_in(root: &Path) -> Result<()> {
     d.say("A market with no coverage: a vendor, two shoppers, all on this machine's loopback.");
     let issuer_dir = root.join("issuer");
     let token = "demo-admin-token-0123456789";
-    let out = Command::new(&d.exe)
-        .args(["issuer", "init", "--name", "Market association", "--dir"])
-        .arg(&issuer_dir)
-        .env("MESHPAY_ISSUER_PASSPHRASE", "demo issuer passphrase")
-        .output()?;
-    if !out.status.success() {
-        bail!("issuer: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let mut server = Proc {
-        name: "settlement server",
-        home: issuer_dir.clone(),
-        state: root.join("server-state"),
-        device: String::new(),
-        child: None,
-    };
-    let log = std::fs::File::create(root.join("server.log"))?;
-    let mut child = Command::new(&d.exe)
-        .args([
-            "settle",
-            "serve",
-            "--json",
-            "--listen",
-            "127.0.0.1:0",
-            "--dir",
-        ])
-        .arg(&issuer_dir)
-        .env("MESHPAY_ISSUER_PASSPHRASE", "demo issuer passphrase")
-        .env("MESHPAY_ADMIN_TOKEN", token)
-        .env("MESHPAY_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    server.child = Some(child);
-    let ready: Value = serde_json::from_str(
-        &BufReader::new(stdout)
-            .lines()
-            .next()
-            .context("the server did not start")??,
+    run_ok(
+        Command::new(&d.exe)
+            .args(["issuer", "init", "--name", "Market association", "--dir"])
+            .arg(&issuer_dir)
+            .env("MESHPAY_ISSUER_PASSPHRASE", "demo issuer passphrase"),
     )?;
-    let url = ready["url"].as_str().context("no url")?.to_owned();
+    let server = Process::start(
+        Command::new(&d.exe)
+            .args([
+                "settle",
+                "serve",
+                "--json",
+                "--listen",
+                "127.0.0.1:0",
+                "--dir",
+            ])
+            .arg(&issuer_dir)
+            .env("MESHPAY_ISSUER_PASSPHRASE", "demo issuer passphrase")
+            .env("MESHPAY_ADMIN_TOKEN", token)
+            .env("MESHPAY_LOG", "warn"),
+        "the settlement server",
+        &root.join("server.log"),
+        DEADLINE,
+    )?;
+    let url = server.ready()["url"].as_str().context("no url")?.to_owned();
     d.say(&format!(
         "The market association's settlement server is up at {url} (SQLite)."
     ));
@@ -231,14 +174,14 @@ async fn run_in(root: &Path) -> Result<()> {
     let mut vendor = d.node("vendor")?;
     let mut alice = d.node("alice")?;
     let mut bob = d.node("bob")?;
-    let vendor_addr = d.start(&mut vendor, &[])?;
+    let vendor_addr = vendor.start(&[])?;
     d.say(&format!("vendor is up: {}", vendor.device));
-    d.start(&mut alice, std::slice::from_ref(&vendor_addr))?;
-    d.start(&mut bob, std::slice::from_ref(&vendor_addr))?;
+    alice.start(std::slice::from_ref(&vendor_addr))?;
+    bob.start(std::slice::from_ref(&vendor_addr))?;
     d.say("alice and bob are up and connected to the vendor over libp2p (TCP, Noise, Yamux).");
     let descriptor = issuer_dir.join("descriptor.cbor");
     for p in [&vendor, &alice, &bob] {
-        d.json(
+        json(
             p,
             &["trust", descriptor.to_str().context("path")?, "--json"],
         )?;
@@ -254,18 +197,18 @@ async fn run_in(root: &Path) -> Result<()> {
             serde_json::json!({"amount": credit, "reference": "cash at the desk"}),
         )
         .await?;
-        let a = d.json(
+        let a = json(
             p,
             &["topup", &limit.to_string(), "--issuer", &url, "--json"],
         )?;
         d.say(&format!(
             "{} has {credit} KES on account and tops up an offline allowance of {} (escrowed until it settles).",
-            p.name, a["limit"]
+            p.name(), a["limit"]
         ));
     }
     d.say("The network goes down: from here on nobody reaches the server.");
 
-    let paid = d.json(
+    let paid = json(
         &alice,
         &[
             "pay",
@@ -283,12 +226,12 @@ async fn run_in(root: &Path) -> Result<()> {
         paid["counter"],
         paid["status"].as_str().unwrap_or("?")
     ));
-    let req = d.json(&vendor, &["request", "300", "--memo", "mango", "--json"])?;
+    let req = json(&vendor, &["request", "300", "--memo", "mango", "--json"])?;
     d.say(&format!(
         "the vendor shows a payment request (QR code / text): {}…",
         &req["text"].as_str().unwrap_or("")[..24]
     ));
-    let paid = d.json(
+    let paid = json(
         &alice,
         &["pay", req["text"].as_str().unwrap_or(""), "--json"],
     )?;
@@ -297,7 +240,7 @@ async fn run_in(root: &Path) -> Result<()> {
         paid["counter"],
         paid["status"].as_str().unwrap_or("?")
     ));
-    let paid = d.json(
+    let paid = json(
         &bob,
         &[
             "pay",
@@ -317,19 +260,14 @@ async fn run_in(root: &Path) -> Result<()> {
     ));
 
     d.say("bob's phone is cloned, wallet and keystore alike: both copies hold the same allowance and counter.");
-    Demo::stop(&mut bob);
-    let mut clone = Proc {
-        name: "bob-clone",
-        home: root.join("bob-clone"),
-        state: root.join("bob-clone-state"),
-        device: bob.device.clone(),
-        child: None,
-    };
-    copy_dir(&bob.home, &clone.home)?;
-    copy_dir(&bob.state, &clone.state)?;
-    d.start(&mut bob, std::slice::from_ref(&vendor_addr))?;
-    d.start(&mut clone, std::slice::from_ref(&vendor_addr))?;
-    let first = d.json(
+    bob.stop()?;
+    let mut clone = d.unstarted("bob-clone");
+    clone.device.clone_from(&bob.device);
+    copy_home(&bob.home.dir, &clone.home.dir)?;
+    copy_home(&bob.home.state, &clone.home.state)?;
+    bob.start(std::slice::from_ref(&vendor_addr))?;
+    clone.start(std::slice::from_ref(&vendor_addr))?;
+    let first = json(
         &bob,
         &["pay", "--to", &vendor.device, "--amount", "500", "--json"],
     )?;
@@ -338,7 +276,7 @@ async fn run_in(root: &Path) -> Result<()> {
         first["counter"],
         first["status"].as_str().unwrap_or("?")
     ));
-    let second = d.json(
+    let second = json(
         &clone,
         &["pay", "--to", &vendor.device, "--amount", "700", "--json"],
     )?;
@@ -348,7 +286,7 @@ async fn run_in(root: &Path) -> Result<()> {
         second["status"].as_str().unwrap_or("?"),
         second["reason"].as_str().unwrap_or("")
     ));
-    let frauds = d.json(&vendor, &["frauds", "--json"])?;
+    let frauds = json(&vendor, &["frauds", "--json"])?;
     d.say(&format!(
         "the vendor holds {} fraud proof(s): two signatures on one counter, checkable offline with the issuer's key alone; it refuses that allowance from now on.",
         frauds.as_array().map_or(0, Vec::len)
@@ -360,11 +298,11 @@ async fn run_in(root: &Path) -> Result<()> {
         "node", "spendable", "sent", "refused", "received"
     );
     for p in [&vendor, &alice, &bob, &clone] {
-        let b = d.json(p, &["balance", "--json"])?;
+        let b = json(p, &["balance", "--json"])?;
         let k = &b["KES"];
         println!(
             "{:<10} {:>10} {:>10} {:>10} {:>10}",
-            p.name,
+            p.name(),
             k["spendable"].as_u64().unwrap_or(0),
             k["sent_acked"].as_u64().unwrap_or(0),
             k["sent_refused"].as_u64().unwrap_or(0),
@@ -373,16 +311,10 @@ async fn run_in(root: &Path) -> Result<()> {
     }
     println!();
     d.say("Nobody at the market reaches the server. A relay agent's node (no wallet, no money) comes by.");
-    let mut relay = Proc {
-        name: "relay",
-        home: root.join("relay"),
-        state: root.join("relay-state"),
-        device: String::new(),
-        child: None,
-    };
-    d.start_as(&mut relay, "relay", std::slice::from_ref(&vendor_addr))?;
-    d.json(&relay, &["sync", "--json"])?;
-    let held = d.json(&relay, &["mesh", "--json"])?;
+    let mut relay = d.unstarted("relay");
+    relay.start_as("relay", std::slice::from_ref(&vendor_addr))?;
+    json(&relay, &["sync", "--json"])?;
+    let held = json(&relay, &["mesh", "--json"])?;
     d.say(&format!(
         "the relay meets the vendor and now carries {} bundles: {} sealed records (it cannot read them), {} spend notices, {} fraud proof(s).",
         held["bundles"],
@@ -391,10 +323,10 @@ async fn run_in(root: &Path) -> Result<()> {
         held["by_kind"]["fraud_proof"].as_u64().unwrap_or(0),
     ));
     for p in [&alice, &bob] {
-        d.json(p, &["sync", "--json"])?;
+        json(p, &["sync", "--json"])?;
     }
     let refused = |p: &Proc| -> Result<usize> {
-        Ok(d.json(p, &["frauds", "--json"])?
+        Ok(json(p, &["frauds", "--json"])?
             .as_array()
             .map_or(0, Vec::len))
     };
@@ -403,50 +335,42 @@ async fn run_in(root: &Path) -> Result<()> {
         refused(&alice)?,
         refused(&bob)?
     ));
-    Demo::stop(&mut relay);
+    relay.stop()?;
     d.say("The relay walks to the edge of town, where a gateway node has signal.");
-    let mut gateway = Proc {
-        name: "gateway",
-        home: root.join("gateway"),
-        state: root.join("gateway-state"),
-        device: String::new(),
-        child: None,
-    };
-    let gateway_addr = d.start_as(&mut gateway, "relay", &[])?;
-    d.json(
+    let mut gateway = d.unstarted("gateway");
+    let gateway_addr = gateway.start_as("relay", &[])?;
+    json(
         &gateway,
         &["trust", descriptor.to_str().context("path")?, "--json"],
     )?;
-    d.start_as(&mut relay, "relay", std::slice::from_ref(&gateway_addr))?;
-    d.json(&relay, &["sync", "--json"])?;
-    let at_gateway = d.json(&gateway, &["mesh", "--json"])?;
+    relay.start_as("relay", std::slice::from_ref(&gateway_addr))?;
+    json(&relay, &["sync", "--json"])?;
+    let at_gateway = json(&gateway, &["mesh", "--json"])?;
     d.say(&format!(
         "the relay hands them over: the gateway now holds {} sealed records, and the relay a receipt signed by the gateway for what it carried.",
         at_gateway["by_kind"]["record"].as_u64().unwrap_or(0)
     ));
-    let round = d.json(&gateway, &["sync-issuer", "--issuer", &url, "--json"])?;
+    let round = json(&gateway, &["sync-issuer", "--issuer", &url, "--json"])?;
     d.say(&format!(
         "the gateway uploads {} records; the issuer settles each once and signs {} final receipts, which go into the mesh (the gateway's copies of the records are purged).",
         round["uploaded"], round["receipts"]
     ));
-    d.json(&relay, &["sync", "--json"])?;
+    json(&relay, &["sync", "--json"])?;
     d.say("the relay takes the receipts, and drops its own copies of the settled records.");
-    Demo::stop(&mut relay);
+    relay.stop()?;
     d.say("Back at the market, the relay meets the vendor again.");
-    d.start_as(&mut relay, "relay", std::slice::from_ref(&vendor_addr))?;
-    d.json(&relay, &["sync", "--json"])?;
+    relay.start_as("relay", std::slice::from_ref(&vendor_addr))?;
+    json(&relay, &["sync", "--json"])?;
     for p in [&alice, &bob] {
-        d.json(p, &["sync", "--json"])?;
+        json(p, &["sync", "--json"])?;
     }
     d.say("receipts flow back hand to hand: relay → vendor → alice and bob; every copy of a settled record is dropped.");
     let settled = |p: &Proc| -> Result<usize> {
-        Ok(d.json(p, &["history", "--json"])?
-            .as_array()
-            .map_or(0, |h| {
-                h.iter().filter(|x| x["settlement"] == "settled").count()
-            }))
+        Ok(json(p, &["history", "--json"])?.as_array().map_or(0, |h| {
+            h.iter().filter(|x| x["settlement"] == "settled").count()
+        }))
     };
-    let mesh = |p: &Proc| d.json(p, &["mesh", "--json"]);
+    let mesh = |p: &Proc| json(p, &["mesh", "--json"]);
     println!();
     println!(
         "{:<10} {:>17} {:>15} {:>13} {:>16}",
@@ -459,8 +383,8 @@ async fn run_in(root: &Path) -> Result<()> {
             .map_or(0, |c| c.iter().filter_map(|h| h["count"].as_u64()).sum());
         println!(
             "{:<10} {:>17} {:>15} {:>13} {:>16}",
-            p.name,
-            if matches!(p.name, "relay" | "gateway") {
+            p.name(),
+            if matches!(p.name(), "relay" | "gateway") {
                 "-".to_owned()
             } else {
                 settled(p)?.to_string()
@@ -496,9 +420,10 @@ async fn run_in(root: &Path) -> Result<()> {
         &mut bob,
         &mut clone,
         &mut relay,
-        &mut server,
+        &mut gateway,
     ] {
-        Demo::stop(p);
+        p.stop()?;
     }
+    server.stop(DEADLINE)?;
     Ok(())
 }
