@@ -7,11 +7,11 @@
 pub mod issuer_api;
 pub mod load;
 
+use meshpay_harness::{Home, Process};
 use serde_json::Value;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// How long any single wait may take before the test fails.
@@ -42,7 +42,7 @@ pub fn meshpay_bin() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root");
-    for krate in ["protocol/src", "transports/src", "node/src"] {
+    for krate in ["protocol/src", "transports/src", "harness/src", "node/src"] {
         if let Some(newer) = newer_than(&root.join(krate), built) {
             panic!(
                 "{} is older than {}: run `cargo build -p meshpay-node` (or the whole suite) first",
@@ -73,15 +73,8 @@ fn newer_than(dir: &Path, t: std::time::SystemTime) -> Option<PathBuf> {
 }
 
 /// Waits until `f` returns `Some`, polling every 20 ms, failing after [`DEADLINE`].
-pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+pub fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    meshpay_harness::wait_until(what, DEADLINE, f).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// One node: a home directory, and a daemon when running.
@@ -100,7 +93,7 @@ pub struct TestNode {
     pub env: Vec<(String, String)>,
     /// The daemon's ready line.
     pub ready: Value,
-    child: Option<Child>,
+    daemon: Option<Process>,
     relay: bool,
 }
 
@@ -117,7 +110,7 @@ impl TestNode {
             listen: Vec::new(),
             env: Vec::new(),
             ready: Value::Null,
-            child: None,
+            daemon: None,
             relay: false,
         };
         let v = node.json(&["init", "--json"]);
@@ -138,7 +131,7 @@ impl TestNode {
             listen: Vec::new(),
             env: Vec::new(),
             ready: Value::Null,
-            child: None,
+            daemon: None,
             relay: false,
         }
     }
@@ -178,43 +171,34 @@ impl TestNode {
         n
     }
 
+    /// How the harness runs `meshpay` on this node's home.
+    fn cli_home(&self) -> Home {
+        Home {
+            name: self.name.clone(),
+            bin: meshpay_bin(),
+            dir: self.home.clone(),
+            state: self.state.clone(),
+            passphrase: "test passphrase".into(),
+            log_filter: std::env::var("MESHPAY_TEST_LOG")
+                .unwrap_or_else(|_| "info,libp2p=warn".into()),
+        }
+    }
+
     /// The `meshpay` command for this node's home and environment (not started).
     pub fn command(&self) -> Command {
-        let mut c = Command::new(meshpay_bin());
-        c.arg("--home")
-            .arg(&self.home)
-            .env("MESHPAY_PASSPHRASE", "test passphrase")
-            .env("MESHPAY_STATE_DIR", &self.state)
-            .env(
-                "MESHPAY_LOG",
-                std::env::var("MESHPAY_TEST_LOG").unwrap_or_else(|_| "info,libp2p=warn".into()),
-            )
-            .env_remove("MESHPAY_HOME")
-            .env_remove("MESHPAY_FAULT");
-        c
+        self.cli_home().command()
     }
 
     /// Runs a CLI command.
     pub fn cli(&self, args: &[&str]) -> Output {
-        self.command().args(args).output().expect("run meshpay")
+        self.cli_home()
+            .output(args)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Runs a CLI command that must succeed and print JSON.
     pub fn json(&self, args: &[&str]) -> Value {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "{}: meshpay {args:?} failed: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{}: meshpay {args:?} printed no JSON ({e}): {}",
-                self.name,
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
+        self.cli_home().json(args).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts the daemon on loopback with mDNS off, plus `extra` arguments, and waits for its
@@ -234,12 +218,7 @@ impl TestNode {
     /// Starts the daemon with exactly `args` after `run --json`, inside the network namespace
     /// `netns` if given, and waits for its ready line.
     pub fn start_in(&mut self, netns: Option<&str>, args: &[&str]) {
-        assert!(self.child.is_none(), "{} is already running", self.name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.home.with_extension("log"))
-            .expect("log file");
+        assert!(self.daemon.is_none(), "{} is already running", self.name);
         let inner = self.command();
         let mut cmd = match netns {
             None => self.command(),
@@ -258,83 +237,66 @@ impl TestNode {
             }
         };
         cmd.args([if self.relay { "relay" } else { "run" }, "--json"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(log);
+            .args(args);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let log = self.home.with_extension("log");
-        let (child, line) =
-            spawn_ready(&mut cmd, &format!("{} (log: {})", self.name, log.display()));
-        let v: Value = serde_json::from_str(&line).expect("ready line is JSON");
-        assert_eq!(v["event"], "ready");
-        self.ready = v.clone();
-        self.listen = v["listen"]
-            .as_array()
-            .expect("listen list")
-            .iter()
-            .map(|a| a.as_str().expect("address").to_owned())
-            .collect();
-        v["device_key"]
+        let daemon = Process::start(
+            &mut cmd,
+            &self.name,
+            &self.home.with_extension("log"),
+            DEADLINE,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        self.ready = daemon.ready().clone();
+        self.listen = daemon.listen();
+        self.ready["device_key"]
             .as_str()
             .expect("device key")
             .clone_into(&mut self.device);
-        self.child = Some(child);
+        self.daemon = Some(daemon);
     }
 
     /// The TCP address with the peer id, for `--peer`.
     pub fn tcp_addr(&self) -> String {
-        let peer = self.json(&["id", "--json"])["peer_id"]
-            .as_str()
-            .expect("peer id")
-            .to_owned();
-        let tcp = self
-            .listen
-            .iter()
-            .find(|a| a.contains("/tcp/"))
-            .expect("a TCP listener");
-        format!("{tcp}/p2p/{peer}")
+        meshpay_harness::dial_addr(&self.ready).unwrap_or_else(|| {
+            panic!(
+                "{}: no TCP listener or peer id in the ready line {}",
+                self.name, self.ready
+            )
+        })
     }
 
     /// Stops the daemon gracefully.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            wait_child(&mut child, &self.name);
+        if let Some(daemon) = self.daemon.take() {
+            daemon.stop(DEADLINE).unwrap_or_else(|e| panic!("{e}"));
         }
     }
 
     /// Kills the daemon at once (SIGKILL).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        drop(self.daemon.take());
     }
 
     /// Waits for a daemon that is expected to die by itself (a fault), returning whether it
     /// was killed by a signal (abort).
     pub fn wait_crash(&mut self) -> bool {
-        let mut child = self.child.take().expect("running");
-        let status = wait_child(&mut child, &self.name);
-        !status.success()
+        let daemon = self.daemon.take().expect("running");
+        !daemon
+            .wait(DEADLINE)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .success()
     }
 
     /// The daemon's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.daemon.as_ref().map(Process::id)
     }
 
     /// Whether the daemon is still running.
     pub fn running(&mut self) -> bool {
-        match &mut self.child {
-            Some(c) => c.try_wait().is_ok_and(|s| s.is_none()),
-            None => false,
-        }
+        self.daemon.as_mut().is_some_and(Process::running)
     }
 
     /// The node's log so far.
@@ -385,54 +347,7 @@ pub fn proc_mb(pid: u32, field: &str) -> f64 {
 
 /// Runs a command that must succeed.
 fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run meshpay");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Spawns a daemon whose stdout is piped and returns it with its first line (its ready line),
-/// killing it and failing if none comes within [`DEADLINE`].
-fn spawn_ready(cmd: &mut Command, what: &str) -> (Child, String) {
-    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn meshpay");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // Keep draining after the first line, so a later write never meets a closed pipe.
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    if let Ok(line) = rx.recv_timeout(DEADLINE) {
-        (child, line)
-    } else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{what} did not start");
-    }
-}
-
-fn wait_child(child: &mut Child, name: &str) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            return s;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            panic!("{name} did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        self.kill();
-    }
+    meshpay_harness::run_ok(cmd).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A development issuer in a directory.
@@ -524,7 +439,7 @@ pub struct SettleServer {
     pub db: String,
     /// How it is started.
     pub options: ServerOptions,
-    child: Option<Child>,
+    server: Option<Process>,
 }
 
 impl SettleServer {
@@ -558,7 +473,7 @@ impl SettleServer {
             token: "test-admin-token-0123456789".into(),
             db,
             options,
-            child: None,
+            server: None,
         };
         s.start();
         s
@@ -574,7 +489,7 @@ impl SettleServer {
             token: self.token.clone(),
             db: self.db.clone(),
             options: self.options.clone(),
-            child: None,
+            server: None,
         };
         s.start();
         s
@@ -614,23 +529,27 @@ impl SettleServer {
 
     /// Starts (or restarts) the server process.
     pub fn start(&mut self) {
-        assert!(self.child.is_none());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.with_extension("log"))
-            .expect("log");
-        let mut cmd = self.command();
-        cmd.stdout(Stdio::piped()).stderr(log);
-        let (child, line) = spawn_ready(&mut cmd, "settlement server");
-        let v: Value = serde_json::from_str(&line).expect("JSON");
-        v["url"].as_str().expect("url").clone_into(&mut self.url);
-        self.child = Some(child);
+        assert!(
+            self.server.is_none(),
+            "the settlement server is already running"
+        );
+        let server = Process::start(
+            &mut self.command(),
+            "settlement server",
+            &self.dir.with_extension("log"),
+            DEADLINE,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        server.ready()["url"]
+            .as_str()
+            .expect("url in the ready line")
+            .clone_into(&mut self.url);
+        self.server = Some(server);
     }
 
     /// The server process's id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.server.as_ref().map(Process::id)
     }
 
     /// The server's log so far.
@@ -640,21 +559,12 @@ impl SettleServer {
 
     /// Kills the server at once.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        drop(self.server.take());
     }
 
     /// The descriptor file.
     pub fn descriptor(&self) -> PathBuf {
         self.dir.join("descriptor.cbor")
-    }
-}
-
-impl Drop for SettleServer {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -851,18 +761,7 @@ impl Drop for Postgres {
 
 /// Copies a node's directory (a whole-device clone), leaving out its control socket and token.
 pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create the copy");
-    for e in std::fs::read_dir(from)
-        .expect("read the directory")
-        .flatten()
-    {
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else if e.file_name() != "control.sock" && e.file_name() != "control.token" {
-            std::fs::copy(e.path(), target).expect("copy a file");
-        }
-    }
+    meshpay_harness::copy_home(from, to).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A BlueZ D-Bus mock on a private bus, for the real bluer and btleplug code with no radio:
