@@ -4,9 +4,11 @@
 use super::*;
 use crate::bundle::{Bundle, Content};
 use crate::objects::ReceiptStatus;
+use crate::objects::{Amount, SettlementReceipt};
 use crate::store::StoreConfig;
 use crate::testkit::{self, DAY, T0};
 use crate::wallet::HeldAllowance;
+use crate::wallet::PayError;
 use std::collections::BTreeMap;
 
 /// What a link does with the next frame it carries.
