@@ -7,6 +7,8 @@
 //! PAYMENTS=5000 cargo bench -p meshpay-node --bench payment_latency
 //! ```
 
+// Tests that walk through a scenario read best as one function.
+#![allow(clippy::too_many_lines)]
 // Statistics over a few thousand samples: float conversions are exact enough.
 #![allow(
     clippy::cast_precision_loss,

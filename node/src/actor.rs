@@ -246,6 +246,8 @@ impl Actor {
     }
 
     /// Writes one change durably.
+    // One arm per change the device can ask to write.
+    #[allow(clippy::too_many_lines)]
     async fn write(&mut self, change: Change) -> Result<(), CommitError> {
         let failed = |e: &dyn std::fmt::Display| CommitError {
             committed: false,

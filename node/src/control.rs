@@ -125,6 +125,8 @@ fn device_arg(s: &str) -> Result<DeviceKey, NodeError> {
     DeviceKey::from_text(s).map_err(|e| input(format!("payee: {e}")))
 }
 
+// One arm per control request.
+#[allow(clippy::too_many_lines)]
 async fn run(node: &Node, request: Request) -> Result<Answer, NodeError> {
     Ok(match request {
         Request::Id => Answer::Id(api::IdInfo {

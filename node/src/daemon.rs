@@ -277,77 +277,12 @@ impl Node {
         let seed = crate::keystore::open::<32>(&blob, passphrase)?;
         let secret = DeviceSecret::from_seed(&seed);
         let device = secret.public();
-        let sled_db = sled::Config::new()
-            .path(home.mesh())
-            .cache_capacity(8 << 20)
-            .open()
-            .map_err(|error| StartError::Mesh {
-                path: home.mesh(),
-                error,
-            })?;
-        let (disk, mesh) = MeshDisk::open(
-            &sled_db,
-            StoreConfig {
-                max_bytes: quota_bytes,
-                max_bundles: usize::try_from(quota_bytes / 100).unwrap_or(usize::MAX),
-                max_bytes_per_origin: (config.mesh.quota_per_peer_mb << 20).min(quota_bytes),
-                issuers: None,
-                bodies_in_memory: false,
-                accept_messages: false,
-            },
-        )
-        .map_err(|error| StartError::Mesh {
-            path: home.mesh(),
-            error,
-        })?;
+        let (sled_db, disk, mesh) = open_mesh(home, &config, quota_bytes)?;
 
         // Restore detection before anything can spend.
         let sentinel = Sentinel::new(&config.sentinel_dir(), &device.to_hex());
-        let stored_epoch = store.epoch().await?;
-        let sentinel_epoch = sentinel.read().map_err(StartError::Sentinel)?;
-        let (wallet, restore) =
-            Wallet::open(stored_epoch, store.allowances().await?, sentinel_epoch);
-        if restore == RestoreCheck::Current {
-            if sentinel_epoch != Some(wallet.epoch()) {
-                sentinel
-                    .write(wallet.epoch())
-                    .map_err(StartError::Sentinel)?;
-            }
-        } else {
-            // Persist the retirement before the sentinel moves (SPEC.md §7).
-            store.retire_all(wallet.epoch()).await?;
-            sentinel
-                .write(wallet.epoch())
-                .map_err(StartError::Sentinel)?;
-            tracing::warn!(
-                ?restore,
-                "this wallet may be a restored copy: every allowance it held is retired; get a fresh allowance online"
-            );
-        }
-
-        let mut listen = if opts.listen.is_empty() {
-            config.network.listen.clone()
-        } else {
-            opts.listen.clone()
-        };
-        listen.dedup();
-        let parse = |a: &String| {
-            a.parse()
-                .map_err(|e| StartError::Address(a.clone(), format!("{e}")))
-        };
-        let p2p_config = P2pConfig {
-            listen: listen.iter().map(parse).collect::<Result<_, _>>()?,
-            peers: config
-                .network
-                .peers
-                .iter()
-                .chain(&opts.peers)
-                .map(parse)
-                .collect::<Result<_, _>>()?,
-            mdns: config.network.mdns && !opts.no_mdns,
-            request_timeout: Duration::from_secs(config.network.request_timeout_secs),
-            ..P2pConfig::default()
-        };
+        let (wallet, restore) = open_wallet(&store, &sentinel).await?;
+        let p2p_config = p2p_config(&config, opts)?;
         let device_config = DeviceConfig {
             relay: opts.relay,
             routing: config.mesh.routing()?,
@@ -380,14 +315,8 @@ impl Node {
         let mut links = Links::new();
         links.add(Arc::new(p2p.clone()));
         let ble = (opts.ble || config.ble.enabled).then(|| {
-            let link = BleLink::new(
-                &seed,
-                BleConfig {
-                    request_timeout: Duration::from_secs(config.ble.request_timeout_secs.max(1)),
-                    ..BleConfig::default()
-                },
-                tx,
-            );
+            let timeout = Duration::from_secs(config.ble.request_timeout_secs.max(1));
+            let link = BleLink::new(&seed, ble_config(timeout), tx);
             links.add(Arc::new(link.clone()));
             link
         });
@@ -727,6 +656,98 @@ impl Node {
     pub fn gateway_period(&self) -> Duration {
         Duration::from_secs(self.config.mesh.gateway_secs.max(1))
     }
+}
+
+/// Opens the mesh store in `home` and loads what it holds.
+fn open_mesh(
+    home: &Home,
+    config: &Config,
+    quota_bytes: u64,
+) -> Result<(sled::Db, MeshDisk, meshpay_protocol::store::BundleStore), StartError> {
+    let failed = |error| StartError::Mesh {
+        path: home.mesh(),
+        error,
+    };
+    let db = sled::Config::new()
+        .path(home.mesh())
+        .cache_capacity(8 << 20)
+        .open()
+        .map_err(failed)?;
+    let (disk, store) = MeshDisk::open(
+        &db,
+        StoreConfig {
+            max_bytes: quota_bytes,
+            max_bundles: usize::try_from(quota_bytes / 100).unwrap_or(usize::MAX),
+            max_bytes_per_origin: (config.mesh.quota_per_peer_mb << 20).min(quota_bytes),
+            issuers: None,
+            bodies_in_memory: false,
+            accept_messages: false,
+        },
+    )
+    .map_err(failed)?;
+    Ok((db, disk, store))
+}
+
+fn ble_config(request_timeout: Duration) -> BleConfig {
+    BleConfig {
+        request_timeout,
+        ..BleConfig::default()
+    }
+}
+
+/// Opens the wallet with its restore check (SPEC.md §7): a wallet that may be a restored copy
+/// has every allowance retired, durably, before the sentinel moves.
+async fn open_wallet(
+    store: &Store,
+    sentinel: &Sentinel,
+) -> Result<(Wallet, RestoreCheck), StartError> {
+    let stored_epoch = store.epoch().await?;
+    let sentinel_epoch = sentinel.read().map_err(StartError::Sentinel)?;
+    let (wallet, restore) = Wallet::open(stored_epoch, store.allowances().await?, sentinel_epoch);
+    if restore == RestoreCheck::Current {
+        if sentinel_epoch != Some(wallet.epoch()) {
+            sentinel
+                .write(wallet.epoch())
+                .map_err(StartError::Sentinel)?;
+        }
+    } else {
+        store.retire_all(wallet.epoch()).await?;
+        sentinel
+            .write(wallet.epoch())
+            .map_err(StartError::Sentinel)?;
+        tracing::warn!(
+            ?restore,
+            "this wallet may be a restored copy: every allowance it held is retired; get a fresh allowance online"
+        );
+    }
+    Ok((wallet, restore))
+}
+
+/// The libp2p link's settings: the config's, with `meshpay run`'s options over them.
+fn p2p_config(config: &Config, opts: &RunOptions) -> Result<P2pConfig, StartError> {
+    let mut listen = if opts.listen.is_empty() {
+        config.network.listen.clone()
+    } else {
+        opts.listen.clone()
+    };
+    listen.dedup();
+    let parse = |a: &String| {
+        a.parse()
+            .map_err(|e| StartError::Address(a.clone(), format!("{e}")))
+    };
+    Ok(P2pConfig {
+        listen: listen.iter().map(parse).collect::<Result<_, _>>()?,
+        peers: config
+            .network
+            .peers
+            .iter()
+            .chain(&opts.peers)
+            .map(parse)
+            .collect::<Result<_, _>>()?,
+        mdns: config.network.mdns && !opts.no_mdns,
+        request_timeout: Duration::from_secs(config.network.request_timeout_secs),
+        ..P2pConfig::default()
+    })
 }
 
 fn paid(a: Answer) -> Result<PayOutcome, NodeError> {

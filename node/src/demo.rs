@@ -118,6 +118,8 @@ pub async fn run() -> Result<()> {
     result
 }
 
+// The demo is one script, step after step, as its output reads.
+#[allow(clippy::too_many_lines)]
 async fn run_in(root: &Path) -> Result<()> {
     let d = Demo {
         exe: std::env::current_exe()?,

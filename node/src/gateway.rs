@@ -27,6 +27,9 @@ pub struct GatewayRound {
     pub updated: usize,
     /// New fraud proofs and revocations put into the mesh.
     pub alerts: usize,
+    /// The payments whose settlement changed.
+    #[serde(skip)]
+    changed: BTreeSet<Hash>,
 }
 
 /// Records the issuer took no decision on: misses so far and the round to try again.
@@ -126,6 +129,25 @@ impl Node {
             .into_iter()
             .filter(|(id, _)| !own.contains_key(id))
             .collect();
+        let mut round = self.upload(&client, issuer, own, carried).await?;
+        let mut changed = std::mem::take(&mut round.changed);
+        changed.extend(self.receipt_feed(&client, issuer).await?);
+        round.updated = changed.len();
+        round.alerts = self.alert_feeds(&client, issuer).await?;
+        self.with(move |dev| dev.set_gateway_for(vec![issuer]))
+            .await?;
+        Ok(round)
+    }
+
+    /// Uploads the records due this round, own first, in batches of at most 1,024, and hands
+    /// the decided ones' receipts to the device.
+    async fn upload(
+        &self,
+        client: &IssuerClient,
+        issuer: IssuerId,
+        own: BTreeMap<Hash, Vec<u8>>,
+        carried: BTreeMap<Hash, Vec<u8>>,
+    ) -> Result<GatewayRound, NodeError> {
         let backoff = &self.gateway;
         let round_no = backoff.rounds.fetch_add(1, Ordering::Relaxed);
         let (own, carried) = (backoff.due(own, round_no), backoff.due(carried, round_no));
@@ -133,7 +155,6 @@ impl Node {
             uploaded: own.len() + carried.len(),
             ..GatewayRound::default()
         };
-        let mut changed: BTreeSet<Hash> = BTreeSet::new();
         for chunk in own.chunks(1024).chain(carried.chunks(1024)) {
             let batch = meshpay_protocol::RecordBatch(
                 chunk
@@ -170,14 +191,24 @@ impl Node {
             }
             let (taken, updated) = self.take_receipts(issuer, decided, true).await?;
             round.receipts += taken;
-            changed.extend(updated);
+            round.changed.extend(updated);
         }
-        // Receipts for payments this wallet made (the payees uploaded them), a page at a time.
+        Ok(round)
+    }
+
+    /// Reads the issuer's receipt feed (receipts for payments this wallet made, which the
+    /// payees uploaded), a page at a time. Returns the payments whose settlement changed.
+    async fn receipt_feed(
+        &self,
+        client: &IssuerClient,
+        issuer: IssuerId,
+    ) -> Result<Vec<Hash>, NodeError> {
+        let mut changed = Vec::new();
         let mut cursor = self.feed_cursor(&issuer, "receipts").await?;
         let mut pages = 0;
         while pages < MAX_FEED_PAGES {
             let Some((items, next)) =
-                feed_page(&client, "receipts", "receipts", "receipt", cursor).await?
+                feed_page(client, "receipts", "receipts", "receipt", cursor).await?
             else {
                 break;
             };
@@ -190,7 +221,17 @@ impl Node {
             cursor = next;
             self.set_feed_cursor(&issuer, "receipts", cursor).await?;
         }
-        round.updated = changed.len();
+        Ok(changed)
+    }
+
+    /// Reads the issuer's fraud-proof and revocation feeds into the mesh. Returns how many
+    /// were new to it.
+    async fn alert_feeds(
+        &self,
+        client: &IssuerClient,
+        issuer: IssuerId,
+    ) -> Result<usize, NodeError> {
+        let mut added_all = 0;
         // Fraud proofs and revocations go into the mesh, to travel before anything else.
         // Only the issuer's own: a server cannot use this gateway to put another issuer's
         // alerts into the mesh (the device checks it again).
@@ -212,8 +253,7 @@ impl Node {
             let mut cursor = self.feed_cursor(&issuer, path).await?;
             let mut pages = 0;
             while pages < MAX_FEED_PAGES {
-                let Some((items, next)) = feed_page(&client, path, list, item, cursor).await?
-                else {
+                let Some((items, next)) = feed_page(client, path, list, item, cursor).await? else {
                     break;
                 };
                 pages += 1;
@@ -222,16 +262,14 @@ impl Node {
                     .filter_map(|b| content_of(b, &issuer))
                     .collect();
                 match self.command(Command::Alerts { issuer, alerts }).await? {
-                    Answer::Alerts { added } => round.alerts += added,
+                    Answer::Alerts { added } => added_all += added,
                     other => return Err(NodeError::Input(format!("unexpected answer {other:?}"))),
                 }
                 cursor = next;
                 self.set_feed_cursor(&issuer, path, cursor).await?;
             }
         }
-        self.with(move |dev| dev.set_gateway_for(vec![issuer]))
-            .await?;
-        Ok(round)
+        Ok(added_all)
     }
 
     /// Hands `issuer`'s receipts to the device: (final receipts taken, payments updated).

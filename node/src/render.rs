@@ -6,6 +6,8 @@ use meshpay_protocol::device::SentStatus;
 use std::fmt::Write as _;
 
 /// The answer as text for a person.
+// One arm per control answer.
+#[allow(clippy::too_many_lines)]
 pub fn text(a: &Answer) -> String {
     match a {
         Answer::Id(d) => format!(

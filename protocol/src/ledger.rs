@@ -285,6 +285,8 @@ impl Ledger {
     /// Judges and, if valid, settles one IOU at wall-clock `now`. `signature_checked` lets a
     /// caller that already verified the IOU's signature against the holder key (in a batch)
     /// skip the second check; pass `false` when unsure.
+    // The checks of SPEC.md §6.4, one after the other in their order.
+    #[allow(clippy::too_many_lines)]
     pub fn apply(&mut self, iou: &Iou, now: UnixTime, signature_checked: bool) -> Outcome {
         let id = iou.id();
         let Some(escrow) = self.escrows.get_mut(&iou.allowance) else {
@@ -419,6 +421,8 @@ impl Ledger {
 }
 
 #[cfg(test)]
+// Tests that walk through a scenario read best as one function.
+#[allow(clippy::too_many_lines)]
 mod tests {
     use super::*;
     use crate::testkit::{DAY, T0, allowance, device, issuer, pay, request, wallet};

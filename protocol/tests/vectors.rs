@@ -11,6 +11,9 @@
 //! bytes from the inputs it lists alone, so an input that no longer produces the frozen bytes
 //! fails the test.
 
+// Tests that walk through a scenario read best as one function.
+#![allow(clippy::too_many_lines)]
+
 mod frozen;
 
 use meshpay_protocol::codec::Blob;

@@ -200,170 +200,10 @@ impl Sim {
         let market = pay
             .enabled
             .then(|| Market::new(pay, n, scenario.seed, &keys));
-        let config = DeviceConfig {
-            routing,
-            // Timers are the engine's: sessions run at contacts and on its re-sync ticks.
-            resend_every: None,
-            sync_every: None,
-            request_ttl_secs: 600,
-            ..DeviceConfig::default()
-        };
-        // The devices' own choices draw from a stream of their own, so the workload drawn
-        // below is the same whatever the devices do.
-        let mut device_rng = ChaCha20Rng::seed_from_u64(scenario.seed ^ 0x6465_7669_6365);
-        let nodes = (0..n)
-            .map(|i| {
-                let mut seed = [0u8; 32];
-                device_rng.fill_bytes(&mut seed);
-                let init = DeviceInit {
-                    secret: DeviceSecret::from_seed(&seeds[i as usize]),
-                    wallet: Wallet::open(
-                        0,
-                        market
-                            .as_ref()
-                            .and_then(|m| m.allowance_of(i))
-                            .cloned()
-                            .map(HeldAllowance::new),
-                        None,
-                    )
-                    .0,
-                    spent: BTreeSet::new(),
-                    issuers: market.iter().map(|m| m.descriptor().clone()).collect(),
-                    certs: Vec::new(),
-                    notices: Vec::new(),
-                    frauds: Vec::new(),
-                    sent: Vec::new(),
-                    received: Vec::new(),
-                    requests: Vec::new(),
-                    store: BundleStore::new(StoreConfig {
-                        max_bytes: scenario.routing.buffer_kb << 10,
-                        max_bundles: usize::MAX,
-                        max_bytes_per_origin: scenario.routing.buffer_kb << 10,
-                        issuers: None,
-                        bodies_in_memory: true,
-                        accept_messages: true,
-                    }),
-                    seed,
-                    secrets: Box::new(ChaCha20Rng::from_seed(seed.map(|b| b ^ 0x5a))),
-                };
-                let mut device = Device::new(init, config.clone());
-                device.start(now(0));
-                if let Some(m) = market.as_ref().filter(|m| m.role(i) == Role::Gateway) {
-                    device.set_gateway_for(vec![m.issuer()]);
-                }
-                Node { device }
-            })
-            .collect();
+        let nodes = devices(scenario, routing, &seeds, market.as_ref());
         let duration_ms = ms(scenario.duration_s);
-        let contacts = match &scenario.mobility {
-            Mobility::RandomWaypoint {
-                width_m,
-                height_m,
-                speed_min,
-                speed_max,
-                pause_max_s,
-                step_s,
-            } => mobility::random_waypoint(
-                &Waypoint {
-                    width: *width_m,
-                    height: *height_m,
-                    speed_min: *speed_min,
-                    speed_max: *speed_max,
-                    pause_max: *pause_max_s,
-                    step: *step_s,
-                    range: scenario.radio.range_m,
-                },
-                n,
-                scenario.duration_s,
-                scenario.seed,
-            ),
-            Mobility::Market {
-                width_m,
-                height_m,
-                signal_distance_m,
-                agents,
-                speed_min,
-                speed_max,
-                browse_max_s,
-                agent_wait_s,
-                step_s,
-            } => mobility::market_day(
-                &mobility::MarketDay {
-                    width: *width_m,
-                    height: *height_m,
-                    signal_distance: *signal_distance_m,
-                    vendors: scenario.payments.vendors.min(n),
-                    gateways: scenario.payments.gateways,
-                    agents: *agents,
-                    speed_min: *speed_min,
-                    speed_max: *speed_max,
-                    browse_max: *browse_max_s,
-                    agent_wait: *agent_wait_s,
-                    step: *step_s,
-                    range: scenario.radio.range_m,
-                },
-                n,
-                scenario.duration_s,
-                scenario.seed,
-            ),
-            Mobility::Trace { path } => {
-                let c =
-                    crate::trace::parse_connections(&read(path)?).map_err(|e| RunError::Trace {
-                        path: path.display().to_string(),
-                        why: e.to_string(),
-                    })?;
-                if let Some(e) = c.iter().find(|e| e.b >= n) {
-                    return Err(RunError::Host(e.b, n));
-                }
-                c.into_iter().filter(|e| e.t_ms <= duration_ms).collect()
-            }
-        };
-        let w = &scenario.workload;
-        let creations = if let Some(path) = &w.trace {
-            let m = crate::trace::parse_messages(&read(path)?).map_err(|e| RunError::Trace {
-                path: path.display().to_string(),
-                why: e.to_string(),
-            })?;
-            if let Some(e) = m.iter().find(|e| e.from.max(e.to) >= n) {
-                return Err(RunError::Host(e.from.max(e.to), n));
-            }
-            m
-        } else if w.messages {
-            let mut out = Vec::new();
-            let until = if w.until_s > 0.0 {
-                ms(w.until_s).min(duration_ms)
-            } else {
-                duration_ms
-            };
-            let mut t = ms(mobility::uniform(
-                &mut rng,
-                w.interval_min_s,
-                w.interval_max_s,
-            ));
-            while t < until {
-                let from = pick(&mut rng, n);
-                let mut to = pick(&mut rng, n - 1);
-                if to >= from {
-                    to += 1;
-                }
-                out.push(MessageEvent {
-                    t_ms: t,
-                    id: format!("M{}", out.len() + 1),
-                    from,
-                    to,
-                    size: w.size,
-                });
-                t += ms(mobility::uniform(
-                    &mut rng,
-                    w.interval_min_s,
-                    w.interval_max_s,
-                ))
-                .max(1);
-            }
-            out
-        } else {
-            Vec::new()
-        };
+        let contacts = contacts(scenario, duration_ms)?;
+        let creations = workload(scenario, &mut rng, duration_ms)?;
         Ok(Self {
             scenario: scenario.clone(),
             routing,
@@ -797,6 +637,183 @@ impl Sim {
         }
         !ids.is_empty()
     }
+}
+
+/// The contacts a run replays: from the mobility model (drawn from the seed) or a trace.
+fn contacts(scenario: &Scenario, duration_ms: u64) -> Result<Vec<ContactEvent>, RunError> {
+    let n = scenario.nodes;
+    Ok(match &scenario.mobility {
+        Mobility::RandomWaypoint {
+            width_m,
+            height_m,
+            speed_min,
+            speed_max,
+            pause_max_s,
+            step_s,
+        } => mobility::random_waypoint(
+            &Waypoint {
+                width: *width_m,
+                height: *height_m,
+                speed_min: *speed_min,
+                speed_max: *speed_max,
+                pause_max: *pause_max_s,
+                step: *step_s,
+                range: scenario.radio.range_m,
+            },
+            n,
+            scenario.duration_s,
+            scenario.seed,
+        ),
+        Mobility::Market {
+            width_m,
+            height_m,
+            signal_distance_m,
+            agents,
+            speed_min,
+            speed_max,
+            browse_max_s,
+            agent_wait_s,
+            step_s,
+        } => mobility::market_day(
+            &mobility::MarketDay {
+                width: *width_m,
+                height: *height_m,
+                signal_distance: *signal_distance_m,
+                vendors: scenario.payments.vendors.min(n),
+                gateways: scenario.payments.gateways,
+                agents: *agents,
+                speed_min: *speed_min,
+                speed_max: *speed_max,
+                browse_max: *browse_max_s,
+                agent_wait: *agent_wait_s,
+                step: *step_s,
+                range: scenario.radio.range_m,
+            },
+            n,
+            scenario.duration_s,
+            scenario.seed,
+        ),
+        Mobility::Trace { path } => {
+            let c = crate::trace::parse_connections(&read(path)?).map_err(|e| RunError::Trace {
+                path: path.display().to_string(),
+                why: e.to_string(),
+            })?;
+            if let Some(e) = c.iter().find(|e| e.b >= n) {
+                return Err(RunError::Host(e.b, n));
+            }
+            c.into_iter().filter(|e| e.t_ms <= duration_ms).collect()
+        }
+    })
+}
+
+/// The nodes' devices: each with its key, its allowance and the issuer it trusts (in a
+/// payments run), a bundle store of the scenario's buffer size, and no timers of its own.
+fn devices(
+    scenario: &Scenario,
+    routing: Routing,
+    seeds: &[[u8; 32]],
+    market: Option<&Market>,
+) -> Vec<Node> {
+    let config = DeviceConfig {
+        routing,
+        // Timers are the engine's: sessions run at contacts and on its re-sync ticks.
+        resend_every: None,
+        sync_every: None,
+        request_ttl_secs: 600,
+        ..DeviceConfig::default()
+    };
+    // The devices' own choices draw from a stream of their own, so the workload drawn
+    // below is the same whatever the devices do.
+    let mut device_rng = ChaCha20Rng::seed_from_u64(scenario.seed ^ 0x6465_7669_6365);
+    (0..scenario.nodes)
+        .map(|i| {
+            let mut seed = [0u8; 32];
+            device_rng.fill_bytes(&mut seed);
+            let init = DeviceInit {
+                secret: DeviceSecret::from_seed(&seeds[i as usize]),
+                wallet: Wallet::open(
+                    0,
+                    market
+                        .and_then(|m| m.allowance_of(i))
+                        .cloned()
+                        .map(HeldAllowance::new),
+                    None,
+                )
+                .0,
+                spent: BTreeSet::new(),
+                issuers: market.iter().map(|m| m.descriptor().clone()).collect(),
+                certs: Vec::new(),
+                notices: Vec::new(),
+                frauds: Vec::new(),
+                sent: Vec::new(),
+                received: Vec::new(),
+                requests: Vec::new(),
+                store: BundleStore::new(StoreConfig {
+                    max_bytes: scenario.routing.buffer_kb << 10,
+                    max_bundles: usize::MAX,
+                    max_bytes_per_origin: scenario.routing.buffer_kb << 10,
+                    issuers: None,
+                    bodies_in_memory: true,
+                    accept_messages: true,
+                }),
+                seed,
+                secrets: Box::new(ChaCha20Rng::from_seed(seed.map(|b| b ^ 0x5a))),
+            };
+            let mut device = Device::new(init, config.clone());
+            device.start(now(0));
+            if let Some(m) = market.filter(|m| m.role(i) == Role::Gateway) {
+                device.set_gateway_for(vec![m.issuer()]);
+            }
+            Node { device }
+        })
+        .collect()
+}
+
+/// The messages a run creates: read from the scenario's trace, or generated from the seed.
+fn workload(
+    scenario: &Scenario,
+    rng: &mut ChaCha20Rng,
+    duration_ms: u64,
+) -> Result<Vec<MessageEvent>, RunError> {
+    let n = scenario.nodes;
+    let w = &scenario.workload;
+    let creations = if let Some(path) = &w.trace {
+        let m = crate::trace::parse_messages(&read(path)?).map_err(|e| RunError::Trace {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?;
+        if let Some(e) = m.iter().find(|e| e.from.max(e.to) >= n) {
+            return Err(RunError::Host(e.from.max(e.to), n));
+        }
+        m
+    } else if w.messages {
+        let mut out = Vec::new();
+        let until = if w.until_s > 0.0 {
+            ms(w.until_s).min(duration_ms)
+        } else {
+            duration_ms
+        };
+        let mut t = ms(mobility::uniform(rng, w.interval_min_s, w.interval_max_s));
+        while t < until {
+            let from = pick(rng, n);
+            let mut to = pick(rng, n - 1);
+            if to >= from {
+                to += 1;
+            }
+            out.push(MessageEvent {
+                t_ms: t,
+                id: format!("M{}", out.len() + 1),
+                from,
+                to,
+                size: w.size,
+            });
+            t += ms(mobility::uniform(rng, w.interval_min_s, w.interval_max_s)).max(1);
+        }
+        out
+    } else {
+        Vec::new()
+    };
+    Ok(creations)
 }
 
 fn bundle_bytes_given(store: &BundleStore, given: &[Hash]) -> u64 {

@@ -436,6 +436,8 @@ impl PaymentStats {
     /// Computes them.
     // Counts and milliseconds of a run are exact in f64.
     #[allow(clippy::cast_precision_loss)]
+    // One statistic after the other.
+    #[allow(clippy::too_many_lines)]
     pub fn of(m: &Market) -> Self {
         let p = &m.payments;
         let count = |f: &dyn Fn(&Payment) -> bool| p.iter().filter(|x| f(x)).count() as u64;

@@ -88,6 +88,8 @@ pub fn random_waypoint(w: &Waypoint, nodes: u32, duration: f64, seed: u64) -> Ve
     clippy::cast_precision_loss,
     clippy::too_many_arguments
 )]
+// One time-stepped loop: move, then find who is in range.
+#[allow(clippy::too_many_lines)]
 pub fn walk(
     nodes: u32,
     duration: f64,

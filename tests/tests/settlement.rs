@@ -2,6 +2,9 @@
 //! settle once however often and however concurrently they come, typed rejections, bad
 //! bodies, escrow release, conservation of money, and SIGKILL in the middle of a batch.
 
+// Tests that walk through a scenario read best as one function.
+#![allow(clippy::too_many_lines)]
+
 use meshpay_protocol::codec::Blob;
 use meshpay_protocol::{
     DeviceSecret, FraudProof, IssuerDescriptor, IssuerSecret, Nonce, PrintableKey as _, Reason,

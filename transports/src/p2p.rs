@@ -754,6 +754,8 @@ impl Driver {
         }
     }
 
+    // One arm per swarm event.
+    #[allow(clippy::too_many_lines)]
     async fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
         self.trim_known();
         match event {
@@ -866,6 +868,8 @@ impl Driver {
         }
     }
 
+    // One arm per request-response event.
+    #[allow(clippy::too_many_lines)]
     async fn on_rr(&mut self, e: request_response::Event<InFrame, Vec<u8>>) {
         match e {
             request_response::Event::Message { peer, message, .. } => match message {

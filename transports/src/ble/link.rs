@@ -193,6 +193,8 @@ impl Link for BleLink {
     }
 }
 
+// One loop over the pipe's packets, the framer's and the session's outputs and the timers.
+#[allow(clippy::too_many_lines)]
 async fn drive(inner: Arc<Inner>, pipe: Pipe, role: Role, conn: u64) -> SessionError {
     let Pipe {
         sink,
