@@ -261,6 +261,16 @@ impl SpendBook {
         if notice.verify(&a.cert.body().holder).is_err() {
             return NoticeOutcome::BadSignature;
         }
+        self.observe_verified_notice(notice)
+    }
+
+    /// [`SpendBook::observe_notice`] for a notice the caller has already verified under the
+    /// holder of the certificate this book holds for its allowance (a bundle the store admitted
+    /// with that same certificate).
+    pub(crate) fn observe_verified_notice(&mut self, notice: &SpendNotice) -> NoticeOutcome {
+        let Some(a) = self.allowances.get(&notice.allowance) else {
+            return NoticeOutcome::Unverifiable;
+        };
         match a.spends.get(&notice.counter) {
             Some(seen) if seen.digest == notice.digest => NoticeOutcome::Known,
             Some(seen) => {

@@ -153,8 +153,18 @@ impl Device {
                 }));
             }
             Content::Notice(n) if self.book.trusts(&n.cert.body().issuer) => {
-                let _ = self.book.add_certificate(&n.cert);
-                if let NoticeOutcome::Fork(p) = self.book.observe_notice(&n.notice) {
+                let id = n.cert.id();
+                if self.book.certificate(&id).is_none() {
+                    let _ = self.book.add_certificate(&n.cert);
+                }
+                // The store verified the bundle: the notice under its own certificate. That
+                // is the book's certificate, unless another came first under the same id.
+                let outcome = if self.book.certificate(&id) == Some(&n.cert) {
+                    self.book.observe_verified_notice(&n.notice)
+                } else {
+                    self.book.observe_notice(&n.notice)
+                };
+                if let NoticeOutcome::Fork(p) = outcome {
                     self.take_fraud(now, &p);
                     self.store.insert_bundle(
                         &Bundle::new(Content::Fraud(p)),
@@ -201,16 +211,17 @@ impl Device {
     /// Returns whether the payment's settlement changed. (A receipt from the mesh names its
     /// issuer itself: anyone can sign one under a key of their own.)
     pub(super) fn take_receipt(&mut self, issuer: &IssuerId, r: &SettlementReceipt) -> bool {
-        if !self.issuers.contains_key(issuer) || r.verify(issuer).is_err() || !r.status().is_final()
-        {
-            return false;
-        }
+        // Most receipts a device carries are others': look the payment up before checking.
         let id = r.body().record;
         let allowance = match (self.sent.get(&id), self.received.get(&id)) {
             (Some(s), _) => s.iou.allowance,
             (None, Some(p)) => p.iou.allowance,
             (None, None) => return false,
         };
+        if !self.issuers.contains_key(issuer) || r.verify(issuer).is_err() || !r.status().is_final()
+        {
+            return false;
+        }
         let allowance_issuer = match self.wallet.allowances().get(&allowance) {
             Some(held) => Some(held.cert.body().issuer),
             None => self.book.certificate(&allowance).map(|c| c.body().issuer),
