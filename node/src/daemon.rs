@@ -13,7 +13,6 @@ use crate::mesh::MeshDisk;
 use crate::store::Store;
 use meshpay_protocol::device::{
     Answer, Command, Device, DeviceConfig, DeviceError, DeviceInit, OpenRequest, ReceivedPayment,
-    SentPayment,
 };
 use meshpay_protocol::store::StoreConfig;
 use meshpay_protocol::wallet::{HeldAllowance, PayError, RestoreCheck, Wallet};
@@ -187,27 +186,7 @@ async fn load(
             .get(id.0.as_slice())
             .and_then(|t| settlement_of(t))
     };
-    let sent = store
-        .sent()
-        .await?
-        .into_iter()
-        .map(|s| {
-            let settlement = settled(&s.iou.id());
-            SentPayment {
-                iou: s.iou,
-                currency: s.currency,
-                memo: s.memo,
-                created_at: s.created_at,
-                status: s.status,
-                reason: s.reason,
-                ack: s.ack,
-                key: s.idem_key,
-                answered_at: s.answered_at,
-                answered_by_resend: s.answered_by_resend,
-                settlement,
-            }
-        })
-        .collect();
+    let sent = store.sent().await?;
     let received = store
         .received()
         .await?
@@ -484,7 +463,7 @@ impl Node {
     /// Imports a bundle file and acts on what it brought.
     pub async fn import(&self, file: Vec<u8>) -> Result<crate::mesh::ImportReport, NodeError> {
         match self.command(Command::Import(file)).await? {
-            Answer::Imported(r) => Ok(r.into()),
+            Answer::Imported(r) => Ok(r),
             other => Err(unexpected(&other)),
         }
     }

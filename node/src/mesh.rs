@@ -14,35 +14,7 @@ use meshpay_protocol::sync::HandOver;
 use meshpay_protocol::{Hash, IssuerId, decode, encode};
 use std::collections::BTreeMap;
 
-/// How a bundle file import went.
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
-pub struct ImportReport {
-    /// Bundles in the file.
-    pub bundles: usize,
-    /// Kept.
-    pub added: usize,
-    /// Already held.
-    pub duplicate: usize,
-    /// Records already settled.
-    pub settled: usize,
-    /// Refused (invalid, forged, expired, foreign, no room), with the first reasons.
-    pub refused: usize,
-    /// Up to five refusal reasons.
-    pub reasons: Vec<String>,
-}
-
-impl From<meshpay_protocol::device::ImportReport> for ImportReport {
-    fn from(r: meshpay_protocol::device::ImportReport) -> Self {
-        Self {
-            bundles: r.bundles,
-            added: r.added,
-            duplicate: r.duplicate,
-            settled: r.settled,
-            refused: r.refused,
-            reasons: r.reasons,
-        }
-    }
-}
+pub use meshpay_protocol::device::ImportReport;
 
 /// The mesh store's trees on disk.
 pub struct MeshDisk {

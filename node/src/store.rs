@@ -81,35 +81,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX requests_asked ON requests (asked_by, paid_by, expires);",
 ];
 
-pub use meshpay_protocol::device::{AnsweredBy, SentStatus};
+pub use meshpay_protocol::device::{AnsweredBy, SentPayment, SentStatus};
 
 fn parse_status(s: &str) -> Result<SentStatus> {
     SentStatus::from_name(s).ok_or(StoreError::Corrupt("payment status"))
-}
-
-/// A payment this wallet made.
-#[derive(Debug, Clone)]
-pub struct SentPayment {
-    /// The IOU.
-    pub iou: Iou,
-    /// Currency.
-    pub currency: String,
-    /// Memo of the request.
-    pub memo: String,
-    /// When it was made.
-    pub created_at: u64,
-    /// Status.
-    pub status: SentStatus,
-    /// Refusal reason, if refused.
-    pub reason: Option<String>,
-    /// The payee's ack, if acked.
-    pub ack: Option<PaymentAck>,
-    /// The idempotency key the payment was made under, if any.
-    pub idem_key: Option<String>,
-    /// When the payee's answer arrived, if it did.
-    pub answered_at: Option<u64>,
-    /// Whether an automatic re-send got that answer (the command had reported it pending).
-    pub answered_by_resend: bool,
 }
 
 /// A payment this wallet received.
@@ -628,13 +603,13 @@ async fn insert_notice(
 }
 
 /// The columns [`sent_row`] reads, in its order.
-const SENT_COLUMNS: &str =
-    "iou, currency, memo, created_at, status, reason, ack, idem_key, answered_at, answered_by";
+const SENT_COLUMNS: &str = "iou, currency, memo, created_at, status, reason, ack, idem_key, answered_at, answered_by, settlement";
 
 fn sent_row(r: &sqlx::sqlite::SqliteRow) -> Result<SentPayment> {
     let ack: Option<Vec<u8>> = r.get(6);
     let answered_at: Option<i64> = r.get(8);
     let answered_by: Option<String> = r.get(9);
+    let settlement: Option<String> = r.get(10);
     Ok(SentPayment {
         iou: obj(&r.get::<Vec<u8>, _>(0), "IOU")?,
         currency: r.get(1),
@@ -643,8 +618,9 @@ fn sent_row(r: &sqlx::sqlite::SqliteRow) -> Result<SentPayment> {
         status: parse_status(&r.get::<String, _>(4))?,
         reason: r.get(5),
         ack: ack.map(|b| obj(&b, "payment ack")).transpose()?,
-        idem_key: r.get(7),
+        key: r.get(7),
         answered_at: answered_at.map(u64_of).transpose()?,
         answered_by_resend: answered_by.as_deref() == Some("resend"),
+        settlement: settlement.as_deref().and_then(crate::actor::settlement_of),
     })
 }

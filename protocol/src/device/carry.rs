@@ -33,7 +33,7 @@ pub(super) struct SyncAll {
 }
 
 /// How a bundle file import went.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImportReport {
     /// Bundles in the file.
     pub bundles: usize,
