@@ -705,6 +705,156 @@ mod tests {
         );
     }
 
+    /// An IOU from `holder` under `cert` with the given counter, amount and running total.
+    fn draft(
+        holder: &crate::keys::DeviceSecret,
+        cert: &AllowanceCert,
+        counter: u32,
+        amount: Amount,
+        total: Amount,
+        payee: DeviceKey,
+    ) -> Iou {
+        crate::iou::IouDraft {
+            allowance: cert.id(),
+            counter,
+            amount,
+            total,
+            prev: Hash::default(),
+            payee,
+            nonce: crate::objects::Nonce([u8::try_from(counter).unwrap_or(0); 16]),
+            time: T0,
+        }
+        .sign(holder)
+    }
+
+    /// A ledger holding alice's allowance of 1000 after a first batch: 600 to bob (counter 1),
+    /// 500 more (counter 2, over the limit), 300 to device 9 (counter 3), judged at `T0`
+    /// with every payee credited.
+    fn first_batch() -> (Ledger, AllowanceCert, [Iou; 3], Judged) {
+        let iss = issuer();
+        let (alice, bob) = (device(1), device(2));
+        let cert = allowance(&iss, 1, &alice, 1000);
+        let a = draft(&alice, &cert, 1, 600, 600, bob.public());
+        let over = draft(&alice, &cert, 2, 500, 1100, bob.public());
+        let c = draft(&alice, &cert, 3, 300, 900, device(9).public());
+        let mut ledger = Ledger::new(iss.id());
+        ledger.open_allowance(cert.clone()).unwrap();
+        let facts = Facts {
+            decided: &BTreeMap::new(),
+            bad_signatures: &BTreeSet::new(),
+            payees: Payees::All,
+        };
+        let inputs = [&a, &over, &c].map(|i| Input::Record(i.id(), i.clone()));
+        let judged = judge(&inputs, &mut ledger, &facts, T0);
+        (ledger, cert, [a, over, c], judged)
+    }
+
+    #[test]
+    fn judge_known_answers_within_and_past_the_limit() {
+        let (_, cert, [a, over, c], judged) = first_batch();
+        // 600 settles; 500 more would pass the 1000 limit; 300 fits (900).
+        assert_eq!(
+            judged.answers,
+            vec![
+                Answer::Fresh(a.id(), ReceiptStatus::Settled),
+                Answer::Fresh(over.id(), ReceiptStatus::Rejected(Reason::OverLimit)),
+                Answer::Fresh(c.id(), ReceiptStatus::Settled),
+            ]
+        );
+        let slots: Vec<(u32, Amount)> = judged
+            .changes
+            .new_slots
+            .iter()
+            .map(|(_, n, s)| (*n, s.amount))
+            .collect();
+        assert_eq!(slots, vec![(1, 600), (2, 500), (3, 300)]);
+        assert!(judged.changes.settled_slots.is_empty());
+        assert_eq!(judged.changes.totals, vec![(cert.id(), 0, 900)]);
+        let credit = |amount| Credit { amount, records: 1 };
+        assert_eq!(
+            judged.credits,
+            BTreeMap::from([
+                ((cert.id(), device(2).public()), credit(600)),
+                ((cert.id(), device(9).public()), credit(300)),
+            ])
+        );
+        assert!(judged.conflicts.is_empty());
+    }
+
+    #[test]
+    fn judge_answers_kept_decisions_and_settles_a_refused_slot_again() {
+        let iss = issuer();
+        let (mut ledger, cert, [a, _, _], _) = first_batch();
+        let kept_a = SettlementReceipt::issue(&iss, a.id(), ReceiptStatus::Settled, T0);
+        // A decision kept answers its id, whether the bytes open or not; the slot the
+        // over-limit IOU was refused in is settled by another IOU that fits (900 + 100).
+        let decided = BTreeMap::from([(a.id(), kept_a.clone())]);
+        let facts = Facts {
+            decided: &decided,
+            bad_signatures: &BTreeSet::new(),
+            payees: Payees::All,
+        };
+        let fits = draft(&device(1), &cert, 2, 100, 700, device(2).public());
+        let inputs = [
+            Input::Record(a.id(), a.clone()),
+            Input::Unopened(a.id()),
+            Input::Record(fits.id(), fits.clone()),
+        ];
+        let judged = judge(&inputs, &mut ledger, &facts, T0 + 60);
+        assert_eq!(
+            judged.answers,
+            vec![
+                Answer::Ready(Some(kept_a.clone())),
+                Answer::Ready(Some(kept_a)),
+                Answer::Fresh(fits.id(), ReceiptStatus::Settled),
+            ]
+        );
+        assert!(judged.changes.new_slots.is_empty());
+        assert_eq!(judged.changes.settled_slots.len(), 1);
+        assert_eq!(judged.changes.settled_slots[0].1, 2);
+        assert_eq!(judged.changes.totals, vec![(cert.id(), 900, 1000)]);
+        let fits_receipt =
+            SettlementReceipt::issue(&iss, fits.id(), ReceiptStatus::Settled, T0 + 60);
+        let answered = judged.answer(vec![fits_receipt.clone()]);
+        assert_eq!(
+            answered.tally,
+            Tally {
+                settled: 1,
+                rejected: 0,
+                repeated: 2
+            }
+        );
+        assert_eq!(answered.kept, vec![fits_receipt]);
+    }
+
+    #[test]
+    fn judge_refuses_records_past_the_settle_by_time() {
+        let (mut ledger, cert, _, _) = first_batch();
+        let facts = Facts {
+            decided: &BTreeMap::new(),
+            bad_signatures: &BTreeSet::new(),
+            payees: Payees::All,
+        };
+        // Past the settle-by time, a new record is refused late, and claims its slot.
+        let late = draft(&device(1), &cert, 4, 1, 901, device(2).public());
+        let judged = judge(
+            &[Input::Record(late.id(), late.clone())],
+            &mut ledger,
+            &facts,
+            T0 + 15 * DAY,
+        );
+        assert_eq!(
+            judged.answers,
+            vec![Answer::Fresh(
+                late.id(),
+                ReceiptStatus::Rejected(Reason::LateSettlement)
+            )]
+        );
+        assert_eq!(judged.changes.new_slots.len(), 1);
+        assert!(judged.changes.totals.is_empty());
+        assert!(judged.credits.is_empty());
+    }
+
     #[test]
     fn memory_issuer_settles_once_proves_forks_and_repays_victims() {
         let iss = issuer();
