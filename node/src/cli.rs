@@ -248,11 +248,13 @@ enum Command {
     /// shoppers top up, pay offline, a cloned wallet is caught double spending, records settle.
     Demo,
     /// Issuer keys: `meshpay issuer init`.
+    #[cfg(feature = "settle")]
     #[command(subcommand)]
-    Issuer(crate::settle::cli::IssuerCmd),
+    Issuer(crate::settle_cli::IssuerCmd),
     /// The settlement server: `meshpay settle serve`.
+    #[cfg(feature = "settle")]
     #[command(subcommand)]
-    Settle(crate::settle::cli::SettleCmd),
+    Settle(crate::settle_cli::SettleCmd),
     /// Tools for tests and development. NOT FOR MONEY.
     #[command(subcommand)]
     Dev(crate::dev::Dev),
@@ -427,10 +429,12 @@ async fn dispatch(home: Home, command: Command) -> Result<()> {
         }
         Command::Demo => crate::demo::run().await,
         Command::Dev(d) => crate::dev::run(d),
-        Command::Issuer(c) => crate::settle::cli::issuer(c),
+        #[cfg(feature = "settle")]
+        Command::Issuer(c) => crate::settle_cli::issuer(c),
+        #[cfg(feature = "settle")]
         Command::Settle(c) => {
             init_logs();
-            crate::settle::cli::settle(c).await
+            crate::settle_cli::settle(c).await
         }
         query => {
             let (request, json) = control_request(&query)?;

@@ -2,7 +2,9 @@
 //!
 //! The `meshpay` daemon and command line: the driver of the protocol crate's device machine
 //! (one task owns it, [`actor`]), wallet storage (SQLite, durable), the mesh store (sled),
-//! encrypted keys, the libp2p and BLE links, the control socket, and the gateway rounds.
+//! encrypted keys, the libp2p and BLE links, the control socket, and the gateway rounds. With
+//! the `settle` feature (on by default) the binary also runs an issuer's settlement server,
+//! the `meshpay-settle` crate (its command line is the module `settle_cli`).
 
 pub mod actor;
 pub mod api;
@@ -13,11 +15,11 @@ pub mod daemon;
 pub mod demo;
 pub mod dev;
 pub mod gateway;
-pub mod httpd;
 pub mod issuer;
 pub mod keystore;
 pub mod mesh;
 pub mod qr;
 pub mod render;
-pub mod settle;
+#[cfg(feature = "settle")]
+pub mod settle_cli;
 pub mod store;

@@ -42,7 +42,13 @@ pub fn meshpay_bin() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root");
-    for krate in ["protocol/src", "transports/src", "harness/src", "node/src"] {
+    for krate in [
+        "protocol/src",
+        "transports/src",
+        "harness/src",
+        "settle/src",
+        "node/src",
+    ] {
         if let Some(newer) = newer_than(&root.join(krate), built) {
             panic!(
                 "{} is older than {}: run `cargo build -p meshpay-node` (or the whole suite) first",

@@ -4,9 +4,9 @@
 //! same cores, measured in the same run.
 //!
 //! ```sh
-//! cargo bench -p meshpay-node --bench settlement                      # SQLite, 20,000 records
-//! RECORDS=50000 BATCH=2000 cargo bench -p meshpay-node --bench settlement
-//! PG_URL=postgres://… cargo bench -p meshpay-node --bench settlement  # also PostgreSQL
+//! cargo bench -p meshpay-settle --bench settlement                      # SQLite, 20,000 records
+//! RECORDS=50000 BATCH=2000 cargo bench -p meshpay-settle --bench settlement
+//! PG_URL=postgres://… cargo bench -p meshpay-settle --bench settlement  # also PostgreSQL
 //! ```
 //!
 //! Uploads are sent one after the other, and then `GATEWAYS` (default 2) at a time, as
@@ -15,14 +15,15 @@
 // Rates over a few tens of thousands of samples: float conversions are exact enough.
 #![allow(clippy::cast_precision_loss)]
 
-use meshpay_node::settle::db::Db;
-use meshpay_node::settle::{Clock, Policy, Server, par_map, par_parts};
 use meshpay_protocol::codec::VERSION;
 use meshpay_protocol::{
     DescriptorBody, DeviceKey, DeviceSecret, Hash, Iou, IouDraft, IssuerDescriptor, IssuerSecret,
     Nonce, ReceiptStatus, SealKey, SealedRecord, SettlementReceipt, WalletAction, WalletRequest,
     decode, encode,
 };
+use meshpay_settle::cpu::{par_map, par_parts};
+use meshpay_settle::db::Db;
+use meshpay_settle::{Clock, Policy, Server, unix_now};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -44,7 +45,7 @@ struct Setup {
 impl Setup {
     fn new() -> Self {
         let issuer = IssuerSecret::generate(&mut rand_core::OsRng);
-        let now = meshpay_node::daemon::now();
+        let now = unix_now();
         let descriptor = IssuerDescriptor::issue(
             &issuer,
             DescriptorBody {
@@ -89,7 +90,7 @@ impl Setup {
                 valid_secs: 3600,
             },
             "KES",
-            meshpay_node::daemon::now(),
+            unix_now(),
             Nonce(rand16()),
         );
         let cert = server
@@ -97,7 +98,7 @@ impl Setup {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let n = u32::try_from(env("RECORDS", 20_000))?;
-        let now = meshpay_node::daemon::now();
+        let now = unix_now();
         let seal_key = self.descriptor.body().seal_key;
         let records = (1..=n)
             .map(|c| {

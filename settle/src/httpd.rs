@@ -385,3 +385,59 @@ pub async fn read_body(body: Body, limit: usize, deadline: Duration) -> Result<B
         }
     }
 }
+
+/// Why a TLS certificate and key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The certificate file cannot be read, or holds no valid PEM certificate.
+    #[error("cannot read a certificate from {path}: {reason}")]
+    Certificate {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The key file cannot be read, or holds no private key.
+    #[error("cannot read a private key from {path}: {reason}")]
+    Key {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// rustls refused the pair (the key does not match the certificate, or an unsupported
+    /// algorithm).
+    #[error("the certificate and the key do not match: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// Loads a certificate chain and its key from PEM files into a TLS acceptor.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_error = |reason: String| TlsError::Certificate {
+        path: cert.to_owned(),
+        reason,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| cert_error(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| cert_error(format!("no valid PEM certificate ({e})")))?;
+    if certs.is_empty() {
+        return Err(cert_error("no certificate in it".to_owned()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        path: key.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}

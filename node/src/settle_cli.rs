@@ -1,13 +1,17 @@
-//! `meshpay issuer …` and `meshpay settle …`: running an issuer.
+//! `meshpay issuer …` and `meshpay settle …`: running an issuer. The server itself is the
+//! `meshpay-settle` crate; this is its command line (built with the `settle` feature).
 
-use super::{Clock, Policy, Server, db::Db, http};
 use crate::keystore;
 use anyhow::{Context as _, Result, bail};
 use clap::Subcommand;
 use meshpay_protocol::codec::VERSION;
 use meshpay_protocol::{
-    DescriptorBody, IssuerDescriptor, IssuerSecret, PrintableKey as _, SealKey, encode,
+    DescriptorBody, IssuerDescriptor, IssuerSecret, PrintableKey as _, SealKey, decode, encode,
 };
+use meshpay_settle::db::Db;
+use meshpay_settle::http::UploadLimits;
+use meshpay_settle::httpd::{self, ServeLimits};
+use meshpay_settle::{Clock, JunkBudget, Policy, Server, serve};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -103,27 +107,21 @@ pub enum SettleCmd {
     },
 }
 
-/// Loads a certificate chain and its key from PEM files into a TLS acceptor.
-pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("cannot read the certificate {}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{} holds no valid PEM certificate", cert.display()))?;
-    if certs.is_empty() {
-        bail!("{} holds no certificate", cert.display());
+/// Reads the issuer's files in `dir`: `issuer.key` (sealed) and `descriptor.cbor`.
+pub fn load_issuer(dir: &Path, passphrase: &str) -> Result<(IssuerSecret, IssuerDescriptor)> {
+    let blob = std::fs::read(dir.join("issuer.key")).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e} (create it with `meshpay issuer init`)",
+            dir.join("issuer.key").display()
+        )
+    })?;
+    let secret = IssuerSecret::from_bytes(&*keystore::open::<64>(&blob, passphrase)?);
+    let descriptor: IssuerDescriptor = decode(&std::fs::read(dir.join("descriptor.cbor"))?)
+        .map_err(|e| anyhow::anyhow!("descriptor.cbor: {e}"))?;
+    if descriptor.body().issuer != secret.id() {
+        bail!("descriptor.cbor belongs to another issuer than issuer.key");
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("cannot read a private key from {}", key.display()))?;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("the certificate and the key do not match")?;
-    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+    Ok((secret, descriptor))
 }
 
 fn issuer_passphrase() -> Result<String> {
@@ -211,10 +209,10 @@ pub async fn settle(cmd: SettleCmd) -> Result<()> {
         bail!("set MESHPAY_ADMIN_TOKEN to a secret of at least 16 characters");
     }
     let tls = match (&tls_cert, &tls_key) {
-        (Some(c), Some(k)) => Some(tls_acceptor(c, k)?),
+        (Some(c), Some(k)) => Some(httpd::tls_acceptor(c, k)?),
         _ => None,
     };
-    let (secret, descriptor) = super::load_issuer(&dir, &issuer_passphrase()?)?;
+    let (secret, descriptor) = load_issuer(&dir, &issuer_passphrase()?)?;
     let url = db.unwrap_or_else(|| format!("sqlite://{}", dir.join("settlement.db").display()));
     let db = Db::open(&url)
         .await
@@ -226,34 +224,12 @@ pub async fn settle(cmd: SettleCmd) -> Result<()> {
         Clock::new(test_clock),
         Policy::default(),
     );
-    server.junk = super::JunkBudget::new(junk_burst, junk_per_sec);
+    server.junk = JunkBudget::new(junk_burst, junk_per_sec);
     let server = Arc::new(server);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    let app = http::router(http::AppState::new(
-        Arc::clone(&server),
-        token,
-        &http::UploadLimits {
-            judged: settle_concurrency.max(1),
-            in_flight: uploads_in_flight.max(1),
-            in_flight_per_source: uploads_per_source.max(1),
-        },
-    ));
-    let releaser = {
-        let server = Arc::clone(&server);
-        tokio::spawn(async move {
-            let mut tick =
-                tokio::time::interval(std::time::Duration::from_secs(release_every.max(1)));
-            loop {
-                tick.tick().await;
-                if let Err(e) = server.release_expired().await {
-                    tracing::error!(error = %e, "escrow release failed");
-                }
-            }
-        })
-    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     if json {
         println!(
@@ -274,15 +250,23 @@ pub async fn settle(cmd: SettleCmd) -> Result<()> {
             _ = term.recv() => {}
         }
     };
-    let limits = crate::httpd::ServeLimits {
-        max_connections,
-        max_per_source: max_connections_per_source,
-        header_timeout: std::time::Duration::from_secs(header_timeout.max(1)),
-        ..crate::httpd::ServeLimits::default()
+    let options = serve::Options {
+        admin_token: token,
+        limits: ServeLimits {
+            max_connections,
+            max_per_source: max_connections_per_source,
+            header_timeout: std::time::Duration::from_secs(header_timeout.max(1)),
+            ..ServeLimits::default()
+        },
+        uploads: UploadLimits {
+            judged: settle_concurrency.max(1),
+            in_flight: uploads_in_flight.max(1),
+            in_flight_per_source: uploads_per_source.max(1),
+        },
+        release_every: std::time::Duration::from_secs(release_every.max(1)),
+        tls,
     };
-    crate::httpd::serve(listener, app, limits, tls, shutdown).await?;
-    releaser.abort();
-    server.db.close().await;
+    serve::run(server, listener, options, shutdown).await?;
     Ok(())
 }
 
