@@ -111,6 +111,11 @@ fn json(p: &Proc, args: &[&str]) -> Result<Value> {
 
 /// Runs the demo.
 pub async fn run() -> Result<()> {
+    if !cfg!(feature = "settle") {
+        anyhow::bail!(
+            "the demo runs a settlement server, which this build leaves out: build meshpay with the `settle` feature (on by default)"
+        );
+    }
     let tmp = std::env::temp_dir().join(format!("meshpay-demo-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let result = run_in(&tmp).await;
