@@ -7,7 +7,7 @@
 
 use crate::api::{self, Answer, ApiError, ErrorKind, Request};
 use crate::config::Home;
-use crate::daemon::{Node, NodeError, now};
+use crate::daemon::{InputError, Node, NodeError, now};
 use crate::store::SentStatus;
 use meshpay_protocol::device::DeviceError;
 use meshpay_protocol::{
@@ -102,8 +102,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 fn api_error(e: &NodeError) -> ApiError {
     let kind = match e {
         NodeError::Pay(_) => ErrorKind::Pay,
-        NodeError::Input(_) => ErrorKind::Input,
-        NodeError::Link(_) | NodeError::Peer(_) => ErrorKind::Peer,
+        NodeError::Input(_) | NodeError::UntrustedIssuer { .. } | NodeError::OutOfTurn(_) => {
+            ErrorKind::Input
+        }
+        NodeError::Link(_) | NodeError::NotADevice => ErrorKind::Peer,
         NodeError::Issuer(_) => ErrorKind::Issuer,
         NodeError::Store(_) => ErrorKind::Storage,
         NodeError::Stopped => ErrorKind::Stopped,
@@ -117,12 +119,12 @@ fn api_error(e: &NodeError) -> ApiError {
     ApiError::new(kind, e.to_string())
 }
 
-fn input(msg: impl Into<String>) -> NodeError {
-    NodeError::Input(msg.into())
+fn input(e: InputError) -> NodeError {
+    NodeError::Input(e)
 }
 
 fn device_arg(s: &str) -> Result<DeviceKey, NodeError> {
-    DeviceKey::from_text(s).map_err(|e| input(format!("payee: {e}")))
+    DeviceKey::from_text(s).map_err(|e| input(InputError::Payee(e)))
 }
 
 // One arm per control request.
@@ -152,7 +154,7 @@ async fn run(node: &Node, request: Request) -> Result<Answer, NodeError> {
             memo,
         } => {
             if amount == 0 {
-                return Err(input("the amount must be positive"));
+                return Err(input(InputError::Amount));
             }
             let currency = currency.unwrap_or_else(|| node.currency().to_owned());
             let req = node
@@ -170,11 +172,12 @@ async fn run(node: &Node, request: Request) -> Result<Answer, NodeError> {
             id,
         } => {
             if id.as_ref().is_some_and(|k| k.is_empty() || k.len() > 128) {
-                return Err(input("--id: 1 to 128 characters"));
+                return Err(input(InputError::IdempotencyKey));
             }
             Answer::Paid(match (request, to, amount) {
                 (Some(text), None, None) => {
-                    let req = PaymentRequest::from_text(&text).map_err(|e| input(e.to_string()))?;
+                    let req = PaymentRequest::from_text(&text)
+                        .map_err(|e| input(InputError::RequestText(e)))?;
                     node.pay(&req, id.as_deref()).await?
                 }
                 (None, Some(to), Some(amount)) if amount > 0 => {
@@ -185,9 +188,7 @@ async fn run(node: &Node, request: Request) -> Result<Answer, NodeError> {
                         .await?
                 }
                 _ => {
-                    return Err(input(
-                        "pay takes a request text, or a payee (--to) and a positive amount",
-                    ));
+                    return Err(input(InputError::PayArguments));
                 }
             })
         }
@@ -219,8 +220,8 @@ async fn run(node: &Node, request: Request) -> Result<Answer, NodeError> {
         ),
         Request::AddAllowance { cert } => {
             let bytes =
-                hex::decode(cert.trim()).map_err(|_| input("the certificate is not hex"))?;
-            let cert: AllowanceCert = decode(&bytes).map_err(|e| input(e.to_string()))?;
+                hex::decode(cert.trim()).map_err(|_| input(InputError::NotHex("certificate")))?;
+            let cert: AllowanceCert = decode(&bytes).map_err(|e| input(e.into()))?;
             let new = node.add_allowance(&cert).await?;
             Answer::AllowanceAdded(api::AllowanceAdded {
                 id: cert.id().to_hex(),
@@ -230,9 +231,9 @@ async fn run(node: &Node, request: Request) -> Result<Answer, NodeError> {
             })
         }
         Request::Trust { descriptor } => {
-            let bytes =
-                hex::decode(descriptor.trim()).map_err(|_| input("the descriptor is not hex"))?;
-            let d: IssuerDescriptor = decode(&bytes).map_err(|e| input(e.to_string()))?;
+            let bytes = hex::decode(descriptor.trim())
+                .map_err(|_| input(InputError::NotHex("descriptor")))?;
+            let d: IssuerDescriptor = decode(&bytes).map_err(|e| input(e.into()))?;
             node.trust(&d).await?;
             Answer::Trusted(api::Trusted {
                 issuer: d.body().issuer.to_text(),
@@ -261,7 +262,7 @@ async fn run(node: &Node, request: Request) -> Result<Answer, NodeError> {
             days,
         } => {
             if amount == 0 || days == 0 {
-                return Err(input("amount and days must be positive"));
+                return Err(input(InputError::TopupArguments));
             }
             let currency = currency.unwrap_or_else(|| node.currency().to_owned());
             let cert = node.topup(&url, amount, &currency, days * 86_400).await?;
@@ -302,7 +303,12 @@ async fn run(node: &Node, request: Request) -> Result<Answer, NodeError> {
             let tmp = format!("{path}.tmp");
             std::fs::write(&tmp, &file)
                 .and_then(|()| std::fs::rename(&tmp, &path))
-                .map_err(|e| input(format!("cannot write {path}: {e}")))?;
+                .map_err(|e| {
+                    input(InputError::File {
+                        path: path.clone(),
+                        why: format!("cannot write it: {e}"),
+                    })
+                })?;
             Answer::Exported(api::Exported {
                 bundles,
                 bytes: file.len(),
@@ -314,7 +320,10 @@ async fn run(node: &Node, request: Request) -> Result<Answer, NodeError> {
                 .await
                 .map_err(input)?;
             Answer::Imported(node.import(file).await.map_err(|e| match e {
-                NodeError::Device(e) => input(format!("{path}: {e}")),
+                NodeError::Device(e) => input(InputError::File {
+                    path: path.clone(),
+                    why: e.to_string(),
+                }),
                 e => e,
             })?)
         }
@@ -340,7 +349,7 @@ async fn run(node: &Node, request: Request) -> Result<Answer, NodeError> {
 /// Reads at most `limit` bytes of `path`, refusing anything longer. The size the file system
 /// reports is not trusted (a FIFO or a device reports none, and a file can grow while read):
 /// the read itself stops one byte past the limit.
-async fn read_bounded(path: &str, limit: usize) -> Result<Vec<u8>, String> {
+async fn read_bounded(path: &str, limit: usize) -> Result<Vec<u8>, InputError> {
     use tokio::io::AsyncReadExt as _;
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
     // The open is inside the deadline too: opening a FIFO waits for a writer.
@@ -351,13 +360,16 @@ async fn read_bounded(path: &str, limit: usize) -> Result<Vec<u8>, String> {
         Ok::<_, std::io::Error>(buf)
     })
     .await
-    .map_err(|_| format!("{path}: no end of file within 60 s"))?;
-    let buf = read.map_err(|e| format!("cannot read {path}: {e}"))?;
+    .map_err(|_| InputError::FileTimeout(path.to_owned()))?;
+    let buf = read.map_err(|e| InputError::Unreadable {
+        path: path.to_owned(),
+        why: e.to_string(),
+    })?;
     if buf.len() > limit {
-        return Err(format!(
-            "{path} is over the limit of {} MiB for a bundle file",
-            limit >> 20
-        ));
+        return Err(InputError::FileTooLarge {
+            path: path.to_owned(),
+            limit_mib: limit >> 20,
+        });
     }
     Ok(buf)
 }

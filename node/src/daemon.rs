@@ -67,18 +67,96 @@ pub enum NodeError {
     /// The peer could not be reached or did not answer.
     #[error("{0}")]
     Link(#[from] LinkError),
-    /// The user's input is wrong.
-    #[error("{0}")]
-    Input(String),
-    /// The peer answered something unexpected.
-    #[error("the peer answered wrongly: {0}")]
-    Peer(String),
+    /// The user's input is wrong; nothing changed.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The dialled peer's identity is not a device key.
+    #[error("the peer answered wrongly: its peer id holds no Ed25519 device key")]
+    NotADevice,
+    /// The issuer's server is not one this node trusts.
+    #[error(
+        "the issuer at {url} is {issuer}, which this node does not trust: `meshpay trust` its descriptor first"
+    )]
+    UntrustedIssuer {
+        /// The server.
+        url: String,
+        /// The issuer it speaks for, text form.
+        issuer: String,
+    },
+    /// The device answered a command with an answer of another command (a bug).
+    #[error("the device answered out of turn: {0}")]
+    OutOfTurn(String),
     /// The issuer's server refused, could not be reached, or answered wrongly.
     #[error(transparent)]
     Issuer(#[from] IssuerError),
     /// The node is stopping.
     #[error("the node is stopping")]
     Stopped,
+}
+
+/// Why a control request's input is refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// An amount of zero.
+    #[error("the amount must be positive")]
+    Amount,
+    /// `pay` with neither a request nor a payee and an amount.
+    #[error("pay takes a request text, or a payee (--to) and a positive amount")]
+    PayArguments,
+    /// `topup` with a zero amount or validity.
+    #[error("amount and days must be positive")]
+    TopupArguments,
+    /// An idempotency key of the wrong length.
+    #[error("--id: 1 to 128 characters")]
+    IdempotencyKey,
+    /// A payee's device key that does not parse.
+    #[error("payee: {0}")]
+    Payee(meshpay_protocol::keys::KeyTextError),
+    /// A payment request's text that does not parse.
+    #[error("{0}")]
+    RequestText(meshpay_protocol::objects::RequestTextError),
+    /// Hex that is not hex.
+    #[error("the {0} is not hex")]
+    NotHex(&'static str),
+    /// An object that does not decode.
+    #[error("{0}")]
+    Object(#[from] meshpay_protocol::DecodeError),
+    /// A multiaddress that does not parse.
+    #[error("bad multiaddress {address}: {why}")]
+    Address {
+        /// What was given.
+        address: String,
+        /// Why it does not parse.
+        why: String,
+    },
+    /// A file that did not end within the read's deadline (a FIFO with no writer).
+    #[error("{0}: no end of file within 60 s")]
+    FileTimeout(String),
+    /// A file that cannot be read.
+    #[error("cannot read {path}: {why}")]
+    Unreadable {
+        /// The path.
+        path: String,
+        /// What the system said.
+        why: String,
+    },
+    /// A bundle file over the size limit.
+    #[error("{path} is over the limit of {limit_mib} MiB for a bundle file")]
+    FileTooLarge {
+        /// The path.
+        path: String,
+        /// The limit, MiB.
+        limit_mib: usize,
+    },
+    /// A file that cannot be written, or a bundle file that is refused.
+    #[error("{path}: {why}")]
+    File {
+        /// The path.
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
 }
 
 impl From<DeviceError> for NodeError {
@@ -535,12 +613,12 @@ impl Node {
     /// Dials an address and waits (at most 10 s) until the connection is up; returns the
     /// device reached.
     pub async fn dial(&self, addr: &str) -> Result<DeviceKey, NodeError> {
-        let addr = addr
-            .parse()
-            .map_err(|e| NodeError::Input(format!("bad multiaddress {addr}: {e}")))?;
+        let addr = addr.parse().map_err(|e| InputError::Address {
+            address: addr.to_owned(),
+            why: format!("{e}"),
+        })?;
         let peer = self.p2p.dial(addr, Duration::from_secs(10)).await?;
-        meshpay_transports::p2p::device_of(&peer)
-            .ok_or_else(|| NodeError::Peer("its peer id holds no Ed25519 device key".into()))
+        meshpay_transports::p2p::device_of(&peer).ok_or(NodeError::NotADevice)
     }
 
     /// A client for the settlement server at `url`, with this node's `[issuer] ca_file`.
@@ -566,11 +644,10 @@ impl Node {
             .with(move |dev| dev.issuers().contains_key(&issuer))
             .await?
         {
-            return Err(NodeError::Input(format!(
-                "the issuer at {} is {}, which this node does not trust: `meshpay trust` its descriptor first",
-                client.url(),
-                d.body().issuer.to_text()
-            )));
+            return Err(NodeError::UntrustedIssuer {
+                url: client.url().to_owned(),
+                issuer: d.body().issuer.to_text(),
+            });
         }
         Ok(d)
     }
@@ -737,5 +814,5 @@ fn paid(a: Answer) -> Result<PayOutcome, NodeError> {
 }
 
 fn unexpected(a: &Answer) -> NodeError {
-    NodeError::Input(format!("the device answered out of turn: {a:?}"))
+    NodeError::OutOfTurn(format!("{a:?}"))
 }

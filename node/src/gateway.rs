@@ -263,7 +263,7 @@ impl Node {
                     .collect();
                 match self.command(Command::Alerts { issuer, alerts }).await? {
                     Answer::Alerts { added } => added_all += added,
-                    other => return Err(NodeError::Input(format!("unexpected answer {other:?}"))),
+                    other => return Err(NodeError::OutOfTurn(format!("{other:?}"))),
                 }
                 cursor = next;
                 self.set_feed_cursor(&issuer, path, cursor).await?;
@@ -291,7 +291,7 @@ impl Node {
             .await?
         {
             Answer::Receipts { taken, updated, .. } => Ok((taken, updated)),
-            other => Err(NodeError::Input(format!("unexpected answer {other:?}"))),
+            other => Err(NodeError::OutOfTurn(format!("{other:?}"))),
         }
     }
 
