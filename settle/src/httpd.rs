@@ -147,7 +147,7 @@ impl Drop for Slot {
 /// The source a connection counts against: its IPv4 address (without IPv4-mapped IPv6
 /// disguise) or its IPv6 /64 network.
 pub fn source_of(addr: &SocketAddr) -> IpAddr {
-    meshpay_transports::p2p::source_group(addr.ip())
+    meshpay_transports::source_group(addr.ip())
 }
 
 /// Serves `app` on `listener` (over TLS with `tls`) within `limits` until `shutdown`

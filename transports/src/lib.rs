@@ -14,6 +14,7 @@
 //! reported with [`LinkEvent::PeerMisbehaved`]; the link keeps serving everyone else.
 
 pub mod ble;
+#[cfg(feature = "p2p")]
 pub mod p2p;
 
 use meshpay_protocol::DeviceKey;
@@ -238,5 +239,23 @@ pub fn deepest_cause(e: &(dyn std::error::Error + 'static)) -> String {
         format!("{e:?}")
     } else {
         last
+    }
+}
+
+/// The source a peer's address counts against in per-source limits: an IPv4 address
+/// (unwrapped from an IPv4-mapped IPv6 one) or an IPv6 /64 network. One IPv6 host is
+/// usually given a whole /64, so counting single IPv6 addresses would let it take every
+/// slot.
+pub fn source_group(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or_else(
+            || {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            },
+            IpAddr::V4,
+        ),
+        v4 @ IpAddr::V4(_) => v4,
     }
 }

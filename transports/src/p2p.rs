@@ -230,23 +230,7 @@ fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
     })
 }
 
-/// The source a peer's address counts against in per-source limits: an IPv4 address
-/// (unwrapped from an IPv4-mapped IPv6 one) or an IPv6 /64 network. One IPv6 host is
-/// usually given a whole /64, so counting single IPv6 addresses would let it take every
-/// slot.
-pub fn source_group(ip: std::net::IpAddr) -> std::net::IpAddr {
-    use std::net::{IpAddr, Ipv6Addr};
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or_else(
-            || {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            },
-            IpAddr::V4,
-        ),
-        v4 @ IpAddr::V4(_) => v4,
-    }
-}
+pub use crate::source_group;
 
 impl SourceLimits {
     fn release(&mut self, id: libp2p::swarm::ConnectionId) {
