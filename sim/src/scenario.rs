@@ -127,7 +127,7 @@ pub enum Mobility {
         step_s: f64,
     },
     /// Contacts replayed from a file in The ONE's connection-event format
-    /// (`<time> CONN <host1> <host2> up|down`).
+    /// (`<time> CONN <host1> <host2> [<interface>] up|down`, the state in either case).
     Trace {
         /// The trace file.
         path: PathBuf,

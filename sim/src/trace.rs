@@ -83,8 +83,11 @@ pub fn parse_connections(text: &str) -> Result<Vec<ContactEvent>, TraceError> {
             line: i + 1,
             why: why.to_owned(),
         };
-        if f.len() != 5 {
-            return Err(err("expected `<time> CONN <host1> <host2> up|down`"));
+        // The ONE's external events may name the interface before the state.
+        if f.len() != 5 && f.len() != 6 {
+            return Err(err(
+                "expected `<time> CONN <host1> <host2> [<interface>] up|down`",
+            ));
         }
         let t_ms = time(f[0]).ok_or_else(|| err("bad time"))?;
         let (h1, h2) = (
@@ -94,10 +97,13 @@ pub fn parse_connections(text: &str) -> Result<Vec<ContactEvent>, TraceError> {
         if h1 == h2 {
             return Err(err("a host cannot connect to itself"));
         }
-        let link = match f[4] {
-            "up" => Link::Up,
-            "down" => Link::Down,
-            _ => return Err(err("the last field must be up or down")),
+        let state = f[f.len() - 1];
+        let link = if state.eq_ignore_ascii_case("up") {
+            Link::Up
+        } else if state.eq_ignore_ascii_case("down") {
+            Link::Down
+        } else {
+            return Err(err("the last field must be up or down"));
         };
         out.push(ContactEvent {
             t_ms,
@@ -177,6 +183,21 @@ pub fn write_messages(events: &[MessageEvent]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_may_name_their_interface_and_say_up_in_any_case() {
+        let text = "1 CONN 0 1 btInterface UP\n2 CONN 1 0 btInterface down\n3 CONN 2 3 Up\n";
+        let c = parse_connections(text).expect("parses");
+        let states: Vec<(u64, Link)> = c.iter().map(|e| (e.t_ms, e.link)).collect();
+        assert_eq!(
+            states,
+            vec![(1000, Link::Up), (2000, Link::Down), (3000, Link::Up)]
+        );
+        let e = parse_connections("1 CONN 0 1 bt wifi up\n").expect_err("too many fields");
+        assert_eq!(e.line, 1);
+        let e = parse_connections("1 CONN 0 1 bt sideways\n").expect_err("no state");
+        assert!(e.why.contains("up or down"), "{}", e.why);
+    }
 
     #[test]
     fn one_formats_round_trip() {
