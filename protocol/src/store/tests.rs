@@ -1,0 +1,244 @@
+use super::*;
+use crate::ReceiptStatus;
+use crate::objects::SettlementReceipt;
+use crate::testkit::{T0, allowance, device, issuer, pay, request, sealed, wallet};
+
+fn records(n: u8) -> Vec<Bundle> {
+    let iss = issuer();
+    let alice = device(1);
+    let mut w = wallet([allowance(&iss, 1, &alice, 1_000_000)]);
+    (1..=n)
+        .map(|i| {
+            let iou = pay(&mut w, &alice, &request(&device(2), 10, i));
+            Bundle::new(Content::Record(sealed(&iss, &iou)))
+        })
+        .collect()
+}
+
+#[test]
+fn a_final_receipt_purges_the_record_and_keeps_it_out() {
+    let mut s = BundleStore::new(StoreConfig::default());
+    let r = &records(1)[0];
+    assert!(matches!(
+        s.insert(r.bytes(), Origin::Peer([1; 32]), 0, T0),
+        Admission::Added(_)
+    ));
+    assert_eq!(
+        s.insert(r.bytes(), Origin::Peer([2; 32]), 0, T0),
+        Admission::Duplicate
+    );
+    let subject = r.meta().subject.expect("record");
+    let receipt = Bundle::new(Content::Receipt(SettlementReceipt::issue(
+        &issuer(),
+        subject,
+        ReceiptStatus::Settled,
+        T0,
+    )));
+    s.take_changes();
+    assert!(matches!(
+        s.insert(receipt.bytes(), Origin::Local, 0, T0),
+        Admission::Added(_)
+    ));
+    let changes = s.take_changes();
+    assert_eq!(changes.removed, vec![r.id()]);
+    assert_eq!(changes.tombstoned.len(), 1);
+    assert!(!s.contains(&r.id()));
+    assert_eq!(
+        s.insert(r.bytes(), Origin::Peer([1; 32]), 0, T0),
+        Admission::Settled
+    );
+    // Tombstones go when the receipt expires.
+    s.expire(receipt.meta().expires + 1);
+    assert!(s.is_empty());
+    assert!(!s.is_settled(&issuer().id(), &subject));
+}
+
+/// Anyone can make an issuer key. A receipt signed under another key for a genuine
+/// record's id settles nothing of the genuine issuer's: the record stays and travels.
+#[test]
+fn a_receipt_under_another_issuer_purges_nothing() {
+    let mut s = BundleStore::new(StoreConfig::default());
+    let r = &records(1)[0];
+    assert!(matches!(
+        s.insert(r.bytes(), Origin::Peer([1; 32]), 0, T0),
+        Admission::Added(_)
+    ));
+    let subject = r.meta().subject.expect("record");
+    let forger = crate::IssuerSecret::from_bytes(&[0x5a; 64]);
+    let forged = Bundle::new(Content::Receipt(SettlementReceipt::issue(
+        &forger,
+        subject,
+        ReceiptStatus::Settled,
+        T0,
+    )));
+    assert!(matches!(
+        s.insert(forged.bytes(), Origin::Peer([2; 32]), 0, T0),
+        Admission::Added(_)
+    ));
+    assert!(s.contains(&r.id()), "the forged receipt purged the record");
+    assert!(!s.is_settled(&issuer().id(), &subject));
+    assert!(s.is_settled(&forger.id(), &subject));
+    // The genuine issuer's receipt does.
+    let genuine = Bundle::new(Content::Receipt(SettlementReceipt::issue(
+        &issuer(),
+        subject,
+        ReceiptStatus::Settled,
+        T0,
+    )));
+    assert!(matches!(
+        s.insert(genuine.bytes(), Origin::Peer([2; 32]), 0, T0),
+        Admission::Added(_)
+    ));
+    assert!(!s.contains(&r.id()));
+    assert!(s.is_settled(&issuer().id(), &subject));
+}
+
+/// A made-up issuer's certificate for a genuine allowance id, with notices and a fraud
+/// proof under it, neither hides the genuine allowance's fork nor blocks its proof.
+#[test]
+fn forgeries_for_a_genuine_allowance_id_do_not_hide_its_fork() {
+    let alice = device(1);
+    let forger = crate::IssuerSecret::from_bytes(&[0x5a; 64]);
+    let mallory = device(9);
+    // Mallory, under her own issuer key, clones an allowance with the genuine id.
+    let fake = allowance(&forger, 1, &mallory, 1000);
+    let fa = pay(
+        &mut wallet([fake.clone()]),
+        &mallory,
+        &request(&device(2), 10, 1),
+    );
+    let fb = pay(
+        &mut wallet([fake.clone()]),
+        &mallory,
+        &request(&device(3), 20, 2),
+    );
+    let mut s = BundleStore::new(StoreConfig::default());
+    for (n, o) in [(fa, 1u8), (fb, 2)] {
+        let b = Bundle::notice(fake.clone(), n.notice());
+        assert!(matches!(
+            s.insert(b.bytes(), Origin::Peer([o; 32]), 0, T0),
+            Admission::Added(_)
+        ));
+    }
+    let proofs = |s: &BundleStore| {
+        s.in_order()
+            .filter(|e| e.meta.kind == BundleKind::Fraud)
+            .map(|e| e.meta.issuer)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(proofs(&s), vec![forger.id()]);
+    // The genuine allowance, same id, forked by a clone of Alice's wallet.
+    let cert = allowance(&issuer(), 1, &alice, 1000);
+    let a = pay(
+        &mut wallet([cert.clone()]),
+        &alice,
+        &request(&device(2), 10, 3),
+    );
+    let b = pay(
+        &mut wallet([cert.clone()]),
+        &alice,
+        &request(&device(3), 20, 4),
+    );
+    for (n, o) in [(a, 3u8), (b, 4)] {
+        let b = Bundle::notice(cert.clone(), n.notice());
+        assert!(matches!(
+            s.insert(b.bytes(), Origin::Peer([o; 32]), 0, T0),
+            Admission::Added(_)
+        ));
+    }
+    let mut found = proofs(&s);
+    found.sort();
+    let mut want = vec![forger.id(), issuer().id()];
+    want.sort();
+    assert_eq!(found, want, "the genuine fork has its own proof");
+    for e in s.in_order().filter(|e| e.meta.kind == BundleKind::Fraud) {
+        let b = Bundle::decode(&s.body(&e.meta.id).expect("held")).expect("decodes");
+        assert_eq!(b.verify(T0), Ok(()), "every proof the store made holds");
+    }
+}
+
+#[test]
+fn quotas_per_origin_and_eviction_by_priority() {
+    let rs = records(6);
+    let size = u64::from(rs[0].meta().size);
+    let mut s = BundleStore::new(StoreConfig {
+        max_bytes: size * 4 + 16,
+        max_bundles: 100,
+        max_bytes_per_origin: size * 2 + 8,
+        issuers: None,
+        bodies_in_memory: true,
+        accept_messages: false,
+    });
+    let (p, q) = (Origin::Peer([1; 32]), Origin::Peer([2; 32]));
+    assert!(matches!(
+        s.insert(rs[0].bytes(), p, 0, T0),
+        Admission::Added(_)
+    ));
+    assert!(matches!(
+        s.insert(rs[1].bytes(), p, 0, T0),
+        Admission::Added(_)
+    ));
+    assert_eq!(s.insert(rs[2].bytes(), p, 0, T0), Admission::Full);
+    assert!(matches!(
+        s.insert(rs[2].bytes(), q, 0, T0),
+        Admission::Added(_)
+    ));
+    assert!(matches!(
+        s.insert(rs[3].bytes(), q, 0, T0),
+        Admission::Added(_)
+    ));
+    // Full: the node's own bundle evicts the least urgent of others'.
+    assert!(matches!(
+        s.insert(rs[4].bytes(), Origin::Local, 0, T0),
+        Admission::Added(_)
+    ));
+    assert_eq!(s.len(), 4);
+    assert!(s.bytes() <= size * 4 + 16);
+    // A receipt (more urgent) evicts a record from a peer.
+    let receipt = Bundle::new(Content::Receipt(SettlementReceipt::issue(
+        &issuer(),
+        Hash([9; 32]),
+        ReceiptStatus::Settled,
+        T0,
+    )));
+    assert!(matches!(
+        s.insert(receipt.bytes(), Origin::Peer([3; 32]), 0, T0),
+        Admission::Added(_)
+    ));
+    assert!(s.bytes() <= size * 4 + 16);
+    assert_eq!(s.in_order().next().map(|e| e.meta.id), Some(receipt.id()));
+}
+
+#[test]
+fn two_notices_for_one_slot_become_a_fraud_proof() {
+    let iss = issuer();
+    let alice = device(1);
+    let cert = allowance(&iss, 1, &alice, 1000);
+    // A clone: two wallets from the same state pay different payees with counter 1.
+    let a = pay(
+        &mut wallet([cert.clone()]),
+        &alice,
+        &request(&device(2), 10, 1),
+    );
+    let b = pay(
+        &mut wallet([cert.clone()]),
+        &alice,
+        &request(&device(3), 20, 2),
+    );
+    let mut s = BundleStore::new(StoreConfig::default());
+    let na = Bundle::notice(cert.clone(), a.notice());
+    let nb = Bundle::notice(cert.clone(), b.notice());
+    assert!(matches!(
+        s.insert(na.bytes(), Origin::Peer([1; 32]), 0, T0),
+        Admission::Added(_)
+    ));
+    assert!(matches!(
+        s.insert(nb.bytes(), Origin::Peer([2; 32]), 0, T0),
+        Admission::Added(_)
+    ));
+    let first = s.in_order().next().expect("a bundle");
+    assert_eq!(first.meta.kind, BundleKind::Fraud);
+    assert_eq!(first.origin, Origin::Local);
+    let proof = Bundle::decode(&s.body(&first.meta.id).expect("held")).expect("decodes");
+    assert_eq!(proof.verify(T0), Ok(()));
+}
