@@ -412,8 +412,6 @@ async fn balance(node: &Node) -> Result<BTreeMap<String, api::Balance>, NodeErro
 }
 
 async fn history(node: &Node) -> Result<Vec<api::HistoryItem>, NodeError> {
-    let settlements = node.store().settlements().await?;
-    let settled = |id: &meshpay_protocol::Hash| settlements.get(id.0.as_slice()).cloned();
     let mut items: Vec<api::HistoryItem> = Vec::new();
     for s in node.store().sent().await? {
         items.push(api::HistoryItem {
@@ -428,7 +426,7 @@ async fn history(node: &Node) -> Result<Vec<api::HistoryItem>, NodeError> {
             allowance: s.iou.allowance.to_hex(),
             counter: s.iou.counter,
             time: s.created_at,
-            settlement: settled(&s.iou.id()),
+            settlement: s.settlement.map(crate::actor::settlement_text),
         });
     }
     for p in node.store().received().await? {
@@ -444,7 +442,7 @@ async fn history(node: &Node) -> Result<Vec<api::HistoryItem>, NodeError> {
             allowance: p.iou.allowance.to_hex(),
             counter: p.iou.counter,
             time: p.received_at,
-            settlement: settled(&p.iou.id()),
+            settlement: p.settlement,
         });
     }
     items.sort_by_key(|h| h.time);

@@ -22,4 +22,5 @@ pub mod qr;
 pub mod render;
 #[cfg(feature = "settle")]
 pub mod settle_cli;
+pub mod startup;
 pub mod store;

@@ -102,6 +102,8 @@ pub struct ReceivedPayment {
     pub ack: PaymentAck,
     /// When it arrived.
     pub received_at: u64,
+    /// The issuer's decision, as stored: `settled` or `rejected: <reason>`.
+    pub settlement: Option<String>,
 }
 
 /// The wallet database.
@@ -469,7 +471,7 @@ impl Store {
 
     /// Every received payment, oldest first.
     pub async fn received(&self) -> Result<Vec<ReceivedPayment>> {
-        let rows = sqlx::query("SELECT iou, payer, currency, memo, ack, received_at FROM received ORDER BY received_at, rowid")
+        let rows = sqlx::query("SELECT iou, payer, currency, memo, ack, received_at, settlement FROM received ORDER BY received_at, rowid")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -484,6 +486,7 @@ impl Store {
                     memo: r.get(3),
                     ack: obj(&r.get::<Vec<u8>, _>(4), "payment ack")?,
                     received_at: u64_of(r.get(5))?,
+                    settlement: r.get(6),
                 })
             })
             .collect()
@@ -568,17 +571,6 @@ impl Store {
             .rows_affected();
         }
         Ok(n > 0)
-    }
-
-    /// Settlement status by IOU id (sent and received).
-    pub async fn settlements(&self) -> Result<std::collections::BTreeMap<Vec<u8>, String>> {
-        let rows = sqlx::query("SELECT iou_id, settlement FROM sent WHERE settlement IS NOT NULL UNION ALL SELECT iou_id, settlement FROM received WHERE settlement IS NOT NULL")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get::<Vec<u8>, _>(0), r.get::<String, _>(1)))
-            .collect())
     }
 
     /// Closes the database.

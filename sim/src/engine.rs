@@ -23,17 +23,13 @@
 
 use crate::clock::{EPOCH, now};
 use crate::market::{Market, Order, Role};
-use crate::mobility::{self, Waypoint};
-use crate::scenario::{Mobility, Scenario};
+use crate::scenario::Scenario;
+use crate::setup::{contacts, devices, sized_message, workload};
 use crate::trace::{ContactEvent, Link, MessageEvent};
-use meshpay_protocol::bundle::{Bundle, BundleKind, Content, PlainMessage};
-use meshpay_protocol::codec::{Blob, VERSION};
-use meshpay_protocol::device::{
-    self, Change, Device, DeviceConfig, DeviceInit, Output, ReplyId, RequestId,
-};
-use meshpay_protocol::store::{Admission, BundleStore, StoreConfig};
+use meshpay_protocol::bundle::BundleKind;
+use meshpay_protocol::device::{self, Change, Device, Output, ReplyId, RequestId};
+use meshpay_protocol::store::{Admission, BundleStore};
 use meshpay_protocol::sync::Routing;
-use meshpay_protocol::wallet::{HeldAllowance, Wallet};
 use meshpay_protocol::{DeviceSecret, Hash};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -107,8 +103,8 @@ struct Up {
     synced: Option<(u64, u64)>,
 }
 
-struct Node {
-    device: Device,
+pub(crate) struct Node {
+    pub(crate) device: Device,
 }
 
 /// A frame on an in-memory link.
@@ -162,13 +158,6 @@ pub struct Sim {
     counters: Counters,
     contacts: Vec<ContactEvent>,
     creations: Vec<MessageEvent>,
-}
-
-fn read(path: &std::path::Path) -> Result<String, RunError> {
-    std::fs::read_to_string(path).map_err(|e| RunError::Trace {
-        path: path.display().to_string(),
-        why: e.to_string(),
-    })
 }
 
 impl Sim {
@@ -639,183 +628,6 @@ impl Sim {
     }
 }
 
-/// The contacts a run replays: from the mobility model (drawn from the seed) or a trace.
-fn contacts(scenario: &Scenario, duration_ms: u64) -> Result<Vec<ContactEvent>, RunError> {
-    let n = scenario.nodes;
-    Ok(match &scenario.mobility {
-        Mobility::RandomWaypoint {
-            width_m,
-            height_m,
-            speed_min,
-            speed_max,
-            pause_max_s,
-            step_s,
-        } => mobility::random_waypoint(
-            &Waypoint {
-                width: *width_m,
-                height: *height_m,
-                speed_min: *speed_min,
-                speed_max: *speed_max,
-                pause_max: *pause_max_s,
-                step: *step_s,
-                range: scenario.radio.range_m,
-            },
-            n,
-            scenario.duration_s,
-            scenario.seed,
-        ),
-        Mobility::Market {
-            width_m,
-            height_m,
-            signal_distance_m,
-            agents,
-            speed_min,
-            speed_max,
-            browse_max_s,
-            agent_wait_s,
-            step_s,
-        } => mobility::market_day(
-            &mobility::MarketDay {
-                width: *width_m,
-                height: *height_m,
-                signal_distance: *signal_distance_m,
-                vendors: scenario.payments.vendors.min(n),
-                gateways: scenario.payments.gateways,
-                agents: *agents,
-                speed_min: *speed_min,
-                speed_max: *speed_max,
-                browse_max: *browse_max_s,
-                agent_wait: *agent_wait_s,
-                step: *step_s,
-                range: scenario.radio.range_m,
-            },
-            n,
-            scenario.duration_s,
-            scenario.seed,
-        ),
-        Mobility::Trace { path } => {
-            let c = crate::trace::parse_connections(&read(path)?).map_err(|e| RunError::Trace {
-                path: path.display().to_string(),
-                why: e.to_string(),
-            })?;
-            if let Some(e) = c.iter().find(|e| e.b >= n) {
-                return Err(RunError::Host(e.b, n));
-            }
-            c.into_iter().filter(|e| e.t_ms <= duration_ms).collect()
-        }
-    })
-}
-
-/// The nodes' devices: each with its key, its allowance and the issuer it trusts (in a
-/// payments run), a bundle store of the scenario's buffer size, and no timers of its own.
-fn devices(
-    scenario: &Scenario,
-    routing: Routing,
-    seeds: &[[u8; 32]],
-    market: Option<&Market>,
-) -> Vec<Node> {
-    let config = DeviceConfig {
-        routing,
-        // Timers are the engine's: sessions run at contacts and on its re-sync ticks.
-        resend_every: None,
-        sync_every: None,
-        request_ttl_secs: 600,
-        ..DeviceConfig::default()
-    };
-    // The devices' own choices draw from a stream of their own, so the workload drawn
-    // below is the same whatever the devices do.
-    let mut device_rng = ChaCha20Rng::seed_from_u64(scenario.seed ^ 0x6465_7669_6365);
-    (0..scenario.nodes)
-        .map(|i| {
-            let mut seed = [0u8; 32];
-            device_rng.fill_bytes(&mut seed);
-            let init = DeviceInit {
-                secret: DeviceSecret::from_seed(&seeds[i as usize]),
-                wallet: Wallet::open(
-                    0,
-                    market
-                        .and_then(|m| m.allowance_of(i))
-                        .cloned()
-                        .map(HeldAllowance::new),
-                    None,
-                )
-                .0,
-                spent: BTreeSet::new(),
-                issuers: market.iter().map(|m| m.descriptor().clone()).collect(),
-                certs: Vec::new(),
-                notices: Vec::new(),
-                frauds: Vec::new(),
-                sent: Vec::new(),
-                received: Vec::new(),
-                requests: Vec::new(),
-                store: BundleStore::new(StoreConfig {
-                    max_bytes: scenario.routing.buffer_kb << 10,
-                    max_bundles: usize::MAX,
-                    max_bytes_per_origin: scenario.routing.buffer_kb << 10,
-                    issuers: None,
-                    bodies_in_memory: true,
-                    accept_messages: true,
-                }),
-                seed,
-                secrets: Box::new(ChaCha20Rng::from_seed(seed.map(|b| b ^ 0x5a))),
-            };
-            let mut device = Device::new(init, config.clone());
-            device.start(now(0));
-            if let Some(m) = market.filter(|m| m.role(i) == Role::Gateway) {
-                device.set_gateway_for(vec![m.issuer()]);
-            }
-            Node { device }
-        })
-        .collect()
-}
-
-/// The messages a run creates: read from the scenario's trace, or generated from the seed.
-fn workload(
-    scenario: &Scenario,
-    rng: &mut ChaCha20Rng,
-    duration_ms: u64,
-) -> Result<Vec<MessageEvent>, RunError> {
-    let n = scenario.nodes;
-    let w = &scenario.workload;
-    let creations = if let Some(path) = &w.trace {
-        let m = crate::trace::parse_messages(&read(path)?).map_err(|e| RunError::Trace {
-            path: path.display().to_string(),
-            why: e.to_string(),
-        })?;
-        if let Some(e) = m.iter().find(|e| e.from.max(e.to) >= n) {
-            return Err(RunError::Host(e.from.max(e.to), n));
-        }
-        m
-    } else if w.messages {
-        let mut out = Vec::new();
-        let until = if w.until_s > 0.0 {
-            ms(w.until_s).min(duration_ms)
-        } else {
-            duration_ms
-        };
-        let mut t = ms(mobility::uniform(rng, w.interval_min_s, w.interval_max_s));
-        while t < until {
-            let from = pick(rng, n);
-            let mut to = pick(rng, n - 1);
-            if to >= from {
-                to += 1;
-            }
-            out.push(MessageEvent {
-                t_ms: t,
-                id: format!("M{}", out.len() + 1),
-                from,
-                to,
-                size: w.size,
-            });
-            t += ms(mobility::uniform(rng, w.interval_min_s, w.interval_max_s)).max(1);
-        }
-        out
-    } else {
-        Vec::new()
-    };
-    Ok(creations)
-}
-
 fn bundle_bytes_given(store: &BundleStore, given: &[Hash]) -> u64 {
     given
         .iter()
@@ -843,43 +655,4 @@ fn pair(nodes: &mut [Node], x: usize, y: usize) -> (&mut Node, &mut Node) {
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub fn ms(s: f64) -> u64 {
     (s.max(0.0) * 1000.0).round() as u64
-}
-
-fn pick(rng: &mut ChaCha20Rng, n: u32) -> u32 {
-    u32::try_from(rng.next_u64() % u64::from(n)).expect("below n")
-}
-
-/// A message bundle of exactly `size` encoded bytes (or as close as the encoding allows).
-fn sized_message(
-    from: &DeviceSecret,
-    to: &DeviceSecret,
-    created: u64,
-    expires: u64,
-    n: u64,
-    size: u32,
-) -> Bundle {
-    let make = |len: usize| {
-        let mut payload = vec![0u8; len.max(8)];
-        payload[..8].copy_from_slice(&n.to_le_bytes());
-        Bundle::new(Content::Message(Box::new(PlainMessage {
-            version: VERSION,
-            from: from.public(),
-            to: to.public(),
-            created,
-            expires,
-            payload: Blob(payload),
-        })))
-    };
-    let target = size as usize;
-    let mut len = target.saturating_sub(make(8).bytes().len()) + 8;
-    for _ in 0..4 {
-        let got = make(len).bytes().len();
-        if got == target {
-            break;
-        }
-        len = (len + target).saturating_sub(got).min(900);
-    }
-    let b = make(len.min(900));
-    debug_assert_eq!(b.meta().kind, BundleKind::Message);
-    b
 }

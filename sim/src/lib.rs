@@ -24,6 +24,7 @@ pub mod mobility;
 pub mod plot;
 pub mod report;
 pub mod scenario;
+mod setup;
 pub mod trace;
 
 pub use engine::{Outcome, Sim};

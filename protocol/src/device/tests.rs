@@ -33,6 +33,21 @@ struct Node {
     disconnects: Vec<DeviceKey>,
 }
 
+impl Node {
+    /// A node around `device`, started at `now`, with nothing written yet.
+    fn started(mut device: Device, now: Now) -> Self {
+        device.start(now);
+        Self {
+            device,
+            written: vec![],
+            events: vec![],
+            fail: vec![],
+            asked: BTreeMap::new(),
+            disconnects: vec![],
+        }
+    }
+}
+
 struct Net {
     nodes: Vec<Node>,
     now: Now,
@@ -95,16 +110,7 @@ impl Net {
         let nodes = (1..=n)
             .map(|i| {
                 let cert = testkit::allowance(&issuer, i, &testkit::device(i), 10_000);
-                let mut device = Device::new(init(i, vec![cert]), config.clone());
-                device.start(now);
-                Node {
-                    device,
-                    written: vec![],
-                    events: vec![],
-                    fail: vec![],
-                    asked: BTreeMap::new(),
-                    disconnects: vec![],
-                }
+                Node::started(Device::new(init(i, vec![cert]), config.clone()), now)
             })
             .collect();
         let mut net = Self {
@@ -533,16 +539,8 @@ fn asks_are_capped_per_peer() {
     // Another payer is not held up by the first one's asks.
     let issuer = testkit::issuer();
     let cert = testkit::allowance(&issuer, 9, &testkit::device(9), 100);
-    let mut third = Device::new(init(9, vec![cert]), quiet());
-    third.start(net.now);
-    net.nodes.push(Node {
-        device: third,
-        written: vec![],
-        events: vec![],
-        fail: vec![],
-        asked: BTreeMap::new(),
-        disconnects: vec![],
-    });
+    let third = Device::new(init(9, vec![cert]), quiet());
+    net.nodes.push(Node::started(third, net.now));
     net.connect(2, 1);
     assert_eq!(paid(net.pay_peer(2, 1, 5)).status, SentStatus::Acked);
 }

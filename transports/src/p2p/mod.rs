@@ -6,7 +6,7 @@
 //! back through the same task.
 
 use crate::{EventSender, LinkError, LinkEvent, LinkKind, PeerInfo, Reply, ReplyAction};
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
 use libp2p::request_response::{
     self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel,
@@ -18,9 +18,16 @@ use libp2p::{
 use meshpay_protocol::DeviceKey;
 use meshpay_protocol::message::{ErrorCode, Response};
 use std::collections::HashMap;
-use std::io;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+mod codec;
+mod limits;
+
+pub use crate::source_group;
+use codec::{FrameCodec, InFrame};
+use limits::SourceLimits;
+pub use limits::{MAX_PENDING, MAX_PENDING_PER_SOURCE, UPGRADE_TIMEOUT};
 
 /// The request–response protocol name.
 pub const PROTOCOL: &str = "/meshpay/1";
@@ -83,237 +90,6 @@ impl Default for P2pConfig {
             max_frame: meshpay_protocol::message::MAX_MESSAGE,
             misbehave: None,
         }
-    }
-}
-
-/// Length-prefixed frames with a size limit.
-#[derive(Debug, Clone)]
-struct FrameCodec {
-    max: usize,
-    misbehave: Option<Misbehaviour>,
-}
-
-impl FrameCodec {
-    async fn read<T: futures::AsyncRead + Unpin + Send>(&self, io: &mut T) -> io::Result<Vec<u8>> {
-        let mut len = [0u8; 4];
-        io.read_exact(&mut len).await?;
-        let len = usize::try_from(u32::from_be_bytes(len)).unwrap_or(usize::MAX);
-        if len > self.max {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("frame of {len} bytes is over the limit of {}", self.max),
-            ));
-        }
-        let mut buf = vec![0u8; len];
-        io.read_exact(&mut buf).await?;
-        Ok(buf)
-    }
-
-    async fn write<T: futures::AsyncWrite + Unpin + Send>(
-        &self,
-        io: &mut T,
-        frame: Vec<u8>,
-        misbehave: Option<Misbehaviour>,
-    ) -> io::Result<()> {
-        if frame.len() > self.max {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "frame over the limit",
-            ));
-        }
-        let len = u32::try_from(frame.len()).expect("frames are far below 4 GiB");
-        match misbehave {
-            None => {
-                io.write_all(&len.to_be_bytes()).await?;
-                io.write_all(&frame).await?;
-            }
-            Some(Misbehaviour::Truncate) => {
-                io.write_all(&len.to_be_bytes()).await?;
-                io.write_all(&frame[..frame.len() / 2]).await?;
-            }
-            Some(Misbehaviour::NoPrefix) => io.write_all(&frame).await?,
-        }
-        io.close().await
-    }
-}
-
-/// An incoming request frame, or what was wrong with it. A broken frame still becomes an event
-/// so that the link knows which peer sent it (libp2p reports failed reads without the peer).
-#[derive(Debug)]
-enum InFrame {
-    Data(Vec<u8>),
-    Broken(String),
-}
-
-#[async_trait::async_trait]
-impl request_response::Codec for FrameCodec {
-    type Protocol = StreamProtocol;
-    type Request = InFrame;
-    type Response = Vec<u8>;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<InFrame>
-    where
-        T: futures::AsyncRead + Unpin + Send,
-    {
-        Ok(match self.read(io).await {
-            Ok(frame) => InFrame::Data(frame),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                InFrame::Broken("truncated frame".into())
-            }
-            Err(e) => InFrame::Broken(e.to_string()),
-        })
-    }
-
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
-    where
-        T: futures::AsyncRead + Unpin + Send,
-    {
-        self.read(io).await
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: InFrame,
-    ) -> io::Result<()>
-    where
-        T: futures::AsyncWrite + Unpin + Send,
-    {
-        let m = self.misbehave;
-        match req {
-            InFrame::Data(frame) => self.write(io, frame, m).await,
-            InFrame::Broken(_) => Err(io::Error::new(io::ErrorKind::InvalidInput, "not a frame")),
-        }
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Vec<u8>,
-    ) -> io::Result<()>
-    where
-        T: futures::AsyncWrite + Unpin + Send,
-    {
-        self.write(io, res, None).await
-    }
-}
-
-/// Per-address limits on connections that have not finished their handshake.
-///
-/// A stranger who opens TCP connections and never speaks holds a pending slot until the
-/// upgrade times out. With one global cap, a few dozen such connections from one address shut
-/// every new peer out; capped per source address, a flood from one address holds at most
-/// [`MAX_PENDING_PER_SOURCE`] slots and every other address still gets in, and the short
-/// upgrade timeout ([`UPGRADE_TIMEOUT`]) turns the flooder's slots over quickly.
-#[derive(Default)]
-struct SourceLimits {
-    pending: HashMap<libp2p::swarm::ConnectionId, std::net::IpAddr>,
-    per_source: HashMap<std::net::IpAddr, usize>,
-}
-
-/// Most handshakes in progress from one address.
-pub const MAX_PENDING_PER_SOURCE: usize = 4;
-/// Most handshakes in progress in all.
-pub const MAX_PENDING: u32 = 64;
-/// Longest time a new connection may take to finish its security and multiplexing
-/// handshakes (libp2p's default is 10 s).
-pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The source a multiaddress counts against, if it has an IP address: see [`source_group`].
-fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::Ip4(a) => Some(std::net::IpAddr::V4(a)),
-        libp2p::multiaddr::Protocol::Ip6(a) => Some(source_group(std::net::IpAddr::V6(a))),
-        _ => None,
-    })
-}
-
-pub use crate::source_group;
-
-impl SourceLimits {
-    fn release(&mut self, id: libp2p::swarm::ConnectionId) {
-        if let Some(ip) = self.pending.remove(&id) {
-            if let Some(n) = self.per_source.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_source.remove(&ip);
-                }
-            }
-        }
-    }
-}
-
-impl libp2p::swarm::NetworkBehaviour for SourceLimits {
-    type ConnectionHandler = libp2p::swarm::dummy::ConnectionHandler;
-    type ToSwarm = std::convert::Infallible;
-
-    fn handle_pending_inbound_connection(
-        &mut self,
-        id: libp2p::swarm::ConnectionId,
-        _local: &Multiaddr,
-        remote: &Multiaddr,
-    ) -> Result<(), libp2p::swarm::ConnectionDenied> {
-        let Some(ip) = ip_of(remote) else {
-            return Ok(());
-        };
-        let n = self.per_source.entry(ip).or_default();
-        if *n >= MAX_PENDING_PER_SOURCE {
-            return Err(libp2p::swarm::ConnectionDenied::new(format!(
-                "{ip} already has {MAX_PENDING_PER_SOURCE} handshakes in progress"
-            )));
-        }
-        *n += 1;
-        self.pending.insert(id, ip);
-        Ok(())
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        id: libp2p::swarm::ConnectionId,
-        _peer: PeerId,
-        _local: &Multiaddr,
-        _remote: &Multiaddr,
-    ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
-        self.release(id);
-        Ok(libp2p::swarm::dummy::ConnectionHandler)
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        _id: libp2p::swarm::ConnectionId,
-        _peer: PeerId,
-        _addr: &Multiaddr,
-        _role: libp2p::core::Endpoint,
-        _port_use: libp2p::core::transport::PortUse,
-    ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
-        Ok(libp2p::swarm::dummy::ConnectionHandler)
-    }
-
-    fn on_swarm_event(&mut self, event: libp2p::swarm::FromSwarm<'_>) {
-        match event {
-            libp2p::swarm::FromSwarm::ListenFailure(f) => self.release(f.connection_id),
-            libp2p::swarm::FromSwarm::ConnectionEstablished(e) => self.release(e.connection_id),
-            _ => {}
-        }
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        _peer: PeerId,
-        _id: libp2p::swarm::ConnectionId,
-        event: libp2p::swarm::THandlerOutEvent<Self>,
-    ) {
-        libp2p::core::util::unreachable(event)
-    }
-
-    fn poll(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<libp2p::swarm::ToSwarm<Self::ToSwarm, libp2p::swarm::THandlerInEvent<Self>>>
-    {
-        std::task::Poll::Pending
     }
 }
 
