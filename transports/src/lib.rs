@@ -8,12 +8,16 @@
 //!   The device's Ed25519 key is the libp2p identity, so a peer id names a device key.
 //! - [`ble`]: Bluetooth LE, a Noise XX session over a fragmenting framer, on GATT or on an
 //!   emulated connection.
+//! - [`http`] (feature `http`): serving HTTP to strangers within limits, for the settlement
+//!   server and the node's web app.
 //!
 //! Frames are at most [`meshpay_protocol::message::MAX_MESSAGE`] bytes by default. A peer that
 //! sends a frame that is oversized, truncated or otherwise unreadable is disconnected and
 //! reported with [`LinkEvent::PeerMisbehaved`]; the link keeps serving everyone else.
 
 pub mod ble;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "p2p")]
 pub mod p2p;
 
