@@ -7,16 +7,18 @@
 //! links' answers come back through another. The wallet database is read directly by queries
 //! (history, balance), never written outside this task.
 
+use crate::api::{Alert, AlertKind, Notice};
 use crate::config::Sentinel;
 use crate::mesh::MeshDisk;
+use crate::notices::Notices;
 use crate::store::Store;
-use meshpay_protocol::PrintableKey;
 use meshpay_protocol::device::{
     Answer, Change, Command, CommitError, Device, DeviceError, Event, Learned, Now, OpId, Output,
     ReplyId, RequestId,
 };
 use meshpay_protocol::message::{Request, Response};
 use meshpay_protocol::objects::ReceiptStatus;
+use meshpay_protocol::{DeviceKey, PrintableKey};
 use meshpay_transports::{LinkEvent, Links, Reply};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -93,6 +95,7 @@ pub struct Actor {
     replies: BTreeMap<ReplyId, Reply>,
     next_id: u64,
     origin: Instant,
+    notices: Arc<Notices>,
 }
 
 impl Actor {
@@ -107,6 +110,7 @@ impl Actor {
         fault: Option<Fault>,
         jobs: mpsc::Receiver<Msg>,
         origin: Instant,
+        notices: Arc<Notices>,
     ) -> Self {
         Self {
             device,
@@ -122,6 +126,7 @@ impl Actor {
             replies: BTreeMap::new(),
             next_id: 0,
             origin,
+            notices,
         }
     }
 
@@ -180,6 +185,7 @@ impl Actor {
             LinkEvent::PeerConnected(p) => {
                 tracing::info!(peer = %p.device.short(), link = p.link.name(), addr = %p.address, "peer connected");
                 self.device.peer_up(now, p.device);
+                self.notices.publish(Notice::Peers);
             }
             // Another link may still reach it.
             LinkEvent::PeerDisconnected { device }
@@ -187,9 +193,11 @@ impl Actor {
             {
                 tracing::info!(peer = %device.short(), "peer disconnected");
                 self.device.peer_down(now, device);
+                self.notices.publish(Notice::Peers);
             }
             LinkEvent::PeerMisbehaved { device, what } => {
                 tracing::warn!(peer = %device.short(), %what, "peer broke the framing rules and was dropped");
+                self.misbehaved(&device, &what, now.unix);
             }
             LinkEvent::Listening { address } => tracing::info!(%address, "listening"),
             _ => {}
@@ -351,7 +359,18 @@ impl Actor {
         }
     }
 
+    fn misbehaved(&self, peer: &DeviceKey, what: &str, at: u64) {
+        self.notices.publish(Notice::Alert(Alert {
+            kind: AlertKind::Misbehaved,
+            at,
+            subject: peer.to_text(),
+            detail: format!("peer {} was dropped: {what}", peer.short()),
+        }));
+    }
+
+    #[allow(clippy::too_many_lines)]
     fn on_event(&mut self, e: Event) {
+        let at = crate::daemon::now();
         match e {
             Event::Done { op, result } => {
                 if let Some(answer) = self.ops.remove(&op) {
@@ -360,30 +379,72 @@ impl Actor {
             }
             Event::Received { from, iou } => {
                 tracing::info!(payer = %from.short(), amount = iou.amount, counter = iou.counter, "payment received");
+                self.notices.publish(Notice::Received {
+                    iou: iou.id().to_hex(),
+                    payer: from.to_text(),
+                    amount: iou.amount,
+                    counter: iou.counter,
+                    nonce: iou.nonce.to_hex(),
+                    at,
+                });
             }
             Event::Refused { from, reason } => {
                 tracing::warn!(payer = %from.short(), %reason, "payment refused");
+                self.notices.publish(Notice::Refused {
+                    payer: from.to_text(),
+                    reason: reason.to_string(),
+                    at,
+                });
             }
             Event::Resent(o) => {
                 tracing::info!(iou = %o.iou, status = o.status.name(), "re-sent pending payment");
+                self.notices.publish(Notice::Sent(o.into()));
             }
             Event::Learned(Learned::Fraud { allowance, .. }) => {
                 tracing::warn!(%allowance, "fraud proof: allowance refused from now on");
+                self.notices.publish(Notice::Alert(Alert {
+                    kind: AlertKind::Fraud,
+                    at,
+                    subject: allowance.to_hex(),
+                    detail: format!(
+                        "fraud proof: allowance {} was spent twice; its payments are refused from now on",
+                        allowance.to_hex()
+                    ),
+                }));
             }
             Event::Learned(Learned::Revoked { allowance }) => {
                 tracing::warn!(%allowance, "revocation: allowance refused from now on");
+                self.notices.publish(Notice::Alert(Alert {
+                    kind: AlertKind::Revoked,
+                    at,
+                    subject: allowance.to_hex(),
+                    detail: format!(
+                        "the issuer revoked allowance {}; its payments are refused from now on",
+                        allowance.to_hex()
+                    ),
+                }));
             }
             Event::Settled { iou, status } => {
                 tracing::info!(record = %iou, status = %settlement_text(status), "payment settled");
+                self.notices.publish(Notice::Settled {
+                    iou: iou.to_hex(),
+                    status: settlement_text(status),
+                });
             }
             Event::Synced { peer, took, gave } if took + gave > 0 => {
                 tracing::info!(peer = %peer.short(), took, gave, "synced bundles");
+                self.notices.publish(Notice::Synced {
+                    peer: peer.to_text(),
+                    took,
+                    gave,
+                });
             }
             Event::SyncFailed { peer, why } => {
                 tracing::info!(peer = %peer.short(), error = %why, "sync did not finish");
             }
             Event::Misbehaved { peer, what } => {
                 tracing::warn!(peer = %peer.short(), %what, "peer broke the rules; dropping it");
+                self.misbehaved(&peer, &what, at);
             }
             Event::WriteFailed { why } => tracing::error!(error = %why, "a write failed"),
             _ => {}

@@ -103,6 +103,10 @@ pub enum Request {
         /// Multiaddress.
         addr: String,
     },
+    /// What needs the user's attention: fraud proofs, revocations, a restore, peers dropped.
+    Alerts,
+    /// A new one-time pairing link for the web app.
+    Pair,
 }
 
 /// This device.
@@ -308,6 +312,114 @@ pub struct MeshInfo {
     pub write_errors: u64,
     /// Proof of carriage, newest first.
     pub carried: Vec<Carried>,
+    /// The last round with a settlement server, if this node is a gateway or synced by hand.
+    #[serde(default)]
+    pub gateway: Option<GatewayContact>,
+}
+
+/// A round with a settlement server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayContact {
+    /// The server.
+    pub url: String,
+    /// When (Unix seconds).
+    pub at: u64,
+    /// What the round did, when it went through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<GatewayRound>,
+    /// Why it did not, otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A fraud proof: an allowance spent twice, refused from then on.
+    Fraud,
+    /// The issuer revoked an allowance.
+    Revoked,
+    /// This wallet's files were restored from a copy; its allowances are retired.
+    Restore,
+    /// A peer broke the protocol's rules and was dropped.
+    Misbehaved,
+}
+
+/// Something the node's user should know.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Alert {
+    /// What it is about.
+    pub kind: AlertKind,
+    /// When it was found (Unix seconds).
+    pub at: u64,
+    /// The allowance (hex) or the peer (text form) it concerns.
+    pub subject: String,
+    /// The line a user reads.
+    pub detail: String,
+}
+
+/// A one-time link that opens a web-app session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PairLink {
+    /// Open it once, in the browser to pair.
+    pub url: String,
+    /// It stops working then (Unix seconds).
+    pub expires: u64,
+}
+
+/// Something that happened in the node, as the web app's event stream sends it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Notice {
+    /// A payment was received and acknowledged.
+    Received {
+        /// The IOU id, hex.
+        iou: String,
+        /// The payer, text form.
+        payer: String,
+        /// Minor units.
+        amount: u64,
+        /// The IOU's counter in its allowance.
+        counter: u32,
+        /// The payment request's nonce, hex: which request it pays.
+        nonce: String,
+        /// When (Unix seconds).
+        at: u64,
+    },
+    /// An incoming payment was refused.
+    Refused {
+        /// The peer that sent it, text form.
+        payer: String,
+        /// Why.
+        reason: String,
+        /// When (Unix seconds).
+        at: u64,
+    },
+    /// A pending payment of this wallet got an answer.
+    Sent(PayOutcome),
+    /// The issuer's decision on a payment is known.
+    Settled {
+        /// The IOU id, hex.
+        iou: String,
+        /// `settled` or `rejected: <reason>`.
+        status: String,
+    },
+    /// An alert.
+    Alert(Alert),
+    /// The connected peers changed.
+    Peers,
+    /// A sync with a peer moved bundles.
+    Synced {
+        /// The peer, text form.
+        peer: String,
+        /// Bundles taken.
+        took: usize,
+        /// Bundles given.
+        gave: usize,
+    },
+    /// A round with a settlement server ended.
+    Gateway(GatewayContact),
 }
 
 /// A control answer: the `data` of an `ok` answer.
@@ -350,6 +462,10 @@ pub enum Answer {
     Imported(ImportReport),
     /// [`Request::Dial`].
     Dialed(Dialed),
+    /// [`Request::Alerts`], newest first.
+    Alerts(Vec<Alert>),
+    /// [`Request::Pair`].
+    Paired(PairLink),
 }
 
 /// An allowance added.
@@ -445,6 +561,8 @@ impl Answer {
             Request::Export { .. } => Answer::Exported(v(data)?),
             Request::Import { .. } => Answer::Imported(v(data)?),
             Request::Dial { .. } => Answer::Dialed(v(data)?),
+            Request::Alerts => Answer::Alerts(v(data)?),
+            Request::Pair => Answer::Paired(v(data)?),
         })
     }
 }
@@ -464,8 +582,13 @@ pub enum ErrorKind {
     Issuer,
     /// Storage failed; nothing was changed (or, for the restore sentinel, nothing was sent).
     Storage,
-    /// The control token is wrong.
+    /// The control token is wrong, or (web app) the browser is not paired or the CSRF token
+    /// is missing.
     Unauthorized,
+    /// (Web app) the payment needs the wallet's PIN or passphrase, or the one given is wrong.
+    Authorize,
+    /// (Web app) too many requests at once; try again shortly.
+    Busy,
     /// The node is stopping.
     Stopped,
 }

@@ -58,6 +58,12 @@ struct NetArgs {
     /// and runs on its other links.
     #[arg(long)]
     ble: bool,
+    /// Serve the web app (take payments, today, alerts, wallet, mesh) on this address, e.g.
+    /// 127.0.0.1:8080 (or `[ui] listen`). A browser pairs once with the one-time link printed
+    /// at start (`meshpay pair` prints a new one); give a LAN address only to reach it from
+    /// another device on the same Wi-Fi.
+    #[arg(long, value_name = "ADDR")]
+    ui: Option<String>,
     /// Print one JSON line when ready (device key, addresses).
     #[arg(long)]
     json: bool,
@@ -73,6 +79,7 @@ impl NetArgs {
             relay,
             quota_kb,
             ble: self.ble,
+            ui: self.ui,
         }
     }
 }
@@ -88,6 +95,11 @@ enum Command {
         /// is only as safe as its passphrase).
         #[arg(long)]
         weak_passphrase: bool,
+        /// Also set a PIN (4 to 12 digits, from $MESHPAY_PIN or asked for) that the web app
+        /// asks for before a wallet payment above `[ui] confirm_above`; without one it asks for
+        /// the passphrase.
+        #[arg(long)]
+        pin: bool,
         #[command(flatten)]
         json: Json,
     },
@@ -180,6 +192,12 @@ enum Command {
     },
     /// Fraud proofs this node holds (double spends it caught).
     Frauds(Json),
+    /// What needs attention: fraud proofs, revocations, a restore found at start, peers dropped
+    /// for breaking the rules. Newest first.
+    Alerts(Json),
+    /// A new one-time link (and QR code) that pairs a browser with the node's web app. The
+    /// link opens a session once, within 10 minutes; a paired browser keeps its session.
+    Pair(Json),
     /// Get an allowance online: the issuer locks AMOUNT of this device's account in escrow.
     Topup {
         /// Amount in minor units.
@@ -260,6 +278,28 @@ enum Command {
     Dev(crate::dev::Dev),
 }
 
+/// Where the wallet keeps its PIN: a known value sealed under it (Argon2id, like the key).
+pub const PIN_META: &str = "ui_pin";
+/// What the PIN seals.
+pub const PIN_CHECK: &[u8] = b"meshpay pin";
+
+fn pin() -> Result<String> {
+    let p = if let Ok(p) = std::env::var("MESHPAY_PIN") {
+        p
+    } else {
+        let p = rpassword::prompt_password("PIN: ")
+            .context("cannot read a PIN (set MESHPAY_PIN for scripts)")?;
+        if rpassword::prompt_password("again: ")? != p {
+            bail!("the PINs differ");
+        }
+        p
+    };
+    if !(4..=12).contains(&p.len()) || !p.bytes().all(|b| b.is_ascii_digit()) {
+        bail!("the PIN must be 4 to 12 digits");
+    }
+    Ok(p)
+}
+
 fn passphrase(confirm: bool) -> Result<String> {
     if let Ok(p) = std::env::var("MESHPAY_PASSPHRASE") {
         return Ok(p);
@@ -325,6 +365,8 @@ fn control_request(command: &Command) -> Result<(Ctl, bool)> {
             (Ctl::Trust { descriptor }, json.json)
         }
         Command::Frauds(j) => (Ctl::Frauds, j.json),
+        Command::Alerts(j) => (Ctl::Alerts, j.json),
+        Command::Pair(j) => (Ctl::Pair, j.json),
         Command::Topup {
             amount,
             issuer,
@@ -375,8 +417,9 @@ async fn dispatch(home: Home, command: Command) -> Result<()> {
     match command {
         Command::Init {
             weak_passphrase,
+            pin,
             json,
-        } => init(&home, json.json, weak_passphrase).await,
+        } => init(&home, json.json, weak_passphrase, pin).await,
         Command::Run(net) => {
             let json = net.json;
             run(&home, net.options(false, None), json).await
@@ -444,15 +487,22 @@ async fn dispatch(home: Home, command: Command) -> Result<()> {
     }
 }
 
-async fn init(home: &Home, json: bool, weak: bool) -> Result<()> {
+async fn init(home: &Home, json: bool, weak: bool, with_pin: bool) -> Result<()> {
     if holds_wallet(home) {
         bail!("{} already holds a wallet", home.dir.display());
     }
     let pass = passphrase(true)?;
     check_passphrase(&pass, weak)?;
+    let pin = if with_pin { Some(pin()?) } else { None };
     let key = create_wallet(home, &pass, crate::keystore::Cost::default())
         .await?
         .to_text();
+    if let Some(pin) = pin {
+        let store = Store::open(&home.wallet_db(), false).await?;
+        let sealed = crate::keystore::seal(PIN_CHECK, &pin, crate::keystore::Cost::default())?;
+        store.set_meta(PIN_META, &sealed).await?;
+        store.close().await;
+    }
     if json {
         println!(
             "{}",
@@ -542,6 +592,35 @@ async fn run(home: &Home, opts: RunOptions, json: bool) -> Result<()> {
     run_with(home, opts, json, pass).await
 }
 
+/// Starts the web app when `--ui` or `[ui] listen` asks for it: its address and a first
+/// pairing link.
+#[cfg(feature = "ui")]
+async fn start_ui(
+    node: &std::sync::Arc<Node>,
+    opts: &RunOptions,
+) -> Result<Option<(String, crate::api::PairLink)>> {
+    let Some(addr) = opts
+        .ui
+        .clone()
+        .or_else(|| node.ui_settings().listen.clone())
+    else {
+        return Ok(None);
+    };
+    let started = crate::ui::start(std::sync::Arc::clone(node), &addr).await?;
+    Ok(Some((started.url, started.pair)))
+}
+
+#[cfg(not(feature = "ui"))]
+async fn start_ui(
+    node: &std::sync::Arc<Node>,
+    opts: &RunOptions,
+) -> Result<Option<(String, crate::api::PairLink)>> {
+    if opts.ui.is_some() || node.ui_settings().listen.is_some() {
+        bail!("this meshpay was built without the web app (cargo feature `ui`)");
+    }
+    Ok(None)
+}
+
 /// The relay's home: created on first use, with a device key sealed under a random
 /// passphrase kept owner-only beside it. Returns that passphrase.
 async fn relay_home(home: &Home) -> Result<String> {
@@ -594,6 +673,7 @@ async fn run_with(home: &Home, opts: RunOptions, json: bool, pass: String) -> Re
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    let ui = start_ui(&node, &opts).await?;
     let ble = node.start_ble().await;
     if let Some(Err(why)) = &ble {
         tracing::error!("{why}");
@@ -609,7 +689,8 @@ async fn run_with(home: &Home, opts: RunOptions, json: bool, pass: String) -> Re
             "{}",
             serde_json::json!({"event": "ready", "device_key": node.device.to_text(),
                 "peer_id": meshpay_transports::p2p::peer_id_of(&node.device).map(|p| p.to_string()),
-                "listen": addrs, "ble": ble_json, "restore_check": format!("{:?}", node.restore)})
+                "listen": addrs, "ble": ble_json, "restore_check": format!("{:?}", node.restore),
+                "ui": ui.as_ref().map(|u| &u.0), "ui_pair": ui.as_ref().map(|u| &u.1.url)})
         );
     } else {
         println!(
@@ -619,6 +700,13 @@ async fn run_with(home: &Home, opts: RunOptions, json: bool, pass: String) -> Re
         );
         if let Some(Ok(adapter)) = &ble {
             println!("Bluetooth LE up on {adapter}");
+        }
+        if let Some((url, pair)) = &ui {
+            println!(
+                "web app on {url}\n{}\npair a browser once with {} (valid 10 minutes; `meshpay pair` prints another)",
+                crate::qr::render(&pair.url),
+                pair.url
+            );
         }
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -57,6 +57,19 @@ pub struct Config {
     pub ble: BleSettings,
     /// Settlement servers this node talks to.
     pub issuer: IssuerSettings,
+    /// The web app.
+    pub ui: UiSettings,
+}
+
+/// `[ui]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiSettings {
+    /// Serve the web app on this address (as `meshpay run --ui`), e.g. "127.0.0.1:8080".
+    pub listen: Option<String>,
+    /// Wallet payments from the web app above this many minor units ask for the PIN (set at
+    /// `init`) or the passphrase; 0 asks for every payment.
+    pub confirm_above: u64,
 }
 
 /// `[issuer]`.
@@ -277,6 +290,15 @@ peripheral = true
 central = true
 # Seconds to wait for a peer's answer over BLE.
 request_timeout_secs = 20
+
+[ui]
+# Serve the web app (take payments, today, alerts, wallet, mesh) on this address, as
+# `meshpay run --ui`. Keep it on loopback unless a LAN must reach it: every browser pairs with
+# a one-time link that `meshpay run` and `meshpay pair` print.
+# listen = "127.0.0.1:8080"
+# Wallet payments from the web app above this many minor units ask for the PIN set at `init`
+# (or the passphrase); 0 asks for every payment.
+confirm_above = 0
 "#;
 
 impl Config {

@@ -99,7 +99,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The kind of a node error, for the client.
-fn api_error(e: &NodeError) -> ApiError {
+pub(crate) fn api_error(e: &NodeError) -> ApiError {
     let kind = match e {
         NodeError::Pay(_) => ErrorKind::Pay,
         NodeError::Input(_) | NodeError::UntrustedIssuer { .. } | NodeError::OutOfTurn(_) => {
@@ -129,7 +129,7 @@ fn device_arg(s: &str) -> Result<DeviceKey, NodeError> {
 
 // One arm per control request.
 #[allow(clippy::too_many_lines)]
-async fn run(node: &Node, request: Request) -> Result<Answer, NodeError> {
+pub(crate) async fn run(node: &Node, request: Request) -> Result<Answer, NodeError> {
     Ok(match request {
         Request::Id => Answer::Id(api::IdInfo {
             device_key: node.device.to_text(),
@@ -292,6 +292,12 @@ async fn run(node: &Node, request: Request) -> Result<Answer, NodeError> {
                     }
                 })
                 .collect();
+            mesh.gateway.clone_from(
+                &node
+                    .last_gateway
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
             Answer::Mesh(mesh)
         }
         Request::Sync => {
@@ -335,6 +341,8 @@ async fn run(node: &Node, request: Request) -> Result<Answer, NodeError> {
                 .map(hex::encode)
                 .collect(),
         ),
+        Request::Alerts => Answer::Alerts(alerts(node).await?),
+        Request::Pair => Answer::Paired(pair(node)?),
         Request::Dial { addr } => {
             let device = node.dial(&addr).await?;
             Answer::Dialed(api::Dialed {
@@ -385,6 +393,58 @@ pub fn request_info(req: &PaymentRequest) -> api::RequestInfo {
         nonce: req.nonce.to_hex(),
         expires: req.expires,
     }
+}
+
+/// The alerts: fraud proofs held (durable), a restore found at start, and the revocations
+/// and dropped peers seen since start; newest first.
+async fn alerts(node: &Node) -> Result<Vec<api::Alert>, NodeError> {
+    use api::{Alert, AlertKind};
+    let mut out = node.notices.recent_alerts();
+    // Fraud proofs come from the wallet, where they outlive a restart.
+    out.retain(|a| a.kind != AlertKind::Fraud);
+    for (p, at) in node.store().frauds().await? {
+        let b = p.cert.body();
+        out.push(Alert {
+            kind: AlertKind::Fraud,
+            at,
+            subject: p.allowance().to_hex(),
+            detail: format!(
+                "fraud proof: allowance {} of {} spent counter {} twice; its payments are refused since {at}",
+                p.allowance().to_hex(),
+                b.holder.short(),
+                p.first.counter
+            ),
+        });
+    }
+    if !matches!(
+        node.restore,
+        meshpay_protocol::wallet::RestoreCheck::Current
+    ) {
+        out.push(Alert {
+            kind: AlertKind::Restore,
+            at: 0,
+            subject: node.device.to_text(),
+            detail: format!(
+                "restore check at start: {:?}; allowances that may have been spent from the newer copy are retired",
+                node.restore
+            ),
+        });
+    }
+    out.sort_by_key(|a| std::cmp::Reverse(a.at));
+    Ok(out)
+}
+
+#[cfg(feature = "ui")]
+fn pair(node: &Node) -> Result<api::PairLink, NodeError> {
+    node.ui
+        .get()
+        .map(|ui| ui.pairing_link())
+        .ok_or(NodeError::Input(InputError::NoUi))
+}
+
+#[cfg(not(feature = "ui"))]
+fn pair(_: &Node) -> Result<api::PairLink, NodeError> {
+    Err(NodeError::Input(InputError::NoUi))
 }
 
 async fn balance(node: &Node) -> Result<BTreeMap<String, api::Balance>, NodeError> {

@@ -148,6 +148,11 @@ pub enum InputError {
         /// The limit, MiB.
         limit_mib: usize,
     },
+    /// `pair` on a node whose web app does not run.
+    #[error(
+        "this node runs no web app: start it with `meshpay run --ui 127.0.0.1:8080` (or `[ui] listen`)"
+    )]
+    NoUi,
     /// A file that cannot be written, or a bundle file that is refused.
     #[error("{path}: {why}")]
     File {
@@ -191,6 +196,13 @@ pub struct Node {
     pub restore: RestoreCheck,
     /// A relay: carries bundles, takes no payments.
     pub relay: bool,
+    /// What happened, for live watchers.
+    pub notices: Arc<crate::notices::Notices>,
+    /// The last round with a settlement server.
+    pub(crate) last_gateway: std::sync::Mutex<Option<crate::api::GatewayContact>>,
+    /// The web app's pairing, when it runs.
+    #[cfg(feature = "ui")]
+    pub(crate) ui: std::sync::OnceLock<Arc<crate::ui::access::Access>>,
 }
 
 /// Options of `meshpay run` that override the config file.
@@ -210,6 +222,8 @@ pub struct RunOptions {
     pub quota_kb: Option<u64>,
     /// Run the Bluetooth LE link (as `[ble] enabled`).
     pub ble: bool,
+    /// Serve the web app here (overrides `[ui] listen`).
+    pub ui: Option<String>,
 }
 
 impl Node {
@@ -280,6 +294,7 @@ impl Node {
         });
         let disk = Arc::new(disk);
         let (jobs, jobs_rx) = mpsc::channel(256);
+        let notices = Arc::new(crate::notices::Notices::default());
         let actor = Actor::new(
             machine,
             store.clone(),
@@ -289,6 +304,7 @@ impl Node {
             Fault::from_env(),
             jobs_rx,
             origin,
+            Arc::clone(&notices),
         );
         let node = Arc::new(Self {
             device,
@@ -307,6 +323,10 @@ impl Node {
             config,
             restore,
             relay: opts.relay,
+            notices,
+            last_gateway: std::sync::Mutex::new(None),
+            #[cfg(feature = "ui")]
+            ui: std::sync::OnceLock::new(),
         });
         Ok((node, rx))
     }
@@ -597,7 +617,12 @@ impl Node {
         &self.store
     }
 
-    /// Default currency.
+    /// The web app's settings (`[ui]`).
+    pub fn ui_settings(&self) -> &crate::config::UiSettings {
+        &self.config.ui
+    }
+
+    /// The currency used when a command names none.
     pub fn currency(&self) -> &str {
         &self.config.wallet.currency
     }

@@ -102,8 +102,24 @@ impl Node {
     /// Settles online, as a gateway: uploads the sealed records that have no decision yet
     /// (this wallet's and those the mesh store holds for the issuer at `url`), puts the
     /// issuer's receipts, fraud proofs and revocations into the mesh, and marks this wallet's
-    /// payments settled or rejected.
+    /// payments settled or rejected. The round is remembered as the last gateway contact.
     pub async fn sync_issuer(&self, url: &str) -> Result<GatewayRound, NodeError> {
+        let result = self.gateway_round(url).await;
+        let contact = crate::api::GatewayContact {
+            url: url.to_owned(),
+            at: crate::daemon::now(),
+            round: result.as_ref().ok().cloned(),
+            error: result.as_ref().err().map(ToString::to_string),
+        };
+        *self
+            .last_gateway
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(contact.clone());
+        self.notices.publish(crate::api::Notice::Gateway(contact));
+        result
+    }
+
+    async fn gateway_round(&self, url: &str) -> Result<GatewayRound, NodeError> {
         let client = self.issuer_client(url)?;
         let d = match self.trusted_issuer_at(&client).await {
             Ok(d) => d,

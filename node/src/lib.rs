@@ -18,9 +18,12 @@ pub mod gateway;
 pub mod issuer;
 pub mod keystore;
 pub mod mesh;
+pub mod notices;
 pub mod qr;
 pub mod render;
 #[cfg(feature = "settle")]
 pub mod settle_cli;
 pub mod startup;
 pub mod store;
+#[cfg(feature = "ui")]
+pub mod ui;

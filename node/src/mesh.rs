@@ -251,5 +251,6 @@ pub fn summary(store: &BundleStore, write_errors: u64) -> crate::api::MeshInfo {
         max_bytes: store.config().max_bytes,
         write_errors,
         carried: Vec::new(),
+        gateway: None,
     }
 }

@@ -122,6 +122,27 @@ pub fn text(a: &Answer) -> String {
                     h.taker, h.count, h.bytes, h.at
                 );
             }
+            match &m.gateway {
+                Some(g) => match (&g.round, &g.error) {
+                    (Some(r), _) => {
+                        let _ = writeln!(
+                            out,
+                            "last gateway round: {} at {}: uploaded {}, receipts {}",
+                            g.url, g.at, r.uploaded, r.receipts
+                        );
+                    }
+                    (None, e) => {
+                        let _ = writeln!(
+                            out,
+                            "last gateway round: {} at {} failed: {}",
+                            g.url,
+                            g.at,
+                            e.as_deref().unwrap_or("")
+                        );
+                    }
+                },
+                None => out.push_str("no gateway round yet\n"),
+            }
             out.trim_end().to_owned()
         }
         Answer::Synced(s) => format!(
@@ -146,6 +167,14 @@ pub fn text(a: &Answer) -> String {
             }
         ),
         Answer::Dialed(d) => format!("connected to {} at {}", d.device_key, d.address),
+        Answer::Alerts(list) if list.is_empty() => "no alerts".into(),
+        Answer::Alerts(list) => lines(list.iter().map(|a| a.detail.clone())),
+        Answer::Paired(p) => format!(
+            "{}\n\nopen once to pair a browser: {}\n(valid until {} unix time)",
+            crate::qr::render(&p.url),
+            p.url,
+            p.expires
+        ),
     }
 }
 

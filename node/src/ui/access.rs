@@ -1,0 +1,237 @@
+//! Who may use the web app: browsers paired with a one-time link, each with an HttpOnly,
+//! SameSite=Strict session cookie and a CSRF token that every change must carry; and the PIN
+//! or passphrase a wallet payment above `[ui] confirm_above` needs.
+//!
+//! Everything here is bounded: a few pairing links at a time, a few sessions (the oldest is
+//! dropped), and wrong PINs lock the wallet's web payments for a while.
+
+use rand_core::{OsRng, RngCore as _};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use subtle::ConstantTimeEq as _;
+
+/// Seconds a pairing link stays valid.
+pub const PAIRING_TTL: u64 = 600;
+/// Pairing links open at once (a new one drops the oldest).
+const MAX_CODES: usize = 4;
+/// Paired browsers at once (a new one drops the one seen longest ago).
+const MAX_SESSIONS: usize = 16;
+/// Seconds a session lives without being used.
+pub const SESSION_IDLE: u64 = 12 * 3600;
+/// Wrong PINs or passphrases in a row before web payments are locked.
+const MAX_WRONG: u32 = 5;
+/// Seconds web payments stay locked after that.
+const LOCKOUT: u64 = 300;
+/// The session cookie's name.
+pub const COOKIE: &str = "mp_session";
+
+/// A paired browser.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Its CSRF token.
+    pub csrf: String,
+    last_seen: u64,
+}
+
+#[derive(Default)]
+struct State {
+    codes: Vec<(String, u64)>,
+    sessions: BTreeMap<String, Session>,
+    wrong: u32,
+    locked_until: u64,
+}
+
+/// The web app's access rules.
+pub struct Access {
+    /// `http://host:port`, as browsers reach it.
+    pub base: String,
+    state: Mutex<State>,
+}
+
+fn random_hex() -> String {
+    let mut b = [0u8; 32];
+    OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// Why a PIN or passphrase check refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Locked {
+    /// Too many wrong tries.
+    #[error("too many wrong PINs: web payments are locked for {0} more seconds")]
+    For(u64),
+}
+
+impl Access {
+    /// Access rules for an app reached at `base`.
+    pub fn new(base: String) -> Self {
+        Self {
+            base,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A new one-time pairing link, valid for [`PAIRING_TTL`] seconds from `now`.
+    pub fn pairing_link_at(&self, now: u64) -> crate::api::PairLink {
+        let code = random_hex();
+        let mut s = self.state();
+        s.codes.retain(|(_, exp)| *exp > now);
+        if s.codes.len() >= MAX_CODES {
+            s.codes.remove(0);
+        }
+        s.codes.push((code.clone(), now + PAIRING_TTL));
+        crate::api::PairLink {
+            url: format!("{}/pair/{code}", self.base),
+            expires: now + PAIRING_TTL,
+        }
+    }
+
+    /// [`Self::pairing_link_at`] now.
+    pub fn pairing_link(&self) -> crate::api::PairLink {
+        self.pairing_link_at(crate::daemon::now())
+    }
+
+    /// Redeems a pairing code (once): a new session's id and CSRF token.
+    pub fn redeem(&self, code: &str, now: u64) -> Option<(String, Session)> {
+        let code = code.to_ascii_lowercase();
+        let mut s = self.state();
+        s.codes.retain(|(_, exp)| *exp > now);
+        let i = s.codes.iter().position(|(c, _)| same(c, &code))?;
+        s.codes.remove(i);
+        s.sessions.retain(|_, v| v.last_seen + SESSION_IDLE > now);
+        if s.sessions.len() >= MAX_SESSIONS {
+            let oldest = s
+                .sessions
+                .iter()
+                .min_by_key(|(_, v)| v.last_seen)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                s.sessions.remove(&k);
+            }
+        }
+        let session = Session {
+            csrf: random_hex(),
+            last_seen: now,
+        };
+        let id = random_hex();
+        s.sessions.insert(id.clone(), session.clone());
+        Some((id, session))
+    }
+
+    /// The session a `Cookie` header names, if it is alive (and marks it used).
+    pub fn session(&self, cookie_header: &str, now: u64) -> Option<Session> {
+        let id = cookie_header
+            .split(';')
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| *k == COOKIE)
+            .map(|(_, v)| v.trim())?;
+        let mut s = self.state();
+        let session = s.sessions.get_mut(id)?;
+        if session.last_seen + SESSION_IDLE <= now {
+            s.sessions.remove(id);
+            return None;
+        }
+        session.last_seen = now;
+        Some(session.clone())
+    }
+
+    /// Whether `given` is the session's CSRF token.
+    pub fn csrf_ok(session: &Session, given: &str) -> bool {
+        same(&session.csrf, given)
+    }
+
+    /// Whether a PIN or passphrase may be tried now.
+    pub fn may_try(&self, now: u64) -> Result<(), Locked> {
+        let s = self.state();
+        if s.locked_until > now {
+            return Err(Locked::For(s.locked_until - now));
+        }
+        Ok(())
+    }
+
+    /// Counts a PIN or passphrase try: a right one resets the count, [`MAX_WRONG`] wrong ones
+    /// in a row lock web payments for [`LOCKOUT`] seconds.
+    pub fn tried(&self, right: bool, now: u64) {
+        let mut s = self.state();
+        if right {
+            s.wrong = 0;
+        } else {
+            s.wrong += 1;
+            if s.wrong >= MAX_WRONG {
+                s.wrong = 0;
+                s.locked_until = now + LOCKOUT;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(link: &crate::api::PairLink) -> String {
+        link.url.rsplit('/').next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn a_pairing_link_opens_one_session_once_and_expires() {
+        let a = Access::new("http://127.0.0.1:8080".into());
+        let link = a.pairing_link_at(1000);
+        assert!(link.url.starts_with("http://127.0.0.1:8080/pair/"));
+        let code = code_of(&link);
+        let (id, s) = a.redeem(&code.to_uppercase(), 1001).expect("first use");
+        assert!(a.redeem(&code, 1002).is_none(), "one-time");
+        let cookie = format!("other=1; {COOKIE}={id}");
+        let found = a.session(&cookie, 1003).expect("session");
+        assert!(Access::csrf_ok(&found, &s.csrf));
+        assert!(!Access::csrf_ok(&found, "nope"));
+        assert!(a.session(&format!("{COOKIE}=bad"), 1003).is_none());
+        let late = a.pairing_link_at(2000);
+        assert!(a.redeem(&code_of(&late), 2000 + PAIRING_TTL).is_none());
+        assert!(a.session(&cookie, 1003 + SESSION_IDLE).is_none(), "idle");
+    }
+
+    #[test]
+    fn links_and_sessions_are_capped() {
+        let a = Access::new("http://x".into());
+        let links: Vec<_> = (0..=MAX_CODES).map(|_| a.pairing_link_at(10)).collect();
+        assert!(
+            a.redeem(&code_of(&links[0]), 11).is_none(),
+            "oldest dropped"
+        );
+        let mut first = None;
+        for i in 0..=MAX_SESSIONS as u64 {
+            let (id, _) = a
+                .redeem(&code_of(&a.pairing_link_at(20 + i)), 20 + i)
+                .unwrap();
+            first.get_or_insert(id);
+        }
+        let first = first.unwrap();
+        assert!(a.session(&format!("{COOKIE}={first}"), 100).is_none());
+    }
+
+    #[test]
+    fn wrong_pins_lock_payments_for_a_while() {
+        let a = Access::new("http://x".into());
+        for _ in 0..MAX_WRONG - 1 {
+            a.tried(false, 50);
+        }
+        a.tried(true, 50);
+        assert!(a.may_try(50).is_ok(), "a right one resets the count");
+        for _ in 0..MAX_WRONG {
+            a.tried(false, 60);
+        }
+        assert_eq!(a.may_try(61), Err(Locked::For(LOCKOUT - 1)));
+        assert!(a.may_try(60 + LOCKOUT).is_ok());
+    }
+}

@@ -1,0 +1,629 @@
+//! The node's web app (`meshpay run --ui ADDR`): take a payment, today, alerts, wallet, mesh.
+//!
+//! - **One source of truth**: the pages are small HTML shells and one script that read the
+//!   control API's own answers (`GET /api/<query>`, `POST /api/call` with a control
+//!   [`Request`]), in the same `{"ok": …, "data": …}` envelope the control socket and `--json`
+//!   use; live changes arrive as [`crate::api::Notice`]s on a server-sent event stream.
+//! - **Nothing leaves the machine**: every asset is embedded in the binary, and the pages send
+//!   a content security policy that allows no other origin.
+//! - **Who may use it** ([`access`]): a browser pairs once with a one-time link, then holds an
+//!   HttpOnly, SameSite=Strict session; every change carries the session's CSRF token; the
+//!   `Host` must be the address served (no DNS rebinding) and an `Origin`, when sent, this
+//!   app. A wallet payment above `[ui] confirm_above` needs the PIN or the passphrase.
+//! - **Bounded**: the transports crate's accept loop (header and stall timeouts, connections
+//!   per source), bodies of at most 16 KiB read within 10 s, a few calls and event streams at
+//!   once.
+
+pub mod access;
+mod pages;
+
+use crate::api::{self, ApiError, ErrorKind, Request};
+use crate::daemon::Node;
+use access::{Access, COOKIE, Session};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request as HttpRequest, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use meshpay_protocol::{PaymentRequest, PrintableKey as _};
+use meshpay_transports::http::{ServeLimits, read_body};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Largest request body.
+const MAX_BODY: usize = 16 * 1024;
+/// Longest wait for a body.
+const BODY_DEADLINE: Duration = Duration::from_secs(10);
+/// Calls (`POST /api/call`) at once.
+const MAX_CALLS: usize = 8;
+/// Event streams at once.
+const MAX_STREAMS: usize = 16;
+/// Longest text a QR code is drawn for.
+const MAX_QR_TEXT: usize = 1024;
+
+/// The policy every answer carries: nothing from or to another origin.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; media-src 'self' blob:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Why the web app cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UiError {
+    /// The address does not parse.
+    #[error("--ui {0}: give an address and port, e.g. 127.0.0.1:8080")]
+    Address(String),
+    /// An unspecified address (0.0.0.0, ::).
+    #[error(
+        "--ui {0}: give the one address to serve on (127.0.0.1:8080, or this device's LAN address such as 192.168.1.20:8080), not every interface"
+    )]
+    Unspecified(String),
+    /// The port cannot be bound.
+    #[error("--ui {addr}: cannot listen: {why}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// What the system said.
+        why: std::io::Error,
+    },
+}
+
+/// The web app's shared state.
+struct Ui {
+    node: Arc<Node>,
+    access: Arc<Access>,
+    hosts: Vec<String>,
+    calls: Arc<Semaphore>,
+    streams: Arc<Semaphore>,
+}
+
+/// The running web app: where it is, and a first pairing link.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// `http://host:port/`.
+    pub url: String,
+    /// A one-time link that pairs a browser.
+    pub pair: api::PairLink,
+}
+
+/// Starts serving the web app of `node` on `addr`.
+pub async fn start(node: Arc<Node>, addr: &str) -> Result<Started, UiError> {
+    let sock: SocketAddr = addr
+        .parse()
+        .map_err(|_| UiError::Address(addr.to_owned()))?;
+    if sock.ip().is_unspecified() {
+        return Err(UiError::Unspecified(addr.to_owned()));
+    }
+    let listener = tokio::net::TcpListener::bind(sock)
+        .await
+        .map_err(|why| UiError::Bind {
+            addr: addr.to_owned(),
+            why,
+        })?;
+    let local = listener.local_addr().map_err(|why| UiError::Bind {
+        addr: addr.to_owned(),
+        why,
+    })?;
+    let mut hosts = vec![local.to_string()];
+    if local.ip().is_loopback() {
+        hosts.push(format!("localhost:{}", local.port()));
+    }
+    let base = format!("http://{local}");
+    let access = Arc::new(Access::new(base.clone()));
+    let _ = node.ui.set(Arc::clone(&access));
+    let pair = access.pairing_link();
+    let ui = Arc::new(Ui {
+        node,
+        access,
+        hosts,
+        calls: Arc::new(Semaphore::new(MAX_CALLS)),
+        streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+    });
+    let limits = ServeLimits {
+        max_connections: 64,
+        max_per_source: 24,
+        ..ServeLimits::default()
+    };
+    let app = router(ui);
+    tokio::spawn(async move {
+        let served =
+            meshpay_transports::http::serve(listener, app, limits, None, std::future::pending())
+                .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the web app stopped");
+        }
+    });
+    Ok(Started {
+        url: format!("{base}/"),
+        pair,
+    })
+}
+
+fn router(ui: Arc<Ui>) -> Router {
+    Router::new()
+        .route("/", get(screen(pages::Screen::Pos)))
+        .route("/today", get(screen(pages::Screen::Today)))
+        .route("/alerts", get(screen(pages::Screen::Alerts)))
+        .route("/wallet", get(screen(pages::Screen::Wallet)))
+        .route("/mesh", get(screen(pages::Screen::Mesh)))
+        .route("/pair/{code}", get(pair))
+        .route("/assets/app.js", get(script))
+        .route("/assets/app.css", get(style))
+        .route("/api/call", post(call))
+        .route("/api/{query}", get(query))
+        .route("/events", get(events))
+        .route("/qr.svg", get(qr))
+        .route("/today.csv", get(today_csv))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(Arc::clone(&ui), guard))
+        .with_state(ui)
+}
+
+/// The handler of a screen's page.
+fn screen(
+    which: pages::Screen,
+) -> impl Fn(State<Arc<Ui>>, HeaderMap) -> std::future::Ready<Response> + Clone {
+    move |State(ui), h| std::future::ready(page(&ui, &h, which))
+}
+
+/// Every answer: the `Host` must be this app (no DNS rebinding), and carries the security
+/// headers.
+async fn guard(State(ui): State<Arc<Ui>>, req: HttpRequest, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut r = if ui.hosts.iter().any(|h| h == host) {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this meshpay node serves its web app under another address\n",
+        )
+            .into_response()
+    };
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        "permissions-policy",
+        HeaderValue::from_static("camera=(self), microphone=(), geolocation=()"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    r
+}
+
+impl Ui {
+    fn session(&self, h: &HeaderMap) -> Option<Session> {
+        let cookie = h.get(header::COOKIE).and_then(|v| v.to_str().ok())?;
+        self.access.session(cookie, crate::daemon::now())
+    }
+
+    /// The session of a change: paired, with its CSRF token, from this app's origin.
+    fn change(&self, h: &HeaderMap) -> Result<Session, ApiError> {
+        let refuse = |m: &str| Err(ApiError::new(ErrorKind::Unauthorized, m));
+        let Some(s) = self.session(h) else {
+            return refuse("this browser is not paired: open the link `meshpay pair` prints");
+        };
+        if let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+            if !self
+                .hosts
+                .iter()
+                .any(|host| origin == format!("http://{host}"))
+            {
+                return refuse("a change from another site is refused");
+            }
+        }
+        let token = h
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !Access::csrf_ok(&s, token) {
+            return refuse("the CSRF token is missing or wrong: reload the page");
+        }
+        Ok(s)
+    }
+}
+
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Input => StatusCode::BAD_REQUEST,
+        ErrorKind::Pay => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Peer | ErrorKind::Issuer => StatusCode::BAD_GATEWAY,
+        ErrorKind::Storage => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Authorize => StatusCode::FORBIDDEN,
+        ErrorKind::Busy | ErrorKind::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// An error in the control API's envelope.
+fn envelope_error(e: &ApiError) -> Response {
+    let body = serde_json::json!({"ok": false, "kind": e.kind, "error": e.message});
+    (status_of(e.kind), axum::Json(body)).into_response()
+}
+
+fn envelope(result: Result<api::Answer, ApiError>) -> Response {
+    match result {
+        Ok(a) => axum::Json(serde_json::json!({"ok": true, "data": a})).into_response(),
+        Err(e) => envelope_error(&e),
+    }
+}
+
+fn page(ui: &Ui, h: &HeaderMap, screen: pages::Screen) -> Response {
+    let Some(s) = ui.session(h) else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            pages::unpaired(),
+        )
+            .into_response();
+    };
+    let settings = ui.node.ui_settings();
+    let html = pages::render(
+        screen,
+        &pages::Context {
+            csrf: &s.csrf,
+            currency: ui.node.currency(),
+            confirm_above: settings.confirm_above,
+            device: &ui.node.device.to_text(),
+        },
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+}
+
+async fn pair(State(ui): State<Arc<Ui>>, Path(code): Path<String>) -> Response {
+    match ui.access.redeem(&code, crate::daemon::now()) {
+        Some((id, _)) => {
+            let cookie = format!(
+                "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                access::SESSION_IDLE
+            );
+            let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        None => (
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            pages::pairing_refused(),
+        )
+            .into_response(),
+    }
+}
+
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        pages::SCRIPT,
+    )
+        .into_response()
+}
+
+async fn style() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        pages::STYLE,
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    envelope_error(&ApiError::new(ErrorKind::Input, "no such page"))
+}
+
+/// The queries the web app reads, by name.
+fn query_of(name: &str) -> Option<Request> {
+    Some(match name {
+        "id" => Request::Id,
+        "peers" => Request::Peers,
+        "balance" => Request::Balance,
+        "history" => Request::History,
+        "allowances" => Request::Allowances,
+        "frauds" => Request::Frauds,
+        "alerts" => Request::Alerts,
+        "mesh" => Request::Mesh,
+        _ => return None,
+    })
+}
+
+async fn query(State(ui): State<Arc<Ui>>, h: HeaderMap, Path(name): Path<String>) -> Response {
+    if ui.session(&h).is_none() {
+        return envelope_error(&ApiError::new(
+            ErrorKind::Unauthorized,
+            "this browser is not paired: open the link `meshpay pair` prints",
+        ));
+    }
+    let Some(request) = query_of(&name) else {
+        return envelope_error(&ApiError::new(
+            ErrorKind::Input,
+            format!("no query {name:?}"),
+        ));
+    };
+    envelope(run(&ui.node, request).await)
+}
+
+async fn run(node: &Node, request: Request) -> Result<api::Answer, ApiError> {
+    crate::control::run(node, request)
+        .await
+        .map_err(|e| crate::control::api_error(&e))
+}
+
+/// A change from the web app: a control request, and the PIN or passphrase where a payment
+/// needs one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Call {
+    call: Request,
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+async fn call(State(ui): State<Arc<Ui>>, h: HeaderMap, body: Body) -> Response {
+    if let Err(e) = ui.change(&h) {
+        return envelope_error(&e);
+    }
+    let Ok(_permit) = ui.calls.clone().try_acquire_owned() else {
+        return envelope_error(&ApiError::new(
+            ErrorKind::Busy,
+            "the node is busy with other calls; try again",
+        ));
+    };
+    let bytes = match read_body(body, MAX_BODY, BODY_DEADLINE).await {
+        Ok(b) => b,
+        Err(e) => return envelope_error(&ApiError::new(ErrorKind::Input, e.to_string())),
+    };
+    let call: Call = match serde_json::from_slice(&bytes) {
+        Ok(c) => c,
+        Err(e) => {
+            return envelope_error(&ApiError::new(ErrorKind::Input, format!("not a call: {e}")));
+        }
+    };
+    let amount = match &call.call {
+        Request::Pay {
+            request: Some(text),
+            ..
+        } => PaymentRequest::from_text(text).ok().map(|r| r.amount),
+        Request::Pay { amount, .. } => *amount,
+        Request::Request { .. }
+        | Request::Topup { .. }
+        | Request::Sync
+        | Request::SyncIssuer { .. } => None,
+        _ => {
+            return envelope_error(&ApiError::new(
+                ErrorKind::Input,
+                "the web app cannot make this call: use the command line",
+            ));
+        }
+    };
+    if amount.is_some_and(|a| a > ui.node.ui_settings().confirm_above) {
+        if let Err(e) = authorize(&ui, call.secret).await {
+            return envelope_error(&e);
+        }
+    }
+    envelope(run(&ui.node, call.call).await)
+}
+
+/// Checks the PIN (or the passphrase) a payment needs.
+async fn authorize(ui: &Ui, secret: Option<String>) -> Result<(), ApiError> {
+    let now = crate::daemon::now();
+    ui.access
+        .may_try(now)
+        .map_err(|e| ApiError::new(ErrorKind::Authorize, e.to_string()))?;
+    let Some(secret) = secret.filter(|s| !s.is_empty()) else {
+        return Err(ApiError::new(
+            ErrorKind::Authorize,
+            "this payment needs the wallet's PIN (or its passphrase)",
+        ));
+    };
+    let store = ui.node.store();
+    let storage = |e: crate::store::StoreError| ApiError::new(ErrorKind::Storage, e.to_string());
+    let pin = store.meta(crate::cli::PIN_META).await.map_err(storage)?;
+    let key = store.meta("device_secret").await.map_err(storage)?;
+    let right = tokio::task::spawn_blocking(move || {
+        pin.is_some_and(|b| crate::keystore::open::<11>(&b, &secret).is_ok())
+            || key.is_some_and(|b| crate::keystore::open::<32>(&b, &secret).is_ok())
+    })
+    .await
+    .unwrap_or(false);
+    ui.access.tried(right, now);
+    if right {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorKind::Authorize,
+            "wrong PIN or passphrase; nothing was paid",
+        ))
+    }
+}
+
+async fn events(State(ui): State<Arc<Ui>>, h: HeaderMap) -> Response {
+    if ui.session(&h).is_none() {
+        return envelope_error(&ApiError::new(
+            ErrorKind::Unauthorized,
+            "this browser is not paired",
+        ));
+    }
+    let Ok(permit) = ui.streams.clone().try_acquire_owned() else {
+        return envelope_error(&ApiError::new(
+            ErrorKind::Busy,
+            "too many open event streams",
+        ));
+    };
+    let rx = ui.node.notices.subscribe();
+    let stream = futures::stream::unfold((rx, permit), |(mut rx, permit)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(n) => {
+                    let data = serde_json::to_string(&n).unwrap_or_default();
+                    let ev: Result<Event, std::convert::Infallible> =
+                        Ok(Event::default().data(data));
+                    return Some((ev, (rx, permit)));
+                }
+                // A slow page skips what it missed; it re-reads its data on the next notice.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct QrQuery {
+    text: String,
+}
+
+async fn qr(State(ui): State<Arc<Ui>>, h: HeaderMap, Query(q): Query<QrQuery>) -> Response {
+    if ui.session(&h).is_none() {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if q.text.len() > MAX_QR_TEXT {
+        return (StatusCode::BAD_REQUEST, "text too long for a QR code").into_response();
+    }
+    match crate::qr::svg(&q.text) {
+        Some(svg) => ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response(),
+        None => (StatusCode::BAD_REQUEST, "no QR code for this text").into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Since {
+    #[serde(default)]
+    since: Option<u64>,
+}
+
+async fn today_csv(State(ui): State<Arc<Ui>>, h: HeaderMap, Query(q): Query<Since>) -> Response {
+    if ui.session(&h).is_none() {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let since = q
+        .since
+        .unwrap_or_else(|| crate::daemon::now().saturating_sub(86_400));
+    match run(&ui.node, Request::History).await {
+        Ok(api::Answer::History(items)) => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"meshpay-today.csv\"",
+                ),
+            ],
+            csv(&items, since),
+        )
+            .into_response(),
+        Ok(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(e) => envelope_error(&e),
+    }
+}
+
+/// The payments since `since` as CSV, one row each, oldest first.
+fn csv(items: &[api::HistoryItem], since: u64) -> String {
+    use std::fmt::Write as _;
+    fn field(s: &str) -> String {
+        // Quote every text field; a leading formula character is defused for spreadsheets.
+        let s = if s.starts_with(['=', '+', '-', '@']) {
+            format!("'{s}")
+        } else {
+            s.to_owned()
+        };
+        format!("\"{}\"", s.replace('"', "\"\""))
+    }
+    let mut out = String::from(
+        "time,direction,amount,currency,counterparty,memo,status,reason,settlement,allowance,counter,iou\n",
+    );
+    let mut rows: Vec<_> = items.iter().filter(|i| i.time >= since).collect();
+    rows.sort_by_key(|i| i.time);
+    for i in rows {
+        let direction = match i.direction {
+            api::Direction::Sent => "sent",
+            api::Direction::Received => "received",
+        };
+        let _ = writeln!(
+            out,
+            "{},{direction},{},{},{},{},{},{},{},{},{},{}",
+            i.time,
+            i.amount,
+            field(&i.currency),
+            field(&i.counterparty),
+            field(&i.memo),
+            i.status.name(),
+            field(i.reason.as_deref().unwrap_or("")),
+            field(i.settlement.as_deref().unwrap_or("")),
+            i.allowance,
+            i.counter,
+            i.iou
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshpay_protocol::device::SentStatus;
+
+    #[test]
+    fn csv_quotes_text_and_defuses_formulas() {
+        let item = api::HistoryItem {
+            direction: api::Direction::Received,
+            iou: "ab".into(),
+            counterparty: "mpdev1x".into(),
+            amount: 1250,
+            currency: "KES".into(),
+            memo: "=HYPERLINK(\"x\")".into(),
+            status: SentStatus::Acked,
+            reason: None,
+            allowance: "cd".into(),
+            counter: 3,
+            time: 100,
+            settlement: Some("settled".into()),
+        };
+        let old = api::HistoryItem {
+            time: 10,
+            ..item.clone()
+        };
+        let text = csv(&[item, old], 50);
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "only rows since the start: {text}");
+        assert_eq!(
+            lines[1],
+            "100,received,1250,\"KES\",\"mpdev1x\",\"'=HYPERLINK(\"\"x\"\")\",acked,\"\",\"settled\",cd,3,ab"
+        );
+    }
+
+    #[test]
+    fn only_the_web_apps_queries_are_served() {
+        assert!(matches!(query_of("history"), Some(Request::History)));
+        assert!(query_of("records").is_none());
+        assert!(query_of("export").is_none());
+    }
+}
