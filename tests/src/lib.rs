@@ -4,6 +4,7 @@
 //! The `meshpay` binary is the one `cargo test --workspace` builds (`target/<profile>/meshpay`).
 //! Waiting is always on an event or a condition with a deadline, never a bare sleep.
 
+pub mod browser;
 pub mod issuer_api;
 pub mod load;
 
