@@ -22,8 +22,9 @@ pub const SESSION_IDLE: u64 = 12 * 3600;
 const MAX_WRONG: u32 = 5;
 /// Seconds web payments stay locked after that.
 const LOCKOUT: u64 = 300;
-/// The session cookie's name.
-pub const COOKIE: &str = "mp_session";
+/// The session cookie's name starts so; the port follows (browsers keep cookies per host, not
+/// per port, and two nodes on one machine must not share sessions).
+pub const COOKIE: &str = "mp_session_";
 
 /// A paired browser.
 #[derive(Debug, Clone)]
@@ -45,6 +46,8 @@ struct State {
 pub struct Access {
     /// `http://host:port`, as browsers reach it.
     pub base: String,
+    /// The session cookie's name.
+    pub cookie: String,
     state: Mutex<State>,
 }
 
@@ -67,10 +70,12 @@ pub enum Locked {
 }
 
 impl Access {
-    /// Access rules for an app reached at `base`.
+    /// Access rules for an app reached at `base` (`http://host:port`).
     pub fn new(base: String) -> Self {
+        let port = base.rsplit(':').next().unwrap_or("").to_owned();
         Self {
             base,
+            cookie: format!("{COOKIE}{port}"),
             state: Mutex::new(State::default()),
         }
     }
@@ -133,7 +138,7 @@ impl Access {
         let id = cookie_header
             .split(';')
             .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| *k == COOKIE)
+            .find(|(k, _)| *k == self.cookie)
             .map(|(_, v)| v.trim())?;
         let mut s = self.state();
         let session = s.sessions.get_mut(id)?;
@@ -186,16 +191,17 @@ mod tests {
     #[test]
     fn a_pairing_link_opens_one_session_once_and_expires() {
         let a = Access::new("http://127.0.0.1:8080".into());
+        assert_eq!(a.cookie, "mp_session_8080");
         let link = a.pairing_link_at(1000);
         assert!(link.url.starts_with("http://127.0.0.1:8080/pair/"));
         let code = code_of(&link);
         let (id, s) = a.redeem(&code.to_uppercase(), 1001).expect("first use");
         assert!(a.redeem(&code, 1002).is_none(), "one-time");
-        let cookie = format!("other=1; {COOKIE}={id}");
+        let cookie = format!("mp_session_8081=x; {}={id}", a.cookie);
         let found = a.session(&cookie, 1003).expect("session");
         assert!(Access::csrf_ok(&found, &s.csrf));
         assert!(!Access::csrf_ok(&found, "nope"));
-        assert!(a.session(&format!("{COOKIE}=bad"), 1003).is_none());
+        assert!(a.session(&format!("{}=bad", a.cookie), 1003).is_none());
         let late = a.pairing_link_at(2000);
         assert!(a.redeem(&code_of(&late), 2000 + PAIRING_TTL).is_none());
         assert!(a.session(&cookie, 1003 + SESSION_IDLE).is_none(), "idle");
@@ -217,7 +223,7 @@ mod tests {
             first.get_or_insert(id);
         }
         let first = first.unwrap();
-        assert!(a.session(&format!("{COOKIE}={first}"), 100).is_none());
+        assert!(a.session(&format!("{}={first}", a.cookie), 100).is_none());
     }
 
     #[test]

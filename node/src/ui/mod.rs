@@ -19,7 +19,7 @@ mod pages;
 
 use crate::api::{self, ApiError, ErrorKind, Request};
 use crate::daemon::Node;
-use access::{Access, COOKIE, Session};
+use access::{Access, Session};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request as HttpRequest, State};
@@ -294,7 +294,8 @@ async fn pair(State(ui): State<Arc<Ui>>, Path(code): Path<String>) -> Response {
     match ui.access.redeem(&code, crate::daemon::now()) {
         Some((id, _)) => {
             let cookie = format!(
-                "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                ui.access.cookie,
                 access::SESSION_IDLE
             );
             let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();

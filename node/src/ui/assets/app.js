@@ -263,7 +263,7 @@ const wallet = {
     try {
       const o = await call({ cmd: 'pay', request: text }, secret || null);
       $('#secret').value = '';
-      $('#secret-row').hidden = true;
+      $('#secret-row').hidden = CONFIRM_ABOVE !== 0;
       if (o.status === 'acked') {
         out.textContent = 'Paid ' + money(o.amount, o.currency) + ' to ' + shortKey(o.payee) + ' (counter ' + o.counter + ', acknowledged).';
         $('#pay-request').value = '';
