@@ -57,21 +57,41 @@ fn books(r: &Reconciliation) -> String {
             "The books do not balance: investigate before settling more",
         )
     };
+    // `data-book` names the reconciliation's field: the script refreshes them as uploads settle.
     let figures = [
-        ("User balances", amount(r.totals.users)),
-        ("In escrow", amount(r.totals.escrow)),
-        ("Credited, net", amount(r.totals.credited_net)),
-        ("Records settled", amount(i128::from(r.records.settled))),
-        ("Records refused", amount(i128::from(r.records.rejected))),
-        ("Value settled", amount(r.settled_amount)),
-        ("Fraud proofs", amount(i128::from(r.fraud_proofs))),
+        ("User balances", "totals.users", amount(r.totals.users)),
+        ("In escrow", "totals.escrow", amount(r.totals.escrow)),
+        (
+            "Credited, net",
+            "totals.credited_net",
+            amount(r.totals.credited_net),
+        ),
+        (
+            "Records settled",
+            "records.settled",
+            amount(i128::from(r.records.settled)),
+        ),
+        (
+            "Records refused",
+            "records.rejected",
+            amount(i128::from(r.records.rejected)),
+        ),
+        ("Value settled", "settled_amount", amount(r.settled_amount)),
+        (
+            "Fraud proofs",
+            "fraud_proofs",
+            amount(i128::from(r.fraud_proofs)),
+        ),
     ];
     let mut out = format!(
-        "<p id=\"conserved\" class=\"{class}\">conserved: {}</p><p class=\"hint\" id=\"conserved-text\">{word}. Every balance sums to zero, and user balances plus escrow equal what was credited.</p><dl class=\"figures\">",
+        "<p id=\"conserved\" class=\"{class}\">conserved: {}</p><p class=\"hint\"><span id=\"conserved-text\">{word}</span>. Every balance sums to zero, and user balances plus escrow equal what was credited.</p><dl class=\"figures\">",
         r.conserved
     );
-    for (name, value) in figures {
-        let _ = write!(out, "<div><dt>{name}</dt><dd>{value}</dd></div>");
+    for (name, field, value) in figures {
+        let _ = write!(
+            out,
+            "<div><dt>{name}</dt><dd data-book=\"{field}\">{value}</dd></div>"
+        );
     }
     out.push_str("</dl>");
     out

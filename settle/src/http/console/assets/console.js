@@ -161,11 +161,26 @@
     }
   });
 
+  // Minor units with thousands grouped, as the server writes them (html.rs, amount).
+  const grouped = (n) => {
+    const digits = String(Math.abs(n)).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+    return n < 0 ? `\u2212${digits}` : digits;
+  };
+
   const refreshBooks = throttled(2000, async () => {
     if (!conserved) return;
     const books = await getJson('/console/api/reconciliation');
     conserved.textContent = `conserved: ${books.conserved}`;
     conserved.className = books.conserved ? 'ok' : 'bad';
+    const word = document.getElementById('conserved-text');
+    if (word) {
+      word.textContent = books.conserved ? 'The books balance'
+        : 'The books do not balance: investigate before settling more';
+    }
+    for (const el of document.querySelectorAll('[data-book]')) {
+      const value = el.dataset.book.split('.').reduce((o, k) => (o == null ? o : o[k]), books);
+      if (typeof value === 'number') el.textContent = grouped(value);
+    }
   });
 
   let retry = 1000;
