@@ -11,7 +11,7 @@ use meshpay_protocol::{
 use meshpay_settle::db::Db;
 use meshpay_settle::http::UploadLimits;
 use meshpay_settle::httpd::{self, ServeLimits};
-use meshpay_settle::{Clock, JunkBudget, Policy, Server, serve};
+use meshpay_settle::{Clock, JunkBudget, Policy, RiskRules, Server, serve};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,7 +49,13 @@ pub enum IssuerCmd {
 /// Running the settlement server.
 #[derive(Subcommand)]
 pub enum SettleCmd {
-    /// Serve the settlement API. The admin token comes from $MESHPAY_ADMIN_TOKEN.
+    /// Serve the settlement API and the issuer console (/console). The admin token comes from
+    /// $MESHPAY_ADMIN_TOKEN; the console signs in with it.
+    ///
+    /// The risk rules' alerts show in the console, in GET /admin/risk and as the gauge
+    /// meshpay_risk_alerts{rule} on /metrics. Fraud proofs, revocations and allowances near
+    /// their limit are read from the database; velocity, forked payees and sources of junk are
+    /// counted in memory, over the last hour, and start empty when the server starts.
     Serve {
         /// The issuer's directory (from `meshpay issuer init`).
         #[arg(long)]
@@ -101,6 +107,26 @@ pub enum SettleCmd {
         /// … refilled at this many a second.
         #[arg(long, default_value_t = 128)]
         junk_per_sec: u32,
+        /// Risk rule `velocity`: alert when one allowance settles at least this many payments
+        /// within an hour, as seen at settlement (a cloned or stolen wallet spends fast).
+        /// 0 turns it off.
+        #[arg(long, value_name = "PAYMENTS", default_value_t = RiskRules::default().velocity_payments)]
+        risk_velocity_payments: u64,
+        /// Risk rule `velocity`, by value: alert when one allowance settles at least this many
+        /// minor units within an hour. 0 turns it off.
+        #[arg(long, value_name = "MINOR_UNITS", default_value_t = RiskRules::default().velocity_value)]
+        risk_velocity_value: u64,
+        /// Risk rule `near_limit`: alert when an allowance still open has settled at least this
+        /// percent of its limit (its escrow is nearly spent; past it the next IOUs are
+        /// refused `over_limit`). 1 to 100; 0 turns it off.
+        #[arg(long, value_name = "PERCENT", default_value_t = RiskRules::default().near_limit_percent,
+            value_parser = clap::value_parser!(u64).range(0..=100))]
+        risk_near_limit_percent: u64,
+        /// Risk rule `junk_source`: alert when one source uploads at least this many inputs
+        /// that do not open (not a record of this issuer, or forged) within an hour. Alerts
+        /// only: --junk-burst is what refuses such a source. 0 turns it off.
+        #[arg(long, value_name = "INPUTS", default_value_t = RiskRules::default().junk_per_hour)]
+        risk_junk_per_hour: u64,
         /// Print one JSON line when ready.
         #[arg(long)]
         json: bool,
@@ -202,6 +228,10 @@ pub async fn settle(cmd: SettleCmd) -> Result<()> {
         uploads_per_source,
         junk_burst,
         junk_per_sec,
+        risk_velocity_payments,
+        risk_velocity_value,
+        risk_near_limit_percent,
+        risk_junk_per_hour,
         json,
     } = cmd;
     let token = std::env::var("MESHPAY_ADMIN_TOKEN").unwrap_or_default();
@@ -225,6 +255,12 @@ pub async fn settle(cmd: SettleCmd) -> Result<()> {
         Policy::default(),
     );
     server.junk = JunkBudget::new(junk_burst, junk_per_sec);
+    server.set_risk_rules(RiskRules {
+        velocity_payments: risk_velocity_payments,
+        velocity_value: risk_velocity_value,
+        near_limit_percent: risk_near_limit_percent,
+        junk_per_hour: risk_junk_per_hour,
+    });
     let server = Arc::new(server);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

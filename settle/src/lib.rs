@@ -2,7 +2,8 @@
 //!
 //! The settlement server: the issuer's side of meshpay. It holds the issuer's keys, keeps
 //! accounts (double-entry, see [`db`]), locks escrow for allowances that wallets ask for online,
-//! and settles the sealed records gateways upload. The `meshpay` binary serves it as
+//! settles the sealed records gateways upload, and shows the issuer's staff what happens (the
+//! issuer console, risk alerts). The `meshpay` binary serves it as
 //! `meshpay settle serve` ([`serve::run`]); `docs/api.md` is the reference of its HTTP API.
 //!
 //! The rules of settlement are not here: they are the protocol crate's
@@ -19,6 +20,9 @@
 //! - [`http`]: the axum routes and their OpenAPI description; [`httpd`]: serving them to
 //!   strangers with connection limits and timeouts; [`limits`]: what one source may cost.
 //! - [`metrics`]: the Prometheus counters; [`cpu`]: CPU work off the async workers.
+//! - What the issuer watches ([`watch`]): the risk rules and their live signals ([`risk`]),
+//!   offline exposure ([`exposure`]), and the live feed of settlement ([`live`]); the issuer
+//!   console that shows them is [`http::console`].
 //! - [`serve`]: running it all until shut down (`meshpay settle serve`).
 //! - [`error`]: why a call failed, typed.
 //!
@@ -39,14 +43,19 @@ pub mod batch;
 pub mod cpu;
 pub mod db;
 pub mod error;
+pub mod exposure;
 pub mod http;
 pub mod httpd;
 pub mod limits;
+pub mod live;
 pub mod metrics;
+pub mod risk;
 pub mod serve;
 pub mod server;
+pub mod watch;
 
 pub use error::{RequestError, ServerError};
 pub use limits::JunkBudget;
 pub use metrics::Metrics;
+pub use risk::RiskRules;
 pub use server::{Clock, Policy, REQUEST_WINDOW_SECS, Server, unix_now, user};

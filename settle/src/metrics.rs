@@ -1,5 +1,8 @@
-//! The server's counters, served in Prometheus' text format on `/metrics`.
+//! The server's counters, served in Prometheus' text format on `/metrics`, and the risk
+//! alerts standing per rule as gauges.
 
+use crate::risk::Rule;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -103,5 +106,32 @@ impl Metrics {
             "# HELP meshpay_uploads_waiting Uploads read and waiting to be judged.\n# TYPE meshpay_uploads_waiting gauge\nmeshpay_uploads_waiting {uploads_waiting}\n"
         );
         text
+    }
+}
+
+/// The alerts standing per rule as the gauge `meshpay_risk_alerts{rule="…"}`, one line per
+/// rule (0 included; a rule missing from `counts` is 0).
+pub fn render_risk(counts: &BTreeMap<Rule, u64>) -> String {
+    let mut text = String::from(
+        "# HELP meshpay_risk_alerts Risk alerts standing, by rule.\n# TYPE meshpay_risk_alerts gauge\n",
+    );
+    for rule in Rule::ALL {
+        let n = counts.get(&rule).copied().unwrap_or(0);
+        let _ = writeln!(text, "meshpay_risk_alerts{{rule=\"{}\"}} {n}", rule.name());
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_has_a_gauge() {
+        let text = render_risk(&[(Rule::Fraud, 2)].into());
+        assert!(text.contains("# TYPE meshpay_risk_alerts gauge\n"));
+        assert!(text.contains("meshpay_risk_alerts{rule=\"fraud\"} 2\n"));
+        assert!(text.contains("meshpay_risk_alerts{rule=\"junk_source\"} 0\n"));
+        assert_eq!(text.lines().count(), 2 + Rule::ALL.len());
     }
 }

@@ -32,11 +32,10 @@ pub async fn run(
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let app = http::router(AppState::new(
-        Arc::clone(&server),
-        options.admin_token,
-        &options.uploads,
-    ));
+    let app = http::router(
+        AppState::new(Arc::clone(&server), options.admin_token, &options.uploads)
+            .with_secure_cookies(options.tls.is_some()),
+    );
     let releaser = {
         let server = Arc::clone(&server);
         let every = options.release_every.max(Duration::from_secs(1));
@@ -49,6 +48,15 @@ pub async fn run(
                 }
             }
         })
+    };
+    // The console's event streams never end by themselves: end them when shutting down, so
+    // the connections they hold close at once.
+    let shutdown = {
+        let server = Arc::clone(&server);
+        async move {
+            shutdown.await;
+            server.live.close();
+        }
     };
     let served = httpd::serve(listener, app, options.limits, options.tls, shutdown).await;
     releaser.abort();

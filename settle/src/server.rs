@@ -6,7 +6,9 @@ use crate::db::accounts::{escrow, spend_nonce};
 use crate::db::{self, Db, DbError, settlement as rows, u};
 use crate::error::{RequestError, ServerError};
 use crate::limits::JunkBudget;
+use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::risk::{Monitor, RiskRules, Rule};
 use meshpay_protocol::codec::VERSION;
 use meshpay_protocol::objects::amount_in_range;
 use meshpay_protocol::{
@@ -99,8 +101,14 @@ pub struct Server {
     pub policy: Policy,
     /// What each source may upload that does not open.
     pub junk: JunkBudget,
+    /// The live feed of settlement (the issuer console).
+    pub live: Live,
     /// Allowance certificates read before (they never change).
     certs: Mutex<BTreeMap<AllowanceId, AllowanceCert>>,
+    /// The risk rules' live signals.
+    monitor: Mutex<Monitor>,
+    /// Alerts per rule as last counted, and when (for `/metrics`).
+    pub(crate) risk_counts: Mutex<Option<(std::time::Instant, BTreeMap<Rule, u64>)>>,
 }
 
 impl Server {
@@ -120,8 +128,21 @@ impl Server {
             metrics: Metrics::default(),
             policy,
             junk: JunkBudget::default(),
+            live: Live::default(),
             certs: Mutex::new(BTreeMap::new()),
+            monitor: Mutex::new(Monitor::default()),
+            risk_counts: Mutex::new(None),
         }
+    }
+
+    /// Sets the risk rules' thresholds (the live signals counted so far are forgotten).
+    pub fn set_risk_rules(&mut self, rules: RiskRules) {
+        self.monitor = Mutex::new(Monitor::new(rules));
+    }
+
+    /// The risk rules' monitor.
+    pub(crate) fn lock_monitor(&self) -> MutexGuard<'_, Monitor> {
+        self.monitor.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The cache of allowance certificates.
@@ -285,7 +306,11 @@ impl Server {
         let now = self.clock.now();
         let rev = Revocation::issue(&self.issuer, *allowance, reason, now);
         let rev = rows::insert_revocation(&mut tx, &rev, now).await?;
+        let holder = rows::escrow_holder(&mut tx, allowance).await?;
         tx.commit().await?;
+        if let Some(holder) = holder {
+            self.revoked(allowance, &holder, &rev);
+        }
         Ok(rev)
     }
 

@@ -55,7 +55,7 @@ impl Server {
         source: Option<IpAddr>,
     ) -> Result<Vec<Option<SettlementReceipt>>, ServerError> {
         Metrics::add(&self.metrics.batches, 1);
-        let inputs = self.open_all(inputs, source).await?;
+        let (inputs, deferred) = self.open_all(inputs, source).await?;
         let answers = self.decide(&inputs).await?;
         // Records that open but name no allowance here, or carry a bad signature, are junk
         // anyone can seal to the public seal key: no decision, no signature, and their source
@@ -69,23 +69,33 @@ impl Server {
             self.junk.charge(source, junk);
             Metrics::add(&self.metrics.unopened, junk);
         }
+        let unanswered = answers.iter().filter(|a| a.is_none()).count() as u64;
+        self.observe_upload(
+            source,
+            &answers,
+            unanswered.saturating_sub(deferred),
+            self.clock.now(),
+        );
         Ok(answers)
     }
 
     /// Phase 1: opens every input on the CPU pool, a chunk at a time, charging `source` for
-    /// what does not open and stopping when its budget is spent.
+    /// what does not open and stopping when its budget is spent. Returns the inputs and how
+    /// many were left undecided.
     async fn open_all(
         self: &Arc<Self>,
         inputs: Vec<Vec<u8>>,
         source: Option<IpAddr>,
-    ) -> Result<Vec<Input>, ServerError> {
+    ) -> Result<(Vec<Input>, u64), ServerError> {
         let total = inputs.len();
         let inputs = Arc::new(inputs);
         let mut out = Vec::with_capacity(total);
         let mut start = 0;
+        let mut deferred = 0;
         while start < total {
             if !self.junk.allows(source) {
-                Metrics::add(&self.metrics.deferred, (total - start) as u64);
+                deferred = (total - start) as u64;
+                Metrics::add(&self.metrics.deferred, deferred);
                 out.resize(total, Input::Nothing);
                 break;
             }
@@ -102,7 +112,7 @@ impl Server {
             out.extend(part);
             start = end;
         }
-        Ok(out)
+        Ok((out, deferred))
     }
 
     /// Phases 2 to 5.

@@ -44,7 +44,8 @@ impl Server {
         Metrics::add(&m.settled, answered.tally.settled);
         Metrics::add(&m.rejected, answered.tally.rejected);
         Metrics::add(&m.repeated, answered.tally.repeated);
-        Metrics::add(&m.frauds, frauds);
+        Metrics::add(&m.frauds, frauds.len() as u64);
+        self.observe_batch(inputs, &judged, &prepared.certs, &frauds, now);
         Ok(answered.receipts)
     }
 
@@ -136,14 +137,14 @@ impl Server {
     /// victims (the loss rule), the fraud proofs with their revocations, and the decisions to
     /// keep. Every write that another server could race is conditional on the state read in
     /// phase 3: if it lost, the error is [`ServerError::Busy`] and the batch is judged again.
-    /// Returns how many fraud proofs are new.
+    /// Returns the allowances newly proven forked, with their holders.
     async fn write(
         &self,
         tx: &mut Tx,
         judged: &Judged,
         kept: &[SettlementReceipt],
         now: UnixTime,
-    ) -> Result<u64, ServerError> {
+    ) -> Result<Vec<(AllowanceId, DeviceKey)>, ServerError> {
         let changes = &judged.changes;
         for (allowance, counter, slot) in &changes.settled_slots {
             rows::settle_refused_slot(tx, allowance, *counter, slot)
@@ -192,7 +193,7 @@ impl Server {
         if !kept.is_empty() || !judged.frauds.is_empty() {
             rows::lock_feeds(tx).await?;
         }
-        let mut new_frauds = 0;
+        let mut new_frauds = Vec::new();
         for proof in judged.frauds.values() {
             if rows::insert_fraud(tx, proof, now).await? {
                 // A proven fork revokes the allowance: nodes that get the revocation refuse it.
@@ -203,7 +204,7 @@ impl Server {
                     now,
                 );
                 rows::insert_revocation(tx, &rev, now).await?;
-                new_frauds += 1;
+                new_frauds.push((proof.allowance(), proof.cert.body().holder));
             }
         }
         let records: Vec<(Hash, u16, Vec<u8>)> = kept

@@ -1,8 +1,10 @@
 //! What the server reports from its books: the feeds gateways read (receipts, fraud proofs,
-//! revocations, each paged by sequence number) and the figures of the reconciliation. Read
-//! outside any transaction, on the readers' pool.
+//! revocations, each paged by sequence number), the figures of the reconciliation, and what
+//! the issuer console shows (open escrows, standing fraud proofs and revocations, refusals).
+//! Read outside any transaction, on the readers' pool.
 
-use super::{Db, DbResult};
+use super::{Db, DbError, DbResult, i, u};
+use meshpay_protocol::{AllowanceCert, AllowanceId, DeviceKey, FraudProof, Revocation, decode};
 use sqlx::Row;
 use std::collections::BTreeMap;
 
@@ -92,4 +94,172 @@ pub async fn books(db: &Db) -> DbResult<Books> {
         settled_amount,
         fraud_proofs: count("SELECT COUNT(*) FROM frauds").await?,
     })
+}
+
+/// An open escrow (not released), as the console reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenEscrow {
+    /// The allowance.
+    pub allowance: AllowanceId,
+    /// Its holder.
+    pub holder: DeviceKey,
+    /// Its currency (from the certificate; empty if the certificate does not decode).
+    pub currency: String,
+    /// The start of its validity (from the certificate; 0 if it does not decode).
+    pub valid_from: u64,
+    /// The end of its validity (from the certificate; 0 if it does not decode).
+    pub valid_until: u64,
+    /// Its limit.
+    pub limit: u64,
+    /// What has settled under it.
+    pub settled: u64,
+    /// When its unspent escrow is released.
+    pub settle_by: u64,
+}
+
+/// An open escrow as stored, its certificate still encoded (decoding many is CPU work, for
+/// the caller to place).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EscrowRow {
+    allowance: AllowanceId,
+    holder: DeviceKey,
+    cert: Vec<u8>,
+    limit: u64,
+    settled: u64,
+    settle_by: u64,
+}
+
+impl EscrowRow {
+    /// Decodes the certificate's currency and validity.
+    pub fn open(&self) -> OpenEscrow {
+        let cert: Option<AllowanceCert> = decode(&self.cert).ok();
+        let body = cert.as_ref().map(AllowanceCert::body);
+        OpenEscrow {
+            allowance: self.allowance,
+            holder: self.holder,
+            currency: body.map(|b| b.currency.clone()).unwrap_or_default(),
+            valid_from: body.map_or(0, |b| b.valid_from),
+            valid_until: body.map_or(0, |b| b.valid_until),
+            limit: self.limit,
+            settled: self.settled,
+            settle_by: self.settle_by,
+        }
+    }
+}
+
+fn escrow_row(r: &sqlx::any::AnyRow) -> DbResult<EscrowRow> {
+    let id: Vec<u8> = r.try_get(0)?;
+    let holder: Vec<u8> = r.try_get(1)?;
+    Ok(EscrowRow {
+        allowance: AllowanceId(id.try_into().map_err(|_| DbError::Corrupt("escrow id"))?),
+        holder: DeviceKey(holder.try_into().map_err(|_| DbError::Corrupt("holder"))?),
+        cert: r.try_get(2)?,
+        limit: u(r.try_get(3)?),
+        settled: u(r.try_get(4)?),
+        settle_by: u(r.try_get(5)?),
+    })
+}
+
+const OPEN_ESCROW: &str = "SELECT id, holder, cert, limit_amount, settled, settle_by FROM escrows";
+
+/// Up to `limit` open escrows, the first to be released first.
+pub async fn open_escrows(db: &Db, limit: i64) -> DbResult<Vec<EscrowRow>> {
+    let sql = format!("{OPEN_ESCROW} WHERE released = 0 ORDER BY settle_by, id LIMIT $1");
+    let rows = sqlx::query(&sql)
+        .bind(limit)
+        .fetch_all(db.readers())
+        .await?;
+    rows.iter().map(escrow_row).collect()
+}
+
+/// How many open escrows have settled at least `percent` of their limit, and up to `limit` of
+/// them, the fullest first.
+pub async fn near_limit_escrows(
+    db: &Db,
+    percent: u64,
+    limit: i64,
+) -> DbResult<(u64, Vec<OpenEscrow>)> {
+    let percent = i(percent.min(100))?;
+    let filter = "WHERE released = 0 AND settled * 100 >= limit_amount * $1";
+    let count: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM escrows {filter}"))
+        .bind(percent)
+        .fetch_one(db.readers())
+        .await?
+        .try_get(0)?;
+    let sql =
+        format!("{OPEN_ESCROW} {filter} ORDER BY settled * 100 / limit_amount DESC, id LIMIT $2");
+    let rows = sqlx::query(&sql)
+        .bind(percent)
+        .bind(limit)
+        .fetch_all(db.readers())
+        .await?;
+    let rows = rows.iter().map(escrow_row).collect::<DbResult<Vec<_>>>()?;
+    Ok((u(count), rows.iter().map(EscrowRow::open).collect()))
+}
+
+/// How many fraud proofs stand against open allowances, and up to `limit` of them with the
+/// time found, the newest first.
+pub async fn standing_frauds(db: &Db, limit: i64) -> DbResult<(u64, Vec<(FraudProof, u64)>)> {
+    let from = "FROM frauds f JOIN escrows e ON e.id = f.allowance WHERE e.released = 0";
+    let count: i64 = sqlx::query(&format!("SELECT COUNT(*) {from}"))
+        .fetch_one(db.readers())
+        .await?
+        .try_get(0)?;
+    let rows = sqlx::query(&format!(
+        "SELECT f.proof, f.found_at {from} ORDER BY f.seq DESC LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(db.readers())
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let bytes: Vec<u8> = r.try_get(0)?;
+        let proof = decode(&bytes).map_err(|_| DbError::Corrupt("fraud proof"))?;
+        out.push((proof, u(r.try_get(1)?)));
+    }
+    Ok((u(count), out))
+}
+
+/// How many open allowances are revoked without a fraud proof, and up to `limit` of their
+/// revocations with the holder, the newest first.
+pub async fn standing_revocations(
+    db: &Db,
+    limit: i64,
+) -> DbResult<(u64, Vec<(Revocation, DeviceKey)>)> {
+    let from = "FROM revocations r JOIN escrows e ON e.id = r.allowance WHERE e.released = 0 \
+        AND NOT EXISTS (SELECT 1 FROM frauds f WHERE f.allowance = r.allowance)";
+    let count: i64 = sqlx::query(&format!("SELECT COUNT(*) {from}"))
+        .fetch_one(db.readers())
+        .await?
+        .try_get(0)?;
+    let rows = sqlx::query(&format!(
+        "SELECT r.revocation, e.holder {from} ORDER BY r.seq DESC LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(db.readers())
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let bytes: Vec<u8> = r.try_get(0)?;
+        let holder: Vec<u8> = r.try_get(1)?;
+        let rev = decode(&bytes).map_err(|_| DbError::Corrupt("revocation"))?;
+        let holder = DeviceKey(holder.try_into().map_err(|_| DbError::Corrupt("holder"))?);
+        out.push((rev, holder));
+    }
+    Ok((u(count), out))
+}
+
+/// Stored refusals by status code (the refusals kept as final decisions).
+pub async fn refusals(db: &Db) -> DbResult<Vec<(u16, u64)>> {
+    let rows = sqlx::query(
+        "SELECT status, COUNT(*) FROM records WHERE status <> 0 GROUP BY status ORDER BY status",
+    )
+    .fetch_all(db.readers())
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let status = u16::try_from(r.try_get::<i64, _>(0)?).unwrap_or(u16::MAX);
+        out.push((status, u(r.try_get(1)?)));
+    }
+    Ok(out)
 }

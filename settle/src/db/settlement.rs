@@ -376,3 +376,18 @@ pub async fn insert_revocation(tx: &mut Tx, rev: &Revocation, now: u64) -> DbRes
     let bytes: Vec<u8> = row.try_get(0)?;
     decode(&bytes).map_err(|_| DbError::Corrupt("revocation"))
 }
+
+/// The holder of `allowance`, if it was issued here.
+pub async fn escrow_holder(tx: &mut Tx, allowance: &AllowanceId) -> DbResult<Option<DeviceKey>> {
+    let Some(row) = sqlx::query("SELECT holder FROM escrows WHERE id = $1")
+        .bind(allowance.0.to_vec())
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let holder: Vec<u8> = row.try_get(0)?;
+    Ok(Some(DeviceKey(
+        holder.try_into().map_err(|_| DbError::Corrupt("holder"))?,
+    )))
+}

@@ -1,5 +1,6 @@
 //! The issuer's staff routes, behind the admin token: accounts, revocations, the books'
-//! reconciliation, escrow release and (tests only) the clock.
+//! reconciliation, risk alerts and exposure, escrow release and (tests only) the clock. The
+//! issuer console answers with the same functions and types.
 
 use super::wallet::Statement;
 use super::{ApiError, ApiResult, AppState, ErrorBody, admin, bad, device, json_body, small_body};
@@ -99,6 +100,11 @@ pub struct AccountOpened {
     ))]
 pub(super) async fn open_account(State(s): State<AppState>, h: HeaderMap, body: Body) -> ApiResult {
     admin(&s, &h)?;
+    open_account_from(&s, body).await
+}
+
+/// Opens the account a [`NewAccount`] body names (the admin route and the console).
+pub(super) async fn open_account_from(s: &AppState, body: Body) -> ApiResult {
     let a: NewAccount = json_body(&small_body(body).await?)?;
     let new = s.server.open_account(&device(&a.device)?).await?;
     Ok((
@@ -134,14 +140,8 @@ pub struct Balance {
     pub balance: u64,
 }
 
-pub(super) async fn adjust(
-    s: &AppState,
-    h: &HeaderMap,
-    dev: &str,
-    body: Body,
-    credit: bool,
-) -> ApiResult {
-    admin(s, h)?;
+/// Credits or debits `dev` by an [`Adjust`] body (the admin routes and the console).
+pub(super) async fn adjust(s: &AppState, dev: &str, body: Body, credit: bool) -> ApiResult {
     let a: Adjust = json_body(&small_body(body).await?)?;
     let balance = s
         .server
@@ -173,7 +173,8 @@ pub(super) async fn credit(
     Path(dev): Path<String>,
     body: Body,
 ) -> ApiResult {
-    adjust(&s, &h, &dev, body, true).await
+    admin(&s, &h)?;
+    adjust(&s, &dev, body, true).await
 }
 
 /// Debit an account (money out: a withdrawal).
@@ -196,7 +197,8 @@ pub(super) async fn debit(
     Path(dev): Path<String>,
     body: Body,
 ) -> ApiResult {
-    adjust(&s, &h, &dev, body, false).await
+    admin(&s, &h)?;
+    adjust(&s, &dev, body, false).await
 }
 
 /// An account's statement (admin).
@@ -215,13 +217,17 @@ pub(super) async fn statement(
     Path(dev): Path<String>,
 ) -> ApiResult {
     admin(&s, &h)?;
+    Ok(Json(statement_of(&s, dev).await?).into_response())
+}
+
+/// The statement of `dev` (the admin route and the console).
+pub(super) async fn statement_of(s: &AppState, dev: String) -> ApiResult<Statement> {
     let (balance, entries) = s.server.statement(&device(&dev)?).await?;
-    Ok(Json(Statement {
+    Ok(Statement {
         account: dev,
         balance,
         entries,
     })
-    .into_response())
 }
 
 /// Sums of the books.
@@ -271,6 +277,11 @@ pub struct Reconciliation {
     ))]
 pub(super) async fn reconciliation(State(s): State<AppState>, h: HeaderMap) -> ApiResult {
     admin(&s, &h)?;
+    Ok(Json(reconcile(&s).await?).into_response())
+}
+
+/// The books checked (the admin route and the console).
+pub(super) async fn reconcile(s: &AppState) -> ApiResult<Reconciliation> {
     let books = reports::books(&s.server.db)
         .await
         .map_err(crate::ServerError::from)?;
@@ -286,7 +297,7 @@ pub(super) async fn reconciliation(State(s): State<AppState>, h: HeaderMap) -> A
             external += b;
         }
     }
-    Ok(Json(Reconciliation {
+    Ok(Reconciliation {
         accounts: books.accounts,
         totals: Totals {
             users,
@@ -301,7 +312,6 @@ pub(super) async fn reconciliation(State(s): State<AppState>, h: HeaderMap) -> A
         fraud_proofs: books.fraud_proofs,
         conserved: sum == 0 && users + escrow == -external,
     })
-    .into_response())
 }
 
 /// Escrow returned.
@@ -373,4 +383,34 @@ pub(super) async fn set_clock(State(s): State<AppState>, h: HeaderMap, body: Bod
             "the clock is settable only with --test-clock",
         ))
     }
+}
+
+/// The risk alerts standing and the rules' thresholds.
+///
+/// Fraud proofs and revocations against open allowances, and open allowances near their limit,
+/// come from the books; velocity, forked payees and sources of junk are counted in memory as
+/// records are settled, and start empty when the server starts. At most 100 alerts per rule
+/// are listed, the newest first; `counts` has them all.
+#[utoipa::path(get, path = "/admin/risk", tag = "admin", security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The alerts and rules", body = crate::risk::RiskReport),
+        (status = 401, description = "Admin token missing or wrong", body = ErrorBody),
+        (status = 500, description = "Storage failure", body = ErrorBody),
+    ))]
+pub(super) async fn risk(State(s): State<AppState>, h: HeaderMap) -> ApiResult {
+    admin(&s, &h)?;
+    Ok(Json(s.server.risk().await?).into_response())
+}
+
+/// Offline exposure: what open allowances may still settle, by currency and by holder, and
+/// what expires when.
+#[utoipa::path(get, path = "/admin/exposure", tag = "admin", security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The exposure", body = crate::exposure::Exposure),
+        (status = 401, description = "Admin token missing or wrong", body = ErrorBody),
+        (status = 500, description = "Storage failure", body = ErrorBody),
+    ))]
+pub(super) async fn exposure(State(s): State<AppState>, h: HeaderMap) -> ApiResult {
+    admin(&s, &h)?;
+    Ok(Json(s.server.exposure().await?).into_response())
 }

@@ -8,9 +8,12 @@
 //! in a short queue, or get `503` with `Retry-After`); a source whose uploads do not open
 //! gets `429` with `Retry-After` ([`crate::JunkBudget`]).
 //!
-//! The routes are grouped by who calls them: [`wallet`], [`gateway`], [`admin`] and [`ops`].
+//! The routes are grouped by who calls them: [`wallet`], [`gateway`], [`admin`] and [`ops`];
+//! [`console`] is the issuer's staff's web console over the same functions (HTML pages, and
+//! JSON behind a session instead of the bearer token; not in the OpenAPI document).
 
 pub mod admin;
+pub mod console;
 pub mod gateway;
 pub mod ops;
 pub mod wallet;
@@ -69,6 +72,7 @@ pub struct AppState {
     uploads: Arc<Gate>,
     judging: Arc<tokio::sync::Semaphore>,
     waiting: Arc<AtomicUsize>,
+    console: Arc<console::Console>,
 }
 
 impl AppState {
@@ -80,7 +84,16 @@ impl AppState {
             uploads: Gate::new(limits.in_flight, limits.in_flight_per_source),
             judging: Arc::new(tokio::sync::Semaphore::new(limits.judged.max(1))),
             waiting: Arc::new(AtomicUsize::new(0)),
+            console: Arc::new(console::Console::default()),
         }
+    }
+
+    /// Marks the console's cookies `Secure`: the server speaks HTTPS itself. (Behind a TLS
+    /// proxy, a request with `X-Forwarded-Proto: https` gets them `Secure` anyway.)
+    #[must_use]
+    pub fn with_secure_cookies(mut self, secure: bool) -> Self {
+        self.console = Arc::new(console::Console::new(secure));
+        self
     }
 }
 
@@ -208,16 +221,19 @@ fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(bytes).map_err(|e| bad(format!("JSON body: {e}")))
 }
 
+/// Whether `given` is the admin token (compared in constant time; an empty token matches
+/// nothing).
+fn is_admin_token(s: &AppState, given: &str) -> bool {
+    !s.admin_token.is_empty() && console::session::same(&s.admin_token, given)
+}
+
 fn admin(s: &AppState, h: &HeaderMap) -> ApiResult<()> {
-    use subtle::ConstantTimeEq as _;
     let given = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let want = s.admin_token.as_bytes();
-    let ok = given.len() == want.len() && bool::from(given.as_bytes().ct_eq(want));
-    if ok && !want.is_empty() {
+    if is_admin_token(s, given) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -282,14 +298,17 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(admin::debit))
         .routes(routes!(admin::statement))
         .routes(routes!(admin::reconciliation))
+        .routes(routes!(admin::risk))
+        .routes(routes!(admin::exposure))
         .routes(routes!(admin::release))
         .routes(routes!(admin::set_clock))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::openapi))
-        .with_state(state)
+        .with_state(state.clone())
         .split_for_parts();
     let doc = Arc::new(api.clone());
+    let router = router.merge(console::router(state));
     (router.layer(axum::Extension(doc)), api)
 }
 

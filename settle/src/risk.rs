@@ -1,0 +1,970 @@
+//! Risk rules: what the issuer's staff are warned about, and the live signals behind them.
+//!
+//! Six rules raise [`Alert`]s:
+//!
+//! | rule | raised when | from |
+//! |---|---|---|
+//! | `fraud` | a fraud proof stands against an allowance still open | the database |
+//! | `revoked` | an open allowance was revoked (other than for a proven fork) | the database |
+//! | `near_limit` | an open allowance has settled at least [`RiskRules::near_limit_percent`] of its limit | the database |
+//! | `velocity` | one allowance settled at least [`RiskRules::velocity_payments`] payments, or [`RiskRules::velocity_value`] minor units, within an hour | memory |
+//! | `forked_payee` | a payee received IOUs under an allowance later proven forked | memory |
+//! | `junk_source` | one source uploaded at least [`RiskRules::junk_per_hour`] inputs that do not open within an hour | memory |
+//!
+//! The durable rules read the books each time they are asked, so they survive a restart. The
+//! live ones are counted here, in a [`Monitor`], as settlement decides records: they start
+//! empty when the server starts, and every map the monitor keeps is capped (the entry touched
+//! longest ago goes first), so a flood of records or sources costs bounded memory.
+//!
+//! The monitor is sans-IO: every call takes the time (`now`, Unix seconds, the server's
+//! clock), and returns the alerts it newly raised, which the server publishes on the live
+//! feed. Call [`Monitor::payment`] for each payment decided at settlement,
+//! [`Monitor::escrow_moved`] for each escrow whose settled total moved, [`Monitor::fork`] for
+//! each allowance newly proven forked, [`Monitor::junk`] for inputs from a source that did not
+//! open, and [`Monitor::alerts`] for the live alerts standing now.
+//!
+//! Windows slide over the last hour at a one-minute resolution: a payment counts while the
+//! minute it was seen in started less than an hour ago. A payment is counted once per
+//! `(allowance, counter)` within the window, so a record uploaded again, or both sides of a
+//! double spend, count once.
+
+use meshpay_protocol::{AllowanceId, DeviceKey, PrintableKey as _};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
+use utoipa::ToSchema;
+
+/// Length of the sliding windows, in seconds.
+pub const WINDOW_SECS: u64 = 3600;
+/// How long a payee stays flagged after its last IOU under a forked allowance, in seconds.
+pub const FORKED_PAYEE_SECS: u64 = 86_400;
+
+/// Allowances whose velocity is watched at once.
+const MAX_WATCHED: usize = 16_384;
+/// `(allowance, counter)` pairs remembered to count each payment once.
+const MAX_SEEN: usize = 65_536;
+/// Allowances whose recent payees are remembered.
+const MAX_PAYEE_SETS: usize = 4_096;
+/// Payees remembered per allowance.
+const MAX_PAYEES_PER_ALLOWANCE: usize = 32;
+/// Allowances remembered as forked.
+const MAX_FORKED: usize = 4_096;
+/// Payees flagged at once.
+const MAX_FORKED_PAYEES: usize = 4_096;
+/// Forked allowances remembered per flagged payee.
+const MAX_FORKS_PER_PAYEE: usize = 16;
+/// Sources whose junk is counted at once.
+const MAX_SOURCES: usize = 4_096;
+/// Allowances whose near-limit crossing time is remembered.
+const MAX_NEAR: usize = 16_384;
+
+/// The thresholds of the rules, from the server's configuration (`meshpay settle serve
+/// --risk-…`). A threshold of 0 turns its rule off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RiskRules {
+    /// `velocity`: payments settled under one allowance within an hour (0: off).
+    pub velocity_payments: u64,
+    /// `velocity`: value settled under one allowance within an hour, in minor units (0: off).
+    pub velocity_value: u64,
+    /// `near_limit`: percent of an open allowance's limit settled (1 to 100; 0: off).
+    pub near_limit_percent: u64,
+    /// `junk_source`: inputs that do not open from one source within an hour (0: off).
+    pub junk_per_hour: u64,
+}
+
+impl Default for RiskRules {
+    fn default() -> Self {
+        Self {
+            velocity_payments: 60,
+            velocity_value: 0,
+            near_limit_percent: 90,
+            junk_per_hour: 10,
+        }
+    }
+}
+
+impl RiskRules {
+    /// Whether `settled` out of `limit` is near the limit (never when the rule is off).
+    pub fn near_limit(&self, limit: u64, settled: u64) -> bool {
+        self.near_limit_percent > 0
+            && limit > 0
+            && u128::from(settled) * 100 >= u128::from(limit) * u128::from(self.near_limit_percent)
+    }
+}
+
+/// A rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// A fraud proof stands against an open allowance.
+    Fraud,
+    /// An open allowance was revoked.
+    Revoked,
+    /// An allowance settles fast.
+    Velocity,
+    /// An open allowance has settled most of its limit.
+    NearLimit,
+    /// A payee received IOUs under a forked allowance.
+    ForkedPayee,
+    /// A source uploads inputs that do not open.
+    JunkSource,
+}
+
+impl Rule {
+    /// Every rule, in the order pages and metrics list them.
+    pub const ALL: [Rule; 6] = [
+        Rule::Fraud,
+        Rule::Revoked,
+        Rule::Velocity,
+        Rule::NearLimit,
+        Rule::ForkedPayee,
+        Rule::JunkSource,
+    ];
+
+    /// The rule's name, as in JSON and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Fraud => "fraud",
+            Rule::Revoked => "revoked",
+            Rule::Velocity => "velocity",
+            Rule::NearLimit => "near_limit",
+            Rule::ForkedPayee => "forked_payee",
+            Rule::JunkSource => "junk_source",
+        }
+    }
+}
+
+/// An alert: one rule's finding about one subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Alert {
+    /// The rule.
+    pub rule: Rule,
+    /// What it is about: an allowance id (hex), a payee key (`mpdev1…`) or a source address.
+    pub subject: String,
+    /// One sentence for people.
+    pub detail: String,
+    /// The measured value (payments, minor units, percent, count; 1 for a fact).
+    pub value: u64,
+    /// The threshold it reached.
+    pub threshold: u64,
+    /// Since when, in Unix seconds.
+    pub since: u64,
+}
+
+impl Alert {
+    /// A fraud proof against `allowance` of `holder`, at `counter`, found at `since`.
+    pub fn fraud(allowance: &AllowanceId, holder: &DeviceKey, counter: u32, since: u64) -> Self {
+        Self {
+            rule: Rule::Fraud,
+            subject: allowance.to_hex(),
+            detail: format!(
+                "forked by its holder {}: two IOUs signed for counter {counter}",
+                holder.to_text()
+            ),
+            value: 1,
+            threshold: 1,
+            since,
+        }
+    }
+
+    /// A revocation of `allowance` of `holder` for `reason`, made at `since`.
+    pub fn revoked(allowance: &AllowanceId, holder: &DeviceKey, reason: &str, since: u64) -> Self {
+        Self {
+            rule: Rule::Revoked,
+            subject: allowance.to_hex(),
+            detail: format!("revoked ({reason}); its holder is {}", holder.to_text()),
+            value: 1,
+            threshold: 1,
+            since,
+        }
+    }
+
+    /// `allowance` of `holder` has settled `settled` of `limit` (`currency`).
+    pub fn near_limit(
+        rules: &RiskRules,
+        allowance: &AllowanceId,
+        holder: &DeviceKey,
+        currency: &str,
+        limit: u64,
+        settled: u64,
+        since: u64,
+    ) -> Self {
+        let percent = u128::from(settled) * 100 / u128::from(limit.max(1));
+        Self {
+            rule: Rule::NearLimit,
+            subject: allowance.to_hex(),
+            detail: format!(
+                "allowance of holder {} has settled {settled} of its {limit} {currency} ({percent}%)",
+                holder.to_text()
+            ),
+            value: u64::try_from(percent).unwrap_or(u64::MAX),
+            threshold: rules.near_limit_percent,
+            since,
+        }
+    }
+}
+
+/// Alerts listed at most per rule in a report (the newest); the counts cover all.
+pub const MAX_ALERTS_PER_RULE: usize = 100;
+
+/// The alerts standing now and the rules' thresholds: what `/admin/risk` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct RiskReport {
+    /// When it was made (Unix seconds).
+    pub at: u64,
+    /// The alerts standing, newest first (at most 100 per rule).
+    pub alerts: Vec<Alert>,
+    /// The thresholds.
+    pub rules: RiskRules,
+    /// How many alerts stand per rule, every rule listed (0 included).
+    pub counts: BTreeMap<Rule, u64>,
+}
+
+impl RiskReport {
+    /// A report at `at` from the alerts of each rule (the durable ones with their full counts,
+    /// which may pass what the lists hold).
+    pub fn new(at: u64, rules: RiskRules, mut alerts: Vec<Alert>, counted: &[(Rule, u64)]) -> Self {
+        let mut counts: BTreeMap<Rule, u64> = Rule::ALL.iter().map(|r| (*r, 0)).collect();
+        for a in &alerts {
+            *counts.entry(a.rule).or_default() += 1;
+        }
+        for (rule, n) in counted {
+            counts.insert(*rule, *n);
+        }
+        alerts.sort_by(|a, b| {
+            b.since
+                .cmp(&a.since)
+                .then(a.rule.cmp(&b.rule))
+                .then_with(|| a.subject.cmp(&b.subject))
+        });
+        let mut listed: BTreeMap<Rule, usize> = BTreeMap::new();
+        alerts.retain(|a| {
+            let n = listed.entry(a.rule).or_default();
+            *n += 1;
+            *n <= MAX_ALERTS_PER_RULE
+        });
+        Self {
+            at,
+            alerts,
+            rules,
+            counts,
+        }
+    }
+}
+
+/// A payment decided at settlement, as the monitor counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Payment {
+    /// The allowance it was paid under.
+    pub allowance: AllowanceId,
+    /// Its counter.
+    pub counter: u32,
+    /// The allowance's holder.
+    pub holder: DeviceKey,
+    /// Who was paid.
+    pub payee: DeviceKey,
+    /// How much, in minor units.
+    pub amount: u64,
+}
+
+/// A map of at most `cap` entries: making one past the cap drops the entry touched longest
+/// ago.
+#[derive(Debug)]
+struct Capped<K, V> {
+    cap: usize,
+    next: u64,
+    entries: BTreeMap<K, (u64, V)>,
+    order: BTreeMap<u64, K>,
+}
+
+impl<K: Ord + Clone, V> Capped<K, V> {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            next: 0,
+            entries: BTreeMap::new(),
+            order: BTreeMap::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn get(&self, k: &K) -> Option<&V> {
+        self.entries.get(k).map(|e| &e.1)
+    }
+
+    fn contains(&self, k: &K) -> bool {
+        self.entries.contains_key(k)
+    }
+
+    /// The entry for `k` (made by `make` if absent), now the newest.
+    fn touch(&mut self, k: K, make: impl FnOnce() -> V) -> &mut V {
+        let stamp = self.next;
+        self.next += 1;
+        if let Some((old, _)) = self.entries.get(&k) {
+            self.order.remove(old);
+        } else if self.entries.len() >= self.cap {
+            if let Some((_, oldest)) = self.order.pop_first() {
+                self.entries.remove(&oldest);
+            }
+        }
+        self.order.insert(stamp, k.clone());
+        let e = self.entries.entry(k).or_insert_with(|| (stamp, make()));
+        e.0 = stamp;
+        &mut e.1
+    }
+
+    /// Drops the oldest entries while `done` says they are done with.
+    fn drop_oldest_while(&mut self, mut done: impl FnMut(&V) -> bool) {
+        while let Some((&stamp, k)) = self.order.first_key_value() {
+            let Some((_, v)) = self.entries.get(k) else {
+                self.order.remove(&stamp);
+                continue;
+            };
+            if !done(v) {
+                break;
+            }
+            let k = k.clone();
+            self.order.remove(&stamp);
+            self.entries.remove(&k);
+        }
+    }
+
+    /// Keeps the entries for which `keep` is true.
+    fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        let order = &mut self.order;
+        self.entries.retain(|k, (stamp, v)| {
+            let kept = keep(k, v);
+            if !kept {
+                order.remove(stamp);
+            }
+            kept
+        });
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.entries.iter().map(|(k, (_, v))| (k, v))
+    }
+}
+
+/// Counts and sums over the last hour, by minute.
+#[derive(Debug, Clone, Default)]
+struct Window {
+    /// `(minute, count, value)`, oldest first.
+    minutes: VecDeque<(u64, u64, u64)>,
+    count: u64,
+    value: u64,
+}
+
+impl Window {
+    /// Drops the minutes that started an hour or more before `now`.
+    fn slide(&mut self, now: u64) {
+        while let Some(&(minute, count, value)) = self.minutes.front() {
+            if minute * 60 + WINDOW_SECS > now {
+                break;
+            }
+            self.minutes.pop_front();
+            self.count -= count;
+            self.value -= value;
+        }
+    }
+
+    fn add(&mut self, now: u64, count: u64, value: u64) {
+        self.slide(now);
+        let minute = now / 60;
+        match self.minutes.back_mut() {
+            // A clock set back counts into the newest minute.
+            Some(last) if last.0 >= minute => {
+                last.1 = last.1.saturating_add(count);
+                last.2 = last.2.saturating_add(value);
+            }
+            _ => self.minutes.push_back((minute, count, value)),
+        }
+        self.count = self.count.saturating_add(count);
+        self.value = self.value.saturating_add(value);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.minutes.is_empty()
+    }
+}
+
+/// Whether `measured` reached a threshold that is on; `over` holds since when, and is set on
+/// crossing (`true` returned) and cleared once under.
+fn crossed(threshold: u64, measured: u64, over: &mut Option<u64>, now: u64) -> bool {
+    if threshold > 0 && measured >= threshold {
+        if over.is_none() {
+            *over = Some(now);
+            return true;
+        }
+    } else {
+        *over = None;
+    }
+    false
+}
+
+#[derive(Debug)]
+struct Velocity {
+    holder: DeviceKey,
+    window: Window,
+    payments_over: Option<u64>,
+    value_over: Option<u64>,
+}
+
+impl Velocity {
+    /// Re-checks both thresholds at `now`: the alerts newly crossed, then (with `all`) those
+    /// standing.
+    fn check(
+        &mut self,
+        allowance: &AllowanceId,
+        rules: &RiskRules,
+        now: u64,
+        all: bool,
+    ) -> Vec<Alert> {
+        self.window.slide(now);
+        let new_payments = crossed(
+            rules.velocity_payments,
+            self.window.count,
+            &mut self.payments_over,
+            now,
+        );
+        let new_value = crossed(
+            rules.velocity_value,
+            self.window.value,
+            &mut self.value_over,
+            now,
+        );
+        let mut out = Vec::new();
+        if let Some(since) = self.payments_over.filter(|_| all || new_payments) {
+            out.push(Alert {
+                rule: Rule::Velocity,
+                subject: allowance.to_hex(),
+                detail: format!(
+                    "holder {} paid {} times under this allowance in the last hour",
+                    self.holder.to_text(),
+                    self.window.count
+                ),
+                value: self.window.count,
+                threshold: rules.velocity_payments,
+                since,
+            });
+        }
+        if let Some(since) = self.value_over.filter(|_| all || new_value) {
+            out.push(Alert {
+                rule: Rule::Velocity,
+                subject: allowance.to_hex(),
+                detail: format!(
+                    "holder {} paid {} minor units under this allowance in the last hour",
+                    self.holder.to_text(),
+                    self.window.value
+                ),
+                value: self.window.value,
+                threshold: rules.velocity_value,
+                since,
+            });
+        }
+        out
+    }
+}
+
+#[derive(Debug)]
+struct ForkedPayee {
+    allowances: BTreeSet<AllowanceId>,
+    since: u64,
+    last: u64,
+}
+
+impl ForkedPayee {
+    fn alert(&self, payee: &DeviceKey) -> Alert {
+        let ids: Vec<String> = self.allowances.iter().map(AllowanceId::to_hex).collect();
+        Alert {
+            rule: Rule::ForkedPayee,
+            subject: payee.to_text(),
+            detail: format!(
+                "received IOUs under {} allowance(s) proven forked: {}",
+                ids.len(),
+                ids.join(", ")
+            ),
+            value: ids.len() as u64,
+            threshold: 1,
+            since: self.since,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Junk {
+    window: Window,
+    over: Option<u64>,
+}
+
+impl Junk {
+    fn alert(&self, source: &IpAddr, rules: &RiskRules) -> Option<Alert> {
+        self.over.map(|since| Alert {
+            rule: Rule::JunkSource,
+            subject: source.to_string(),
+            detail: format!(
+                "uploaded {} inputs that do not open in the last hour",
+                self.window.count
+            ),
+            value: self.window.count,
+            threshold: rules.junk_per_hour,
+            since,
+        })
+    }
+}
+
+/// The live signals: velocity per allowance, recent payees of allowances, forked payees and
+/// junk per source, each in a capped map (see the module doc).
+#[derive(Debug)]
+pub struct Monitor {
+    rules: RiskRules,
+    velocity: Capped<AllowanceId, Velocity>,
+    /// When each `(allowance, counter)` was counted.
+    seen: Capped<(AllowanceId, u32), u64>,
+    payees: Capped<AllowanceId, BTreeSet<DeviceKey>>,
+    /// Allowances proven forked, and when.
+    forked: Capped<AllowanceId, u64>,
+    forked_payees: Capped<DeviceKey, ForkedPayee>,
+    junk: Capped<IpAddr, Junk>,
+    /// When open allowances crossed the near-limit threshold.
+    near: Capped<AllowanceId, u64>,
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Self::new(RiskRules::default())
+    }
+}
+
+impl Monitor {
+    /// An empty monitor for `rules`.
+    pub fn new(rules: RiskRules) -> Self {
+        Self {
+            rules,
+            velocity: Capped::new(MAX_WATCHED),
+            seen: Capped::new(MAX_SEEN),
+            payees: Capped::new(MAX_PAYEE_SETS),
+            forked: Capped::new(MAX_FORKED),
+            forked_payees: Capped::new(MAX_FORKED_PAYEES),
+            junk: Capped::new(MAX_SOURCES),
+            near: Capped::new(MAX_NEAR),
+        }
+    }
+
+    /// The thresholds.
+    pub fn rules(&self) -> &RiskRules {
+        &self.rules
+    }
+
+    /// Counts a payment decided at settlement at `now` (a refusal that claims no slot, such as
+    /// `unknown_payee`, is not one). Returns the alerts it raised: `velocity` on crossing a
+    /// threshold, `forked_payee` if its allowance is known to be forked.
+    pub fn payment(&mut self, p: &Payment, now: u64) -> Vec<Alert> {
+        let mut out = Vec::new();
+        // Every payee counts, the victim of a double spend too (same counter, other payee).
+        let payees = self.payees.touch(p.allowance, BTreeSet::new);
+        if payees.len() < MAX_PAYEES_PER_ALLOWANCE {
+            payees.insert(p.payee);
+        }
+        if self.forked.contains(&p.allowance) {
+            out.extend(self.flag_payee(p.payee, p.allowance, now));
+        }
+        self.seen
+            .drop_oldest_while(|at| at.saturating_add(WINDOW_SECS) <= now);
+        if self.seen.contains(&(p.allowance, p.counter)) {
+            return out;
+        }
+        self.seen.touch((p.allowance, p.counter), || now);
+        let rules = self.rules;
+        let v = self.velocity.touch(p.allowance, || Velocity {
+            holder: p.holder,
+            window: Window::default(),
+            payments_over: None,
+            value_over: None,
+        });
+        v.window.add(now, 1, p.amount);
+        out.extend(v.check(&p.allowance, &rules, now, false));
+        out
+    }
+
+    /// Notes that `allowance` was proven forked at `now`. Returns a `forked_payee` alert for
+    /// each of its recent payees newly flagged.
+    pub fn fork(&mut self, allowance: AllowanceId, now: u64) -> Vec<Alert> {
+        if self.forked.contains(&allowance) {
+            return Vec::new();
+        }
+        self.forked.touch(allowance, || now);
+        let payees: Vec<DeviceKey> = self
+            .payees
+            .get(&allowance)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        payees
+            .into_iter()
+            .filter_map(|payee| self.flag_payee(payee, allowance, now))
+            .collect()
+    }
+
+    /// Flags `payee` as paid under forked `allowance`: the alert if this is news.
+    fn flag_payee(&mut self, payee: DeviceKey, allowance: AllowanceId, now: u64) -> Option<Alert> {
+        let f = self.forked_payees.touch(payee, || ForkedPayee {
+            allowances: BTreeSet::new(),
+            since: now,
+            last: now,
+        });
+        f.last = now;
+        let new = !f.allowances.contains(&allowance) && f.allowances.len() < MAX_FORKS_PER_PAYEE;
+        if new {
+            f.allowances.insert(allowance);
+        }
+        new.then(|| f.alert(&payee))
+    }
+
+    /// Counts `n` inputs from `source` that did not open at `now`. Returns the `junk_source`
+    /// alert if the source just crossed the threshold.
+    pub fn junk(&mut self, source: IpAddr, n: u64, now: u64) -> Option<Alert> {
+        if n == 0 {
+            return None;
+        }
+        let rules = self.rules;
+        let j = self.junk.touch(source, Junk::default);
+        j.window.add(now, n, 0);
+        if crossed(rules.junk_per_hour, j.window.count, &mut j.over, now) {
+            j.alert(&source, &rules)
+        } else {
+            None
+        }
+    }
+
+    /// Notes that the settled total of `allowance` (limit `limit`, `currency`, holder
+    /// `holder`) moved from `before` to `after` at `now`. Returns the `near_limit` alert if it
+    /// just crossed the threshold.
+    #[allow(clippy::too_many_arguments)] // the facts of one escrow move, all needed
+    pub fn escrow_moved(
+        &mut self,
+        allowance: AllowanceId,
+        holder: &DeviceKey,
+        currency: &str,
+        limit: u64,
+        before: u64,
+        after: u64,
+        now: u64,
+    ) -> Option<Alert> {
+        let rules = self.rules;
+        if rules.near_limit(limit, before) || !rules.near_limit(limit, after) {
+            return None;
+        }
+        *self.near.touch(allowance, || now) = now;
+        Some(Alert::near_limit(
+            &rules, &allowance, holder, currency, limit, after, now,
+        ))
+    }
+
+    /// When `allowance` was seen crossing the near-limit threshold, if it was since the
+    /// server started.
+    pub fn near_limit_since(&self, allowance: &AllowanceId) -> Option<u64> {
+        self.near.get(allowance).copied()
+    }
+
+    /// The live alerts standing at `now`: `velocity`, `forked_payee` and `junk_source`. Also
+    /// forgets what has slid out of its window.
+    pub fn alerts(&mut self, now: u64) -> Vec<Alert> {
+        let rules = self.rules;
+        let mut out = Vec::new();
+        self.velocity.retain(|allowance, v| {
+            out.extend(v.check(allowance, &rules, now, true));
+            !v.window.is_empty()
+        });
+        self.forked_payees
+            .retain(|_, f| f.last.saturating_add(FORKED_PAYEE_SECS) > now);
+        out.extend(self.forked_payees.iter().map(|(p, f)| f.alert(p)));
+        self.junk.retain(|source, j| {
+            j.window.slide(now);
+            crossed(rules.junk_per_hour, j.window.count, &mut j.over, now);
+            out.extend(j.alert(source, &rules));
+            !j.window.is_empty()
+        });
+        out
+    }
+
+    /// How many entries each map holds: velocity, seen, payee sets, forked, forked payees,
+    /// sources, near-limit.
+    pub fn sizes(&self) -> [usize; 7] {
+        [
+            self.velocity.len(),
+            self.seen.len(),
+            self.payees.len(),
+            self.forked.len(),
+            self.forked_payees.len(),
+            self.junk.len(),
+            self.near.len(),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_800_000_000;
+
+    fn id(n: u8) -> AllowanceId {
+        AllowanceId([n; 16])
+    }
+
+    fn key(n: u8) -> DeviceKey {
+        DeviceKey([n; 32])
+    }
+
+    fn pay(allowance: u8, counter: u32, payee: u8, amount: u64) -> Payment {
+        Payment {
+            allowance: id(allowance),
+            counter,
+            holder: key(200),
+            payee: key(payee),
+            amount,
+        }
+    }
+
+    fn rules(payments: u64, value: u64) -> RiskRules {
+        RiskRules {
+            velocity_payments: payments,
+            velocity_value: value,
+            ..RiskRules::default()
+        }
+    }
+
+    fn of(alerts: &[Alert], rule: Rule) -> Vec<&Alert> {
+        alerts.iter().filter(|a| a.rule == rule).collect()
+    }
+
+    #[test]
+    fn velocity_alerts_once_on_crossing_and_stands_while_over() {
+        let mut m = Monitor::new(rules(3, 0));
+        assert!(m.payment(&pay(1, 1, 10, 100), T0).is_empty());
+        assert!(m.payment(&pay(1, 2, 10, 100), T0 + 10).is_empty());
+        let raised = m.payment(&pay(1, 3, 11, 100), T0 + 20);
+        assert_eq!(raised.len(), 1);
+        let a = &raised[0];
+        assert_eq!(
+            (a.rule, a.value, a.threshold, a.since),
+            (Rule::Velocity, 3, 3, T0 + 20)
+        );
+        assert_eq!(a.subject, id(1).to_hex());
+        assert!(a.detail.contains(&key(200).to_text()), "{}", a.detail);
+        // Over the threshold already: no new alert, but it stands with the new count.
+        assert!(m.payment(&pay(1, 4, 11, 100), T0 + 30).is_empty());
+        let standing = m.alerts(T0 + 40);
+        assert_eq!(of(&standing, Rule::Velocity).len(), 1);
+        assert_eq!(standing[0].value, 4);
+        assert_eq!(standing[0].since, T0 + 20);
+        // Another allowance under the threshold raises nothing.
+        assert!(m.payment(&pay(2, 1, 10, 100), T0 + 40).is_empty());
+        assert_eq!(of(&m.alerts(T0 + 50), Rule::Velocity).len(), 1);
+    }
+
+    #[test]
+    fn velocity_by_value_is_its_own_threshold() {
+        let mut m = Monitor::new(rules(0, 1_000));
+        assert!(m.payment(&pay(1, 1, 10, 600), T0).is_empty());
+        let raised = m.payment(&pay(1, 2, 10, 400), T0 + 1);
+        assert_eq!(raised.len(), 1);
+        assert_eq!((raised[0].value, raised[0].threshold), (1_000, 1_000));
+        assert!(raised[0].detail.contains("1000 minor units"));
+    }
+
+    #[test]
+    fn the_window_slides_and_the_alert_rearms() {
+        let mut m = Monitor::new(rules(2, 0));
+        m.payment(&pay(1, 1, 10, 1), T0);
+        assert_eq!(m.payment(&pay(1, 2, 10, 1), T0 + 60).len(), 1);
+        // The first minute leaves the window an hour after it started; the second stays.
+        let start = T0 / 60 * 60;
+        assert_eq!(m.alerts(start + WINDOW_SECS - 1).len(), 1);
+        assert!(m.alerts(start + WINDOW_SECS).is_empty());
+        // One more payment crosses again: a new alert, since then.
+        let raised = m.payment(&pay(1, 3, 10, 1), start + WINDOW_SECS + 5);
+        assert_eq!(raised.len(), 1);
+        assert_eq!(raised[0].since, start + WINDOW_SECS + 5);
+        // Everything slides out; the allowance is forgotten.
+        assert!(m.alerts(T0 + 3 * WINDOW_SECS).is_empty());
+        assert_eq!(m.sizes()[0], 0);
+    }
+
+    #[test]
+    fn a_payment_counts_once_per_allowance_and_counter() {
+        let mut m = Monitor::new(rules(2, 0));
+        m.payment(&pay(1, 1, 10, 1), T0);
+        // The same slot again (a record uploaded again, or the other side of a double spend).
+        assert!(m.payment(&pay(1, 1, 10, 1), T0 + 1).is_empty());
+        assert!(m.payment(&pay(1, 1, 11, 5), T0 + 2).is_empty());
+        assert!(m.alerts(T0 + 3).is_empty());
+        // The same counter under another allowance is another payment.
+        m.payment(&pay(2, 1, 10, 1), T0 + 4);
+        assert_eq!(m.payment(&pay(1, 2, 10, 1), T0 + 5).len(), 1);
+    }
+
+    #[test]
+    fn every_map_stays_within_its_cap() {
+        let mut m = Monitor::new(rules(1_000, 0));
+        let n = u32::try_from(MAX_SEEN + 10).expect("small");
+        for c in 1..=n {
+            // Many allowances (ids from the counter), each with one payment, one payee.
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&c.to_be_bytes());
+            let mut payee = [0u8; 32];
+            payee[..4].copy_from_slice(&c.to_be_bytes());
+            m.payment(
+                &Payment {
+                    allowance: AllowanceId(a),
+                    counter: 1,
+                    holder: key(1),
+                    payee: DeviceKey(payee),
+                    amount: 1,
+                },
+                T0,
+            );
+            m.junk(IpAddr::from(c.to_be_bytes()), 1, T0);
+        }
+        let [velocity, seen, payees, _, _, sources, _] = m.sizes();
+        assert_eq!(velocity, MAX_WATCHED);
+        assert_eq!(seen, MAX_SEEN);
+        assert_eq!(payees, MAX_PAYEE_SETS);
+        assert_eq!(sources, MAX_SOURCES);
+        // The newest are kept, the oldest dropped.
+        let mut newest = [0u8; 16];
+        newest[..4].copy_from_slice(&n.to_be_bytes());
+        assert!(m.velocity.contains(&AllowanceId(newest)));
+        let mut first = [0u8; 16];
+        first[..4].copy_from_slice(&1u32.to_be_bytes());
+        assert!(!m.velocity.contains(&AllowanceId(first)));
+        // Payees per allowance are capped too.
+        for p in 0..=u8::try_from(MAX_PAYEES_PER_ALLOWANCE + 5).expect("small") {
+            m.payment(&pay(7, u32::from(p) + 1, p, 1), T0);
+        }
+        assert_eq!(
+            m.payees.get(&id(7)).map(BTreeSet::len),
+            Some(MAX_PAYEES_PER_ALLOWANCE)
+        );
+    }
+
+    #[test]
+    fn the_seen_slots_expire_with_the_window() {
+        let mut m = Monitor::new(rules(0, 0));
+        m.payment(&pay(1, 1, 10, 1), T0);
+        m.payment(&pay(1, 2, 10, 1), T0 + 10);
+        assert_eq!(m.sizes()[1], 2);
+        // An hour after the first: it is forgotten, the second (10 s later) not yet.
+        m.payment(&pay(1, 3, 10, 1), T0 + WINDOW_SECS);
+        assert_eq!(m.sizes()[1], 2);
+        m.payment(&pay(1, 4, 10, 1), T0 + WINDOW_SECS + 10);
+        assert_eq!(m.sizes()[1], 2);
+    }
+
+    #[test]
+    fn near_limit_alerts_when_the_settled_total_crosses() {
+        let mut m = Monitor::new(RiskRules::default());
+        let (a, h) = (id(1), key(2));
+        assert_eq!(m.escrow_moved(a, &h, "KES", 1_000, 0, 899, T0), None);
+        let alert = m
+            .escrow_moved(a, &h, "KES", 1_000, 899, 900, T0 + 5)
+            .expect("crossed 90 %");
+        assert_eq!(
+            (alert.rule, alert.value, alert.threshold, alert.since),
+            (Rule::NearLimit, 90, 90, T0 + 5)
+        );
+        assert!(
+            alert.detail.contains("900 of its 1000 KES"),
+            "{}",
+            alert.detail
+        );
+        assert_eq!(m.near_limit_since(&a), Some(T0 + 5));
+        // Already over: no new alert.
+        assert_eq!(
+            m.escrow_moved(a, &h, "KES", 1_000, 900, 1_000, T0 + 6),
+            None
+        );
+        // Off at 0.
+        let mut off = Monitor::new(RiskRules {
+            near_limit_percent: 0,
+            ..RiskRules::default()
+        });
+        assert_eq!(off.escrow_moved(a, &h, "KES", 1_000, 0, 1_000, T0), None);
+        // No overflow at the largest amounts.
+        let big = meshpay_protocol::objects::MAX_AMOUNT;
+        assert!(RiskRules::default().near_limit(big, big));
+        assert!(!RiskRules::default().near_limit(big, big / 2));
+    }
+
+    #[test]
+    fn payees_of_a_forked_allowance_are_flagged() {
+        let mut m = Monitor::new(rules(0, 0));
+        m.payment(&pay(1, 1, 10, 5), T0);
+        // The other side of a double spend (same counter, another payee) is remembered too.
+        m.payment(&pay(1, 1, 11, 5), T0 + 1);
+        m.payment(&pay(2, 1, 12, 5), T0 + 2);
+        let flagged = m.fork(id(1), T0 + 10);
+        let subjects: BTreeSet<String> = flagged.iter().map(|a| a.subject.clone()).collect();
+        assert_eq!(subjects, [key(10).to_text(), key(11).to_text()].into());
+        assert!(flagged.iter().all(|a| a.rule == Rule::ForkedPayee
+            && a.detail.contains(&id(1).to_hex())
+            && a.since == T0 + 10));
+        // Proven again: nothing new.
+        assert!(m.fork(id(1), T0 + 11).is_empty());
+        // A payment under the forked allowance after the proof flags its payee at once.
+        let late = m.payment(&pay(1, 3, 13, 5), T0 + 20);
+        assert_eq!(of(&late, Rule::ForkedPayee).len(), 1);
+        assert_eq!(late[0].subject, key(13).to_text());
+        // A second forked allowance paying a flagged payee raises its count.
+        m.payment(&pay(2, 2, 10, 5), T0 + 21);
+        let again = m.fork(id(2), T0 + 30);
+        let p10 = again
+            .iter()
+            .find(|a| a.subject == key(10).to_text())
+            .expect("payee 10 again");
+        assert_eq!((p10.value, p10.since), (2, T0 + 10));
+        assert_eq!(of(&m.alerts(T0 + 31), Rule::ForkedPayee).len(), 4);
+        // A day after their last forked IOU, payees are no longer flagged.
+        assert!(m.alerts(T0 + 30 + FORKED_PAYEE_SECS).is_empty());
+    }
+
+    #[test]
+    fn a_source_of_junk_is_flagged_at_the_threshold() {
+        let mut m = Monitor::new(RiskRules::default());
+        let (bad, good) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        assert_eq!(m.junk(bad, 9, T0), None);
+        assert_eq!(m.junk(good, 3, T0), None);
+        assert_eq!(m.junk(bad, 0, T0 + 1), None);
+        let alert = m.junk(bad, 1, T0 + 2).expect("ten in an hour");
+        assert_eq!(
+            (alert.rule, alert.value, alert.threshold, alert.since),
+            (Rule::JunkSource, 10, 10, T0 + 2)
+        );
+        assert_eq!(alert.subject, "10.0.0.1");
+        assert_eq!(m.junk(bad, 5, T0 + 3), None);
+        let standing = m.alerts(T0 + 4);
+        assert_eq!(standing.len(), 1);
+        assert_eq!(standing[0].value, 15);
+        assert!(m.alerts(T0 + 2 * WINDOW_SECS).is_empty());
+        assert_eq!(m.sizes()[5], 0);
+    }
+
+    #[test]
+    fn rules_serialise_with_their_names() {
+        let json = serde_json::to_value(RiskRules::default()).expect("serialises");
+        assert_eq!(
+            json,
+            serde_json::json!({"velocity_payments": 60, "velocity_value": 0,
+                "near_limit_percent": 90, "junk_per_hour": 10})
+        );
+        for rule in Rule::ALL {
+            assert_eq!(
+                serde_json::to_value(rule).expect("serialises"),
+                serde_json::json!(rule.name())
+            );
+        }
+    }
+}
