@@ -234,7 +234,7 @@ const MESH: &str = r#"<h1>Mesh</h1>
 <section aria-labelledby="peers-title"><h2 id="peers-title">Peers nearby</h2><ul id="peers"></ul><p id="peers-empty" hidden>No peers connected.</p></section>
 <section aria-labelledby="store-title"><h2 id="store-title">Carried bundles</h2><dl id="store" class="facts"></dl></section>
 <section aria-labelledby="gw-title"><h2 id="gw-title">Gateway</h2><p id="gateway">No gateway round yet.</p><button id="sync" type="button">Sync with peers now</button></section>
-<section aria-labelledby="carried-title"><h2 id="carried-title">Proof of carriage</h2><table id="carried"><thead><tr><th scope="col">Taken by</th><th scope="col">Bundles</th><th scope="col">Bytes</th><th scope="col">When</th></tr></thead><tbody></tbody></table></section>"#;
+<section aria-labelledby="carried-title"><h2 id="carried-title">Proof of carriage</h2><table id="carried"><thead><tr><th scope="col">Taken by</th><th scope="col">Bundles</th><th scope="col">Size</th><th scope="col">When</th></tr></thead><tbody></tbody></table></section>"#;
 
 #[cfg(test)]
 mod tests {

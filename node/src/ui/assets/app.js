@@ -25,6 +25,13 @@ function money(n, cur) {
   return whole.toLocaleString('en') + '.' + cents + ' ' + (cur || CUR);
 }
 
+function bytes(n) {
+  const v = Number(n || 0);
+  if (v < 1024) return v + ' B';
+  if (v < 1048576) return (v / 1024).toFixed(1) + ' KiB';
+  return (v / 1048576).toFixed(1) + ' MiB';
+}
+
 function when(t) {
   return t ? new Date(t * 1000).toLocaleString() : '';
 }
@@ -351,7 +358,7 @@ const mesh = {
     $('#peers').replaceChildren(...peers.map((p) => el('li', shortKey(p.device_key) + ' over ' + (p.link === 'ble' ? 'Bluetooth LE' : 'Wi-Fi (' + p.link + ')') + ' at ' + p.address)));
     $('#peers-empty').hidden = peers.length > 0;
     const facts = [
-      ['Bundles held', m.bundles + ' (' + m.bytes + ' of ' + m.max_bytes + ' bytes)'],
+      ['Bundles held', m.bundles + ' (' + bytes(m.bytes) + ' of ' + bytes(m.max_bytes) + ')'],
       ['Records waiting for a gateway', m.by_kind.record || 0],
       ['Receipts returned', m.by_kind.receipt || 0],
       ['Fraud proofs carried', m.by_kind.fraud_proof || 0],
@@ -362,7 +369,7 @@ const mesh = {
     $('#gateway').textContent = !g ? 'No gateway round yet.'
       : g.round ? 'Last round with ' + g.url + ' at ' + when(g.at) + ': uploaded ' + g.round.uploaded + ', receipts ' + g.round.receipts + '.'
         : 'Last try with ' + g.url + ' at ' + when(g.at) + ' failed: ' + g.error;
-    fill('#carried tbody', m.carried.map((c) => row([shortKey(c.taker), c.count, c.bytes, when(c.at)])));
+    fill('#carried tbody', m.carried.map((c) => row([shortKey(c.taker), c.count, bytes(c.bytes), when(c.at)])));
   },
   init() {
     $('#sync').addEventListener('click', async () => {
