@@ -301,6 +301,11 @@ impl<K: Ord + Clone, V> Capped<K, V> {
 
     /// The entry for `k` (made by `make` if absent), now the newest.
     fn touch(&mut self, k: K, make: impl FnOnce() -> V) -> &mut V {
+        // Already the newest (a run of payments under one allowance): nothing to reorder.
+        let newest = self.next.checked_sub(1);
+        if self.entries.get(&k).is_some_and(|e| Some(e.0) == newest) {
+            return &mut self.entries.get_mut(&k).expect("just found").1;
+        }
         let stamp = self.next;
         self.next += 1;
         if let Some((old, _)) = self.entries.get(&k) {
@@ -314,22 +319,6 @@ impl<K: Ord + Clone, V> Capped<K, V> {
         let e = self.entries.entry(k).or_insert_with(|| (stamp, make()));
         e.0 = stamp;
         &mut e.1
-    }
-
-    /// Drops the oldest entries while `done` says they are done with.
-    fn drop_oldest_while(&mut self, mut done: impl FnMut(&V) -> bool) {
-        while let Some((&stamp, k)) = self.order.first_key_value() {
-            let Some((_, v)) = self.entries.get(k) else {
-                self.order.remove(&stamp);
-                continue;
-            };
-            if !done(v) {
-                break;
-            }
-            let k = k.clone();
-            self.order.remove(&stamp);
-            self.entries.remove(&k);
-        }
     }
 
     /// Keeps the entries for which `keep` is true.
@@ -346,6 +335,45 @@ impl<K: Ord + Clone, V> Capped<K, V> {
 
     fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.entries.iter().map(|(k, (_, v))| (k, v))
+    }
+}
+
+/// Payments counted lately, by `(allowance, counter)`, forgotten in the order counted: once
+/// out of the window, or past the cap.
+#[derive(Debug)]
+struct Seen {
+    cap: usize,
+    set: BTreeSet<(AllowanceId, u32)>,
+    queue: VecDeque<(u64, AllowanceId, u32)>,
+}
+
+impl Seen {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            set: BTreeSet::new(),
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// Counts `(allowance, counter)` at `now`: whether it is new.
+    fn first(&mut self, allowance: AllowanceId, counter: u32, now: u64) -> bool {
+        while let Some(&(at, a, c)) = self.queue.front() {
+            if at.saturating_add(WINDOW_SECS) > now && self.queue.len() < self.cap {
+                break;
+            }
+            self.queue.pop_front();
+            self.set.remove(&(a, c));
+        }
+        if !self.set.insert((allowance, counter)) {
+            return false;
+        }
+        self.queue.push_back((now, allowance, counter));
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.set.len()
     }
 }
 
@@ -522,8 +550,8 @@ impl Junk {
 pub struct Monitor {
     rules: RiskRules,
     velocity: Capped<AllowanceId, Velocity>,
-    /// When each `(allowance, counter)` was counted.
-    seen: Capped<(AllowanceId, u32), u64>,
+    /// The payments counted in the window.
+    seen: Seen,
     payees: Capped<AllowanceId, BTreeSet<DeviceKey>>,
     /// Allowances proven forked, and when.
     forked: Capped<AllowanceId, u64>,
@@ -545,7 +573,7 @@ impl Monitor {
         Self {
             rules,
             velocity: Capped::new(MAX_WATCHED),
-            seen: Capped::new(MAX_SEEN),
+            seen: Seen::new(MAX_SEEN),
             payees: Capped::new(MAX_PAYEE_SETS),
             forked: Capped::new(MAX_FORKED),
             forked_payees: Capped::new(MAX_FORKED_PAYEES),
@@ -572,12 +600,9 @@ impl Monitor {
         if self.forked.contains(&p.allowance) {
             out.extend(self.flag_payee(p.payee, p.allowance, now));
         }
-        self.seen
-            .drop_oldest_while(|at| at.saturating_add(WINDOW_SECS) <= now);
-        if self.seen.contains(&(p.allowance, p.counter)) {
+        if !self.seen.first(p.allowance, p.counter, now) {
             return out;
         }
-        self.seen.touch((p.allowance, p.counter), || now);
         let rules = self.rules;
         let v = self.velocity.touch(p.allowance, || Velocity {
             holder: p.holder,
