@@ -188,26 +188,11 @@ async fn guard(State(ui): State<Arc<Ui>>, req: HttpRequest, next: Next) -> Respo
             .into_response()
     };
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    meshpay_transports::http::harden(h, CSP);
     h.insert(
         "permissions-policy",
         HeaderValue::from_static("camera=(self), microphone=(), geolocation=()"),
     );
-    if !h.contains_key(header::CACHE_CONTROL) {
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
     r
 }
 

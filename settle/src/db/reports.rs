@@ -197,20 +197,33 @@ pub async fn near_limit_escrows(
     Ok((u(count), rows.iter().map(EscrowRow::open).collect()))
 }
 
-/// How many fraud proofs stand against open allowances, and up to `limit` of them with the
-/// time found, the newest first.
-pub async fn standing_frauds(db: &Db, limit: i64) -> DbResult<(u64, Vec<(FraudProof, u64)>)> {
-    let from = "FROM frauds f JOIN escrows e ON e.id = f.allowance WHERE e.released = 0";
+/// How many rows `from` (a `FROM … WHERE …` clause) matches, and the `columns` of the newest
+/// `limit` of them by `seq`, newest first.
+async fn count_and_page(
+    db: &Db,
+    columns: &str,
+    from: &str,
+    seq: &str,
+    limit: i64,
+) -> DbResult<(i64, Vec<sqlx::any::AnyRow>)> {
     let count: i64 = sqlx::query(&format!("SELECT COUNT(*) {from}"))
         .fetch_one(db.readers())
         .await?
         .try_get(0)?;
     let rows = sqlx::query(&format!(
-        "SELECT f.proof, f.found_at {from} ORDER BY f.seq DESC LIMIT $1"
+        "SELECT {columns} {from} ORDER BY {seq} DESC LIMIT $1"
     ))
     .bind(limit)
     .fetch_all(db.readers())
     .await?;
+    Ok((count, rows))
+}
+
+/// How many fraud proofs stand against open allowances, and up to `limit` of them with the
+/// time found, the newest first.
+pub async fn standing_frauds(db: &Db, limit: i64) -> DbResult<(u64, Vec<(FraudProof, u64)>)> {
+    let from = "FROM frauds f JOIN escrows e ON e.id = f.allowance WHERE e.released = 0";
+    let (count, rows) = count_and_page(db, "f.proof, f.found_at", from, "f.seq", limit).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let bytes: Vec<u8> = r.try_get(0)?;
@@ -228,16 +241,7 @@ pub async fn standing_revocations(
 ) -> DbResult<(u64, Vec<(Revocation, DeviceKey)>)> {
     let from = "FROM revocations r JOIN escrows e ON e.id = r.allowance WHERE e.released = 0 \
         AND NOT EXISTS (SELECT 1 FROM frauds f WHERE f.allowance = r.allowance)";
-    let count: i64 = sqlx::query(&format!("SELECT COUNT(*) {from}"))
-        .fetch_one(db.readers())
-        .await?
-        .try_get(0)?;
-    let rows = sqlx::query(&format!(
-        "SELECT r.revocation, e.holder {from} ORDER BY r.seq DESC LIMIT $1"
-    ))
-    .bind(limit)
-    .fetch_all(db.readers())
-    .await?;
+    let (count, rows) = count_and_page(db, "r.revocation, e.holder", from, "r.seq", limit).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let bytes: Vec<u8> = r.try_get(0)?;
