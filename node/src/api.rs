@@ -107,6 +107,8 @@ pub enum Request {
     Alerts,
     /// A new one-time pairing link for the web app.
     Pair,
+    /// Payments this node refused since it started, and why.
+    Refusals,
 }
 
 /// This device.
@@ -359,6 +361,17 @@ pub struct Alert {
     pub detail: String,
 }
 
+/// A payment this node refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The peer that sent it, text form.
+    pub payer: String,
+    /// Why (a refusal reason's name, e.g. `counter_conflict`).
+    pub reason: String,
+    /// When (Unix seconds).
+    pub at: u64,
+}
+
 /// A one-time link that opens a web-app session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PairLink {
@@ -466,6 +479,8 @@ pub enum Answer {
     Alerts(Vec<Alert>),
     /// [`Request::Pair`].
     Paired(PairLink),
+    /// [`Request::Refusals`], newest first.
+    Refusals(Vec<Refusal>),
 }
 
 /// An allowance added.
@@ -563,6 +578,7 @@ impl Answer {
             Request::Dial { .. } => Answer::Dialed(v(data)?),
             Request::Alerts => Answer::Alerts(v(data)?),
             Request::Pair => Answer::Paired(v(data)?),
+            Request::Refusals => Answer::Refusals(v(data)?),
         })
     }
 }

@@ -195,6 +195,9 @@ enum Command {
     /// What needs attention: fraud proofs, revocations, a restore found at start, peers dropped
     /// for breaking the rules. Newest first.
     Alerts(Json),
+    /// Payments this node refused since it started (a double spend, an expired request, an
+    /// allowance proven forked …), with the reason, newest first.
+    Refusals(Json),
     /// A new one-time link (and QR code) that pairs a browser with the node's web app. The
     /// link opens a session once, within 10 minutes; a paired browser keeps its session.
     Pair(Json),
@@ -366,6 +369,7 @@ fn control_request(command: &Command) -> Result<(Ctl, bool)> {
         }
         Command::Frauds(j) => (Ctl::Frauds, j.json),
         Command::Alerts(j) => (Ctl::Alerts, j.json),
+        Command::Refusals(j) => (Ctl::Refusals, j.json),
         Command::Pair(j) => (Ctl::Pair, j.json),
         Command::Topup {
             amount,

@@ -343,6 +343,11 @@ pub(crate) async fn run(node: &Node, request: Request) -> Result<Answer, NodeErr
         ),
         Request::Alerts => Answer::Alerts(alerts(node).await?),
         Request::Pair => Answer::Paired(pair(node)?),
+        Request::Refusals => {
+            let mut list = node.notices.recent_refusals();
+            list.reverse();
+            Answer::Refusals(list)
+        }
         Request::Dial { addr } => {
             let device = node.dial(&addr).await?;
             Answer::Dialed(api::Dialed {

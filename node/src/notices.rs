@@ -4,7 +4,7 @@
 //! Watchers that fall behind skip what they missed (a broadcast channel of bounded length):
 //! a slow browser never holds the device's task back.
 
-use crate::api::{Alert, Notice};
+use crate::api::{Alert, Notice, Refusal};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use tokio::sync::broadcast;
@@ -13,11 +13,14 @@ use tokio::sync::broadcast;
 const BACKLOG: usize = 256;
 /// Alerts remembered.
 const RECENT_ALERTS: usize = 100;
+/// Refused payments remembered.
+const RECENT_REFUSALS: usize = 100;
 
 /// The node's notices.
 pub struct Notices {
     tx: broadcast::Sender<Notice>,
     alerts: Mutex<VecDeque<Alert>>,
+    refusals: Mutex<VecDeque<Refusal>>,
 }
 
 impl Default for Notices {
@@ -25,24 +28,40 @@ impl Default for Notices {
         Self {
             tx: broadcast::channel(BACKLOG).0,
             alerts: Mutex::new(VecDeque::new()),
+            refusals: Mutex::new(VecDeque::new()),
         }
     }
 }
 
 impl Notices {
-    /// Tells the watchers; an alert is also remembered (the newest [`RECENT_ALERTS`]).
+    /// Tells the watchers; an alert or a refused payment is also remembered (the newest
+    /// [`RECENT_ALERTS`] and [`RECENT_REFUSALS`]).
     pub fn publish(&self, notice: Notice) {
-        if let Notice::Alert(a) = &notice {
-            let mut alerts = self
-                .alerts
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if alerts.len() == RECENT_ALERTS {
-                alerts.pop_front();
-            }
-            alerts.push_back(a.clone());
+        match &notice {
+            Notice::Alert(a) => remember(&self.alerts, a.clone(), RECENT_ALERTS),
+            Notice::Refused { payer, reason, at } => remember(
+                &self.refusals,
+                Refusal {
+                    payer: payer.clone(),
+                    reason: reason.clone(),
+                    at: *at,
+                },
+                RECENT_REFUSALS,
+            ),
+            _ => {}
         }
         let _ = self.tx.send(notice);
+    }
+
+    /// The payments refused since the node started (the newest [`RECENT_REFUSALS`]), oldest
+    /// first.
+    pub fn recent_refusals(&self) -> Vec<Refusal> {
+        self.refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// A new watcher.
@@ -59,6 +78,16 @@ impl Notices {
             .cloned()
             .collect()
     }
+}
+
+fn remember<T>(list: &Mutex<VecDeque<T>>, item: T, cap: usize) {
+    let mut list = list
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if list.len() == cap {
+        list.pop_front();
+    }
+    list.push_back(item);
 }
 
 #[cfg(test)]
@@ -83,6 +112,13 @@ mod tests {
             n.publish(alert(i));
         }
         n.publish(Notice::Peers);
+        n.publish(Notice::Refused {
+            payer: "mpdev1x".into(),
+            reason: "counter_conflict".into(),
+            at: 7,
+        });
+        assert_eq!(n.recent_refusals().len(), 1);
+        assert_eq!(n.recent_refusals()[0].reason, "counter_conflict");
         let kept = n.recent_alerts();
         assert_eq!(kept.len(), RECENT_ALERTS);
         assert_eq!(kept[0].at, 5, "the oldest are dropped first");

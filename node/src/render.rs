@@ -169,6 +169,13 @@ pub fn text(a: &Answer) -> String {
         Answer::Dialed(d) => format!("connected to {} at {}", d.device_key, d.address),
         Answer::Alerts(list) if list.is_empty() => "no alerts".into(),
         Answer::Alerts(list) => lines(list.iter().map(|a| a.detail.clone())),
+        Answer::Refusals(list) if list.is_empty() => {
+            "no payment refused since the node started".into()
+        }
+        Answer::Refusals(list) => lines(
+            list.iter()
+                .map(|r| format!("{}  from {}: {}", r.at, r.payer, r.reason)),
+        ),
         Answer::Paired(p) => format!(
             "{}\n\nopen once to pair a browser: {}\n(valid until {} unix time)",
             crate::qr::render(&p.url),

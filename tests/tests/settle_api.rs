@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 
 /// Every route of the API: method and path.
-const ROUTES: [(&str, &str); 19] = [
+const ROUTES: [(&str, &str); 21] = [
     ("get", "/.well-known/meshpay-issuer"),
     ("get", "/v1/issuer"),
     ("post", "/v1/allowances"),
@@ -22,6 +22,8 @@ const ROUTES: [(&str, &str); 19] = [
     ("post", "/admin/accounts/{device}/debit"),
     ("get", "/admin/accounts/{device}"),
     ("get", "/admin/reconciliation"),
+    ("get", "/admin/risk"),
+    ("get", "/admin/exposure"),
     ("post", "/admin/release"),
     ("post", "/admin/clock"),
     ("get", "/metrics"),

@@ -334,6 +334,7 @@ fn query_of(name: &str) -> Option<Request> {
         "allowances" => Request::Allowances,
         "frauds" => Request::Frauds,
         "alerts" => Request::Alerts,
+        "refusals" => Request::Refusals,
         "mesh" => Request::Mesh,
         _ => return None,
     })

@@ -198,6 +198,7 @@ const POS: &str = r#"<section id="pad-view" aria-labelledby="pad-title">
 const TODAY: &str = r#"<h1>Today</h1>
 <section aria-labelledby="totals-title"><h2 id="totals-title">Totals</h2><table id="totals"><thead><tr><th scope="col">Currency</th><th scope="col">Received</th><th scope="col">Sent</th><th scope="col">Pending</th><th scope="col">Settled</th></tr></thead><tbody></tbody></table></section>
 <p><a id="csv" href="/today.csv" download>Download today as CSV</a></p>
+<section aria-labelledby="ref-title"><h2 id="ref-title">Refused</h2><table id="refused"><thead><tr><th scope="col">Time</th><th scope="col">From</th><th scope="col">Why</th></tr></thead><tbody></tbody></table><p id="refused-empty">No payment refused today.</p></section>
 <section aria-labelledby="pay-title"><h2 id="pay-title">Payments</h2><table id="today"><thead><tr><th scope="col">Time</th><th scope="col">Direction</th><th scope="col">Amount</th><th scope="col">With</th><th scope="col">Status</th><th scope="col">Settlement</th></tr></thead><tbody></tbody></table><p id="today-empty" hidden>No payments today yet.</p></section>"#;
 
 const ALERTS: &str = r#"<h1>Alerts</h1>

@@ -36,6 +36,10 @@ function when(t) {
   return t ? new Date(t * 1000).toLocaleString() : '';
 }
 
+function clock(t) {
+  return new Date(t * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
 function shortKey(k) {
   return k && k.length > 16 ? k.slice(0, 10) + '…' + k.slice(-4) : (k || '');
 }
@@ -89,9 +93,9 @@ function settlementText(s) {
   return s || 'not yet';
 }
 
-function historyRows(items) {
+function historyRows(items, time) {
   return items.map((h) => row([
-    when(h.time),
+    (time || when)(h.time),
     h.direction,
     money(h.amount, h.currency),
     shortKey(h.counterparty),
@@ -208,7 +212,11 @@ const today = {
   async load() {
     const since = this.start();
     $('#csv').href = '/today.csv?since=' + since;
-    const items = (await get('history')).filter((h) => h.time >= since);
+    const [history, refusals] = await Promise.all([get('history'), get('refusals')]);
+    const items = history.filter((h) => h.time >= since);
+    const refused = refusals.filter((r) => r.at >= since);
+    fill('#refused tbody', refused.map((r) => row([clock(r.at), shortKey(r.payer), r.reason.replace(/_/g, ' ')])));
+    $('#refused-empty').hidden = refused.length > 0;
     const totals = {};
     for (const h of items) {
       const t = totals[h.currency] || (totals[h.currency] = { received: 0, sent: 0, pending: 0, settled: 0 });
@@ -220,7 +228,7 @@ const today = {
     fill('#totals tbody', Object.entries(totals).map(([c, t]) => row([
       c, money(t.received, c), money(t.sent, c), money(t.pending, c), money(t.settled, c),
     ])));
-    fill('#today tbody', historyRows(items));
+    fill('#today tbody', historyRows(items, clock));
     $('#today-empty').hidden = items.length > 0;
   },
   notice(n) {
