@@ -232,6 +232,9 @@ pub struct HistoryItem {
     pub time: u64,
     /// The issuer's decision: `settled` or `rejected: <reason>`.
     pub settlement: Option<String>,
+    /// The nonce of the payment request it pays, hex.
+    #[serde(default)]
+    pub nonce: String,
 }
 
 /// An allowance held.
@@ -603,6 +606,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// (Web app) the payment needs the wallet's PIN or passphrase, or the one given is wrong.
     Authorize,
+    /// (Web app) a change without the session's CSRF token, or from another site.
+    Forbidden,
     /// (Web app) too many requests at once; try again shortly.
     Busy,
     /// The node is stopping.

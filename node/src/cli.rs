@@ -64,6 +64,13 @@ struct NetArgs {
     /// another device on the same Wi-Fi.
     #[arg(long, value_name = "ADDR")]
     ui: Option<String>,
+    /// Serve the web app over HTTPS with this certificate chain (PEM; or `[ui] tls_cert`).
+    /// On a LAN address, plain HTTP lets anyone on the same Wi-Fi read the session and the PIN.
+    #[arg(long, value_name = "PEM", requires_all = ["ui_tls_key"])]
+    ui_tls_cert: Option<PathBuf>,
+    /// The key of --ui-tls-cert (PEM; or `[ui] tls_key`).
+    #[arg(long, value_name = "PEM", requires_all = ["ui_tls_cert"])]
+    ui_tls_key: Option<PathBuf>,
     /// Print one JSON line when ready (device key, addresses).
     #[arg(long)]
     json: bool,
@@ -80,6 +87,7 @@ impl NetArgs {
             quota_kb,
             ble: self.ble,
             ui: self.ui,
+            ui_tls: self.ui_tls_cert.zip(self.ui_tls_key),
         }
     }
 }
@@ -610,7 +618,16 @@ async fn start_ui(
     else {
         return Ok(None);
     };
-    let started = crate::ui::start(std::sync::Arc::clone(node), &addr).await?;
+    let settings = node.ui_settings();
+    let tls = match opts
+        .ui_tls
+        .clone()
+        .or_else(|| settings.tls_cert.clone().zip(settings.tls_key.clone()))
+    {
+        Some((cert, key)) => Some(meshpay_transports::http::tls_acceptor(&cert, &key)?),
+        None => None,
+    };
+    let started = crate::ui::start(std::sync::Arc::clone(node), &addr, tls).await?;
     Ok(Some((started.url, started.pair)))
 }
 

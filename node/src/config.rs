@@ -67,9 +67,14 @@ pub struct Config {
 pub struct UiSettings {
     /// Serve the web app on this address (as `meshpay run --ui`), e.g. "127.0.0.1:8080".
     pub listen: Option<String>,
-    /// Wallet payments from the web app above this many minor units ask for the PIN (set at
-    /// `init`) or the passphrase; 0 asks for every payment.
+    /// Wallet payments from the web app that bring what was paid without the PIN in 12 hours
+    /// above this many minor units ask for the PIN (set at `init`), or the passphrase when no
+    /// PIN is set; 0 asks for every payment.
     pub confirm_above: u64,
+    /// Serve the web app over HTTPS with this certificate chain (PEM) …
+    pub tls_cert: Option<PathBuf>,
+    /// … and this key (PEM).
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[issuer]`.
@@ -296,9 +301,14 @@ request_timeout_secs = 20
 # `meshpay run --ui`. Keep it on loopback unless a LAN must reach it: every browser pairs with
 # a one-time link that `meshpay run` and `meshpay pair` print.
 # listen = "127.0.0.1:8080"
-# Wallet payments from the web app above this many minor units ask for the PIN set at `init`
-# (or the passphrase); 0 asks for every payment.
+# Wallet payments from the web app ask for the PIN set at `init` (or the passphrase when no PIN
+# is set) once they and what was paid without the PIN in the last 12 hours pass this many minor
+# units; 0 asks for every payment.
 confirm_above = 0
+# On a LAN address, serve the app over HTTPS: on plain HTTP anyone on the same Wi-Fi can read
+# the session and the PIN as they pass.
+# tls_cert = "/etc/meshpay/ui-cert.pem"
+# tls_key = "/etc/meshpay/ui-key.pem"
 "#;
 
 impl Config {

@@ -476,7 +476,7 @@ async fn balance(node: &Node) -> Result<BTreeMap<String, api::Balance>, NodeErro
     Ok(rows)
 }
 
-async fn history(node: &Node) -> Result<Vec<api::HistoryItem>, NodeError> {
+pub(crate) async fn history(node: &Node) -> Result<Vec<api::HistoryItem>, NodeError> {
     let mut items: Vec<api::HistoryItem> = Vec::new();
     for s in node.store().sent().await? {
         items.push(api::HistoryItem {
@@ -492,6 +492,7 @@ async fn history(node: &Node) -> Result<Vec<api::HistoryItem>, NodeError> {
             counter: s.iou.counter,
             time: s.created_at,
             settlement: s.settlement.map(crate::actor::settlement_text),
+            nonce: s.iou.nonce.to_hex(),
         });
     }
     for p in node.store().received().await? {
@@ -508,6 +509,7 @@ async fn history(node: &Node) -> Result<Vec<api::HistoryItem>, NodeError> {
             counter: p.iou.counter,
             time: p.received_at,
             settlement: p.settlement,
+            nonce: p.iou.nonce.to_hex(),
         });
     }
     items.sort_by_key(|h| h.time);

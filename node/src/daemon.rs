@@ -224,6 +224,8 @@ pub struct RunOptions {
     pub ble: bool,
     /// Serve the web app here (overrides `[ui] listen`).
     pub ui: Option<String>,
+    /// … over HTTPS with this certificate chain and key (overrides `[ui] tls_cert`, `tls_key`).
+    pub ui_tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Node {
@@ -625,6 +627,11 @@ impl Node {
     /// The currency used when a command names none.
     pub fn currency(&self) -> &str {
         &self.config.wallet.currency
+    }
+
+    /// The configured gateway (`[mesh] gateway`).
+    pub fn gateway_configured(&self) -> Option<&str> {
+        self.config.mesh.gateway.as_deref()
     }
 
     /// The gateway URL: `--gateway`, else the config's.

@@ -38,7 +38,21 @@ impl Notices {
     /// [`RECENT_ALERTS`] and [`RECENT_REFUSALS`]).
     pub fn publish(&self, notice: Notice) {
         match &notice {
-            Notice::Alert(a) => remember(&self.alerts, a.clone(), RECENT_ALERTS),
+            Notice::Alert(a) => {
+                let mut alerts = self
+                    .alerts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // One entry per peer that broke the rules, its latest: a peer that keeps
+                // misbehaving cannot push the other alerts out.
+                if a.kind == crate::api::AlertKind::Misbehaved {
+                    alerts.retain(|b| b.kind != a.kind || b.subject != a.subject);
+                }
+                if alerts.len() == RECENT_ALERTS {
+                    alerts.pop_front();
+                }
+                alerts.push_back(a.clone());
+            }
             Notice::Refused { payer, reason, at } => remember(
                 &self.refusals,
                 Refusal {
@@ -123,6 +137,29 @@ mod tests {
         assert_eq!(kept.len(), RECENT_ALERTS);
         assert_eq!(kept[0].at, 5, "the oldest are dropped first");
         assert!(matches!(rx.try_recv(), Ok(Notice::Alert(a)) if a.at == 0));
+    }
+
+    #[test]
+    fn a_peer_that_keeps_misbehaving_holds_one_alert() {
+        let n = Notices::default();
+        n.publish(Notice::Alert(Alert {
+            kind: AlertKind::Revoked,
+            at: 1,
+            subject: "allowance".into(),
+            detail: "revoked".into(),
+        }));
+        for i in 0..(RECENT_ALERTS as u64 * 2) {
+            n.publish(Notice::Alert(Alert {
+                kind: AlertKind::Misbehaved,
+                at: i,
+                subject: "the same peer".into(),
+                detail: "oversized frame".into(),
+            }));
+        }
+        let kept = n.recent_alerts();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(kept[0].kind, AlertKind::Revoked);
+        assert_eq!(kept[1].at, RECENT_ALERTS as u64 * 2 - 1, "the latest");
     }
 
     #[test]

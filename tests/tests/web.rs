@@ -45,9 +45,18 @@ fn node_with_pin(root: &Path, name: &str) -> TestNode {
 /// A screenshot of `page` at `size`, from the top of the page (the page brought to the front
 /// first: a background tab may not paint).
 fn shot(page: &Page, dir: &Path, name: &str, size: (u32, u32)) -> PathBuf {
+    shot_of(page, dir, name, size, None)
+}
+
+/// [`shot`], with the element `css` in the middle of the screen instead.
+fn shot_of(page: &Page, dir: &Path, name: &str, size: (u32, u32), css: Option<&str>) -> PathBuf {
     page.call("Page.bringToFront", json!({})).expect("front");
     page.set_viewport(size.0, size.1, false).expect("viewport");
-    page.eval("window.scrollTo(0, 0); true").expect("scroll");
+    let scroll = css.map_or_else(
+        || "window.scrollTo(0, 0); true".to_owned(),
+        |c| format!("document.querySelector('{c}').scrollIntoView({{block: 'center'}}); true"),
+    );
+    page.eval(&scroll).expect("scroll");
     let path = dir.join(format!("{name}-{}x{}.png", size.0, size.1));
     page.screenshot(&path).expect("screenshot");
     path
@@ -111,7 +120,7 @@ fn check_access_rules(rt: &tokio::runtime::Runtime, node: &TestNode) {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 303);
+        assert_eq!(r.status(), 200);
         let cookie = r
             .headers()
             .get("set-cookie")
@@ -140,7 +149,17 @@ fn check_access_rules(rt: &tokio::runtime::Runtime, node: &TestNode) {
             .expect("csrf token in the page")
             .to_owned();
         let change = json!({"call": {"cmd": "request", "amount": 5}});
-        // A change without the token, or with a wrong one, or from another origin: refused.
+        // A change without the session: refused.
+        let r = http
+            .post(format!("{base}api/call"))
+            .header("x-csrf-token", &csrf)
+            .header("content-type", "application/json")
+            .body(change.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        // Without the token, or with a wrong one, or from another origin: refused.
         for (token, origin) in [
             (None, None),
             (Some("0".repeat(64)), None),
@@ -158,9 +177,9 @@ fn check_access_rules(rt: &tokio::runtime::Runtime, node: &TestNode) {
                 req = req.header("origin", o);
             }
             let r = req.send().await.unwrap();
-            assert_eq!(r.status(), 401);
+            assert_eq!(r.status(), 403);
             let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
-            assert_eq!(v["kind"], "unauthorized", "{v}");
+            assert_eq!(v["kind"], "forbidden", "{v}");
         }
         // With the session and its token: done.
         let r = http
@@ -255,18 +274,41 @@ fn a_payment_taken_and_watched_in_a_browser_and_a_double_spend_on_the_console() 
     shot(&pos, &shots, "take-payment-request", (1280, 800));
     pos.set_viewport(360, 640, false).unwrap();
 
-    // 3. The shopper pays it from the wallet screen: a wrong PIN pays nothing.
+    // 3. The shopper pays it from the wallet screen: the screen shows what the request asks
+    // for first, and a wrong PIN pays nothing.
     let wallet = paired_page(&browser, &shopper, "/wallet", true);
     wallet.fill("#pay-request", &request).unwrap();
-    wallet.fill("#secret", "0000").unwrap();
     wallet.click("#pay").unwrap();
     wallet
-        .wait_for("document.querySelector('#pay-result').textContent.includes('wrong PIN')", WAIT)
-        .unwrap_or_else(|e| panic!("a wrong PIN is refused: {e}: {:?} {:?} {:?}", wallet.text("#pay-result"), wallet.console_errors(), wallet.eval("JSON.stringify([location.href, document.querySelector('#pay').getBoundingClientRect(), document.elementFromPoint(180, 300) && document.elementFromPoint(180,300).id, window.scrollY, document.querySelector('#pay-result').getBoundingClientRect()])")));
+        .wait_for("!document.querySelector('#pay-confirm').hidden", WAIT)
+        .expect("the wallet shows the request before paying");
+    assert!(wallet.text("#confirm-amount").unwrap().starts_with("12.50"));
+    assert_eq!(wallet.text("#confirm-payee").unwrap(), vendor.device);
+    shot_of(
+        &wallet,
+        &shots,
+        "wallet-confirm",
+        (360, 640),
+        Some("#pay-confirm"),
+    );
+    wallet.set_viewport(360, 640, false).unwrap();
+    wallet.fill("#secret", "0000").unwrap();
+    wallet.click("#confirm-pay").unwrap();
+    wallet
+        .wait_for(
+            "document.querySelector('#pay-result').textContent.includes('wrong PIN')",
+            WAIT,
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "a wrong PIN is refused: {e}: {:?}",
+                wallet.text("#pay-result")
+            )
+        });
     assert_eq!(shopper.balance("KES")["sent_acked"], 0, "nothing was paid");
     wallet.fill("#secret", PIN).unwrap();
     let paid_at = Instant::now();
-    wallet.click("#pay").unwrap();
+    wallet.click("#confirm-pay").unwrap();
 
     // 4. The vendor's screen turns to paid without a reload.
     pos.wait_for(
@@ -439,4 +481,133 @@ fn a_payment_taken_and_watched_in_a_browser_and_a_double_spend_on_the_console() 
     }
     eprintln!("screenshots in {}", shots.display());
     drop(clone);
+}
+
+/// The web app's rules that need no browser: HTTPS with a `Secure` cookie; a payment only of
+/// the request shown; payments without the PIN that add up past `[ui] confirm_above` ask for
+/// it; paying a key directly and pointing the node at an unknown server are refused.
+#[test]
+fn the_web_app_over_https_pays_only_what_it_showed_and_sums_what_it_paid_without_the_pin() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = meshpay_tests::TestCa::new(root.path());
+    let files = ca.server("ui", &["127.0.0.1"]).args;
+    let issuer = meshpay_tests::DevIssuer::new(root.path());
+    let mut vendor = TestNode::init(root.path(), "vendor");
+    let mut shopper = node_with_pin(root.path(), "shopper");
+    shopper.edit_config("confirm_above = 0", "confirm_above = 1000");
+    vendor.start(&[]);
+    shopper.start(&[
+        "--peer",
+        &vendor.tcp_addr(),
+        "--ui",
+        "127.0.0.1:0",
+        "--ui-tls-cert",
+        &files[1],
+        "--ui-tls-key",
+        &files[3],
+    ]);
+    issuer.trusted_by(&vendor);
+    issuer.trusted_by(&shopper);
+    issuer.fund(&shopper, 5_000);
+    let (base, pair) = ui_urls(&shopper);
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+    let http = ca.client();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let r = http.get(&pair).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(cookie.contains("; Secure"), "{cookie}");
+        let session = cookie.split(';').next().unwrap().to_owned();
+        let page = http
+            .get(&base)
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = page
+            .split("name=\"csrf-token\" content=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap()
+            .to_owned();
+        let call = |body: Value| {
+            http.post(format!("{base}api/call"))
+                .header("cookie", &session)
+                .header("x-csrf-token", &csrf)
+                .header("origin", base.trim_end_matches('/'))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+        };
+        let answer = |r: reqwest::Response| async move {
+            let status = r.status().as_u16();
+            let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+            (status, v)
+        };
+        let request = |amount: u64| {
+            vendor.json(&["request", &amount.to_string(), "--json"])["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let payee = vendor.device.clone();
+        let pay = |text: &str, amount: u64, secret: Option<&str>| {
+            let mut body = json!({"call": {"cmd": "pay", "request": text},
+                "shown": {"amount": amount, "payee": payee}});
+            if let Some(s) = secret {
+                body["secret"] = json!(s);
+            }
+            body
+        };
+
+        // A request other than the one shown: refused, nothing paid.
+        let text = request(600);
+        let (status, v) = answer(call(pay(&text, 60, None)).await.unwrap()).await;
+        assert_eq!((status, v["kind"].as_str()), (400, Some("input")), "{v}");
+        // Paying a key directly: the web app pays requests only.
+        let direct = json!({"call": {"cmd": "pay", "to": payee, "amount": 10}});
+        let (status, v) = answer(call(direct).await.unwrap()).await;
+        assert_eq!(status, 400, "{v}");
+        // An unknown settlement server.
+        let topup =
+            json!({"call": {"cmd": "topup", "url": "http://10.0.0.1:80", "amount": 10, "days": 1}});
+        let (status, v) = answer(call(topup).await.unwrap()).await;
+        assert_eq!(status, 400, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("trusts"), "{v}");
+        assert_eq!(shopper.balance("KES")["sent_acked"], 0);
+
+        // 600 needs no PIN under a threshold of 1000; another 600 in the same hours does.
+        let (status, v) = answer(call(pay(&text, 600, None)).await.unwrap()).await;
+        assert_eq!(
+            (status, v["data"]["status"].as_str()),
+            (200, Some("acked")),
+            "{v}"
+        );
+        let second = request(600);
+        let (status, v) = answer(call(pay(&second, 600, None)).await.unwrap()).await;
+        assert_eq!(
+            (status, v["kind"].as_str()),
+            (403, Some("authorize")),
+            "{v}"
+        );
+        // The passphrase does not stand in for a PIN that is set.
+        let (status, _) = answer(
+            call(pay(&second, 600, Some("test passphrase")))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 403);
+        let (status, v) = answer(call(pay(&second, 600, Some(PIN))).await.unwrap()).await;
+        assert_eq!(
+            (status, v["data"]["status"].as_str()),
+            (200, Some("acked")),
+            "{v}"
+        );
+        assert_eq!(shopper.balance("KES")["sent_acked"], 1200);
+    });
 }

@@ -433,6 +433,8 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
+pub use tokio_rustls::TlsAcceptor;
+
 /// Loads a certificate chain and its key from PEM files into a TLS acceptor.
 pub fn tls_acceptor(
     cert: &std::path::Path,

@@ -20,8 +20,16 @@ const MAX_SESSIONS: usize = 16;
 pub const SESSION_IDLE: u64 = 12 * 3600;
 /// Wrong PINs or passphrases in a row before web payments are locked.
 const MAX_WRONG: u32 = 5;
-/// Seconds web payments stay locked after that.
+/// Seconds web payments stay locked the first time; each further lockout doubles it.
 const LOCKOUT: u64 = 300;
+/// The longest lockout.
+const MAX_LOCKOUT: u64 = 86_400;
+/// Seconds over which payments made without the PIN add up against `[ui] confirm_above`.
+pub const UNCONFIRMED_WINDOW: u64 = 12 * 3600;
+/// Payments without the PIN remembered in that window.
+const MAX_UNCONFIRMED: usize = 1024;
+/// Event streams one session may hold open.
+pub const STREAMS_PER_SESSION: usize = 4;
 /// The session cookie's name starts so; the port follows (browsers keep cookies per host, not
 /// per port, and two nodes on one machine must not share sessions).
 pub const COOKIE: &str = "mp_session_";
@@ -29,9 +37,12 @@ pub const COOKIE: &str = "mp_session_";
 /// A paired browser.
 #[derive(Debug, Clone)]
 pub struct Session {
+    /// Its id (the cookie's value).
+    pub id: String,
     /// Its CSRF token.
     pub csrf: String,
     last_seen: u64,
+    streams: usize,
 }
 
 #[derive(Default)]
@@ -39,7 +50,10 @@ struct State {
     codes: Vec<(String, u64)>,
     sessions: BTreeMap<String, Session>,
     wrong: u32,
+    lockouts: u32,
     locked_until: u64,
+    /// Payments made without the PIN: when, how much.
+    unconfirmed: std::collections::VecDeque<(u64, u64)>,
 }
 
 /// The web app's access rules.
@@ -124,11 +138,13 @@ impl Access {
                 s.sessions.remove(&k);
             }
         }
+        let id = random_hex();
         let session = Session {
+            id: id.clone(),
             csrf: random_hex(),
             last_seen: now,
+            streams: 0,
         };
-        let id = random_hex();
         s.sessions.insert(id.clone(), session.clone());
         Some((id, session))
     }
@@ -150,33 +166,96 @@ impl Access {
         Some(session.clone())
     }
 
+    /// Whether the session `id` is still alive (not expired, not dropped for a newer one).
+    pub fn alive(&self, id: &str, now: u64) -> bool {
+        self.state()
+            .sessions
+            .get(id)
+            .is_some_and(|s| s.last_seen + SESSION_IDLE > now)
+    }
+
+    /// Takes one of the session's [`STREAMS_PER_SESSION`] event streams.
+    pub fn open_stream(&self, id: &str) -> bool {
+        let mut s = self.state();
+        match s.sessions.get_mut(id) {
+            Some(session) if session.streams < STREAMS_PER_SESSION => {
+                session.streams += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Gives back an event stream taken with [`Self::open_stream`].
+    pub fn close_stream(&self, id: &str) {
+        if let Some(session) = self.state().sessions.get_mut(id) {
+            session.streams = session.streams.saturating_sub(1);
+        }
+    }
+
+    /// Whether a payment of `amount` needs the PIN: always when `threshold` is 0, else when it
+    /// and the payments made without the PIN in the last [`UNCONFIRMED_WINDOW`] seconds add
+    /// up to more than `threshold` (so small payments cannot add up to a large one).
+    pub fn needs_pin(&self, amount: u64, threshold: u64, now: u64) -> bool {
+        if threshold == 0 {
+            return true;
+        }
+        let mut s = self.state();
+        let since = now.saturating_sub(UNCONFIRMED_WINDOW);
+        while s.unconfirmed.front().is_some_and(|(at, _)| *at <= since) {
+            s.unconfirmed.pop_front();
+        }
+        let spent = s
+            .unconfirmed
+            .iter()
+            .fold(0u64, |t, (_, a)| t.saturating_add(*a));
+        spent.saturating_add(amount) > threshold
+    }
+
+    /// Counts a payment made without the PIN towards [`Self::needs_pin`].
+    pub fn paid_unconfirmed(&self, amount: u64, now: u64) {
+        let mut s = self.state();
+        if s.unconfirmed.len() == MAX_UNCONFIRMED {
+            // Forgetting the oldest would let payments add up unseen: fold it into the next.
+            let (_, a) = s.unconfirmed.pop_front().unwrap_or_default();
+            if let Some(next) = s.unconfirmed.front_mut() {
+                next.1 = next.1.saturating_add(a);
+            }
+        }
+        s.unconfirmed.push_back((now, amount));
+    }
+
     /// Whether `given` is the session's CSRF token.
     pub fn csrf_ok(session: &Session, given: &str) -> bool {
         same(&session.csrf, given)
     }
 
-    /// Whether a PIN or passphrase may be tried now.
-    pub fn may_try(&self, now: u64) -> Result<(), Locked> {
-        let s = self.state();
+    /// Starts a PIN or passphrase try: refused while locked; otherwise counted as wrong
+    /// until [`Self::right`] says otherwise, so tries made at once cannot pass the limit.
+    /// [`MAX_WRONG`] wrong ones in a row lock web payments for [`LOCKOUT`] seconds, doubled at
+    /// each further lockout up to [`MAX_LOCKOUT`].
+    pub fn try_secret(&self, now: u64) -> Result<(), Locked> {
+        let mut s = self.state();
         if s.locked_until > now {
             return Err(Locked::For(s.locked_until - now));
+        }
+        s.wrong += 1;
+        if s.wrong >= MAX_WRONG {
+            s.wrong = 0;
+            let lock = LOCKOUT
+                .saturating_mul(1 << s.lockouts.min(16))
+                .min(MAX_LOCKOUT);
+            s.lockouts = s.lockouts.saturating_add(1);
+            s.locked_until = now + lock;
         }
         Ok(())
     }
 
-    /// Counts a PIN or passphrase try: a right one resets the count, [`MAX_WRONG`] wrong ones
-    /// in a row lock web payments for [`LOCKOUT`] seconds.
-    pub fn tried(&self, right: bool, now: u64) {
+    /// The try started with [`Self::try_secret`] was right: the count of wrong tries restarts.
+    pub fn right(&self) {
         let mut s = self.state();
-        if right {
-            s.wrong = 0;
-        } else {
-            s.wrong += 1;
-            if s.wrong >= MAX_WRONG {
-                s.wrong = 0;
-                s.locked_until = now + LOCKOUT;
-            }
-        }
+        s.wrong = 0;
+        s.lockouts = 0;
     }
 }
 
@@ -227,17 +306,59 @@ mod tests {
     }
 
     #[test]
-    fn wrong_pins_lock_payments_for_a_while() {
-        let a = Access::new("http://x".into());
+    fn wrong_pins_lock_payments_for_longer_each_time() {
+        let a = Access::new("http://x:1".into());
         for _ in 0..MAX_WRONG - 1 {
-            a.tried(false, 50);
+            a.try_secret(50).unwrap();
         }
-        a.tried(true, 50);
-        assert!(a.may_try(50).is_ok(), "a right one resets the count");
+        a.right();
+        for _ in 0..MAX_WRONG - 1 {
+            a.try_secret(50).unwrap();
+        }
+        assert!(a.try_secret(50).is_ok(), "a right one restarts the count");
+        assert!(a.try_secret(50).is_err(), "five wrong in a row lock");
+        // Tries started at once count before their answer: the fifth locks.
+        let a = Access::new("http://x:1".into());
         for _ in 0..MAX_WRONG {
-            a.tried(false, 60);
+            a.try_secret(60).unwrap();
         }
-        assert_eq!(a.may_try(61), Err(Locked::For(LOCKOUT - 1)));
-        assert!(a.may_try(60 + LOCKOUT).is_ok());
+        assert_eq!(a.try_secret(61), Err(Locked::For(LOCKOUT - 1)));
+        for _ in 0..MAX_WRONG {
+            a.try_secret(60 + LOCKOUT).unwrap();
+        }
+        assert_eq!(
+            a.try_secret(60 + LOCKOUT),
+            Err(Locked::For(2 * LOCKOUT)),
+            "the second lockout is twice as long"
+        );
+    }
+
+    #[test]
+    fn small_payments_without_the_pin_add_up() {
+        let a = Access::new("http://x:1".into());
+        assert!(a.needs_pin(1, 0, 10), "a threshold of 0 always asks");
+        assert!(!a.needs_pin(400, 1000, 10));
+        a.paid_unconfirmed(400, 10);
+        a.paid_unconfirmed(400, 20);
+        assert!(!a.needs_pin(200, 1000, 30));
+        assert!(a.needs_pin(201, 1000, 30), "1001 in the window");
+        assert!(
+            !a.needs_pin(600, 1000, 10 + UNCONFIRMED_WINDOW),
+            "the first has left the window"
+        );
+    }
+
+    #[test]
+    fn a_session_holds_a_few_streams() {
+        let a = Access::new("http://x:1".into());
+        let (id, _) = a.redeem(&code_of(&a.pairing_link_at(5)), 5).unwrap();
+        for _ in 0..STREAMS_PER_SESSION {
+            assert!(a.open_stream(&id));
+        }
+        assert!(!a.open_stream(&id));
+        a.close_stream(&id);
+        assert!(a.open_stream(&id));
+        assert!(!a.open_stream("nobody"));
+        assert!(a.alive(&id, 6) && !a.alive(&id, 5 + SESSION_IDLE));
     }
 }

@@ -76,9 +76,14 @@ pub enum UiError {
 struct Ui {
     node: Arc<Node>,
     access: Arc<Access>,
+    /// `Host` values that name this app.
     hosts: Vec<String>,
+    /// `http` or `https`.
+    scheme: &'static str,
     calls: Arc<Semaphore>,
     streams: Arc<Semaphore>,
+    /// One PIN or passphrase check at a time.
+    checking: tokio::sync::Mutex<()>,
 }
 
 /// The running web app: where it is, and a first pairing link.
@@ -90,8 +95,12 @@ pub struct Started {
     pub pair: api::PairLink,
 }
 
-/// Starts serving the web app of `node` on `addr`.
-pub async fn start(node: Arc<Node>, addr: &str) -> Result<Started, UiError> {
+/// Starts serving the web app of `node` on `addr`, over HTTPS with `tls`.
+pub async fn start(
+    node: Arc<Node>,
+    addr: &str,
+    tls: Option<meshpay_transports::http::TlsAcceptor>,
+) -> Result<Started, UiError> {
     let sock: SocketAddr = addr
         .parse()
         .map_err(|_| UiError::Address(addr.to_owned()))?;
@@ -108,11 +117,24 @@ pub async fn start(node: Arc<Node>, addr: &str) -> Result<Started, UiError> {
         addr: addr.to_owned(),
         why,
     })?;
-    let mut hosts = vec![local.to_string()];
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut names = vec![match local {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    }];
     if local.ip().is_loopback() {
-        hosts.push(format!("localhost:{}", local.port()));
+        names.push("localhost".to_owned());
     }
-    let base = format!("http://{local}");
+    let default_port = if tls.is_some() { 443 } else { 80 };
+    let mut hosts = Vec::new();
+    for n in &names {
+        hosts.push(format!("{n}:{}", local.port()));
+        // Browsers leave the scheme's default port out of `Host` and `Origin`.
+        if local.port() == default_port {
+            hosts.push(n.clone());
+        }
+    }
+    let base = format!("{scheme}://{local}");
     let access = Arc::new(Access::new(base.clone()));
     let _ = node.ui.set(Arc::clone(&access));
     let pair = access.pairing_link();
@@ -120,18 +142,22 @@ pub async fn start(node: Arc<Node>, addr: &str) -> Result<Started, UiError> {
         node,
         access,
         hosts,
+        scheme,
         calls: Arc::new(Semaphore::new(MAX_CALLS)),
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+        checking: tokio::sync::Mutex::new(()),
     });
+    // A few devices holding connections open must not lock the vendor out.
     let limits = ServeLimits {
-        max_connections: 64,
-        max_per_source: 24,
+        max_connections: 256,
+        max_per_source: 16,
+        header_timeout: Duration::from_secs(5),
         ..ServeLimits::default()
     };
     let app = router(ui);
     tokio::spawn(async move {
         let served =
-            meshpay_transports::http::serve(listener, app, limits, None, std::future::pending())
+            meshpay_transports::http::serve(listener, app, limits, tls, std::future::pending())
                 .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "the web app stopped");
@@ -154,6 +180,8 @@ fn router(ui: Arc<Ui>) -> Router {
         .route("/assets/app.js", get(script))
         .route("/assets/app.css", get(style))
         .route("/api/call", post(call))
+        .route("/api/decode", get(decode))
+        .route("/api/received", get(received))
         .route("/api/{query}", get(query))
         .route("/events", get(events))
         .route("/qr.svg", get(qr))
@@ -204,15 +232,18 @@ impl Ui {
 
     /// The session of a change: paired, with its CSRF token, from this app's origin.
     fn change(&self, h: &HeaderMap) -> Result<Session, ApiError> {
-        let refuse = |m: &str| Err(ApiError::new(ErrorKind::Unauthorized, m));
+        let refuse = |m: &str| Err(ApiError::new(ErrorKind::Forbidden, m));
         let Some(s) = self.session(h) else {
-            return refuse("this browser is not paired: open the link `meshpay pair` prints");
+            return Err(ApiError::new(
+                ErrorKind::Unauthorized,
+                "this browser is not paired: open the link `meshpay pair` prints",
+            ));
         };
         if let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
             if !self
                 .hosts
                 .iter()
-                .any(|host| origin == format!("http://{host}"))
+                .any(|host| origin == format!("{}://{host}", self.scheme))
             {
                 return refuse("a change from another site is refused");
             }
@@ -235,7 +266,7 @@ fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Peer | ErrorKind::Issuer => StatusCode::BAD_GATEWAY,
         ErrorKind::Storage => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorKind::Authorize => StatusCode::FORBIDDEN,
+        ErrorKind::Authorize | ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::Busy | ErrorKind::Stopped => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
@@ -250,6 +281,23 @@ fn envelope(result: Result<api::Answer, ApiError>) -> Response {
     match result {
         Ok(a) => axum::Json(serde_json::json!({"ok": true, "data": a})).into_response(),
         Err(e) => envelope_error(&e),
+    }
+}
+
+impl Ui {
+    /// The session cookie for `id`, good for [`access::SESSION_IDLE`] from now.
+    fn cookie(&self, id: &str) -> Option<HeaderValue> {
+        let secure = if self.scheme == "https" {
+            "; Secure"
+        } else {
+            ""
+        };
+        HeaderValue::from_str(&format!(
+            "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+            self.access.cookie,
+            access::SESSION_IDLE
+        ))
+        .ok()
     }
 }
 
@@ -272,20 +320,27 @@ fn page(ui: &Ui, h: &HeaderMap, screen: pages::Screen) -> Response {
             device: &ui.node.device.to_text(),
         },
     );
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+    let mut r = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+    // A page in use keeps its session: the cookie's life starts again with each page.
+    if let Some(c) = ui.cookie(&s.id) {
+        r.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    r
 }
 
 async fn pair(State(ui): State<Arc<Ui>>, Path(code): Path<String>) -> Response {
     match ui.access.redeem(&code, crate::daemon::now()) {
         Some((id, _)) => {
-            let cookie = format!(
-                "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-                ui.access.cookie,
-                access::SESSION_IDLE
-            );
-            let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                r.headers_mut().insert(header::SET_COOKIE, v);
+            // A page, not a redirect: a link opened from another site (a chat, a mail) would
+            // be followed cross-site, and the browser would not send the SameSite=Strict
+            // cookie along; the page's own refresh is same-site.
+            let mut r = (
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                pages::paired(),
+            )
+                .into_response();
+            if let Some(c) = ui.cookie(&id) {
+                r.headers_mut().insert(header::SET_COOKIE, c);
             }
             r
         }
@@ -321,7 +376,7 @@ async fn style() -> Response {
 }
 
 async fn not_found() -> Response {
-    envelope_error(&ApiError::new(ErrorKind::Input, "no such page"))
+    (StatusCode::NOT_FOUND, "no such page\n").into_response()
 }
 
 /// The queries the web app reads, by name.
@@ -362,14 +417,28 @@ async fn run(node: &Node, request: Request) -> Result<api::Answer, ApiError> {
         .map_err(|e| crate::control::api_error(&e))
 }
 
-/// A change from the web app: a control request, and the PIN or passphrase where a payment
-/// needs one.
+/// A change from the web app: a control request, the PIN or passphrase where a payment needs
+/// one, and for a payment what the page showed the user (refused if the request says other).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Call {
+struct Change {
     call: Request,
     #[serde(default)]
     secret: Option<String>,
+    #[serde(default)]
+    shown: Option<Shown>,
+}
+
+/// What the wallet screen showed before the user confirmed a payment.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Shown {
+    amount: u64,
+    payee: String,
+}
+
+fn refuse(kind: ErrorKind, message: impl Into<String>) -> Response {
+    envelope_error(&ApiError::new(kind, message))
 }
 
 async fn call(State(ui): State<Arc<Ui>>, h: HeaderMap, body: Body) -> Response {
@@ -377,70 +446,138 @@ async fn call(State(ui): State<Arc<Ui>>, h: HeaderMap, body: Body) -> Response {
         return envelope_error(&e);
     }
     let Ok(_permit) = ui.calls.clone().try_acquire_owned() else {
-        return envelope_error(&ApiError::new(
+        return refuse(
             ErrorKind::Busy,
             "the node is busy with other calls; try again",
-        ));
+        );
     };
     let bytes = match read_body(body, MAX_BODY, BODY_DEADLINE).await {
         Ok(b) => b,
-        Err(e) => return envelope_error(&ApiError::new(ErrorKind::Input, e.to_string())),
+        Err(e) => return refuse(ErrorKind::Input, e.to_string()),
     };
-    let call: Call = match serde_json::from_slice(&bytes) {
+    let call: Change = match serde_json::from_slice(&bytes) {
         Ok(c) => c,
-        Err(e) => {
-            return envelope_error(&ApiError::new(ErrorKind::Input, format!("not a call: {e}")));
-        }
+        Err(e) => return refuse(ErrorKind::Input, format!("not a call: {e}")),
     };
     let amount = match &call.call {
         Request::Pay {
             request: Some(text),
+            to: None,
+            amount: None,
             ..
-        } => PaymentRequest::from_text(text).ok().map(|r| r.amount),
-        Request::Pay { amount, .. } => *amount,
-        Request::Request { .. }
-        | Request::Topup { .. }
-        | Request::Sync
-        | Request::SyncIssuer { .. } => None,
+        } => match PaymentRequest::from_text(text) {
+            Ok(r) => {
+                let shown = call.shown.as_ref();
+                if shown.is_none_or(|s| s.amount != r.amount || s.payee != r.payee.to_text()) {
+                    return refuse(
+                        ErrorKind::Input,
+                        "the request is not the one shown: check it again before paying",
+                    );
+                }
+                Some(r.amount)
+            }
+            // The node says why it does not parse; nothing is paid.
+            Err(_) => None,
+        },
+        Request::Pay { .. } => {
+            return refuse(
+                ErrorKind::Input,
+                "the web app pays payment requests only: paste or scan one",
+            );
+        }
+        Request::Request { .. } | Request::Sync => None,
+        Request::Topup { url, .. } | Request::SyncIssuer { url } => {
+            if let Err(e) = known_issuer(&ui.node, url).await {
+                return envelope_error(&e);
+            }
+            None
+        }
         _ => {
-            return envelope_error(&ApiError::new(
+            return refuse(
                 ErrorKind::Input,
                 "the web app cannot make this call: use the command line",
-            ));
+            );
         }
     };
-    if amount.is_some_and(|a| a > ui.node.ui_settings().confirm_above) {
-        if let Err(e) = authorize(&ui, call.secret).await {
-            return envelope_error(&e);
+    let now = crate::daemon::now();
+    let mut unconfirmed = None;
+    if let Some(a) = amount {
+        if ui
+            .access
+            .needs_pin(a, ui.node.ui_settings().confirm_above, now)
+        {
+            if let Err(e) = authorize(&ui, call.secret).await {
+                return envelope_error(&e);
+            }
+        } else {
+            unconfirmed = Some(a);
         }
     }
-    envelope(run(&ui.node, call.call).await)
+    let answer = run(&ui.node, call.call).await;
+    if let (Some(a), Ok(api::Answer::Paid(o))) = (unconfirmed, &answer) {
+        if o.status != meshpay_protocol::device::SentStatus::Refused {
+            ui.access.paid_unconfirmed(a, now);
+        }
+    }
+    envelope(answer)
 }
 
-/// Checks the PIN (or the passphrase) a payment needs.
+/// A settlement server the web app may send the node to: one named by a trusted issuer's
+/// descriptor, or the configured gateway. (A paired browser cannot point the node at any
+/// address on the vendor's network.)
+async fn known_issuer(node: &Node, url: &str) -> Result<(), ApiError> {
+    let url = url.trim_end_matches('/');
+    if node
+        .gateway_configured()
+        .is_some_and(|g| g.trim_end_matches('/') == url)
+    {
+        return Ok(());
+    }
+    let issuers = node
+        .store()
+        .issuers()
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Storage, e.to_string()))?;
+    if issuers
+        .iter()
+        .any(|d| d.body().urls.iter().any(|u| u.trim_end_matches('/') == url))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorKind::Input,
+            format!(
+                "{url} is not a settlement server of an issuer this node trusts; use the command line for another"
+            ),
+        ))
+    }
+}
+
+/// Checks the PIN (or the passphrase) a payment needs, one check at a time.
 async fn authorize(ui: &Ui, secret: Option<String>) -> Result<(), ApiError> {
-    let now = crate::daemon::now();
-    ui.access
-        .may_try(now)
-        .map_err(|e| ApiError::new(ErrorKind::Authorize, e.to_string()))?;
     let Some(secret) = secret.filter(|s| !s.is_empty()) else {
         return Err(ApiError::new(
             ErrorKind::Authorize,
             "this payment needs the wallet's PIN (or its passphrase)",
         ));
     };
+    let _one = ui.checking.lock().await;
+    ui.access
+        .try_secret(crate::daemon::now())
+        .map_err(|e| ApiError::new(ErrorKind::Authorize, e.to_string()))?;
     let store = ui.node.store();
     let storage = |e: crate::store::StoreError| ApiError::new(ErrorKind::Storage, e.to_string());
     let pin = store.meta(crate::cli::PIN_META).await.map_err(storage)?;
     let key = store.meta("device_secret").await.map_err(storage)?;
-    let right = tokio::task::spawn_blocking(move || {
-        pin.is_some_and(|b| crate::keystore::open::<11>(&b, &secret).is_ok())
-            || key.is_some_and(|b| crate::keystore::open::<32>(&b, &secret).is_ok())
+    let right = tokio::task::spawn_blocking(move || match pin {
+        // With a PIN set, only the PIN; else the passphrase.
+        Some(b) => crate::keystore::open::<11>(&b, &secret).is_ok(),
+        None => key.is_some_and(|b| crate::keystore::open::<32>(&b, &secret).is_ok()),
     })
     .await
     .unwrap_or(false);
-    ui.access.tried(right, now);
     if right {
+        ui.access.right();
         Ok(())
     } else {
         Err(ApiError::new(
@@ -450,34 +587,98 @@ async fn authorize(ui: &Ui, secret: Option<String>) -> Result<(), ApiError> {
     }
 }
 
-async fn events(State(ui): State<Arc<Ui>>, h: HeaderMap) -> Response {
+#[derive(Debug, Deserialize)]
+struct TextQuery {
+    text: String,
+}
+
+/// `GET /api/decode?text=`: what a payment request asks for, to show before paying.
+async fn decode(State(ui): State<Arc<Ui>>, h: HeaderMap, Query(q): Query<TextQuery>) -> Response {
     if ui.session(&h).is_none() {
-        return envelope_error(&ApiError::new(
-            ErrorKind::Unauthorized,
-            "this browser is not paired",
-        ));
+        return refuse(ErrorKind::Unauthorized, "this browser is not paired");
     }
+    match PaymentRequest::from_text(q.text.trim()) {
+        Ok(r) => envelope(Ok(api::Answer::Request(crate::control::request_info(&r)))),
+        Err(e) => refuse(ErrorKind::Input, e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct NonceQuery {
+    nonce: String,
+}
+
+/// `GET /api/received?nonce=`: the payments received for the request with this nonce (the
+/// till asks after a gap in its event stream).
+async fn received(
+    State(ui): State<Arc<Ui>>,
+    h: HeaderMap,
+    Query(q): Query<NonceQuery>,
+) -> Response {
+    if ui.session(&h).is_none() {
+        return refuse(ErrorKind::Unauthorized, "this browser is not paired");
+    }
+    match crate::control::history(&ui.node).await {
+        Ok(items) => envelope(Ok(api::Answer::History(
+            items
+                .into_iter()
+                .filter(|i| i.direction == api::Direction::Received && i.nonce == q.nonce)
+                .collect(),
+        ))),
+        Err(e) => envelope_error(&crate::control::api_error(&e)),
+    }
+}
+
+/// An event stream's hold on its session's and the app's stream counts.
+struct StreamHold {
+    access: Arc<Access>,
+    session: String,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for StreamHold {
+    fn drop(&mut self) {
+        self.access.close_stream(&self.session);
+    }
+}
+
+async fn events(State(ui): State<Arc<Ui>>, h: HeaderMap) -> Response {
+    let Some(session) = ui.session(&h) else {
+        return refuse(ErrorKind::Unauthorized, "this browser is not paired");
+    };
+    let busy = || {
+        let mut r = refuse(ErrorKind::Busy, "too many open event streams");
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        r
+    };
     let Ok(permit) = ui.streams.clone().try_acquire_owned() else {
-        return envelope_error(&ApiError::new(
-            ErrorKind::Busy,
-            "too many open event streams",
-        ));
+        return busy();
+    };
+    if !ui.access.open_stream(&session.id) {
+        return busy();
+    }
+    let hold = StreamHold {
+        access: Arc::clone(&ui.access),
+        session: session.id,
+        _permit: permit,
     };
     let rx = ui.node.notices.subscribe();
-    let stream = futures::stream::unfold((rx, permit), |(mut rx, permit)| async move {
-        loop {
-            match rx.recv().await {
-                Ok(n) => {
-                    let data = serde_json::to_string(&n).unwrap_or_default();
-                    let ev: Result<Event, std::convert::Infallible> =
-                        Ok(Event::default().data(data));
-                    return Some((ev, (rx, permit)));
-                }
-                // A slow page skips what it missed; it re-reads its data on the next notice.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
+    let stream = futures::stream::unfold((rx, hold), |(mut rx, hold)| async move {
+        let next = rx.recv().await;
+        // A session that ended (expired, or dropped for a newer one) hears no more.
+        if !hold.access.alive(&hold.session, crate::daemon::now()) {
+            return None;
         }
+        let ev = match next {
+            Ok(n) => Event::default().data(serde_json::to_string(&n).unwrap_or_default()),
+            // A slow page missed notices: it is told to read its data again.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                Event::default().event("resync").data("{}")
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(ev), (rx, hold)))
     });
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
@@ -537,7 +738,7 @@ fn csv(items: &[api::HistoryItem], since: u64) -> String {
     use std::fmt::Write as _;
     fn field(s: &str) -> String {
         // Quote every text field; a leading formula character is defused for spreadsheets.
-        let s = if s.starts_with(['=', '+', '-', '@']) {
+        let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
             format!("'{s}")
         } else {
             s.to_owned()
@@ -593,6 +794,7 @@ mod tests {
             counter: 3,
             time: 100,
             settlement: Some("settled".into()),
+            nonce: "ef".into(),
         };
         let old = api::HistoryItem {
             time: 10,

@@ -154,6 +154,18 @@ pub(super) fn unpaired() -> String {
     )
 }
 
+/// The page a pairing link opens: it goes on to the app by itself (a same-site navigation, so
+/// the new session cookie goes along).
+pub(super) fn paired() -> String {
+    format!(
+        "{}<body><main class=\"notice\"><h1>This browser is paired</h1><p><a href=\"/\">Open the app</a>.</p></main></body></html>",
+        head(
+            "Paired",
+            "<meta http-equiv=\"refresh\" content=\"0; url=/\">"
+        )
+    )
+}
+
 /// The page a used or expired pairing link gets.
 pub(super) fn pairing_refused() -> String {
     format!(
@@ -186,6 +198,7 @@ const POS: &str = r#"<section id="pad-view" aria-labelledby="pad-title">
 <label for="request-text">Request text (for the payer to paste)</label>
 <textarea id="request-text" readonly rows="3"></textarea>
 <p id="waiting" class="waiting">Waiting for the payment…</p>
+<p id="req-expires"></p>
 <div class="row"><button id="copy" type="button">Copy text</button><button id="cancel" type="button">New amount</button></div>
 </section>
 <section id="paid-view" hidden aria-live="assertive" class="paid">
@@ -214,9 +227,14 @@ const WALLET: &str = r#"<h1>Wallet</h1>
 <textarea id="pay-request" name="request" rows="3" required></textarea>
 <div class="row"><button id="scan" type="button" hidden>Scan QR code</button></div>
 <video id="camera" hidden muted playsinline></video>
-<div id="secret-row" hidden><label for="secret">PIN or passphrase</label><input id="secret" name="secret" type="password" autocomplete="off"></div>
-<button id="pay" type="submit" class="primary">Pay</button>
+<button id="pay" type="submit" class="primary">Check the request</button>
 </form>
+<div id="pay-confirm" hidden role="group" aria-labelledby="confirm-title">
+<h3 id="confirm-title">Pay <span id="confirm-amount"></span>?</h3>
+<dl class="facts"><dt>To</dt><dd id="confirm-payee"></dd><dt>For</dt><dd id="confirm-memo"></dd><dt>Open until</dt><dd id="confirm-expires"></dd></dl>
+<div id="secret-row" hidden><label for="secret">PIN (or passphrase)</label><input id="secret" name="secret" type="password" inputmode="numeric" autocomplete="off"></div>
+<div class="row"><button id="confirm-pay" type="button" class="primary">Pay now</button><button id="cancel-pay" type="button">Cancel</button></div>
+</div>
 <p id="pay-result" role="status" aria-live="polite"></p>
 </section>
 <section aria-labelledby="al-title"><h2 id="al-title">Allowances</h2><table id="allowances"><thead><tr><th scope="col">Allowance</th><th scope="col">Spendable</th><th scope="col">Limit</th><th scope="col">Counter</th><th scope="col">Valid until</th><th scope="col">State</th></tr></thead><tbody></tbody></table></section>

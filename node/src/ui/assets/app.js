@@ -76,8 +76,11 @@ async function get(name) {
   return j.data;
 }
 
-async function call(req, secret) {
-  const body = secret ? { call: req, secret } : { call: req };
+async function call(req) {
+  return post({ call: req });
+}
+
+async function post(body) {
   const r = await fetch('/api/call', {
     method: 'POST',
     credentials: 'same-origin',
@@ -120,7 +123,10 @@ async function refreshAlertCount() {
 // ---- take a payment
 const pos = {
   nonce: null,
+  // Requests shown before the current one (a payment to an older QR code is still shown).
+  earlier: [],
   timer: null,
+  poll: null,
   show(view) {
     for (const id of ['pad-view', 'request-view', 'paid-view']) $('#' + id).hidden = id !== view;
     document.body.classList.toggle('flash', view === 'paid-view');
@@ -133,6 +139,8 @@ const pos = {
   },
   reset() {
     clearTimeout(this.timer);
+    clearInterval(this.poll);
+    if (this.nonce) this.earlier = [this.nonce, ...this.earlier].slice(0, 8);
     this.nonce = null;
     $('#amount').value = '';
     $('#memo').value = '';
@@ -160,10 +168,17 @@ const pos = {
         say('Type an amount first.', true);
         return;
       }
+      const ask = $('#ask');
+      if (ask.disabled) return;
+      ask.disabled = true;
       try {
         const memo = $('#memo').value.trim();
         const r = await call({ cmd: 'request', amount, memo: memo || null });
         this.nonce = r.nonce;
+        $('#req-expires').textContent = 'Open until ' + when(r.expires) + '.';
+        // The event stream says when it is paid; a gap in the stream is covered by asking.
+        clearInterval(this.poll);
+        this.poll = setInterval(() => this.resync(), 5000);
         $('#req-amount').textContent = money(r.amount, r.currency);
         $('#req-memo').textContent = r.memo;
         $('#qr').src = '/qr.svg?text=' + encodeURIComponent(r.text);
@@ -173,6 +188,8 @@ const pos = {
         this.show('request-view');
       } catch (e) {
         say(e.message, true);
+      } finally {
+        ask.disabled = false;
       }
     });
     $('#cancel').addEventListener('click', () => this.reset());
@@ -188,17 +205,42 @@ const pos = {
     });
     this.reset();
   },
+  paid(p, earlier) {
+    clearInterval(this.poll);
+    if (!earlier) this.nonce = null;
+    $('#paid-title').textContent = (earlier ? 'An earlier request was paid: ' : 'Paid ') + money(p.amount);
+    $('#paid-detail').textContent = 'from ' + shortKey(p.payer) + ', counter ' + p.counter + ', at ' + when(p.at);
+    this.show('paid-view');
+    $('#next').focus();
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.reset(), 15000);
+  },
   notice(n) {
     if (n.event === 'received' && this.nonce && n.nonce === this.nonce) {
-      this.nonce = null;
-      $('#paid-title').textContent = 'Paid ' + money(n.amount);
-      $('#paid-detail').textContent = 'from ' + shortKey(n.payer) + ', counter ' + n.counter + ', at ' + when(n.at);
-      this.show('paid-view');
-      $('#next').focus();
-      this.timer = setTimeout(() => this.reset(), 15000);
+      this.paid(n, false);
+    } else if (n.event === 'received' && this.earlier.includes(n.nonce)) {
+      this.earlier = this.earlier.filter((x) => x !== n.nonce);
+      this.paid(n, true);
     } else if (n.event === 'refused') {
-      say('A payment was refused: ' + n.reason, true);
+      say('A payment was refused: ' + n.reason.replace(/_/g, ' '), true);
     }
+  },
+  // Asks the node whether the request on screen was paid (after a gap in the event stream).
+  async resync() {
+    const nonce = this.nonce;
+    if (!nonce) return;
+    try {
+      const got = await get('received?nonce=' + encodeURIComponent(nonce));
+      if (got.length && this.nonce === nonce) {
+        const h = got[0];
+        this.paid({ amount: h.amount, payer: h.counterparty, counter: h.counter, at: h.time }, false);
+      }
+    } catch (e) {
+      say(e.message, true);
+    }
+  },
+  load() {
+    return this.resync();
   },
 };
 
@@ -232,7 +274,7 @@ const today = {
     $('#today-empty').hidden = items.length > 0;
   },
   notice(n) {
-    if (['received', 'sent', 'settled', 'refused'].includes(n.event)) this.load().catch((e) => say(e.message, true));
+    if (['received', 'sent', 'settled', 'refused'].includes(n.event)) reload(this);
   },
 };
 
@@ -251,7 +293,7 @@ const alertsPage = {
     $('#alerts-empty').hidden = list.length > 0;
   },
   notice(n) {
-    if (n.event === 'alert') this.load().catch((e) => say(e.message, true));
+    if (n.event === 'alert') reload(this);
   },
 };
 
@@ -268,17 +310,50 @@ const wallet = {
     ])));
     fill('#history tbody', historyRows(history));
   },
-  async pay(ev) {
+  shown: null,
+  // First step: show what the request asks for; nothing is paid yet.
+  async check(ev) {
     ev.preventDefault();
-    const text = $('#pay-request').value.trim();
+    const out = $('#pay-result');
+    out.classList.remove('bad');
+    out.textContent = '';
+    try {
+      const r = await get('decode?text=' + encodeURIComponent($('#pay-request').value.trim()));
+      this.shown = { text: r.text, amount: r.amount, payee: r.payee };
+      $('#confirm-amount').textContent = money(r.amount, r.currency);
+      $('#confirm-payee').textContent = r.payee;
+      $('#confirm-memo').textContent = r.memo || '(no memo)';
+      $('#confirm-expires').textContent = when(r.expires);
+      $('#pay-confirm').hidden = false;
+      $('#confirm-pay').focus();
+    } catch (e) {
+      out.textContent = e.message;
+      out.classList.add('bad');
+    }
+  },
+  cancel() {
+    this.shown = null;
+    $('#pay-confirm').hidden = true;
+    $('#secret').value = '';
+  },
+  // Second step: pay exactly what was shown.
+  async pay() {
+    const shown = this.shown;
+    if (!shown) return;
     const secret = $('#secret').value;
     const out = $('#pay-result');
+    const button = $('#confirm-pay');
+    if (button.disabled) return;
+    button.disabled = true;
     out.classList.remove('bad');
     out.textContent = 'Paying…';
     try {
-      const o = await call({ cmd: 'pay', request: text }, secret || null);
+      const req = { cmd: 'pay', request: shown.text };
+      const body = { call: req, shown: { amount: shown.amount, payee: shown.payee } };
+      if (secret) body.secret = secret;
+      const o = await post(body);
       $('#secret').value = '';
-      $('#secret-row').hidden = CONFIRM_ABOVE !== 0;
+      this.cancel();
       if (o.status === 'acked') {
         out.textContent = 'Paid ' + money(o.amount, o.currency) + ' to ' + shortKey(o.payee) + ' (counter ' + o.counter + ', acknowledged).';
         $('#pay-request').value = '';
@@ -296,6 +371,8 @@ const wallet = {
         $('#secret-row').hidden = false;
         $('#secret').focus();
       }
+    } finally {
+      button.disabled = false;
     }
   },
   async scan() {
@@ -307,12 +384,12 @@ const wallet = {
       say('No camera: paste the request text instead.', true);
       return;
     }
-    video.srcObject = stream;
-    video.hidden = false;
-    await video.play();
-    const detector = new window.BarcodeDetector({ formats: ['qr_code'] });
-    const until = Date.now() + 30000;
     try {
+      video.srcObject = stream;
+      video.hidden = false;
+      await video.play();
+      const detector = new window.BarcodeDetector({ formats: ['qr_code'] });
+      const until = Date.now() + 30000;
       while (Date.now() < until) {
         const codes = await detector.detect(video);
         if (codes.length) {
@@ -346,7 +423,9 @@ const wallet = {
     }
   },
   init() {
-    $('#pay-form').addEventListener('submit', (ev) => this.pay(ev));
+    $('#pay-form').addEventListener('submit', (ev) => this.check(ev));
+    $('#confirm-pay').addEventListener('click', () => this.pay());
+    $('#cancel-pay').addEventListener('click', () => this.cancel());
     $('#topup-form').addEventListener('submit', (ev) => this.topup(ev));
     if (CONFIRM_ABOVE === 0) $('#secret-row').hidden = false;
     if ('BarcodeDetector' in window && navigator.mediaDevices) {
@@ -355,7 +434,7 @@ const wallet = {
     }
   },
   notice(n) {
-    if (['received', 'sent', 'settled', 'alert'].includes(n.event)) this.load().catch((e) => say(e.message, true));
+    if (['received', 'sent', 'settled', 'alert'].includes(n.event)) reload(this);
   },
 };
 
@@ -391,14 +470,27 @@ const mesh = {
     });
   },
   notice(n) {
-    if (['peers', 'synced', 'gateway', 'received'].includes(n.event)) this.load().catch((e) => say(e.message, true));
+    if (['peers', 'synced', 'gateway', 'received'].includes(n.event)) reload(this);
   },
 };
 
 const screens = { pos, today, alerts: alertsPage, wallet, mesh };
 
-function live(screen) {
+// Reads the screen's data again, at most once a second however many notices come.
+let reloading = null;
+function reload(screen) {
+  if (!screen || !screen.load || reloading) return;
+  reloading = setTimeout(() => {
+    reloading = null;
+    screen.load().catch((e) => say(e.message, true));
+  }, 1000);
+}
+
+// The event stream: notices as they happen; after any gap (a reconnect, or notices the node
+// skipped for a slow page) the screen reads its data again.
+function live(screen, delay) {
   const source = new EventSource('/events');
+  let opened = false;
   source.onmessage = (m) => {
     let n;
     try {
@@ -409,8 +501,28 @@ function live(screen) {
     if (n.event === 'alert') refreshAlertCount();
     if (screen && screen.notice) screen.notice(n);
   };
+  source.addEventListener('resync', () => {
+    refreshAlertCount();
+    reload(screen);
+  });
   source.onopen = () => {
-    if (screen && screen.load) screen.load().catch((e) => say(e.message, true));
+    if (opened || delay) reload(screen);
+    opened = true;
+    delay = 0;
+  };
+  source.onerror = async () => {
+    if (source.readyState !== EventSource.CLOSED) return;
+    // The browser gave up (the node restarted, refused, or is busy): find out why.
+    try {
+      await get('id');
+    } catch (e) {
+      if (e.kind === 'unauthorized') {
+        say('This browser is no longer paired: open a new link from `meshpay pair`.', true);
+        return;
+      }
+    }
+    const next = Math.min((delay || 1000) * 2, 30000);
+    setTimeout(() => live(screen, next), next);
   };
 }
 
@@ -420,7 +532,7 @@ function start() {
   if (screen.init) screen.init();
   if (screen.load) screen.load().catch((e) => say(e.message, true));
   refreshAlertCount();
-  live(screen);
+  live(screen, 0);
 }
 
 start();
