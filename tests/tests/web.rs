@@ -89,11 +89,18 @@ fn paired_page(browser: &Browser, node: &TestNode, path: &str, first: bool) -> P
     };
     let page = browser.new_page().expect("page");
     page.set_viewport(360, 640, false).expect("viewport");
+    let ready =
+        "location.pathname === '{path}' && document.body && document.body.dataset.ready === 'yes'";
+    // The pairing page goes on to the app by itself.
     page.goto(&pair).expect("pair");
-    page.goto(&format!("{}{}", base.trim_end_matches('/'), path))
-        .expect("open");
-    page.wait_for("document.body && document.body.dataset.page", WAIT)
-        .unwrap_or_else(|e| panic!("{}: not a paired page: {e}", node.name));
+    page.wait_for(&ready.replace("{path}", "/"), WAIT)
+        .unwrap_or_else(|e| panic!("{}: pairing did not open the app: {e}", node.name));
+    if path != "/" {
+        page.goto(&format!("{}{}", base.trim_end_matches('/'), path))
+            .expect("open");
+        page.wait_for(&ready.replace("{path}", path), WAIT)
+            .unwrap_or_else(|e| panic!("{}: not a paired page: {e}", node.name));
+    }
     page
 }
 
@@ -281,7 +288,14 @@ fn a_payment_taken_and_watched_in_a_browser_and_a_double_spend_on_the_console() 
     wallet.click("#pay").unwrap();
     wallet
         .wait_for("!document.querySelector('#pay-confirm').hidden", WAIT)
-        .expect("the wallet shows the request before paying");
+        .unwrap_or_else(|e| {
+            panic!(
+                "the wallet shows the request before paying: {e}: {:?} {:?} {:?}",
+                wallet.text("#pay-result"),
+                wallet.eval("location.href"),
+                wallet.console_errors()
+            )
+        });
     assert!(wallet.text("#confirm-amount").unwrap().starts_with("12.50"));
     assert_eq!(wallet.text("#confirm-payee").unwrap(), vendor.device);
     shot_of(
@@ -333,6 +347,39 @@ fn a_payment_taken_and_watched_in_a_browser_and_a_double_spend_on_the_console() 
     shot(&wallet, &shots, "wallet", (360, 640));
     shot(&wallet, &shots, "wallet", (1280, 800));
 
+    // A till that hears no events at all (a phone that slept through the notice, a stream
+    // cut by the Wi-Fi) still turns to paid: it asks the node while the QR code is shown.
+    let deaf = browser.new_page().unwrap();
+    deaf.call(
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({"source": "window.EventSource = class { constructor() {} addEventListener() {} close() {} };"}),
+    )
+    .unwrap();
+    deaf.set_viewport(360, 640, false).unwrap();
+    let link = vendor.json(&["pair", "--json"]);
+    deaf.goto(link["url"].as_str().unwrap()).unwrap();
+    deaf.wait_for(
+        "location.pathname === '/' && document.body.dataset.ready === 'yes'",
+        WAIT,
+    )
+    .unwrap();
+    deaf.fill("#amount", "300").unwrap();
+    deaf.click("#ask").unwrap();
+    deaf.wait_for(
+        "document.querySelector('#request-text').value.startsWith('mpreq1')",
+        WAIT,
+    )
+    .unwrap();
+    let text = deaf
+        .eval("document.querySelector('#request-text').value")
+        .unwrap();
+    let p = shopper.json(&["pay", text.as_str().unwrap(), "--json"]);
+    assert_eq!(p["status"], "acked", "{p}");
+    deaf.wait_for("!document.querySelector('#paid-view').hidden", WAIT)
+        .expect("a till with no event stream finds the payment by asking");
+    assert!(deaf.text("#paid-title").unwrap().contains("3.00"));
+    drop(deaf);
+
     // 5. The issuer's console: log in, watch the upload settle.
     let console = browser.new_page().unwrap();
     console.set_viewport(1280, 800, false).unwrap();
@@ -351,7 +398,7 @@ fn a_payment_taken_and_watched_in_a_browser_and_a_double_spend_on_the_console() 
         )
         .expect("logged in");
     let up = vendor.json(&["sync-issuer", "--issuer", &server.url, "--json"]);
-    assert_eq!(up["uploaded"], 1, "{up}");
+    assert_eq!(up["uploaded"], 2, "{up}");
     console
         .wait_for(
             "document.querySelector('#feed').textContent.includes('settled')",
@@ -378,7 +425,7 @@ fn a_payment_taken_and_watched_in_a_browser_and_a_double_spend_on_the_console() 
     shot(&today, &shots, "today", (1280, 800));
     let mesh = paired_page(&browser, &vendor, "/mesh", false);
     mesh.wait_for(
-        "document.querySelector('#gateway').textContent.includes('uploaded 1')",
+        "document.querySelector('#gateway').textContent.includes('uploaded 2')",
         WAIT,
     )
     .expect("mesh shows the gateway round");

@@ -530,7 +530,11 @@ function start() {
   const screen = screens[page];
   if (!screen) return;
   if (screen.init) screen.init();
-  if (screen.load) screen.load().catch((e) => say(e.message, true));
+  // The screen's controls answer from now on.
+  document.body.dataset.ready = 'yes';
+  // Marked once the screen's data is in (its layout no longer moves).
+  const loaded = screen.load ? screen.load() : Promise.resolve();
+  loaded.then(() => { document.body.dataset.loaded = 'yes'; }, (e) => say(e.message, true));
   refreshAlertCount();
   live(screen, 0);
 }
