@@ -104,6 +104,27 @@ fn paired_page(browser: &Browser, node: &TestNode, path: &str, first: bool) -> P
     page
 }
 
+/// The session a pairing's `Set-Cookie` opened, and the CSRF token of its pages.
+async fn session_of(http: &reqwest::Client, base: &str, set_cookie: &str) -> (String, String) {
+    let session = set_cookie.split(';').next().unwrap().to_owned();
+    let page = http
+        .get(base)
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("csrf token in the page")
+        .to_owned();
+    (session, csrf)
+}
+
 /// Checks the pairing, session and CSRF rules from outside the browser.
 fn check_access_rules(rt: &tokio::runtime::Runtime, node: &TestNode) {
     let (base, pair) = ui_urls(node);
@@ -139,22 +160,7 @@ fn check_access_rules(rt: &tokio::runtime::Runtime, node: &TestNode) {
             cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
             "{cookie}"
         );
-        let session = cookie.split(';').next().unwrap().to_owned();
-        let page = http
-            .get(&base)
-            .header("cookie", &session)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let csrf = page
-            .split("name=\"csrf-token\" content=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .expect("csrf token in the page")
-            .to_owned();
+        let (session, csrf) = session_of(&http, &base, &cookie).await;
         let change = json!({"call": {"cmd": "request", "amount": 5}});
         // A change without the session: refused.
         let r = http
@@ -397,6 +403,12 @@ fn a_payment_taken_and_watched_in_a_browser_and_a_double_spend_on_the_console() 
             WAIT,
         )
         .expect("logged in");
+    console
+        .wait_for(
+            "document.querySelector('#live').textContent.includes('connected')",
+            WAIT,
+        )
+        .expect("the console's live feed connects");
     let up = vendor.json(&["sync-issuer", "--issuer", &server.url, "--json"]);
     assert_eq!(up["uploaded"], 2, "{up}");
     console
@@ -565,22 +577,7 @@ fn the_web_app_over_https_pays_only_what_it_showed_and_sums_what_it_paid_without
         assert_eq!(r.status(), 200);
         let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
         assert!(cookie.contains("; Secure"), "{cookie}");
-        let session = cookie.split(';').next().unwrap().to_owned();
-        let page = http
-            .get(&base)
-            .header("cookie", &session)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let csrf = page
-            .split("name=\"csrf-token\" content=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .unwrap()
-            .to_owned();
+        let (session, csrf) = session_of(&http, &base, &cookie).await;
         let call = |body: Value| {
             http.post(format!("{base}api/call"))
                 .header("cookie", &session)
