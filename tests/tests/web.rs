@@ -536,6 +536,16 @@ fn a_payment_taken_and_watched_in_a_browser_and_a_double_spend_on_the_console() 
         }
         assert_eq!(errors, Vec::<String>::new(), "{name}");
         assert_eq!(page.offsite_requests(), Vec::<String>::new(), "{name}");
+        // Every control is named for a screen reader: inputs by a label, buttons by text.
+        let unnamed = page
+            .eval(
+                "[...document.querySelectorAll('input:not([type=hidden]), textarea, select')]
+                   .filter((e) => !e.labels.length && !e.getAttribute('aria-label')).map((e) => e.id)
+                 .concat([...document.querySelectorAll('button')]
+                   .filter((b) => !b.textContent.trim() && !b.getAttribute('aria-label')).map((b) => b.id))",
+            )
+            .unwrap();
+        assert_eq!(unnamed, json!([]), "{name}: controls without a name");
         assert!(!page.requests().is_empty(), "{name}: requests are seen");
     }
     eprintln!("screenshots in {}", shots.display());
