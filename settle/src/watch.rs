@@ -95,6 +95,7 @@ impl Server {
                         holder: cert.body().holder,
                         payee: iou.payee,
                         amount: iou.amount,
+                        settled: *status == ReceiptStatus::Settled,
                     };
                     alerts.extend(monitor.payment(&payment, now));
                 }
