@@ -8,7 +8,7 @@ use crate::error::{RequestError, ServerError};
 use crate::limits::JunkBudget;
 use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::risk::{Monitor, RiskRules, Rule};
+use crate::risk::{Monitor, RiskRules};
 use meshpay_protocol::codec::VERSION;
 use meshpay_protocol::objects::amount_in_range;
 use meshpay_protocol::{
@@ -108,7 +108,9 @@ pub struct Server {
     /// The risk rules' live signals.
     monitor: Mutex<Monitor>,
     /// Alerts per rule as last counted, and when (for `/metrics`).
-    pub(crate) risk_counts: Mutex<Option<(std::time::Instant, BTreeMap<Rule, u64>)>>,
+    pub(crate) risk_counts: Mutex<crate::watch::CountsCache>,
+    /// Held by the one request counting the alerts again for `/metrics`.
+    pub(crate) risk_recount: tokio::sync::Mutex<()>,
 }
 
 impl Server {
@@ -131,7 +133,8 @@ impl Server {
             live: Live::default(),
             certs: Mutex::new(BTreeMap::new()),
             monitor: Mutex::new(Monitor::default()),
-            risk_counts: Mutex::new(None),
+            risk_counts: Mutex::new(crate::watch::CountsCache::default()),
+            risk_recount: tokio::sync::Mutex::new(()),
         }
     }
 
