@@ -823,6 +823,51 @@ async fn a_double_spend_reaches_the_feed_the_alerts_and_the_gauges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_admin_tokens_are_limited_but_the_right_one_always_passes() {
+    let c = Console::start().await;
+    let wrong = ("Authorization", "Bearer wrong-token-0123456789");
+    for k in 0..5 {
+        assert_eq!(c.get("/admin/risk", &[wrong]).await.status, 401, "try {k}");
+    }
+    let r = c.get("/admin/risk", &[wrong]).await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(c.get("/admin/risk", &[]).await.status, 429);
+    // The right token is never locked out, and clears nothing.
+    let bearer = format!("Bearer {TOKEN}");
+    let right = c.get("/admin/risk", &[("Authorization", &bearer)]).await;
+    assert_eq!(right.status, 200, "{}", right.body);
+    assert_eq!(c.get("/admin/risk", &[wrong]).await.status, 429);
+    // Guesses through the API count against the console's sign-in too.
+    assert_eq!(c.login("still-wrong").await.status, 429);
+    // Other routes are not affected.
+    assert_eq!(c.get("/healthz", &[]).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_sent_at_once_cannot_pass_the_limit() {
+    let c = Arc::new(Console::start().await);
+    let tries: Vec<_> = (0..20)
+        .map(|_| {
+            let c = Arc::clone(&c);
+            tokio::spawn(async move { c.login("wrong").await.status })
+        })
+        .collect();
+    let mut compared = 0;
+    for t in tries {
+        match t.await.expect("the try ran") {
+            401 => compared += 1,
+            429 => {}
+            other => panic!("status {other}"),
+        }
+    }
+    assert!(compared <= 5, "{compared} wrong tokens compared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_stay_small() {
     let c = Console::start().await;
     c.allowance(1_000).await;

@@ -72,6 +72,15 @@ impl Console {
         }
     }
 
+    /// Counts an attempt with a token not yet known to be right from `source` at `now`: how
+    /// long it must wait instead, if it failed too often lately ([`Throttle::attempt`]).
+    pub(crate) fn attempt(&self, source: IpAddr, now: Instant) -> Option<Duration> {
+        self.throttle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .attempt(source, now)
+    }
+
     /// The session token and CSRF token of the request's session, if it has a live one.
     fn session(&self, h: &HeaderMap) -> Option<(String, String)> {
         let token = cookie(h)?;
@@ -299,12 +308,7 @@ async fn login(State(s): State<AppState>, req: Request) -> Response {
             httpd::source_of(&c.0)
         });
     let now = Instant::now();
-    let wait = s
-        .console
-        .throttle
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .retry_after(source, now);
+    let wait = s.console.attempt(source, now);
     if let Some(wait) = wait {
         httpd::drain(body, MAX_SMALL_BODY, Duration::from_secs(5)).await;
         let secs = wait.as_secs().max(1);
@@ -328,12 +332,8 @@ async fn login(State(s): State<AppState>, req: Request) -> Response {
         }
     };
     let given = form_field(&body, "token").unwrap_or_default();
+    // The attempt was counted as a failure before the comparison; a correct token forgives it.
     if !is_admin_token(&s, &given) {
-        s.console
-            .throttle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .fail(source, now);
         return html(
             StatusCode::UNAUTHORIZED,
             login_form(Some("That is not the admin token. Check it and try again.")),
