@@ -823,6 +823,62 @@ async fn a_double_spend_reaches_the_feed_the_alerts_and_the_gauges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_ends_the_event_stream_at_once() {
+    let c = Console::start().await;
+    let (cookie, _) = c.session().await;
+    let mut events = TcpStream::connect(c.addr).await.expect("connects");
+    events
+        .write_all(head("GET", "/console/events", &[("Cookie", &cookie)], 0).as_bytes())
+        .await
+        .expect("sent");
+    let mut seen = String::new();
+    wait_for(&mut events, &mut seen, "text/event-stream").await;
+    // Signing out ends the session's event stream at once.
+    let (other, csrf) = c.session().await;
+    let mut theirs = TcpStream::connect(c.addr).await.expect("connects");
+    theirs
+        .write_all(head("GET", "/console/events", &[("Cookie", &other)], 0).as_bytes())
+        .await
+        .expect("sent");
+    let mut their_seen = String::new();
+    wait_for(&mut theirs, &mut their_seen, "text/event-stream").await;
+    let r = c
+        .post(
+            "/console/logout",
+            &[("Cookie", &other), ("X-CSRF-Token", &csrf)],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let ended = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = theirs.read(&mut buf).await.expect("the stream reads");
+            if n == 0 {
+                break;
+            }
+            their_seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            // Chunked encoding: the last chunk ends the answer.
+            if their_seen.ends_with("0\r\n\r\n") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, ended)
+        .await
+        .unwrap_or_else(|_| panic!("the stream outlived its session: {their_seen}"));
+    // The other session's stream goes on.
+    c.server
+        .settle(
+            vec![vec![0u8; 40]],
+            Some(std::net::IpAddr::from([10, 9, 9, 9])),
+        )
+        .await
+        .expect("settled");
+    wait_for(&mut events, &mut seen, "10.9.9.9").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_admin_tokens_are_limited_but_the_right_one_always_passes() {
     let c = Console::start().await;
     let wrong = ("Authorization", "Bearer wrong-token-0123456789");
