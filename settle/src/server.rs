@@ -213,6 +213,35 @@ impl Server {
         Ok((u(balance), entries))
     }
 
+    /// An account's balance alone (admin).
+    pub async fn balance(&self, device: &meshpay_protocol::DeviceKey) -> Result<u64, ServerError> {
+        let name = user(device);
+        let mut tx = self.db.begin().await?;
+        let Some(balance) = db::balance(&mut tx, &name).await? else {
+            return Err(ServerError::NoAccount(device.to_text()));
+        };
+        tx.commit().await?;
+        Ok(u(balance))
+    }
+
+    /// An account's balance, how many transfers its statement holds, and the newest `lines` of
+    /// them, newest first (admin; what a page shows).
+    pub async fn statement_tail(
+        &self,
+        device: &meshpay_protocol::DeviceKey,
+        lines: usize,
+    ) -> Result<(u64, u64, Vec<db::Entry>), ServerError> {
+        let name = user(device);
+        let mut tx = self.db.begin().await?;
+        let Some(balance) = db::balance(&mut tx, &name).await? else {
+            return Err(ServerError::NoAccount(device.to_text()));
+        };
+        let limit = i64::try_from(lines).unwrap_or(i64::MAX);
+        let (count, entries) = db::statement_tail(&mut tx, &name, limit).await?;
+        tx.commit().await?;
+        Ok((u(balance), count, entries))
+    }
+
     /// Checks a wallet request's signature, issuer and clock, then spends its nonce in a
     /// transaction of its own: a request is used once, whatever the answer to it.
     async fn spend_nonce(&self, req: &WalletRequest) -> Result<(), ServerError> {

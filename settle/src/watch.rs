@@ -9,7 +9,7 @@
 use crate::cpu::cpu;
 use crate::db::reports;
 use crate::error::ServerError;
-use crate::exposure::{self, Exposure, MAX_SCANNED};
+use crate::exposure::{self, CurrencyExposure, Exposure, MAX_SCANNED};
 use crate::live::{LiveEvent, RECEIPTS_PER_BATCH};
 use crate::risk::{Alert, MAX_ALERTS_PER_RULE, Payment, RiskReport, Rule};
 use crate::server::Server;
@@ -374,6 +374,39 @@ impl Server {
             exposure::summarize(&open, now, truncated)
         })
         .await
+    }
+
+    /// The exposure's totals, for the overview. When this issuer issues a single currency (its
+    /// descriptor's), every open escrow is in it, so the database sums them and no certificate
+    /// is read; otherwise this is the whole report ([`Server::exposure`]). Only `allowances`,
+    /// `holders` and `by_currency` are filled in (and `truncated`, false).
+    pub async fn exposure_totals(&self) -> Result<Exposure, ServerError> {
+        let [currency] = self.descriptor.body().currencies.as_slice() else {
+            return self.exposure().await;
+        };
+        let at = self.clock.now();
+        let t = reports::open_totals(&self.db).await?;
+        let sat = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
+        let by_currency = if t.allowances == 0 {
+            Vec::new()
+        } else {
+            vec![CurrencyExposure {
+                currency: currency.clone(),
+                allowances: t.allowances,
+                limit: sat(t.limit),
+                settled: sat(t.settled),
+                outstanding: sat(t.limit.saturating_sub(t.settled)),
+            }]
+        };
+        Ok(Exposure {
+            at,
+            allowances: t.allowances,
+            holders: t.holders,
+            by_currency,
+            by_holder: Vec::new(),
+            expiries: Vec::new(),
+            truncated: false,
+        })
     }
 
     /// Refusals by reason: the stored ones, and all decided since this server started.

@@ -823,6 +823,31 @@ async fn a_double_spend_reaches_the_feed_the_alerts_and_the_gauges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_sums_the_exposure_in_the_database() {
+    let c = Console::start().await;
+    let cert = c.allowance(1_000).await;
+    let payees = [
+        DeviceSecret::from_seed(&[10; 32]),
+        DeviceSecret::from_seed(&[11; 32]),
+    ];
+    for p in &payees {
+        c.server.open_account(&p.public()).await.expect("opened");
+    }
+    let empty = c.server.exposure_totals().await.expect("the totals");
+    assert_eq!(empty.allowances, 1);
+    double_spend(&c, &cert, &payees).await;
+    // The overview's exposure, summed by the database, is the full report's.
+    let full = c.server.exposure().await.expect("the exposure");
+    let totals = c.server.exposure_totals().await.expect("the totals");
+    assert_eq!(
+        (totals.allowances, totals.holders, &totals.by_currency),
+        (full.allowances, full.holders, &full.by_currency)
+    );
+    assert_eq!(totals.by_currency[0].settled, 100);
+    assert_eq!(totals.by_currency[0].outstanding, 900);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_out_ends_the_event_stream_at_once() {
     let c = Console::start().await;
     let (cookie, _) = c.session().await;
@@ -969,5 +994,13 @@ async fn pages_stay_small() {
             r.body.len()
         );
         assert!(total < 150_000, "{page} weighs {total} bytes");
+        if page.starts_with("/console/accounts") {
+            // Only the newest lines are read, and the page says how many there are.
+            assert!(
+                r.body.contains("The newest 100 of 152 transfers"),
+                "{}",
+                r.body
+            );
+        }
     }
 }
