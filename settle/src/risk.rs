@@ -7,7 +7,7 @@
 //! | `fraud` | a fraud proof stands against an allowance still open | the database |
 //! | `revoked` | an open allowance was revoked (other than for a proven fork) | the database |
 //! | `near_limit` | an open allowance has settled at least [`RiskRules::near_limit_percent`] of its limit | the database |
-//! | `velocity` | one allowance settled at least [`RiskRules::velocity_payments`] payments, or [`RiskRules::velocity_value`] minor units, within an hour | memory |
+//! | `velocity` | one allowance decided at least [`RiskRules::velocity_payments`] payments (refusals that claimed a slot included), or settled [`RiskRules::velocity_value`] minor units, within an hour | memory |
 //! | `forked_payee` | a payee received IOUs under an allowance later proven forked | memory |
 //! | `junk_source` | one source uploaded at least [`RiskRules::junk_per_hour`] inputs that do not open within an hour | memory |
 //!
@@ -45,7 +45,8 @@ const MAX_WATCHED: usize = 16_384;
 const MAX_SEEN: usize = 65_536;
 /// Allowances whose recent payees are remembered.
 const MAX_PAYEE_SETS: usize = 4_096;
-/// Payees remembered per allowance.
+/// Payees remembered per allowance: the most recent, so a clone cannot hide its victims by
+/// paying throwaway payees first.
 const MAX_PAYEES_PER_ALLOWANCE: usize = 32;
 /// Allowances remembered as forked.
 const MAX_FORKED: usize = 4_096;
@@ -265,6 +266,10 @@ pub struct Payment {
     pub payee: DeviceKey,
     /// How much, in minor units.
     pub amount: u64,
+    /// Whether it settled. A refused record that claimed its slot (a double spend, a spend
+    /// past the limit, an expired allowance…) still counts as a payment toward `velocity` —
+    /// the holder tried to pay — but its amount moved nothing, so it counts no value.
+    pub settled: bool,
 }
 
 /// A map of at most `cap` entries: making one past the cap drops the entry touched longest
@@ -377,30 +382,33 @@ impl Seen {
     }
 }
 
-/// Counts and sums over the last hour, by minute.
+/// Counts and sums over the last hour, by minute. The sums are `u128` and every step
+/// saturates both ways, so no run of amounts (each up to `u64::MAX`) can overflow a total or
+/// take one below zero as minutes leave the window.
 #[derive(Debug, Clone, Default)]
 struct Window {
     /// `(minute, count, value)`, oldest first.
-    minutes: VecDeque<(u64, u64, u64)>,
-    count: u64,
-    value: u64,
+    minutes: VecDeque<(u64, u128, u128)>,
+    count: u128,
+    value: u128,
 }
 
 impl Window {
     /// Drops the minutes that started an hour or more before `now`.
     fn slide(&mut self, now: u64) {
         while let Some(&(minute, count, value)) = self.minutes.front() {
-            if minute * 60 + WINDOW_SECS > now {
+            if minute.saturating_mul(60).saturating_add(WINDOW_SECS) > now {
                 break;
             }
             self.minutes.pop_front();
-            self.count -= count;
-            self.value -= value;
+            self.count = self.count.saturating_sub(count);
+            self.value = self.value.saturating_sub(value);
         }
     }
 
     fn add(&mut self, now: u64, count: u64, value: u64) {
         self.slide(now);
+        let (count, value) = (u128::from(count), u128::from(value));
         let minute = now / 60;
         match self.minutes.back_mut() {
             // A clock set back counts into the newest minute.
@@ -412,6 +420,16 @@ impl Window {
         }
         self.count = self.count.saturating_add(count);
         self.value = self.value.saturating_add(value);
+    }
+
+    /// The payments (or inputs) in the window.
+    fn count(&self) -> u64 {
+        u64::try_from(self.count).unwrap_or(u64::MAX)
+    }
+
+    /// The value in the window.
+    fn value(&self) -> u64 {
+        u64::try_from(self.value).unwrap_or(u64::MAX)
     }
 
     fn is_empty(&self) -> bool {
@@ -454,13 +472,13 @@ impl Velocity {
         self.window.slide(now);
         let new_payments = crossed(
             rules.velocity_payments,
-            self.window.count,
+            self.window.count(),
             &mut self.payments_over,
             now,
         );
         let new_value = crossed(
             rules.velocity_value,
-            self.window.value,
+            self.window.value(),
             &mut self.value_over,
             now,
         );
@@ -472,9 +490,9 @@ impl Velocity {
                 detail: format!(
                     "holder {} paid {} times under this allowance in the last hour",
                     self.holder.to_text(),
-                    self.window.count
+                    self.window.count()
                 ),
-                value: self.window.count,
+                value: self.window.count(),
                 threshold: rules.velocity_payments,
                 since,
             });
@@ -486,9 +504,9 @@ impl Velocity {
                 detail: format!(
                     "holder {} paid {} minor units under this allowance in the last hour",
                     self.holder.to_text(),
-                    self.window.value
+                    self.window.value()
                 ),
-                value: self.window.value,
+                value: self.window.value(),
                 threshold: rules.velocity_value,
                 since,
             });
@@ -535,9 +553,9 @@ impl Junk {
             subject: source.to_string(),
             detail: format!(
                 "uploaded {} inputs that do not open in the last hour",
-                self.window.count
+                self.window.count()
             ),
-            value: self.window.count,
+            value: self.window.count(),
             threshold: rules.junk_per_hour,
             since,
         })
@@ -552,7 +570,13 @@ pub struct Monitor {
     velocity: Capped<AllowanceId, Velocity>,
     /// The payments counted in the window.
     seen: Seen,
-    payees: Capped<AllowanceId, BTreeSet<DeviceKey>>,
+    /// The most recent payees of each allowance, oldest first. Only memory: the books cannot
+    /// complete the list cheaply when a fork is proven. `slots` keeps the payee only inside
+    /// each encoded IOU (no column to select or index on), so finding an allowance's payees
+    /// there means decoding every slot it claimed; and it keeps one IOU per counter, the
+    /// first to claim it, so the other side of a double spend is only in its fraud proof
+    /// (`records` keeps receipts, which do not name the payee).
+    payees: Capped<AllowanceId, VecDeque<DeviceKey>>,
     /// Allowances proven forked, and when.
     forked: Capped<AllowanceId, u64>,
     forked_payees: Capped<DeviceKey, ForkedPayee>,
@@ -593,9 +617,15 @@ impl Monitor {
     pub fn payment(&mut self, p: &Payment, now: u64) -> Vec<Alert> {
         let mut out = Vec::new();
         // Every payee counts, the victim of a double spend too (same counter, other payee).
-        let payees = self.payees.touch(p.allowance, BTreeSet::new);
-        if payees.len() < MAX_PAYEES_PER_ALLOWANCE {
-            payees.insert(p.payee);
+        // The most recent payees are kept: paid again, a payee becomes the newest; past the
+        // cap, the one paid longest ago goes.
+        let payees = self.payees.touch(p.allowance, VecDeque::new);
+        if let Some(at) = payees.iter().position(|k| *k == p.payee) {
+            payees.remove(at);
+        }
+        payees.push_back(p.payee);
+        if payees.len() > MAX_PAYEES_PER_ALLOWANCE {
+            payees.pop_front();
         }
         if self.forked.contains(&p.allowance) {
             out.extend(self.flag_payee(p.payee, p.allowance, now));
@@ -610,7 +640,7 @@ impl Monitor {
             payments_over: None,
             value_over: None,
         });
-        v.window.add(now, 1, p.amount);
+        v.window.add(now, 1, if p.settled { p.amount } else { 0 });
         out.extend(v.check(&p.allowance, &rules, now, false));
         out
     }
@@ -657,7 +687,7 @@ impl Monitor {
         let rules = self.rules;
         let j = self.junk.touch(source, Junk::default);
         j.window.add(now, n, 0);
-        if crossed(rules.junk_per_hour, j.window.count, &mut j.over, now) {
+        if crossed(rules.junk_per_hour, j.window.count(), &mut j.over, now) {
             j.alert(&source, &rules)
         } else {
             None
@@ -708,7 +738,7 @@ impl Monitor {
         out.extend(self.forked_payees.iter().map(|(p, f)| f.alert(p)));
         self.junk.retain(|source, j| {
             j.window.slide(now);
-            crossed(rules.junk_per_hour, j.window.count, &mut j.over, now);
+            crossed(rules.junk_per_hour, j.window.count(), &mut j.over, now);
             out.extend(j.alert(source, &rules));
             !j.window.is_empty()
         });
@@ -751,6 +781,7 @@ mod tests {
             holder: key(200),
             payee: key(payee),
             amount,
+            settled: true,
         }
     }
 
@@ -802,6 +833,68 @@ mod tests {
     }
 
     #[test]
+    fn huge_amounts_leave_the_window_without_underflow() {
+        let mut m = Monitor::new(rules(0, u64::MAX));
+        // Two minutes whose sum passes u64::MAX: the totals must not wrap or go below zero
+        // when the minutes slide out.
+        m.payment(&pay(1, 1, 10, u64::MAX - 1), T0);
+        let raised = m.payment(&pay(1, 2, 10, u64::MAX - 1), T0 + 60);
+        assert_eq!(of(&raised, Rule::Velocity).len(), 1);
+        assert_eq!(raised[0].value, u64::MAX);
+        let start = T0 / 60 * 60;
+        // The first minute leaves: what stays is the second minute alone.
+        let standing = m.alerts(start + WINDOW_SECS);
+        assert!(standing.is_empty(), "{standing:?}");
+        assert_eq!(
+            m.velocity.get(&id(1)).map(|v| v.window.value()),
+            Some(u64::MAX - 1)
+        );
+        assert!(m.alerts(T0 + 3 * WINDOW_SECS).is_empty());
+        assert_eq!(m.sizes()[0], 0);
+    }
+
+    #[test]
+    fn refused_payments_count_as_payments_but_not_as_value() {
+        let mut m = Monitor::new(rules(2, 1_000));
+        let refused = Payment {
+            settled: false,
+            ..pay(1, 1, 10, (1 << 53) - 1)
+        };
+        assert!(m.payment(&refused, T0).is_empty());
+        let raised = m.payment(&pay(1, 2, 10, 5), T0 + 1);
+        // Two payments: the payment threshold is reached; 5 minor units: the value one is not.
+        assert_eq!(raised.len(), 1);
+        assert_eq!((raised[0].value, raised[0].threshold), (2, 2));
+        assert_eq!(m.velocity.get(&id(1)).map(|v| v.window.value()), Some(5));
+    }
+
+    #[test]
+    fn the_most_recent_payees_are_kept_for_a_fork() {
+        let mut m = Monitor::new(rules(0, 0));
+        // A clone pays throwaway payees first, then the real victims.
+        let throwaway = u8::try_from(MAX_PAYEES_PER_ALLOWANCE).expect("small");
+        for p in 0..throwaway {
+            m.payment(&pay(1, u32::from(p) + 1, p, 1), T0);
+        }
+        m.payment(&pay(1, 100, 150, 1), T0 + 1);
+        m.payment(&pay(1, 101, 151, 1), T0 + 2);
+        // A payee paid again is the newest again, not dropped as the oldest.
+        m.payment(&pay(1, 102, 0, 1), T0 + 3);
+        let flagged: BTreeSet<String> = m
+            .fork(id(1), T0 + 10)
+            .iter()
+            .map(|a| a.subject.clone())
+            .collect();
+        assert_eq!(flagged.len(), MAX_PAYEES_PER_ALLOWANCE);
+        for victim in [150, 151, 0] {
+            assert!(flagged.contains(&key(victim).to_text()), "payee {victim}");
+        }
+        // The oldest throwaways (1 and 2) made room.
+        assert!(!flagged.contains(&key(1).to_text()));
+        assert!(!flagged.contains(&key(2).to_text()));
+    }
+
+    #[test]
     fn the_window_slides_and_the_alert_rearms() {
         let mut m = Monitor::new(rules(2, 0));
         m.payment(&pay(1, 1, 10, 1), T0);
@@ -849,6 +942,7 @@ mod tests {
                     holder: key(1),
                     payee: DeviceKey(payee),
                     amount: 1,
+                    settled: true,
                 },
                 T0,
             );
@@ -871,7 +965,7 @@ mod tests {
             m.payment(&pay(7, u32::from(p) + 1, p, 1), T0);
         }
         assert_eq!(
-            m.payees.get(&id(7)).map(BTreeSet::len),
+            m.payees.get(&id(7)).map(VecDeque::len),
             Some(MAX_PAYEES_PER_ALLOWANCE)
         );
     }

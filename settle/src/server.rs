@@ -8,7 +8,7 @@ use crate::error::{RequestError, ServerError};
 use crate::limits::JunkBudget;
 use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::risk::{Monitor, RiskRules, Rule};
+use crate::risk::{Monitor, RiskRules};
 use meshpay_protocol::codec::VERSION;
 use meshpay_protocol::objects::amount_in_range;
 use meshpay_protocol::{
@@ -108,7 +108,9 @@ pub struct Server {
     /// The risk rules' live signals.
     monitor: Mutex<Monitor>,
     /// Alerts per rule as last counted, and when (for `/metrics`).
-    pub(crate) risk_counts: Mutex<Option<(std::time::Instant, BTreeMap<Rule, u64>)>>,
+    pub(crate) risk_counts: Mutex<crate::watch::CountsCache>,
+    /// Held by the one request counting the alerts again for `/metrics`.
+    pub(crate) risk_recount: tokio::sync::Mutex<()>,
 }
 
 impl Server {
@@ -131,7 +133,8 @@ impl Server {
             live: Live::default(),
             certs: Mutex::new(BTreeMap::new()),
             monitor: Mutex::new(Monitor::default()),
-            risk_counts: Mutex::new(None),
+            risk_counts: Mutex::new(crate::watch::CountsCache::default()),
+            risk_recount: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -208,6 +211,35 @@ impl Server {
         let entries = db::statement(&mut tx, &name).await?;
         tx.commit().await?;
         Ok((u(balance), entries))
+    }
+
+    /// An account's balance alone (admin).
+    pub async fn balance(&self, device: &meshpay_protocol::DeviceKey) -> Result<u64, ServerError> {
+        let name = user(device);
+        let mut tx = self.db.begin().await?;
+        let Some(balance) = db::balance(&mut tx, &name).await? else {
+            return Err(ServerError::NoAccount(device.to_text()));
+        };
+        tx.commit().await?;
+        Ok(u(balance))
+    }
+
+    /// An account's balance, how many transfers its statement holds, and the newest `lines` of
+    /// them, newest first (admin; what a page shows).
+    pub async fn statement_tail(
+        &self,
+        device: &meshpay_protocol::DeviceKey,
+        lines: usize,
+    ) -> Result<(u64, u64, Vec<db::Entry>), ServerError> {
+        let name = user(device);
+        let mut tx = self.db.begin().await?;
+        let Some(balance) = db::balance(&mut tx, &name).await? else {
+            return Err(ServerError::NoAccount(device.to_text()));
+        };
+        let limit = i64::try_from(lines).unwrap_or(i64::MAX);
+        let (count, entries) = db::statement_tail(&mut tx, &name, limit).await?;
+        tx.commit().await?;
+        Ok((u(balance), count, entries))
     }
 
     /// Checks a wallet request's signature, issuer and clock, then spends its nonce in a

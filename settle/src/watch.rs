@@ -9,7 +9,7 @@
 use crate::cpu::cpu;
 use crate::db::reports;
 use crate::error::ServerError;
-use crate::exposure::{self, Exposure, MAX_SCANNED};
+use crate::exposure::{self, CurrencyExposure, Exposure, MAX_SCANNED};
 use crate::live::{LiveEvent, RECEIPTS_PER_BATCH};
 use crate::risk::{Alert, MAX_ALERTS_PER_RULE, Payment, RiskReport, Rule};
 use crate::server::Server;
@@ -60,6 +60,85 @@ fn revocation_reason(code: u16) -> &'static str {
     }
 }
 
+/// The risk alerts per rule as last counted for `/metrics`: when, and whether an alert was
+/// raised since (then they are stale, but still answered while they are counted again).
+#[derive(Debug, Default)]
+pub(crate) struct CountsCache {
+    counts: Option<(Instant, u64, BTreeMap<Rule, u64>)>,
+    /// Bumped by each new alert; counts made before the last bump are stale.
+    epoch: u64,
+}
+
+impl CountsCache {
+    /// The counts if they are fresh: counted less than `max_age` before `now`, and no alert
+    /// raised since.
+    fn fresh(&self, now: Instant, max_age: Duration) -> Option<BTreeMap<Rule, u64>> {
+        self.counts
+            .as_ref()
+            .filter(|(at, epoch, _)| {
+                *epoch == self.epoch && now.saturating_duration_since(*at) < max_age
+            })
+            .map(|(_, _, c)| c.clone())
+    }
+
+    /// The last counts, however old.
+    fn last(&self) -> Option<BTreeMap<Rule, u64>> {
+        self.counts.as_ref().map(|(_, _, c)| c.clone())
+    }
+
+    /// A new alert was raised: the counts are stale (kept, to answer while recounted).
+    pub(crate) fn mark_stale(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+    }
+
+    /// `counts`, counted from `now` as of `epoch`.
+    fn store(&mut self, now: Instant, epoch: u64, counts: BTreeMap<Rule, u64>) {
+        self.counts = Some((now, epoch, counts));
+    }
+}
+
+/// The counts of `cache`, counted again by `count` if they are not fresh — by one request at a
+/// time: the one that takes `gate` counts, the others meanwhile answer the last counts (or,
+/// before any, wait for it). Counting reads the books with the readers gateways use, so a
+/// burst of scrapes must not run it once each.
+pub(crate) async fn counts_once(
+    cache: &std::sync::Mutex<CountsCache>,
+    gate: &tokio::sync::Mutex<()>,
+    now: Instant,
+    max_age: Duration,
+    count: impl Future<Output = Option<BTreeMap<Rule, u64>>>,
+) -> Option<BTreeMap<Rule, u64>> {
+    let lock = || cache.lock().unwrap_or_else(PoisonError::into_inner);
+    let _counting = loop {
+        let last = {
+            let c = lock();
+            if let Some(fresh) = c.fresh(now, max_age) {
+                return Some(fresh);
+            }
+            c.last()
+        };
+        if let Ok(g) = gate.try_lock() {
+            break g;
+        }
+        if last.is_some() {
+            return last;
+        }
+        // Nothing counted yet: wait for the request counting, then look again.
+        drop(gate.lock().await);
+    };
+    // Counted by another request while this one took the gate.
+    let epoch = {
+        let c = lock();
+        if let Some(fresh) = c.fresh(now, max_age) {
+            return Some(fresh);
+        }
+        c.epoch
+    };
+    let counts = count.await?;
+    lock().store(now, epoch, counts.clone());
+    Some(counts)
+}
+
 impl Server {
     /// After a batch's decisions are committed at `now`: counts its payments, escrow moves and
     /// newly proven forks in the risk monitor, and publishes its receipts, frauds and the
@@ -95,6 +174,7 @@ impl Server {
                         holder: cert.body().holder,
                         payee: iou.payee,
                         amount: iou.amount,
+                        settled: *status == ReceiptStatus::Settled,
                     };
                     alerts.extend(monitor.payment(&payment, now));
                 }
@@ -188,10 +268,10 @@ impl Server {
     }
 
     fn forget_risk_counts(&self) {
-        *self
-            .risk_counts
+        self.risk_counts
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+            .unwrap_or_else(PoisonError::into_inner)
+            .mark_stale();
     }
 
     /// The risk alerts standing now and the rules: fraud proofs and revocations against open
@@ -258,32 +338,26 @@ impl Server {
         ))
     }
 
-    /// How many alerts stand per rule, counted at most `max_age` ago (for `/metrics`, which a
-    /// scraper may call often); `None` if they cannot be counted now.
+    /// How many alerts stand per rule, counted at most `max_age` ago (for `/metrics`, which
+    /// needs no login and a scraper may call often); `None` if they cannot be counted now.
+    /// One request at a time counts them again ([`counts_once`]).
     pub async fn risk_counts(&self, max_age: Duration) -> Option<BTreeMap<Rule, u64>> {
-        if let Some((at, counts)) = &*self
-            .risk_counts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-        {
-            if at.elapsed() < max_age {
-                return Some(counts.clone());
-            }
-        }
-        match self.risk().await {
-            Ok(report) => {
-                *self
-                    .risk_counts
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) =
-                    Some((Instant::now(), report.counts.clone()));
-                Some(report.counts)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "risk alerts could not be counted");
-                None
-            }
-        }
+        counts_once(
+            &self.risk_counts,
+            &self.risk_recount,
+            Instant::now(),
+            max_age,
+            async {
+                match self.risk().await {
+                    Ok(report) => Some(report.counts),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "risk alerts could not be counted");
+                        None
+                    }
+                }
+            },
+        )
+        .await
     }
 
     /// What wallets may still spend offline: the open escrows by currency, by holder and by
@@ -300,6 +374,39 @@ impl Server {
             exposure::summarize(&open, now, truncated)
         })
         .await
+    }
+
+    /// The exposure's totals, for the overview. When this issuer issues a single currency (its
+    /// descriptor's), every open escrow is in it, so the database sums them and no certificate
+    /// is read; otherwise this is the whole report ([`Server::exposure`]). Only `allowances`,
+    /// `holders` and `by_currency` are filled in (and `truncated`, false).
+    pub async fn exposure_totals(&self) -> Result<Exposure, ServerError> {
+        let [currency] = self.descriptor.body().currencies.as_slice() else {
+            return self.exposure().await;
+        };
+        let at = self.clock.now();
+        let t = reports::open_totals(&self.db).await?;
+        let sat = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
+        let by_currency = if t.allowances == 0 {
+            Vec::new()
+        } else {
+            vec![CurrencyExposure {
+                currency: currency.clone(),
+                allowances: t.allowances,
+                limit: sat(t.limit),
+                settled: sat(t.settled),
+                outstanding: sat(t.limit.saturating_sub(t.settled)),
+            }]
+        };
+        Ok(Exposure {
+            at,
+            allowances: t.allowances,
+            holders: t.holders,
+            by_currency,
+            by_holder: Vec::new(),
+            expiries: Vec::new(),
+            truncated: false,
+        })
     }
 
     /// Refusals by reason: the stored ones, and all decided since this server started.
@@ -326,5 +433,80 @@ impl Server {
             stored,
             since_start,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn counts(n: u64) -> BTreeMap<Rule, u64> {
+        BTreeMap::from([(Rule::Fraud, n)])
+    }
+
+    fn counted(n: u64) -> impl Future<Output = Option<BTreeMap<Rule, u64>>> {
+        std::future::ready(Some(counts(n)))
+    }
+
+    fn never() -> impl Future<Output = Option<BTreeMap<Rule, u64>>> {
+        std::future::poll_fn(|_| panic!("counted again when it should not be"))
+    }
+
+    #[tokio::test]
+    async fn one_request_counts_the_others_answer_the_last_counts() {
+        let cache = Mutex::new(CountsCache::default());
+        let gate = tokio::sync::Mutex::new(());
+        let t0 = Instant::now();
+        let age = Duration::from_secs(5);
+        let at = |s| t0 + Duration::from_secs(s);
+        assert_eq!(
+            counts_once(&cache, &gate, t0, age, counted(1)).await,
+            Some(counts(1))
+        );
+        // Fresh: answered without counting.
+        assert_eq!(
+            counts_once(&cache, &gate, at(1), age, never()).await,
+            Some(counts(1))
+        );
+        // A new alert makes them stale, but keeps them: while one request counts again (it
+        // holds the gate), the others answer the last counts instead of counting too.
+        cache.lock().expect("not poisoned").mark_stale();
+        let counting = gate.try_lock().expect("free");
+        assert_eq!(
+            counts_once(&cache, &gate, at(2), age, never()).await,
+            Some(counts(1))
+        );
+        drop(counting);
+        assert_eq!(
+            counts_once(&cache, &gate, at(2), age, counted(2)).await,
+            Some(counts(2))
+        );
+        // Too old: counted again.
+        assert_eq!(
+            counts_once(&cache, &gate, at(10), age, counted(3)).await,
+            Some(counts(3))
+        );
+        // An alert raised while counting leaves the new counts stale.
+        cache.lock().expect("not poisoned").mark_stale();
+        let racing = async {
+            cache.lock().expect("not poisoned").mark_stale();
+            Some(counts(4))
+        };
+        assert_eq!(
+            counts_once(&cache, &gate, at(11), age, racing).await,
+            Some(counts(4))
+        );
+        assert_eq!(
+            counts_once(&cache, &gate, at(11), age, counted(5)).await,
+            Some(counts(5))
+        );
+        // A failed count stores nothing; the last counts stay for the others.
+        cache.lock().expect("not poisoned").mark_stale();
+        assert_eq!(
+            counts_once(&cache, &gate, at(12), age, async { None }).await,
+            None
+        );
+        assert_eq!(cache.lock().expect("not poisoned").last(), Some(counts(5)));
     }
 }

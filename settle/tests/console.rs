@@ -823,6 +823,132 @@ async fn a_double_spend_reaches_the_feed_the_alerts_and_the_gauges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_sums_the_exposure_in_the_database() {
+    let c = Console::start().await;
+    let cert = c.allowance(1_000).await;
+    let payees = [
+        DeviceSecret::from_seed(&[10; 32]),
+        DeviceSecret::from_seed(&[11; 32]),
+    ];
+    for p in &payees {
+        c.server.open_account(&p.public()).await.expect("opened");
+    }
+    let empty = c.server.exposure_totals().await.expect("the totals");
+    assert_eq!(empty.allowances, 1);
+    double_spend(&c, &cert, &payees).await;
+    // The overview's exposure, summed by the database, is the full report's.
+    let full = c.server.exposure().await.expect("the exposure");
+    let totals = c.server.exposure_totals().await.expect("the totals");
+    assert_eq!(
+        (totals.allowances, totals.holders, &totals.by_currency),
+        (full.allowances, full.holders, &full.by_currency)
+    );
+    assert_eq!(totals.by_currency[0].settled, 100);
+    assert_eq!(totals.by_currency[0].outstanding, 900);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_ends_the_event_stream_at_once() {
+    let c = Console::start().await;
+    let (cookie, _) = c.session().await;
+    let mut events = TcpStream::connect(c.addr).await.expect("connects");
+    events
+        .write_all(head("GET", "/console/events", &[("Cookie", &cookie)], 0).as_bytes())
+        .await
+        .expect("sent");
+    let mut seen = String::new();
+    wait_for(&mut events, &mut seen, "text/event-stream").await;
+    // Signing out ends the session's event stream at once.
+    let (other, csrf) = c.session().await;
+    let mut theirs = TcpStream::connect(c.addr).await.expect("connects");
+    theirs
+        .write_all(head("GET", "/console/events", &[("Cookie", &other)], 0).as_bytes())
+        .await
+        .expect("sent");
+    let mut their_seen = String::new();
+    wait_for(&mut theirs, &mut their_seen, "text/event-stream").await;
+    let r = c
+        .post(
+            "/console/logout",
+            &[("Cookie", &other), ("X-CSRF-Token", &csrf)],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let ended = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = theirs.read(&mut buf).await.expect("the stream reads");
+            if n == 0 {
+                break;
+            }
+            their_seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            // Chunked encoding: the last chunk ends the answer.
+            if their_seen.ends_with("0\r\n\r\n") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, ended)
+        .await
+        .unwrap_or_else(|_| panic!("the stream outlived its session: {their_seen}"));
+    // The other session's stream goes on.
+    c.server
+        .settle(
+            vec![vec![0u8; 40]],
+            Some(std::net::IpAddr::from([10, 9, 9, 9])),
+        )
+        .await
+        .expect("settled");
+    wait_for(&mut events, &mut seen, "10.9.9.9").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_admin_tokens_are_limited_but_the_right_one_always_passes() {
+    let c = Console::start().await;
+    let wrong = ("Authorization", "Bearer wrong-token-0123456789");
+    for k in 0..5 {
+        assert_eq!(c.get("/admin/risk", &[wrong]).await.status, 401, "try {k}");
+    }
+    let r = c.get("/admin/risk", &[wrong]).await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(c.get("/admin/risk", &[]).await.status, 429);
+    // The right token is never locked out, and clears nothing.
+    let bearer = format!("Bearer {TOKEN}");
+    let right = c.get("/admin/risk", &[("Authorization", &bearer)]).await;
+    assert_eq!(right.status, 200, "{}", right.body);
+    assert_eq!(c.get("/admin/risk", &[wrong]).await.status, 429);
+    // Guesses through the API count against the console's sign-in too.
+    assert_eq!(c.login("still-wrong").await.status, 429);
+    // Other routes are not affected.
+    assert_eq!(c.get("/healthz", &[]).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_sent_at_once_cannot_pass_the_limit() {
+    let c = Arc::new(Console::start().await);
+    let tries: Vec<_> = (0..20)
+        .map(|_| {
+            let c = Arc::clone(&c);
+            tokio::spawn(async move { c.login("wrong").await.status })
+        })
+        .collect();
+    let mut compared = 0;
+    for t in tries {
+        match t.await.expect("the try ran") {
+            401 => compared += 1,
+            429 => {}
+            other => panic!("status {other}"),
+        }
+    }
+    assert!(compared <= 5, "{compared} wrong tokens compared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_stay_small() {
     let c = Console::start().await;
     c.allowance(1_000).await;
@@ -868,5 +994,13 @@ async fn pages_stay_small() {
             r.body.len()
         );
         assert!(total < 150_000, "{page} weighs {total} bytes");
+        if page.starts_with("/console/accounts") {
+            // Only the newest lines are read, and the page says how many there are.
+            assert!(
+                r.body.contains("The newest 100 of 152 transfers"),
+                "{}",
+                r.body
+            );
+        }
     }
 }

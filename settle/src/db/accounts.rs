@@ -138,26 +138,51 @@ pub async fn statement(tx: &mut Transaction<'_, Any>, name: &str) -> DbResult<Ve
         .bind(name)
         .fetch_all(&mut **tx)
         .await?;
-    let mut entries = Vec::with_capacity(rows.len());
-    for r in rows {
-        let src: String = r.try_get(1)?;
-        let dst: String = r.try_get(2)?;
-        let amount: i64 = r.try_get(3)?;
-        let (amount, counterpart) = if src == name {
-            (-amount, dst)
-        } else {
-            (amount, src)
-        };
-        entries.push(Entry {
-            seq: r.try_get(0)?,
-            kind: r.try_get(4)?,
-            amount,
-            counterpart,
-            reference: r.try_get(5)?,
-            at: r.try_get(6)?,
-        });
-    }
-    Ok(entries)
+    rows.iter().map(|r| entry(r, name)).collect()
+}
+
+/// How many transfers went into or out of the account `name`, and the newest `limit` of
+/// them, newest first: what a page shows, without reading the whole statement.
+pub async fn statement_tail(
+    tx: &mut Transaction<'_, Any>,
+    name: &str,
+    limit: i64,
+) -> DbResult<(u64, Vec<Entry>)> {
+    let count: i64 = sqlx::query("SELECT COUNT(*) FROM transfers WHERE src = $1 OR dst = $1")
+        .bind(name)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get(0)?;
+    let rows = sqlx::query("SELECT seq, src, dst, amount, kind, reference, at FROM transfers WHERE src = $1 OR dst = $1 ORDER BY seq DESC LIMIT $2")
+        .bind(name)
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?;
+    let entries = rows
+        .iter()
+        .map(|r| entry(r, name))
+        .collect::<DbResult<_>>()?;
+    Ok((u64::try_from(count).unwrap_or(0), entries))
+}
+
+/// A transfer row as a line of the statement of `name`.
+fn entry(r: &sqlx::any::AnyRow, name: &str) -> DbResult<Entry> {
+    let src: String = r.try_get(1)?;
+    let dst: String = r.try_get(2)?;
+    let amount: i64 = r.try_get(3)?;
+    let (amount, counterpart) = if src == name {
+        (-amount, dst)
+    } else {
+        (amount, src)
+    };
+    Ok(Entry {
+        seq: r.try_get(0)?,
+        kind: r.try_get(4)?,
+        amount,
+        counterpart,
+        reference: r.try_get(5)?,
+        at: r.try_get(6)?,
+    })
 }
 
 /// Spends the nonce of a wallet request from `device`: `false` if it was spent before (a

@@ -18,7 +18,7 @@ pub mod reports;
 mod schema;
 pub mod settlement;
 
-pub use accounts::{Entry, balance, open_account, statement, transfer};
+pub use accounts::{Entry, balance, open_account, statement, statement_tail, transfer};
 
 use meshpay_protocol::Hash;
 use schema::{STRICT_POSTGRES, STRICT_SQLITE, TABLES};

@@ -172,6 +172,50 @@ pub async fn open_escrows(db: &Db, limit: i64) -> DbResult<Vec<EscrowRow>> {
     rows.iter().map(escrow_row).collect()
 }
 
+/// The totals of the open escrows, summed by the database: how many, how many holders, the
+/// sum of their limits and of what settled under them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenTotals {
+    /// Open escrows.
+    pub allowances: u64,
+    /// Their distinct holders.
+    pub holders: u64,
+    /// Sum of their limits.
+    pub limit: u128,
+    /// Sum settled under them.
+    pub settled: u128,
+}
+
+/// Sums amounts in two parts (the `2^20`s and the rest), each well inside a `BIGINT` whatever
+/// the number of rows (amounts stay under `2^53`): SQLite's `SUM` fails on overflow, and
+/// PostgreSQL's `SUM(BIGINT)` is a `NUMERIC` the driver does not read.
+const SPLIT: i64 = 1 << 20;
+
+/// The totals of the open escrows, without reading one certificate.
+pub async fn open_totals(db: &Db) -> DbResult<OpenTotals> {
+    let sum = |column: &str| {
+        format!(
+            "CAST(COALESCE(SUM({column} / {SPLIT}), 0) AS BIGINT), CAST(COALESCE(SUM({column} % {SPLIT}), 0) AS BIGINT)"
+        )
+    };
+    let sql = format!(
+        "SELECT COUNT(*), COUNT(DISTINCT holder), {}, {} FROM escrows WHERE released = 0",
+        sum("limit_amount"),
+        sum("settled")
+    );
+    let r = sqlx::query(&sql).fetch_one(db.readers()).await?;
+    let joined = |high: usize| -> DbResult<u128> {
+        let (h, l): (i64, i64) = (r.try_get(high)?, r.try_get(high + 1)?);
+        Ok(u128::from(u(h)) * u128::from(u(SPLIT)) + u128::from(u(l)))
+    };
+    Ok(OpenTotals {
+        allowances: u(r.try_get(0)?),
+        holders: u(r.try_get(1)?),
+        limit: joined(2)?,
+        settled: joined(4)?,
+    })
+}
+
 /// How many open escrows have settled at least `percent` of their limit, and up to `limit` of
 /// them, the fullest first.
 pub async fn near_limit_escrows(

@@ -227,13 +227,16 @@ fn is_admin_token(s: &AppState, given: &str) -> bool {
     !s.admin_token.is_empty() && console::session::same(&s.admin_token, given)
 }
 
-fn admin(s: &AppState, h: &HeaderMap) -> ApiResult<()> {
-    let given = h
-        .get(header::AUTHORIZATION)
+/// The bearer token of a request (empty without one).
+fn bearer(h: &HeaderMap) -> &str {
+    h.get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if is_admin_token(s, given) {
+        .unwrap_or("")
+}
+
+fn admin(s: &AppState, h: &HeaderMap) -> ApiResult<()> {
+    if is_admin_token(s, bearer(h)) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -281,6 +284,37 @@ impl utoipa::Modify for AdminAuth {
     }
 }
 
+/// Limits guessing the admin token through the admin routes: a request to `/admin/…` without
+/// the right bearer token counts as a failed attempt of its source, in the same count as the
+/// console's failed logins ([`console::session::Throttle`]), before the route compares it;
+/// past the limit it gets `429 rate_limited`. The right token always passes and counts
+/// nothing, so guessing from an address never locks the staff's scripts out.
+async fn limit_admin_guesses(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !req.uri().path().starts_with("/admin/") || is_admin_token(&s, bearer(req.headers())) {
+        return next.run(req).await;
+    }
+    let source = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| {
+            httpd::source_of(&c.0)
+        });
+    if let Some(wait) = s.console.attempt(source, std::time::Instant::now()) {
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many wrong admin tokens from this address",
+        )
+        .retry(wait)
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// The router and the OpenAPI document that describes exactly its routes.
 pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -308,7 +342,13 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .with_state(state.clone())
         .split_for_parts();
     let doc = Arc::new(api.clone());
-    let router = router.merge(console::router(state));
+    let router =
+        router
+            .merge(console::router(state.clone()))
+            .layer(axum::middleware::from_fn_with_state(
+                state,
+                limit_admin_guesses,
+            ));
     (router.layer(axum::Extension(doc)), api)
 }
 

@@ -18,7 +18,8 @@
 //!   nothing from another origin), `X-Content-Type-Options: nosniff`, `Referrer-Policy:
 //!   no-referrer`, `X-Frame-Options: DENY`, and pages and JSON `Cache-Control: no-store`.
 //! - **Live**: `GET /console/events` streams the live feed ([`crate::live`]) as server-sent
-//!   events, at most [`MAX_STREAMS`] at once, with a keep-alive comment every 15 s.
+//!   events, at most [`MAX_STREAMS`] at once, with a keep-alive comment every 15 s; a stream
+//!   ends once its session is signed out or expires.
 //!
 //! The console's JSON (`/console/api/…`) answers with the admin API's types: statement,
 //! reconciliation, [`crate::risk::RiskReport`], [`crate::exposure::Exposure`].
@@ -60,6 +61,8 @@ pub(crate) struct Console {
     sessions: Mutex<Sessions>,
     throttle: Mutex<Throttle>,
     streams: Arc<AtomicUsize>,
+    /// Woken by each sign-out, so its event streams end at once.
+    logouts: tokio::sync::Notify,
     secure: bool,
 }
 
@@ -70,6 +73,15 @@ impl Console {
             secure,
             ..Self::default()
         }
+    }
+
+    /// Counts an attempt with a token not yet known to be right from `source` at `now`: how
+    /// long it must wait instead, if it failed too often lately ([`Throttle::attempt`]).
+    pub(crate) fn attempt(&self, source: IpAddr, now: Instant) -> Option<Duration> {
+        self.throttle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .attempt(source, now)
     }
 
     /// The session token and CSRF token of the request's session, if it has a live one.
@@ -299,12 +311,7 @@ async fn login(State(s): State<AppState>, req: Request) -> Response {
             httpd::source_of(&c.0)
         });
     let now = Instant::now();
-    let wait = s
-        .console
-        .throttle
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .retry_after(source, now);
+    let wait = s.console.attempt(source, now);
     if let Some(wait) = wait {
         httpd::drain(body, MAX_SMALL_BODY, Duration::from_secs(5)).await;
         let secs = wait.as_secs().max(1);
@@ -328,12 +335,8 @@ async fn login(State(s): State<AppState>, req: Request) -> Response {
         }
     };
     let given = form_field(&body, "token").unwrap_or_default();
+    // The attempt was counted as a failure before the comparison; a correct token forgives it.
     if !is_admin_token(&s, &given) {
-        s.console
-            .throttle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .fail(source, now);
         return html(
             StatusCode::UNAUTHORIZED,
             login_form(Some("That is not the admin token. Check it and try again.")),
@@ -372,6 +375,7 @@ async fn logout(State(s): State<AppState>, session: ChangeSession) -> Response {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .close(&session.token);
+    s.console.logouts.notify_waiters();
     (
         StatusCode::NO_CONTENT,
         [(
@@ -401,9 +405,38 @@ impl Drop for StreamSlot {
     }
 }
 
+/// An open event stream: what it listens to, and whose session it serves.
+struct Stream {
+    rx: tokio::sync::broadcast::Receiver<Arc<crate::live::LiveEvent>>,
+    closing: tokio::sync::watch::Receiver<bool>,
+    _slot: StreamSlot,
+    tick: tokio::time::Interval,
+    console: Arc<Console>,
+    token: String,
+}
+
+impl Stream {
+    /// Whether its session still stands (not signed out, not expired).
+    fn signed_in(&self) -> bool {
+        self.console
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .find(&self.token, Instant::now())
+            .is_some()
+    }
+}
+
+/// How often an idle event stream checks that its session still stands.
+const SESSION_CHECK: Duration = Duration::from_secs(15);
+
 /// The live feed as server-sent events: each event's `data` is one JSON [`crate::live::LiveEvent`].
-/// A stream that falls behind skips what it missed; all end when the server stops.
-async fn events(State(s): State<AppState>, _: ApiSession) -> Response {
+/// A stream that falls behind skips what it missed; all end when the server stops, and each
+/// ends once its session is signed out or expires (checked before each event and every 15 s).
+async fn events(State(s): State<AppState>, h: HeaderMap, _: ApiSession) -> Response {
+    let Some(token) = cookie(&h).map(str::to_owned) else {
+        return unauthorized();
+    };
     let Some(slot) = StreamSlot::take(&s.console.streams) else {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -413,23 +446,42 @@ async fn events(State(s): State<AppState>, _: ApiSession) -> Response {
         .retry(Duration::from_secs(10))
         .into_response();
     };
-    let state = (s.server.live.subscribe(), s.server.live.closing(), slot);
-    let stream = futures::stream::unfold(state, |(mut rx, mut closing, slot)| async move {
+    let mut tick = tokio::time::interval(SESSION_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let state = Stream {
+        rx: s.server.live.subscribe(),
+        closing: s.server.live.closing(),
+        _slot: slot,
+        tick,
+        console: Arc::clone(&s.console),
+        token,
+    };
+    let stream = futures::stream::unfold(state, |mut st| async move {
         use tokio::sync::broadcast::error::RecvError;
         loop {
-            if *closing.borrow() {
+            // Listening for sign-outs before checking the session, so none is missed.
+            let console = Arc::clone(&st.console);
+            let logout = console.logouts.notified();
+            tokio::pin!(logout);
+            logout.as_mut().enable();
+            if *st.closing.borrow() || !st.signed_in() {
                 return None;
             }
             tokio::select! {
-                got = rx.recv() => match got {
+                got = st.rx.recv() => match got {
                     Ok(e) => {
+                        if !st.signed_in() {
+                            return None;
+                        }
                         let Ok(event) = Event::default().json_data(&*e) else { continue };
-                        return Some((Ok::<_, Infallible>(event), (rx, closing, slot)));
+                        return Some((Ok::<_, Infallible>(event), st));
                     }
                     Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return None,
                 },
-                changed = closing.changed() => if changed.is_err() { return None },
+                changed = st.closing.changed() => if changed.is_err() { return None },
+                () = &mut logout => {}
+                _ = st.tick.tick() => {}
             }
         }
     });

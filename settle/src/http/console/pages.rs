@@ -173,7 +173,9 @@ pub(super) async fn overview(session: PageSession, State(s): State<AppState>) ->
         Err(e) => main.push_str(&failed("the alerts", &e.into())),
     }
     main.push_str("<p><a href=\"/console/risk\">All alerts and the rules</a></p></section><section aria-labelledby=\"h-exposure\"><h2 id=\"h-exposure\">Offline exposure</h2>");
-    match s.server.exposure().await {
+    // The totals only, summed by the database: the report by holder and expiry reads every
+    // open certificate, which the overview does not show.
+    match s.server.exposure_totals().await {
         Ok(x) => main.push_str(&by_currency(&x)),
         Err(e) => main.push_str(&failed("the exposure", &e.into())),
     }
@@ -419,19 +421,24 @@ pub(super) async fn accounts(
         main.push_str(
             "<section aria-labelledby=\"h-statement\"><h2 id=\"h-statement\">Statement</h2>",
         );
-        match admin::statement_of(&s, dev.clone()).await {
-            Ok(st) => {
+        let tail = match device(&dev) {
+            Ok(d) => s
+                .server
+                .statement_tail(&d, STATEMENT_LINES)
+                .await
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        match tail {
+            Ok((balance, count, entries)) => {
                 let _ = write!(
                     main,
                     "<p>Account <code>{}</code></p><p class=\"balance\">Balance: <strong id=\"balance\">{}</strong></p>",
-                    esc(&st.account),
-                    amount(i128::from(st.balance))
+                    esc(&dev),
+                    amount(i128::from(balance))
                 );
-                let rows: Vec<Vec<String>> = st
-                    .entries
+                let rows: Vec<Vec<String>> = entries
                     .iter()
-                    .rev()
-                    .take(STATEMENT_LINES)
                     .map(|e| {
                         vec![
                             e.seq.to_string(),
@@ -443,11 +450,10 @@ pub(super) async fn accounts(
                         ]
                     })
                     .collect();
-                if st.entries.len() > STATEMENT_LINES {
+                if count > entries.len() as u64 {
                     let _ = write!(
                         main,
-                        "<p>The newest {STATEMENT_LINES} of {} transfers; <a href=\"/console/api/accounts/{}\">the JSON</a> has them all.</p>",
-                        st.entries.len(),
+                        "<p>The newest {STATEMENT_LINES} of {count} transfers; <a href=\"/console/api/accounts/{}\">the JSON</a> has them all.</p>",
                         query_value(&dev)
                     );
                 }
@@ -496,7 +502,7 @@ struct Plan {
 /// What a credit or debit would do, or why it cannot be done.
 async fn plan(s: &AppState, q: &ConfirmQuery) -> Result<Plan, String> {
     let dev = q.device.as_deref().unwrap_or("").trim().to_owned();
-    device(&dev).map_err(|e| e.message)?;
+    let d = device(&dev).map_err(|e| e.message)?;
     let credit = match q.action.as_deref() {
         Some("credit") => true,
         Some("debit") => false,
@@ -517,15 +523,18 @@ async fn plan(s: &AppState, q: &ConfirmQuery) -> Result<Plan, String> {
     if reference.len() > 200 {
         return Err("the reference is over 200 bytes".to_owned());
     }
-    let st = admin::statement_of(s, dev.clone())
+    // The balance alone: the statement may be long, and the step shows none of it.
+    let balance = s
+        .server
+        .balance(&d)
         .await
-        .map_err(|e| e.message)?;
+        .map_err(|e| ApiError::from(e).message)?;
     let after = if credit {
-        st.balance
+        balance
             .checked_add(value)
             .filter(|b| i64::try_from(*b).is_ok())
     } else {
-        st.balance.checked_sub(value)
+        balance.checked_sub(value)
     };
     let after = after.ok_or_else(|| {
         if credit {
@@ -533,7 +542,7 @@ async fn plan(s: &AppState, q: &ConfirmQuery) -> Result<Plan, String> {
         } else {
             format!(
                 "the account holds {}, less than {}",
-                amount(i128::from(st.balance)),
+                amount(i128::from(balance)),
                 amount(i128::from(value))
             )
         }
@@ -543,7 +552,7 @@ async fn plan(s: &AppState, q: &ConfirmQuery) -> Result<Plan, String> {
         credit,
         amount: value,
         reference,
-        before: st.balance,
+        before: balance,
         after,
     })
 }

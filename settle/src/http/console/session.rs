@@ -9,7 +9,9 @@
 //! every session, so the time a check takes says nothing about how much of a token matched.
 //!
 //! Failed logins are counted per source address: after [`FAILURES_PER_WINDOW`] within
-//! [`FAILURE_WINDOW`], that source gets `429` until the oldest of them leaves the window.
+//! [`FAILURE_WINDOW`], that source gets `429` until the oldest of them leaves the window. Each
+//! attempt is counted before its token is compared, and a correct token clears its source's
+//! count, so attempts sent at once cannot all slip past the limit.
 
 use rand_core::{OsRng, RngCore as _};
 use std::collections::{BTreeMap, VecDeque};
@@ -125,6 +127,18 @@ impl Throttle {
         })
     }
 
+    /// Counts a login attempt from `source` at `now` before its token is compared, so that
+    /// attempts made at once cannot all pass a check made before any failure is counted.
+    /// Returns how long the source must wait, if it failed too often lately (the attempt is
+    /// then refused and not counted). A correct token then [`Throttle::clear`]s the source.
+    pub fn attempt(&mut self, source: IpAddr, now: Instant) -> Option<Duration> {
+        if let Some(wait) = self.retry_after(source, now) {
+            return Some(wait);
+        }
+        self.fail(source, now);
+        None
+    }
+
     /// Counts a failed login from `source` at `now`.
     pub fn fail(&mut self, source: IpAddr, now: Instant) {
         if !self.failures.contains_key(&source) && self.failures.len() >= MAX_SOURCES {
@@ -231,6 +245,20 @@ mod tests {
         assert_eq!(t.retry_after(a, t0 + FAILURE_WINDOW), None);
         t.clear(a);
         assert_eq!(t.sources(), 0);
+    }
+
+    #[test]
+    fn attempts_at_once_are_counted_before_the_comparison() {
+        let t0 = Instant::now();
+        let a = IpAddr::from([10, 0, 0, 1]);
+        let mut t = Throttle::default();
+        // Many attempts at the same moment, none compared yet: only the first few pass.
+        let passed = (0..50).filter(|_| t.attempt(a, t0).is_none()).count();
+        assert_eq!(passed, FAILURES_PER_WINDOW);
+        assert_eq!(t.attempt(a, t0), Some(FAILURE_WINDOW));
+        // A correct token clears the source.
+        t.clear(a);
+        assert_eq!(t.attempt(a, t0), None);
     }
 
     #[test]

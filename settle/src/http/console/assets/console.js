@@ -183,12 +183,24 @@
     }
   });
 
+  // The feed's recent events, newest first, in place of what the list shows.
+  const reloadFeed = async () => {
+    if (!feed) return;
+    const recent = await getJson('/console/api/feed');
+    feed.replaceChildren();
+    for (const e of recent.events) addToFeed(e);
+  };
+
   let retry = 1000;
   const connect = () => {
     const es = new EventSource('/console/events');
+    // On every (re)connect: what happened while disconnected is caught up on.
     es.onopen = () => {
       retry = 1000;
       say(live, 'Live: connected.');
+      refreshAlerts();
+      refreshBooks();
+      reloadFeed().catch(() => {});
     };
     es.onmessage = (m) => {
       let e;
