@@ -718,3 +718,66 @@ fn the_sync_timer_syncs_connected_peers_and_drops_expired_bundles() {
     net.advance(30 * DAY * 1000);
     assert_eq!(net.nodes[2].device.store().len(), 0);
 }
+
+/// Device `n` with a store that carries plain messages.
+fn carrier(n: u8) -> Device {
+    let mut i = init(n, vec![]);
+    i.store = BundleStore::new(StoreConfig {
+        accept_messages: true,
+        ..StoreConfig::default()
+    });
+    Device::new(i, quiet())
+}
+
+fn message(from: u8, to: u8, n: u8) -> Bundle {
+    Bundle::new(Content::Message(Box::new(crate::bundle::PlainMessage {
+        version: crate::codec::VERSION,
+        from: testkit::device(from).public(),
+        to: testkit::device(to).public(),
+        created: T0,
+        expires: T0 + DAY,
+        payload: crate::codec::Blob(vec![n; 300]),
+    })))
+}
+
+#[test]
+fn an_exchange_moves_one_bundle_a_message_and_a_lost_message_loses_only_its_bundle() {
+    let now = Now {
+        mono: 1_000,
+        unix: T0,
+    };
+    let (mut a, mut b) = (carrier(1), carrier(2));
+    for n in 0..3 {
+        assert!(matches!(
+            a.carry(now, &message(1, 3, n), 0),
+            crate::store::Admission::Added(_)
+        ));
+    }
+    let mut x = Exchange::open(&mut a, b.key(), now, 7, 1);
+    let mut carrying = Vec::new();
+    while let Some(f) = x.flight() {
+        if f.to_responder && f.bundle_bytes > 0 {
+            carrying.push(f.bundle_bytes);
+            if carrying.len() == 2 {
+                // The link breaks with the second bundle on the air.
+                break;
+            }
+        }
+        x.deliver(&mut a, &mut b, now).expect("honest peers");
+    }
+    // One bundle a message; the first arrived, the one on the air did not.
+    assert_eq!(carrying.len(), 2);
+    assert!(carrying.iter().all(|&len| len > 300 && len < 400));
+    assert_eq!(b.store().len(), 1);
+    // The next session carries the other two, one a message, and closes.
+    let mut y = Exchange::open(&mut a, b.key(), now, 8, 1);
+    let mut messages = 0;
+    while y.flight().is_some() {
+        y.deliver(&mut a, &mut b, now).expect("honest peers");
+        messages += 1;
+    }
+    assert_eq!(b.store().len(), 3);
+    assert_eq!(y.initiator().given().len(), 2);
+    assert!(y.initiator().is_finished());
+    assert!(messages >= 4, "two bundles need two transfer messages");
+}

@@ -67,6 +67,10 @@ pub struct SessionConfig {
     pub routing: Routing,
     /// Most bytes of bundles this side sends in the session.
     pub budget: u64,
+    /// Most bundles one transfer message carries (0: as many as fit). One a message makes a
+    /// link that breaks mid-session lose at most the bundle on the air, as a store-and-forward
+    /// radio that sends whole bundles does.
+    pub per_message: u32,
     /// Wall-clock time, for expiry and the hand-over receipt.
     pub now: UnixTime,
 }

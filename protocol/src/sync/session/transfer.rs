@@ -70,7 +70,11 @@ impl Session {
             m.keys = pack_keys(&page);
         }
         m.last = self.want_pos >= self.want.len();
-        while self.send_pos < self.to_send.len() && !self.budget_spent {
+        let most = match self.cfg.per_message {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        while self.send_pos < self.to_send.len() && !self.budget_spent && m.bundles.len() < most {
             let id = self.to_send[self.send_pos];
             let Some(entry) = store.get(&id) else {
                 // Purged or evicted meanwhile.
