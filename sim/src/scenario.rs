@@ -158,8 +158,26 @@ pub struct Radio {
     /// Seconds from coming into range to the first byte (discovery, connection, handshake).
     pub setup_s: f64,
     /// Fraction of frames lost on the air (0 to 0.9). The link layer resends them, so a
-    /// contact carries `1 − loss` of its bytes.
+    /// link carries `1 − loss` of its bit rate.
     pub loss: f64,
+    /// `"half"`: a node's radio sends or receives, one message at a time, whatever the
+    /// number of peers in range (BLE and Wi-Fi radios are half-duplex); `"full"`: it sends
+    /// one message and receives another at the same time.
+    pub duplex: Duplex,
+    /// Whether the sync messages' own bytes (reconciliation, want lists, hand-over receipts)
+    /// take air time. `false` counts only the bundles, as The ONE models a link.
+    pub control_on_air: bool,
+}
+
+/// Whether a radio sends and receives at once.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Duplex {
+    /// One message at a time, either way.
+    #[default]
+    Half,
+    /// One message out and one in at a time.
+    Full,
 }
 
 impl Default for Radio {
@@ -169,6 +187,8 @@ impl Default for Radio {
             bitrate_bps: 250_000,
             setup_s: 1.0,
             loss: 0.0,
+            duplex: Duplex::Half,
+            control_on_air: true,
         }
     }
 }
@@ -186,6 +206,8 @@ impl Radio {
             bitrate_bps: 100_000,
             setup_s: 2.0,
             loss: 0.05,
+            duplex: Duplex::Half,
+            control_on_air: true,
         }
     }
 
@@ -196,6 +218,8 @@ impl Radio {
             bitrate_bps: 5_000_000,
             setup_s: 1.0,
             loss: 0.02,
+            duplex: Duplex::Half,
+            control_on_air: true,
         }
     }
 }
@@ -250,6 +274,9 @@ pub struct RoutingConfig {
     /// The ONE's routers do); otherwise peers in range sync again every `resync_s` seconds,
     /// as `meshpay run` does (`[mesh] sync_secs`). Dense crowds need the latter.
     pub resync_s: f64,
+    /// Most bundles one sync message carries (0: as many as fit in a message, about 1.7 kB).
+    /// A link that goes down loses the message on the air: with 1, only its one bundle.
+    pub bundles_per_message: u32,
 }
 
 impl Default for RoutingConfig {
@@ -259,6 +286,7 @@ impl Default for RoutingConfig {
             copies: 6,
             buffer_kb: 5 * 1024,
             resync_s: 0.0,
+            bundles_per_message: 0,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The simulator against itself (same seed, same bytes), against theory (epidemic latency in
 //! the exponential-meeting model) and against hand-made traces in The ONE's formats.
 
-use meshpay_sim::scenario::{Mobility, Radio, RoutingConfig, Workload};
+use meshpay_sim::scenario::{Duplex, Mobility, Radio, RoutingConfig, Workload};
 use meshpay_sim::{Scenario, Sim, Stats};
 
 /// A 10 m radio: `bitrate_bps` (0: unlimited), set-up seconds, frame loss.
@@ -11,6 +11,7 @@ fn radio(bitrate_bps: u64, setup_s: f64, loss: f64) -> Radio {
         bitrate_bps,
         setup_s,
         loss,
+        ..Radio::default()
     }
 }
 
@@ -113,11 +114,23 @@ fn traced(
     radio: Radio,
     routing: &str,
 ) -> Stats {
+    traced_with(dir, contacts, messages, radio, routing, |_| {})
+}
+
+/// As `traced`, with the scenario changed by `edit` first.
+fn traced_with(
+    dir: &std::path::Path,
+    contacts: &str,
+    messages: &str,
+    radio: Radio,
+    routing: &str,
+    edit: impl FnOnce(&mut Scenario),
+) -> Stats {
     let c = dir.join("contacts.txt");
     let m = dir.join("messages.txt");
     std::fs::write(&c, contacts).unwrap();
     std::fs::write(&m, messages).unwrap();
-    run(&Scenario {
+    let mut s = Scenario {
         name: "trace".into(),
         seed: 1,
         duration_s: 1_000.0,
@@ -134,7 +147,9 @@ fn traced(
             ..RoutingConfig::default()
         },
         payments: meshpay_sim::scenario::Payments::default(),
-    })
+    };
+    edit(&mut s);
+    run(&s)
 }
 
 #[test]
@@ -172,41 +187,142 @@ fn a_one_trace_replays_hop_by_hop() {
     assert_eq!((w.relayed, w.delivered), (1, 0));
 }
 
+/// A 1 kB/s radio with 1 s of set-up that counts only bundle bytes on the air, one bundle a
+/// sync message: a 500-byte bundle is on the air for exactly 0.5 s.
+fn one_like(loss: f64, duplex: Duplex) -> Radio {
+    Radio {
+        duplex,
+        control_on_air: false,
+        ..radio(8_000, 1.0, loss)
+    }
+}
+
+fn one_a_message(s: &mut Scenario) {
+    s.routing.bundles_per_message = 1;
+}
+
+/// `n` 500-byte messages from `from` to `to`, created at 1, 2, … s.
+fn burst(n: u32, from: u32, to: u32, first: u32) -> String {
+    (first..first + n)
+        .map(|i| format!("{} C M{i} {from} {to} 500", i - first + 1))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn a_contact_carries_what_its_duration_and_bit_rate_allow() {
     let dir = tempfile::tempdir().unwrap();
-    // Ten 500-byte messages at node 0; one 4-second contact at 8 kbit/s after 1 s of set-up:
-    // 3 s × 1 kB/s = 3 kB, half each way: 1.5 kB of bundles from 0 to 1, three messages.
-    let messages = (1..=10)
-        .map(|i| format!("{i} C M{i} 0 1 500"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let s = traced(
+    // Ten 500-byte messages at node 0; one 4-second contact at 1 kB/s after 1 s of set-up:
+    // one bundle lands every 0.5 s from 101 s, six by 104 s; the seventh is on the air when
+    // the contact ends and is lost.
+    let messages = burst(10, 0, 1, 1);
+    let contact = "100 CONN 0 1 up\n104 CONN 0 1 down\n";
+    let s = traced_with(
         dir.path(),
-        "100 CONN 0 1 up\n104 CONN 0 1 down\n",
+        contact,
         &messages,
-        radio(8_000, 1.0, 0.0),
+        one_like(0.0, Duplex::Half),
         "epidemic",
+        one_a_message,
     );
-    assert_eq!(s.delivered, 3, "{s:?}");
-    assert!((s.latency_avg - 100.5).abs() < 1.0, "{s:?}");
-    // Half the frames lost: half the bytes, one message.
-    let lossy = traced(
+    assert_eq!((s.delivered, s.aborted, s.started), (6, 1, 7), "{s:?}");
+    // Oldest first: M1 lands at 101.5 s (created at 1 s), M6 at 104 s (created at 6 s).
+    let expected = (100.5 + 100.0 + 99.5 + 99.0 + 98.5 + 98.0) / 6.0;
+    assert!((s.latency_avg - expected).abs() < 1e-9, "{s:?}");
+    // Half the frames lost: half the rate, one bundle a second, three.
+    let lossy = traced_with(
         dir.path(),
-        "100 CONN 0 1 up\n104 CONN 0 1 down\n",
+        contact,
         &messages,
-        radio(8_000, 1.0, 0.5),
+        one_like(0.5, Duplex::Half),
         "epidemic",
+        one_a_message,
     );
-    assert_eq!(lossy.delivered, 1, "{lossy:?}");
-    let all = traced(
+    assert_eq!((lossy.delivered, lossy.aborted), (3, 1), "{lossy:?}");
+    // The sync messages' own bytes take air time too: fewer.
+    let control = traced_with(
         dir.path(),
-        "100 CONN 0 1 up\n104 CONN 0 1 down\n",
+        contact,
         &messages,
-        radio(0, 1.0, 0.0),
+        Radio {
+            control_on_air: true,
+            ..one_like(0.0, Duplex::Half)
+        },
         "epidemic",
+        one_a_message,
     );
-    assert_eq!(all.delivered, 10);
+    assert!(
+        control.delivered < 6 && control.delivered > 0,
+        "{control:?}"
+    );
+    // No limit on the rate: everything.
+    let all = traced(dir.path(), contact, &messages, radio(0, 1.0, 0.0), "epidemic");
+    assert_eq!((all.delivered, all.aborted), (10, 0));
+}
+
+#[test]
+fn a_transfer_cut_by_the_end_of_its_contact_is_sent_again_at_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first contact carries six and loses the seventh; the second, ten seconds long,
+    // carries the other four, the lost one among them.
+    let s = traced_with(
+        dir.path(),
+        "100 CONN 0 1 up\n104 CONN 0 1 down\n200 CONN 1 0 UP\n210 CONN 1 0 DOWN\n",
+        &burst(10, 0, 1, 1),
+        one_like(0.0, Duplex::Half),
+        "epidemic",
+        one_a_message,
+    );
+    assert_eq!((s.delivered, s.aborted, s.relayed), (10, 1, 10), "{s:?}");
+    // M7 to M10 land at 201.5, 202, 202.5 and 203 s.
+    let first: f64 = (100.5 + 100.0 + 99.5 + 99.0 + 98.5 + 98.0) / 10.0;
+    let second: f64 = (201.5 - 7.0 + 202.0 - 8.0 + 202.5 - 9.0 + 203.0 - 10.0) / 10.0;
+    assert!((s.latency_avg - (first + second)).abs() < 1e-9, "{s:?}");
+}
+
+#[test]
+fn concurrent_contacts_share_a_node_radio() {
+    let dir = tempfile::tempdir().unwrap();
+    // Node 1 meets 0 and 2 at once for 3 s of air time (six bundles' worth): 0 has five
+    // messages for 1, and 1 five for 2. Direct delivery, so nothing is relayed further.
+    let contacts = "100 CONN 0 1 up\n100 CONN 1 2 up\n104 CONN 0 1 down\n104 CONN 1 2 down\n";
+    let messages = format!("{}\n{}", burst(5, 0, 1, 1), burst(5, 1, 2, 6));
+    let half = traced_with(
+        dir.path(),
+        contacts,
+        &messages,
+        one_like(0.0, Duplex::Half),
+        "direct",
+        one_a_message,
+    );
+    // A half-duplex radio sends or receives: six bundles in all through node 1.
+    assert_eq!(half.delivered, 6, "{half:?}");
+    // A full-duplex one receives from 0 while it sends to 2: all ten.
+    let full = traced_with(
+        dir.path(),
+        contacts,
+        &messages,
+        one_like(0.0, Duplex::Full),
+        "direct",
+        one_a_message,
+    );
+    assert_eq!(full.delivered, 10, "{full:?}");
+}
+
+#[test]
+fn expired_copies_are_dropped_on_time_even_with_no_contact() {
+    let dir = tempfile::tempdir().unwrap();
+    // M1 (0 to 3, 60 s to live) goes to node 1 at 10 s; nobody meets anyone after 20 s, and
+    // both copies are dropped when it expires.
+    let s = traced_with(
+        dir.path(),
+        "10 CONN 0 1 up\n20 CONN 0 1 down\n",
+        "5 C M1 0 3 500\n",
+        radio(0, 0.0, 0.0),
+        "epidemic",
+        |s| s.workload.ttl_s = 60.0,
+    );
+    assert_eq!((s.relayed, s.dropped, s.delivered), (1, 2, 0), "{s:?}");
 }
 
 #[test]
