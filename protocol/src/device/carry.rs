@@ -13,7 +13,7 @@ use crate::message::{ErrorCode, Request, Response};
 use crate::objects::{Hash, SettlementReceipt};
 use crate::payee::NoticeOutcome;
 use crate::store::{Admission, Admitted, Changes, Origin};
-use crate::sync::{Contact, Party, Session, SessionConfig, Step, SyncError, SyncMessage};
+use crate::sync::{Contact, Party, Policy, Session, SessionConfig, Step, SyncError, SyncMessage};
 use rand_core::RngCore;
 
 /// An outgoing sync session.
@@ -75,7 +75,7 @@ impl Device {
             gateway_for: self.gateway_for.clone(),
             routing: self.config.routing,
             budget: self.config.sync_budget,
-            per_message: 0,
+            policy: crate::sync::Policy::default(),
             now: now.unix,
         }
     }
@@ -695,22 +695,21 @@ pub struct Exchange {
     responder: Option<Session>,
     /// The message on its way, and whether it goes to the responder.
     flight: Option<(bool, SyncMessage)>,
-    per_message: u32,
+    policy: Policy,
 }
 
 impl Exchange {
     /// Device `a` opens a session with the device whose key is `peer`; its first message is
-    /// then on its way. `per_message` bounds the bundles of one message for both sides (see
-    /// [`SessionConfig::per_message`]).
-    pub fn open(a: &mut Device, peer: DeviceKey, now: Now, salt: u64, per_message: u32) -> Self {
+    /// then on its way. Both sides hand over by `policy`.
+    pub fn open(a: &mut Device, peer: DeviceKey, now: Now, salt: u64, policy: Policy) -> Self {
         let mut cfg = a.session_config(peer, now);
-        cfg.per_message = per_message;
+        cfg.policy = policy;
         let (initiator, first) = Session::initiate(cfg, &a.store, salt);
         Self {
             initiator,
             responder: None,
             flight: Some((true, first)),
-            per_message,
+            policy,
         }
     }
 
@@ -736,7 +735,7 @@ impl Exchange {
             let answer = match self.responder.as_mut() {
                 None => {
                     let mut cfg = b.session_config(a.me, now);
-                    cfg.per_message = self.per_message;
+                    cfg.policy = self.policy;
                     let (s, answer) = Session::accept(cfg, &mut b.store, &msg)?;
                     self.responder = Some(s);
                     Some(answer)
@@ -751,6 +750,33 @@ impl Exchange {
             self.flight = next.map(|m| (true, m));
         }
         Ok(())
+    }
+
+    /// The ids of the bundles in the message on its way.
+    pub fn flight_ids(&self) -> Vec<Hash> {
+        self.flight.as_ref().map_or_else(Vec::new, |(_, m)| {
+            m.bundles
+                .iter()
+                .map(|c| bundle::bundle_id(&c.bundle.0))
+                .collect()
+        })
+    }
+
+    /// The message on its way never arrives (its link went down): the session is over, and
+    /// its sender takes back the spray-and-wait copies it gave with it, which nobody got.
+    /// Drain both devices' outputs afterwards.
+    pub fn lose(self, a: &mut Device, b: &mut Device, now: Now) {
+        let Some((to_responder, m)) = self.flight else {
+            return;
+        };
+        let sender = if to_responder { a } else { b };
+        for c in m.bundles.iter().filter(|c| c.copies > 0) {
+            let id = bundle::bundle_id(&c.bundle.0);
+            if let Some(held) = sender.store.get(&id).map(|e| e.copies) {
+                sender.store.set_copies(&id, held + c.copies);
+            }
+        }
+        sender.flush_mesh(now, Then::Tolerated);
     }
 
     /// The initiator's session.
