@@ -27,7 +27,9 @@ use crate::scenario::{Duplex, Scenario};
 use crate::setup::{contacts, devices, sized_message, workload};
 use crate::trace::{ContactEvent, Link, MessageEvent};
 use meshpay_protocol::bundle::BundleKind;
-use meshpay_protocol::device::{self, Change, Device, Exchange, Flight, Output, ReplyId, RequestId};
+use meshpay_protocol::device::{
+    self, Change, Device, Exchange, Flight, Output, ReplyId, RequestId,
+};
 use meshpay_protocol::store::Admission;
 use meshpay_protocol::sync::Routing;
 use meshpay_protocol::{DeviceSecret, Hash};
@@ -349,38 +351,7 @@ impl Sim {
                 progress(done);
                 next_tick += 0.01;
             }
-            match kind {
-                LAND => self.land(pair, i as u64, t),
-                DOWN => self.down(i, t),
-                UP => self.up(i, t),
-                READY => {
-                    if let Some(u) = self.up.get_mut(&pair).filter(|u| u.start_ms + ms(self.scenario.radio.setup_s) == t) {
-                        u.ready = true;
-                        let first = i as u32;
-                        self.kick(first, if first == pair.0 { pair.1 } else { pair.0 }, t);
-                    }
-                }
-                CREATE => {
-                    let m = self.creations[i].clone();
-                    self.create(&m, t);
-                    let peers: Vec<u32> = self.peers[m.from as usize].iter().copied().collect();
-                    for p in peers {
-                        self.kick(m.from, p, t);
-                    }
-                }
-                RESYNC => {
-                    let pairs: Vec<(u32, u32)> = self.up.keys().copied().collect();
-                    for (a, b) in pairs {
-                        self.kick(a, b, t);
-                    }
-                }
-                _ => {
-                    for n in 0..self.scenario.nodes {
-                        self.nodes[n as usize].device.expire(now(t));
-                        self.drive(&[n], t);
-                    }
-                }
-            }
+            self.handle(kind, i, pair, t);
             self.pump(t);
         }
         for u in std::mem::take(&mut self.up).into_values() {
@@ -394,6 +365,47 @@ impl Sim {
             nodes: self.scenario.nodes,
             duration_ms,
             contacts: self.contacts,
+        }
+    }
+
+    /// One event: `i` is the contact or creation for fixed events, the sequence number or
+    /// the opening node for the engine's own.
+    fn handle(&mut self, kind: u8, i: usize, pair: (u32, u32), t: u64) {
+        match kind {
+            LAND => self.land(pair, i as u64, t),
+            DOWN => self.down(i, t),
+            UP => self.up(i, t),
+            READY => {
+                if let Some(u) = self
+                    .up
+                    .get_mut(&pair)
+                    .filter(|u| u.start_ms + ms(self.scenario.radio.setup_s) == t)
+                {
+                    u.ready = true;
+                    let first = u32::try_from(i).expect("a node index");
+                    self.kick(first, if first == pair.0 { pair.1 } else { pair.0 }, t);
+                }
+            }
+            CREATE => {
+                let m = self.creations[i].clone();
+                self.create(&m, t);
+                let peers: Vec<u32> = self.peers[m.from as usize].iter().copied().collect();
+                for p in peers {
+                    self.kick(m.from, p, t);
+                }
+            }
+            RESYNC => {
+                let pairs: Vec<(u32, u32)> = self.up.keys().copied().collect();
+                for (a, b) in pairs {
+                    self.kick(a, b, t);
+                }
+            }
+            _ => {
+                for n in 0..self.scenario.nodes {
+                    self.nodes[n as usize].device.expire(now(t));
+                    self.drive(&[n], t);
+                }
+            }
         }
     }
 
@@ -429,30 +441,43 @@ impl Sim {
     }
 
     /// A contact goes down: the message on the air, if any, is lost with its session.
-    fn down(&mut self, i: usize, t: u64) {
-        let c = self.contacts[i];
-        let pair = (c.a.min(c.b), c.a.max(c.b));
-        let Some(u) = self.up.remove(&pair) else {
+    fn down(&mut self, index: usize, t: u64) {
+        let contact = self.contacts[index];
+        let (a, b) = (contact.a, contact.b);
+        let pair = (a.min(b), a.max(b));
+        let Some(link) = self.up.remove(&pair) else {
             return;
         };
-        self.counters.contact_ms += t.saturating_sub(u.start_ms);
-        self.peers[c.a as usize].remove(&c.b);
-        self.peers[c.b as usize].remove(&c.a);
-        if let Some(r) = u.running {
-            if let Some(q) = r.queued {
-                self.waiting.remove(&(q.0, q.1, pair));
+        self.counters.contact_ms += t.saturating_sub(link.start_ms);
+        self.peers[a as usize].remove(&b);
+        self.peers[b as usize].remove(&a);
+        if let Some(running) = link.running {
+            self.stop(pair, running, t);
+        }
+    }
+
+    /// Ends a session whose next message will never land: off the air or out of the queue,
+    /// and its sender takes back what it gave with it.
+    fn stop(&mut self, pair: (u32, u32), running: Running, t: u64) {
+        if let Some(q) = running.queued {
+            self.waiting.remove(&(q.0, q.1, pair));
+        }
+        if let (Some(air), Some(flight)) = (running.on_air, running.exchange.flight()) {
+            if air.reserved {
+                let (from, to) = running.direction(flight);
+                self.sending[from as usize] = false;
+                self.receiving[to as usize] = false;
             }
-            if let (Some(air), Some(f)) = (r.on_air, r.exchange.flight()) {
-                if air.reserved {
-                    let (from, to) = r.direction(f);
-                    self.sending[from as usize] = false;
-                    self.receiving[to as usize] = false;
-                }
-                if f.bundle_bytes > 0 {
-                    self.counters.aborted += 1;
-                }
+            if flight.bundle_bytes > 0 {
+                self.counters.aborted += 1;
             }
         }
+        let (x, y) = running.ends;
+        let (first, second) = pair_mut(&mut self.nodes, x as usize, y as usize);
+        running
+            .exchange
+            .lose(&mut first.device, &mut second.device, now(t));
+        self.drive(&[x, y], t);
     }
 
     /// `x` opens a session with `y` if they are in contact, set up, not in a session, and
@@ -470,8 +495,14 @@ impl Sim {
         self.drive(&[x, y], t);
         let salt = self.rng.next_u64();
         let peer = self.keys[y as usize].public();
-        let per_message = self.scenario.routing.bundles_per_message;
-        let exchange = Exchange::open(&mut self.nodes[x as usize].device, peer, now(t), salt, per_message);
+        let policy = self.scenario.routing.policy().expect("checked");
+        let exchange = Exchange::open(
+            &mut self.nodes[x as usize].device,
+            peer,
+            now(t),
+            salt,
+            policy,
+        );
         self.counters.sessions += 1;
         let opened = (self.version[pair.0 as usize], self.version[pair.1 as usize]);
         let u = self.up.get_mut(&pair).expect("checked above");
@@ -502,7 +533,11 @@ impl Sim {
         if self.waiting.is_empty() {
             return;
         }
-        let waiting: Vec<(u64, u64, (u32, u32))> = self.waiting.iter().copied().collect();
+        let mut waiting: Vec<(u64, u64, (u32, u32))> = self.waiting.iter().copied().collect();
+        if self.scenario.routing.destination_first {
+            // A radio sends what reaches its destination first, over whichever link.
+            waiting.sort_by_cached_key(|w| (!self.for_receiver(w.2), *w));
+        }
         for w in waiting {
             let pair = w.2;
             let Some(r) = self.up.get(&pair).and_then(|u| u.running.as_ref()) else {
@@ -535,6 +570,22 @@ impl Sim {
             r.on_air = Some(Air { seq, reserved });
             self.later(t + air_ms, LAND, seq, pair);
         }
+    }
+
+    /// Whether the message waiting on `pair` carries a message to its receiver.
+    fn for_receiver(&self, pair: (u32, u32)) -> bool {
+        let Some(r) = self.up.get(&pair).and_then(|u| u.running.as_ref()) else {
+            return false;
+        };
+        let Some(f) = r.exchange.flight() else {
+            return false;
+        };
+        let to = r.direction(f).1;
+        r.exchange
+            .flight_ids()
+            .iter()
+            .filter_map(|id| self.by_id.get(id))
+            .any(|&i| self.messages[i].to == to)
     }
 
     /// Whether `from` may send to `to` now.
@@ -571,57 +622,58 @@ impl Sim {
 
     /// The message on the air over `pair` lands: its receiver handles it and answers.
     fn land(&mut self, pair: (u32, u32), seq: u64, t: u64) {
-        let Some(mut r) = self
-            .up
-            .get_mut(&pair)
-            .and_then(|u| u.running.take_if(|r| r.on_air.is_some_and(|a| a.seq == seq)))
-        else {
+        let Some(mut run) = self.up.get_mut(&pair).and_then(|u| {
+            u.running
+                .take_if(|run| run.on_air.is_some_and(|a| a.seq == seq))
+        }) else {
             return;
         };
-        let Some(f) = r.exchange.flight() else {
+        let Some(flight) = run.exchange.flight() else {
             return;
         };
-        let (from, to) = r.direction(f);
-        if r.on_air.is_some_and(|a| a.reserved) {
+        let (from, to) = run.direction(flight);
+        if run.on_air.is_some_and(|a| a.reserved) {
             self.sending[from as usize] = false;
             self.receiving[to as usize] = false;
         }
-        r.on_air = None;
-        let (x, y) = r.ends;
+        run.on_air = None;
+        let (x, y) = run.ends;
         let before = (self.version[pair.0 as usize], self.version[pair.1 as usize]);
-        let (a, b) = pair_mut(&mut self.nodes, x as usize, y as usize);
-        let result = r.exchange.deliver(&mut a.device, &mut b.device, now(t));
+        let (first, second) = pair_mut(&mut self.nodes, x as usize, y as usize);
+        let result = run
+            .exchange
+            .deliver(&mut first.device, &mut second.device, now(t));
         self.drive(&[x, y], t);
         let after = (self.version[pair.0 as usize], self.version[pair.1 as usize]);
-        r.own.0 += after.0 - before.0;
-        r.own.1 += after.1 - before.1;
-        self.counters.bytes += f.bytes;
-        self.counters.bundle_bytes += f.bundle_bytes;
+        run.own.0 += after.0 - before.0;
+        run.own.1 += after.1 - before.1;
+        self.counters.bytes += flight.bytes;
+        self.counters.bundle_bytes += flight.bundle_bytes;
         if result.is_err() {
             // Honest simulated peers never break the protocol; end the session.
-            self.finish(pair, r, t);
+            self.finish(pair, &run, t);
             return;
         }
-        let admitted: Vec<Hash> = if f.to_responder {
-            let all = r.exchange.responder().map_or(&[][..], |s| s.admitted());
-            let new = all[r.seen.1..].to_vec();
-            r.seen.1 = all.len();
+        let admitted: Vec<Hash> = if flight.to_responder {
+            let all = run.exchange.responder().map_or(&[][..], |s| s.admitted());
+            let new = all[run.seen.1..].to_vec();
+            run.seen.1 = all.len();
             new
         } else {
-            let all = r.exchange.initiator().admitted();
-            let new = all[r.seen.0..].to_vec();
-            r.seen.0 = all.len();
+            let all = run.exchange.initiator().admitted();
+            let new = all[run.seen.0..].to_vec();
+            run.seen.0 = all.len();
             new
         };
         self.counters.relayed += count_messages(&self.by_id, &admitted);
         let took = self.took(to, from, &admitted, t);
-        if r.exchange.flight().is_some() {
+        if run.exchange.flight().is_some() {
             if let Some(u) = self.up.get_mut(&pair) {
-                u.running = Some(r);
+                u.running = Some(run);
             }
             self.queue(pair, t);
         } else {
-            self.finish(pair, r, t);
+            self.finish(pair, &run, t);
         }
         if took && self.scenario.routing.resync_s == 0.0 {
             // News goes on at once to the receiver's other peers.
@@ -636,7 +688,7 @@ impl Sim {
 
     /// A session ended: the pair is in sync as of its start plus what it moved itself; if
     /// either side took something from elsewhere meanwhile, they sync again.
-    fn finish(&mut self, pair: (u32, u32), r: Running, t: u64) {
+    fn finish(&mut self, pair: (u32, u32), r: &Running, t: u64) {
         let v = (r.opened.0 + r.own.0, r.opened.1 + r.own.1);
         self.met.insert(pair, v);
         if let Some(u) = self.up.get_mut(&pair) {

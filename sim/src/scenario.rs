@@ -277,6 +277,34 @@ pub struct RoutingConfig {
     /// Most bundles one sync message carries (0: as many as fit in a message, about 1.7 kB).
     /// A link that goes down loses the message on the air: with 1, only its one bundle.
     pub bundles_per_message: u32,
+    /// Order of what a peer lacks: "meshpay" (urgent kinds first, then oldest made),
+    /// "fifo" (first come, first sent) or "random" (a fresh order each session).
+    pub order: String,
+    /// Hand a peer what it is the destination of before anything else.
+    pub destination_first: bool,
+    /// A message that reached its destination is handed on from there too.
+    pub relay_delivered: bool,
+    /// Spray-and-wait halves a holder's copies on a hand-over to the destination too.
+    pub halve_to_destination: bool,
+}
+
+impl RoutingConfig {
+    /// The sessions' forwarding policy, if `order` is known.
+    pub fn policy(&self) -> Option<meshpay_protocol::sync::Policy> {
+        use meshpay_protocol::sync::{Order, Policy};
+        Some(Policy {
+            per_message: self.bundles_per_message,
+            order: match self.order.as_str() {
+                "meshpay" => Order::Priority,
+                "fifo" => Order::Fifo,
+                "random" => Order::Random,
+                _ => return None,
+            },
+            destination_first: self.destination_first,
+            relay_delivered: self.relay_delivered,
+            halve_to_destination: self.halve_to_destination,
+        })
+    }
 }
 
 impl Default for RoutingConfig {
@@ -287,6 +315,10 @@ impl Default for RoutingConfig {
             buffer_kb: 5 * 1024,
             resync_s: 0.0,
             bundles_per_message: 0,
+            order: "meshpay".into(),
+            destination_first: false,
+            relay_delivered: true,
+            halve_to_destination: false,
         }
     }
 }
@@ -386,6 +418,9 @@ impl Scenario {
             return bad(
                 "payments: vendors >= 1, vendors + gateways < nodes, 0 <= pay_prob <= 1, 1 <= amount_min <= amount_max <= allowance",
             );
+        }
+        if self.routing.policy().is_none() {
+            return bad("routing.order: \"meshpay\", \"fifo\" or \"random\"");
         }
         if self.routing().is_none() {
             return bad("routing: \"epidemic\", \"spray-and-wait\" or \"direct\"");

@@ -256,7 +256,13 @@ fn a_contact_carries_what_its_duration_and_bit_rate_allow() {
         "{control:?}"
     );
     // No limit on the rate: everything.
-    let all = traced(dir.path(), contact, &messages, radio(0, 1.0, 0.0), "epidemic");
+    let all = traced(
+        dir.path(),
+        contact,
+        &messages,
+        radio(0, 1.0, 0.0),
+        "epidemic",
+    );
     assert_eq!((all.delivered, all.aborted), (10, 0));
 }
 
