@@ -911,3 +911,41 @@ fn copies_given_with_a_lost_message_go_back_to_their_holder() {
     assert_eq!(a.store().get(&m.id()).map(|e| e.copies), Some(6));
     assert!(!b.store().contains(&m.id()));
 }
+
+#[test]
+fn fifo_hands_over_in_arrival_order_and_random_in_an_order_of_its_own() {
+    let now = Now {
+        mono: 1_000,
+        unix: T0 + 30,
+    };
+    // Eight messages arrive newest first.
+    let made: Vec<Bundle> = (0..8u8)
+        .map(|n| message_at(1, 3, n, T0 + 8 - u64::from(n)))
+        .collect();
+    let order = |order| {
+        let (mut a, mut b) = (carrier(1), carrier(2));
+        for m in &made {
+            a.carry(now, m, 0);
+        }
+        let policy = crate::sync::Policy {
+            order,
+            ..one_a_message()
+        };
+        exchange(&mut a, &mut b, policy)
+            .initiator()
+            .given()
+            .to_vec()
+    };
+    let arrival: Vec<Hash> = made.iter().map(Bundle::id).collect();
+    let oldest: Vec<Hash> = arrival.iter().rev().copied().collect();
+    assert_eq!(order(crate::sync::Order::Priority), oldest);
+    assert_eq!(order(crate::sync::Order::Fifo), arrival);
+    let random = order(crate::sync::Order::Random);
+    assert_ne!(random, oldest);
+    assert_ne!(random, arrival);
+    let mut sorted = random.clone();
+    sorted.sort();
+    let mut all = arrival.clone();
+    all.sort();
+    assert_eq!(sorted, all, "every one, once");
+}
