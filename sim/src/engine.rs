@@ -122,6 +122,8 @@ struct Running {
     on_air: Option<Air>,
     /// Its message waiting for the radios: (since, sequence).
     queued: Option<(u64, u64)>,
+    /// Start over once the message on the air lands (news for the peer came in).
+    hurry: bool,
 }
 
 impl Running {
@@ -389,6 +391,11 @@ impl Sim {
             CREATE => {
                 let m = self.creations[i].clone();
                 self.create(&m, t);
+                if self.scenario.routing.destination_first
+                    && self.peers[m.from as usize].contains(&m.to)
+                {
+                    self.hurry(m.from, m.to, t);
+                }
                 let peers: Vec<u32> = self.peers[m.from as usize].iter().copied().collect();
                 for p in peers {
                     self.kick(m.from, p, t);
@@ -514,6 +521,7 @@ impl Sim {
             seen: (0, 0),
             on_air: None,
             queued: None,
+            hurry: false,
         });
         self.queue(pair, t);
     }
@@ -667,13 +675,29 @@ impl Sim {
         };
         self.counters.relayed += count_messages(&self.by_id, &admitted);
         let took = self.took(to, from, &admitted, t);
-        if run.exchange.flight().is_some() {
+        if run.exchange.flight().is_some() && run.hurry {
+            // News for a peer came in while this message was on the air: start over.
+            self.restart(pair, run, t);
+        } else if run.exchange.flight().is_some() {
             if let Some(u) = self.up.get_mut(&pair) {
                 u.running = Some(run);
             }
             self.queue(pair, t);
         } else {
             self.finish(pair, &run, t);
+        }
+        if took && self.scenario.routing.destination_first {
+            // A message for a peer in range goes to it next, ahead of the session's queue.
+            let peers = &self.peers[to as usize];
+            let news: BTreeSet<u32> = admitted
+                .iter()
+                .filter_map(|id| self.by_id.get(id))
+                .map(|&i| self.messages[i].to)
+                .filter(|d| *d != from && peers.contains(d))
+                .collect();
+            for d in news {
+                self.hurry(to, d, t);
+            }
         }
         if took && self.scenario.routing.resync_s == 0.0 {
             // News goes on at once to the receiver's other peers.
@@ -684,6 +708,35 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// `x` holds news for its peer `y`: their session, if one runs, starts over so that the
+    /// news goes first (at once if its next message waits, after it lands if on the air).
+    fn hurry(&mut self, x: u32, y: u32, t: u64) {
+        let pair = (x.min(y), x.max(y));
+        let Some(link) = self.up.get_mut(&pair) else {
+            return;
+        };
+        match link.running.as_mut() {
+            Some(run) if run.on_air.is_some() => run.hurry = true,
+            Some(_) => {
+                let run = link.running.take().expect("matched");
+                self.restart(pair, run, t);
+            }
+            None => {}
+        }
+        self.kick(x, y, t);
+    }
+
+    /// Drops a session whose next message is not on the air, and opens a new one.
+    fn restart(&mut self, pair: (u32, u32), run: Running, t: u64) {
+        let ends = run.ends;
+        self.stop(pair, run, t);
+        if let Some(u) = self.up.get_mut(&pair) {
+            u.running = None;
+            u.synced = None;
+        }
+        self.kick(ends.0, ends.1, t);
     }
 
     /// A session ended: the pair is in sync as of its start plus what it moved itself; if

@@ -481,3 +481,77 @@ fn a_clone_is_refused_by_a_vendor_that_carries_its_twin_notice() {
     assert!((p.fraud_spread_avg - 20.0).abs() < 1e-9, "{p:?}");
     assert_eq!(p.accepted_after_proof, 0);
 }
+
+#[test]
+fn destination_first_hands_a_peer_its_own_message_before_older_relays() {
+    let dir = tempfile::tempdir().unwrap();
+    // Node 0 holds five messages for node 3 and, newer, one for node 1; it meets node 1 for
+    // one second of air time: two bundles.
+    let messages = format!("{}\n6 C M6 0 1 500", burst(5, 0, 3, 1));
+    let contact = "100 CONN 0 1 up\n102 CONN 0 1 down\n";
+    let oldest = traced_with(
+        dir.path(),
+        contact,
+        &messages,
+        one_like(0.0, Duplex::Half),
+        "epidemic",
+        one_a_message,
+    );
+    assert_eq!((oldest.relayed, oldest.delivered), (2, 0), "{oldest:?}");
+    let first = traced_with(
+        dir.path(),
+        contact,
+        &messages,
+        one_like(0.0, Duplex::Half),
+        "epidemic",
+        |s| {
+            one_a_message(s);
+            s.routing.destination_first = true;
+        },
+    );
+    assert_eq!((first.relayed, first.delivered), (2, 1), "{first:?}");
+    // M6, made at 6 s, lands first, at 101.5 s.
+    assert!((first.latency_avg - 95.5).abs() < 1e-9, "{first:?}");
+}
+
+#[test]
+fn a_delivered_message_stops_at_its_destination_and_spray_and_wait_halves_on_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    // M1 reaches its destination 3 first; then 3 meets 2, and 0 meets 1.
+    let contacts = "10 CONN 0 3 up\n20 CONN 0 3 down\n30 CONN 2 3 up\n40 CONN 2 3 down\n\
+                    50 CONN 0 1 up\n60 CONN 0 1 down\n";
+    let m = "5 C M1 0 3 500\n";
+    let unlimited = radio(0, 0.0, 0.0);
+    // Epidemic: 3 hands it on to 2 and 0 to 1, unless delivered messages stay.
+    let on = traced(dir.path(), contacts, m, unlimited.clone(), "epidemic");
+    assert_eq!((on.relayed, on.delivered), (3, 1), "{on:?}");
+    let stay = traced_with(
+        dir.path(),
+        contacts,
+        m,
+        unlimited.clone(),
+        "epidemic",
+        |s| {
+            s.routing.relay_delivered = false;
+        },
+    );
+    assert_eq!((stay.relayed, stay.delivered), (2, 1), "{stay:?}");
+    // Spray-and-wait with two copies: 0 keeps both when it delivers and sprays one to 1,
+    // or halves them as The ONE does and waits.
+    let keep = traced_with(
+        dir.path(),
+        contacts,
+        m,
+        unlimited.clone(),
+        "spray-and-wait",
+        |s| {
+            s.routing.relay_delivered = false;
+        },
+    );
+    assert_eq!((keep.relayed, keep.delivered), (2, 1), "{keep:?}");
+    let halve = traced_with(dir.path(), contacts, m, unlimited, "spray-and-wait", |s| {
+        s.routing.relay_delivered = false;
+        s.routing.halve_to_destination = true;
+    });
+    assert_eq!((halve.relayed, halve.delivered), (1, 1), "{halve:?}");
+}
