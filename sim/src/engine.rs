@@ -8,16 +8,27 @@
 //!
 //! ## Model
 //!
-//! - **Contacts** come from a mobility model or a trace, up and down in time order. When a
-//!   contact comes up, the two nodes run one sync session right away ([`device::contact`]): every
-//!   message of it goes through its encoding, as on a real link. A contact of `d` seconds on a
-//!   radio of `r` bit/s with set-up time `s` can carry `(d − s) · r / 8` bytes, half each way;
-//!   the sessions of one contact share that budget. A radio that loses a fraction `l` of its
-//!   frames carries `1 − l` of that (the link layer resends). A bundle counts as arrived at
-//!   `up + s + (bytes handed over so far in the contact) · 8 / r`.
-//! - **Propagation inside a contact graph**: a node that took something new syncs again with
-//!   its other peers in range (and a node that creates a message, with its peers in range),
-//!   so a message crosses a chain of simultaneous contacts as it would in The ONE.
+//! - **Contacts** come from a mobility model or a trace, up and down in time order. The engine
+//!   learns that a contact ended when it ends, never before.
+//! - **Sessions, a message at a time.** When a contact has been up for the radio's set-up
+//!   time, one node opens a sync session with the other ([`device::Exchange`]): the protocol
+//!   crate's session machines, every message through its encoding. Each message goes on the
+//!   air when the radios of both ends are free, and lands after `bytes · 8 / (rate · (1 −
+//!   loss))`; the receiver handles it and answers, and so on until the session closes. With
+//!   `control_on_air = false` only bundle bytes take air time (The ONE's link model).
+//! - **One radio per node**, shared by all its contacts: half-duplex, it sends or receives one
+//!   message at a time; full-duplex, it sends one and receives one. Messages waiting for a
+//!   radio go in the order they became ready (with `destination_first`, those that reach
+//!   their destination first).
+//! - **A contact that ends** takes the message on the air with it (an aborted transfer) and
+//!   ends its session; the sender takes back the spray-and-wait copies it gave with it. What
+//!   was not handed over goes at a later contact.
+//! - **Propagation inside a contact graph**: a node that took something new opens sessions
+//!   with its other peers in range (and a node that creates a message, with its peers in
+//!   range), so a message crosses a chain of simultaneous contacts as it would in The ONE; a
+//!   pair that changed during a session syncs again when it ends.
+//! - **Expiry** runs on a timer, at each message's expiry, at every node: `dropped` counts
+//!   copies that expire where nobody meets them again.
 //! - **Time** never comes from the wall clock: runs are reproducible byte for byte from the
 //!   seed, which also draws every key and session salt.
 
