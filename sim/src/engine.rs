@@ -35,7 +35,7 @@
 use crate::clock::{EPOCH, now};
 use crate::market::{Market, Order, Role};
 use crate::scenario::{Duplex, Scenario};
-use crate::setup::{contacts, devices, sized_message, workload};
+use crate::setup::{check_sizes, contacts, devices, sized_message, workload};
 use crate::trace::{ContactEvent, Link, MessageEvent};
 use meshpay_protocol::bundle::BundleKind;
 use meshpay_protocol::device::{
@@ -267,6 +267,7 @@ impl Sim {
         let duration_ms = ms(scenario.duration_s);
         let contacts = contacts(scenario, duration_ms)?;
         let creations = workload(scenario, &mut rng, duration_ms)?;
+        check_sizes(&creations)?;
         Ok(Self {
             scenario: scenario.clone(),
             routing,

@@ -235,7 +235,7 @@ pub struct Workload {
     pub interval_min_s: f64,
     /// Longest gap between two messages, s.
     pub interval_max_s: f64,
-    /// Message size in bytes (the bundle's encoded size, 100 to 1000).
+    /// Message size in bytes (the bundle's encoded size, 86 to 1024, exactly).
     pub size: u32,
     /// Message lifetime, s (0: the whole run).
     pub ttl_s: f64,
@@ -403,8 +403,8 @@ impl Scenario {
         {
             return bad("workload: 0 < interval_min_s <= interval_max_s");
         }
-        if !(100..=1000).contains(&w.size) {
-            return bad("workload.size: 100 to 1000 bytes");
+        if !(86..=1024).contains(&w.size) {
+            return bad("workload.size: 86 to 1024 bytes (a message is one bundle)");
         }
         let p = &self.payments;
         if p.enabled

@@ -344,11 +344,24 @@ fn bad_scenarios_and_traces_are_refused_with_a_reason() {
     std::fs::write(&c, "1 CONN 0 9 up\n").unwrap();
     let s = Scenario {
         nodes: 4,
-        mobility: Mobility::Trace { path: c },
+        mobility: Mobility::Trace { path: c.clone() },
         ..Scenario::default()
     };
     let err = Sim::new(&s).err().expect("host 9 of 4").to_string();
     assert!(err.contains("host 9"), "{err}");
+    // A size is carried exactly or refused, never changed.
+    std::fs::write(&c, "1 CONN 0 1 up\n").unwrap();
+    let m = dir.path().join("m.txt");
+    std::fs::write(&m, "1 C M1 0 1 500\n2 C M2 0 1 5000\n").unwrap();
+    let big = Scenario {
+        workload: Workload {
+            trace: Some(m),
+            ..Workload::default()
+        },
+        ..s
+    };
+    let err = Sim::new(&big).err().expect("5,000 bytes").to_string();
+    assert!(err.contains("M2: 5000 bytes"), "{err}");
 }
 
 /// The payments workload with cloned wallets, across seeds: nothing settles twice, no vendor
