@@ -1,6 +1,6 @@
 //! The discrete-event engine: a virtual clock in milliseconds, contact and message events in
 //! time order, and at every contact the protocol crate's own sync session between the two
-//! nodes' devices, bounded by what the contact can carry.
+//! nodes' devices, a message at a time over the nodes' simulated radios.
 //!
 //! Every node is a [`Device`], the machine a `meshpay` node runs; the engine is its driver.
 //! It writes nothing (a simulated node never loses power), answers every write as done, and
