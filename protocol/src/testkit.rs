@@ -143,6 +143,7 @@ pub fn session_config(me: u8, peer: u8, budget: u64) -> crate::sync::SessionConf
         gateway_for: Vec::new(),
         routing: crate::sync::Routing::Epidemic,
         budget,
+        policy: crate::sync::Policy::default(),
         now: T0,
     }
 }

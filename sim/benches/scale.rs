@@ -41,6 +41,7 @@ fn case(n: u32) -> Scenario {
             bitrate_bps: 250_000,
             setup_s: 1.0,
             loss: 0.0,
+            ..Radio::default()
         },
         workload: Workload {
             interval_min_s: 25.0,
@@ -53,6 +54,7 @@ fn case(n: u32) -> Scenario {
             copies: 6,
             buffer_kb: 5120,
             resync_s: 0.0,
+            ..RoutingConfig::default()
         },
         payments: meshpay_sim::scenario::Payments::default(),
     }

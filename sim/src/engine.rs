@@ -1,6 +1,6 @@
 //! The discrete-event engine: a virtual clock in milliseconds, contact and message events in
 //! time order, and at every contact the protocol crate's own sync session between the two
-//! nodes' devices, bounded by what the contact can carry.
+//! nodes' devices, a message at a time over the nodes' simulated radios.
 //!
 //! Every node is a [`Device`], the machine a `meshpay` node runs; the engine is its driver.
 //! It writes nothing (a simulated node never loses power), answers every write as done, and
@@ -8,32 +8,45 @@
 //!
 //! ## Model
 //!
-//! - **Contacts** come from a mobility model or a trace, up and down in time order. When a
-//!   contact comes up, the two nodes run one sync session right away ([`device::contact`]): every
-//!   message of it goes through its encoding, as on a real link. A contact of `d` seconds on a
-//!   radio of `r` bit/s with set-up time `s` can carry `(d − s) · r / 8` bytes, half each way;
-//!   the sessions of one contact share that budget. A radio that loses a fraction `l` of its
-//!   frames carries `1 − l` of that (the link layer resends). A bundle counts as arrived at
-//!   `up + s + (bytes handed over so far in the contact) · 8 / r`.
-//! - **Propagation inside a contact graph**: a node that took something new syncs again with
-//!   its other peers in range (and a node that creates a message, with its peers in range),
-//!   so a message crosses a chain of simultaneous contacts as it would in The ONE.
+//! - **Contacts** come from a mobility model or a trace, up and down in time order. The engine
+//!   learns that a contact ended when it ends, never before.
+//! - **Sessions, a message at a time.** When a contact has been up for the radio's set-up
+//!   time, one node opens a sync session with the other ([`device::Exchange`]): the protocol
+//!   crate's session machines, every message through its encoding. Each message goes on the
+//!   air when the radios of both ends are free, and lands after `bytes · 8 / (rate · (1 −
+//!   loss))`; the receiver handles it and answers, and so on until the session closes. With
+//!   `control_on_air = false` only bundle bytes take air time (The ONE's link model).
+//! - **One radio per node**, shared by all its contacts: half-duplex, it sends or receives one
+//!   message at a time; full-duplex, it sends one and receives one. Messages waiting for a
+//!   radio go in the order they became ready (with `destination_first`, those that reach
+//!   their destination first).
+//! - **A contact that ends** takes the message on the air with it (an aborted transfer) and
+//!   ends its session; the sender takes back the spray-and-wait copies it gave with it. What
+//!   was not handed over goes at a later contact.
+//! - **Propagation inside a contact graph**: a node that took something new opens sessions
+//!   with its other peers in range (and a node that creates a message, with its peers in
+//!   range), so a message crosses a chain of simultaneous contacts as it would in The ONE; a
+//!   pair that changed during a session syncs again when it ends.
+//! - **Expiry** runs on a timer, at each message's expiry, at every node: `dropped` counts
+//!   copies that expire where nobody meets them again.
 //! - **Time** never comes from the wall clock: runs are reproducible byte for byte from the
 //!   seed, which also draws every key and session salt.
 
 use crate::clock::{EPOCH, now};
 use crate::market::{Market, Order, Role};
-use crate::scenario::Scenario;
-use crate::setup::{contacts, devices, sized_message, workload};
+use crate::scenario::{Duplex, Scenario};
+use crate::setup::{check_sizes, contacts, devices, sized_message, workload};
 use crate::trace::{ContactEvent, Link, MessageEvent};
 use meshpay_protocol::bundle::BundleKind;
-use meshpay_protocol::device::{self, Change, Device, Output, ReplyId, RequestId};
-use meshpay_protocol::store::{Admission, BundleStore};
+use meshpay_protocol::device::{
+    self, Change, Device, Exchange, Flight, Output, ReplyId, RequestId,
+};
+use meshpay_protocol::store::Admission;
 use meshpay_protocol::sync::Routing;
 use meshpay_protocol::{DeviceSecret, Hash};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 /// One message's fate.
 #[derive(Debug, Clone)]
@@ -65,6 +78,8 @@ pub struct Counters {
     pub sessions: u64,
     /// Message copies handed over (The ONE's "relayed").
     pub relayed: u64,
+    /// Transfers cut off by the end of their contact (messages with bundles lost on the air).
+    pub aborted: u64,
     /// Message copies dropped from buffers (full or expired).
     pub dropped: u64,
     /// Bytes of sync messages sent, both ways, all sessions.
@@ -92,16 +107,67 @@ pub struct Outcome {
     pub payments: Option<crate::market::PaymentStats>,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// A contact that is up.
 struct Up {
     start_ms: u64,
-    /// Bytes each side may still send.
-    left: [u64; 2],
-    /// Bytes handed over so far.
-    carried: u64,
-    /// The two stores' versions at the last session (smaller node first).
+    /// Set-up done: messages may go on the air.
+    ready: bool,
+    /// The session running over it.
+    running: Option<Running>,
+    /// The two stores' versions after the last session (smaller node first).
     synced: Option<(u64, u64)>,
 }
+
+/// A sync session over a link, a message at a time.
+struct Running {
+    exchange: Exchange,
+    /// Initiator and responder.
+    ends: (u32, u32),
+    /// The two stores' versions when it opened (smaller node first), and how much the
+    /// session itself bumped them since.
+    opened: (u64, u64),
+    own: (u64, u64),
+    /// Bundles each side had admitted so far (initiator, responder).
+    seen: (usize, usize),
+    /// Its message on the air.
+    on_air: Option<Air>,
+    /// Its message waiting for the radios: (since, sequence).
+    queued: Option<(u64, u64)>,
+    /// Start over once the message on the air lands (news for the peer came in).
+    hurry: bool,
+}
+
+impl Running {
+    /// Sender and receiver of `f`.
+    fn direction(&self, f: Flight) -> (u32, u32) {
+        if f.to_responder {
+            self.ends
+        } else {
+            (self.ends.1, self.ends.0)
+        }
+    }
+}
+
+/// A message on the air.
+#[derive(Clone, Copy)]
+struct Air {
+    /// Its landing event's sequence number.
+    seq: u64,
+    /// It holds both radios (it has bytes to send).
+    reserved: bool,
+}
+
+/// The engine's own events, made as the run goes: (time, kind, sequence, pair).
+type Due = std::cmp::Reverse<(u64, u8, u64, (u32, u32))>;
+
+/// Event kinds, in the order they are handled at equal times.
+const LAND: u8 = 0;
+const DOWN: u8 = 1;
+const UP: u8 = 2;
+const READY: u8 = 3;
+const CREATE: u8 = 4;
+const RESYNC: u8 = 5;
+const EXPIRE: u8 = 6;
 
 pub(crate) struct Node {
     pub(crate) device: Device,
@@ -147,6 +213,14 @@ pub struct Sim {
     asked: BTreeMap<(u32, ReplyId), (u32, RequestId)>,
     next_reply: u64,
     up: BTreeMap<(u32, u32), Up>,
+    /// Events made as the run goes: messages landing, set-ups done.
+    due: BinaryHeap<Due>,
+    seq: u64,
+    /// Links whose next message waits for a radio: (since, sequence, pair).
+    waiting: BTreeSet<(u64, u64, (u32, u32))>,
+    /// Radios sending and receiving now.
+    sending: Vec<bool>,
+    receiving: Vec<bool>,
     peers: Vec<BTreeSet<u32>>,
     /// Bumped whenever a node's store gains bundles.
     version: Vec<u64>,
@@ -193,6 +267,7 @@ impl Sim {
         let duration_ms = ms(scenario.duration_s);
         let contacts = contacts(scenario, duration_ms)?;
         let creations = workload(scenario, &mut rng, duration_ms)?;
+        check_sizes(&creations)?;
         Ok(Self {
             scenario: scenario.clone(),
             routing,
@@ -204,6 +279,11 @@ impl Sim {
             asked: BTreeMap::new(),
             next_reply: 0,
             up: BTreeMap::new(),
+            due: BinaryHeap::new(),
+            seq: 0,
+            waiting: BTreeSet::new(),
+            sending: vec![false; n as usize],
+            receiving: vec![false; n as usize],
             peers: vec![BTreeSet::new(); n as usize],
             version: vec![0; n as usize],
             met: BTreeMap::new(),
@@ -230,26 +310,51 @@ impl Sim {
     /// a hundred times.
     pub fn run(mut self, mut progress: impl FnMut(f64)) -> Outcome {
         let duration_ms = ms(self.scenario.duration_s);
-        // Down before up before creation at equal times; then file order.
+        // At equal times: landings, downs, ups, creations, re-syncs, expiries; then file order.
         let mut order: Vec<(u64, u8, usize)> = Vec::new();
         for (i, c) in self.contacts.iter().enumerate() {
-            order.push((c.t_ms, u8::from(c.link != Link::Down), i));
+            order.push((c.t_ms, if c.link == Link::Down { DOWN } else { UP }, i));
         }
+        let ttl = self.scenario.workload.ttl_s;
+        let mut expiries = BTreeSet::new();
         for (i, m) in self.creations.iter().enumerate() {
-            order.push((m.t_ms, 2, i));
+            order.push((m.t_ms, CREATE, i));
+            if ttl > 0.0 {
+                // A bundle goes once the clock's second is past its expiry (see `create`).
+                expiries.insert((m.t_ms / 1000 + ms(ttl) / 1000 + 1) * 1000);
+            }
         }
+        order.extend(expiries.into_iter().map(|t| (t, EXPIRE, 0)));
         let resync = ms(self.scenario.routing.resync_s);
         if resync > 0 {
             let mut t = resync;
             while t <= duration_ms {
-                order.push((t, 3, 0));
+                order.push((t, RESYNC, 0));
                 t += resync;
             }
         }
         order.sort_unstable();
-        let ends = self.contact_ends();
+        let mut next = 0;
         let mut next_tick = 0.01;
-        for (t, kind, i) in order {
+        loop {
+            let fixed = order.get(next).map(|&(t, kind, _)| (t, kind));
+            let made = self.due.peek().map(|d| (d.0.0, d.0.1));
+            let (t, kind, i, pair) = match (fixed, made) {
+                (None, None) => break,
+                (Some(f), Some(m)) if m < f => {
+                    let std::cmp::Reverse((t, kind, seq, pair)) = self.due.pop().expect("peeked");
+                    (t, kind, usize::try_from(seq).unwrap_or(usize::MAX), pair)
+                }
+                (None, Some(_)) => {
+                    let std::cmp::Reverse((t, kind, seq, pair)) = self.due.pop().expect("peeked");
+                    (t, kind, usize::try_from(seq).unwrap_or(usize::MAX), pair)
+                }
+                (Some(_), _) => {
+                    let (t, kind, i) = order[next];
+                    next += 1;
+                    (t, kind, i, (0, 0))
+                }
+            };
             if t > duration_ms {
                 break;
             }
@@ -260,52 +365,10 @@ impl Sim {
                 progress(done);
                 next_tick += 0.01;
             }
-            match kind {
-                0 => {
-                    let c = self.contacts[i];
-                    if let Some(u) = self.up.remove(&(c.a, c.b)) {
-                        self.counters.contact_ms += t.saturating_sub(u.start_ms);
-                    }
-                    self.peers[c.a as usize].remove(&c.b);
-                    self.peers[c.b as usize].remove(&c.a);
-                }
-                1 => {
-                    let c = self.contacts[i];
-                    let end = ends[i].unwrap_or(duration_ms);
-                    let capacity = self.capacity(end.saturating_sub(t));
-                    self.up.insert(
-                        (c.a, c.b),
-                        Up {
-                            start_ms: t,
-                            left: [capacity / 2, capacity / 2],
-                            carried: 0,
-                            // Two nodes that met before and changed nothing since have
-                            // nothing to say (contacts at the edge of range flicker).
-                            synced: self.met.get(&(c.a, c.b)).copied(),
-                        },
-                    );
-                    self.peers[c.a as usize].insert(c.b);
-                    self.peers[c.b as usize].insert(c.a);
-                    self.counters.contacts += 1;
-                    self.meet(c.a, c.b, t);
-                    self.spread(VecDeque::from([(c.a, c.b)]), t);
-                }
-                3 => {
-                    let work = self.up.keys().copied().collect();
-                    self.spread(work, t);
-                }
-                _ => {
-                    let m = self.creations[i].clone();
-                    self.create(&m, t);
-                    let work = self.peers[m.from as usize]
-                        .iter()
-                        .map(|&p| (m.from, p))
-                        .collect();
-                    self.spread(work, t);
-                }
-            }
+            self.handle(kind, i, pair, t);
+            self.pump(t);
         }
-        for ((_, _), u) in std::mem::take(&mut self.up) {
+        for u in std::mem::take(&mut self.up).into_values() {
             self.counters.contact_ms += duration_ms.saturating_sub(u.start_ms);
         }
         progress(1.0);
@@ -316,6 +379,389 @@ impl Sim {
             nodes: self.scenario.nodes,
             duration_ms,
             contacts: self.contacts,
+        }
+    }
+
+    /// One event: `i` is the contact or creation for fixed events, the sequence number or
+    /// the opening node for the engine's own.
+    fn handle(&mut self, kind: u8, i: usize, pair: (u32, u32), t: u64) {
+        match kind {
+            LAND => self.land(pair, i as u64, t),
+            DOWN => self.down(i, t),
+            UP => self.up(i, t),
+            READY => {
+                if let Some(u) = self
+                    .up
+                    .get_mut(&pair)
+                    .filter(|u| u.start_ms + ms(self.scenario.radio.setup_s) == t)
+                {
+                    u.ready = true;
+                    let first = u32::try_from(i).expect("a node index");
+                    self.kick(first, if first == pair.0 { pair.1 } else { pair.0 }, t);
+                }
+            }
+            CREATE => {
+                let m = self.creations[i].clone();
+                self.create(&m, t);
+                if self.scenario.routing.destination_first
+                    && self.peers[m.from as usize].contains(&m.to)
+                {
+                    self.hurry(m.from, m.to, t);
+                }
+                let peers: Vec<u32> = self.peers[m.from as usize].iter().copied().collect();
+                for p in peers {
+                    self.kick(m.from, p, t);
+                }
+            }
+            RESYNC => {
+                let pairs: Vec<(u32, u32)> = self.up.keys().copied().collect();
+                for (a, b) in pairs {
+                    self.kick(a, b, t);
+                }
+            }
+            _ => {
+                for n in 0..self.scenario.nodes {
+                    self.nodes[n as usize].device.expire(now(t));
+                    self.drive(&[n], t);
+                }
+            }
+        }
+    }
+
+    fn later(&mut self, t: u64, kind: u8, seq: u64, pair: (u32, u32)) {
+        self.due.push(std::cmp::Reverse((t, kind, seq, pair)));
+    }
+
+    /// A contact comes up: a payment may happen at once; sync starts after the set-up.
+    fn up(&mut self, i: usize, t: u64) {
+        let c = self.contacts[i];
+        let pair = (c.a.min(c.b), c.a.max(c.b));
+        if self.up.contains_key(&pair) || c.a == c.b {
+            return;
+        }
+        let setup = ms(self.scenario.radio.setup_s);
+        self.up.insert(
+            pair,
+            Up {
+                start_ms: t,
+                ready: false,
+                running: None,
+                // Two nodes that met before and changed nothing since have nothing to say
+                // (contacts at the edge of range flicker).
+                synced: self.met.get(&pair).copied(),
+            },
+        );
+        self.peers[c.a as usize].insert(c.b);
+        self.peers[c.b as usize].insert(c.a);
+        self.counters.contacts += 1;
+        self.meet(c.a, c.b, t);
+        // The node named first opens the session.
+        self.later(t + setup, READY, u64::from(c.a), pair);
+    }
+
+    /// A contact goes down: the message on the air, if any, is lost with its session.
+    fn down(&mut self, index: usize, t: u64) {
+        let contact = self.contacts[index];
+        let (a, b) = (contact.a, contact.b);
+        let pair = (a.min(b), a.max(b));
+        let Some(link) = self.up.remove(&pair) else {
+            return;
+        };
+        self.counters.contact_ms += t.saturating_sub(link.start_ms);
+        self.peers[a as usize].remove(&b);
+        self.peers[b as usize].remove(&a);
+        if let Some(running) = link.running {
+            self.stop(pair, running, t);
+        }
+    }
+
+    /// Ends a session whose next message will never land: off the air or out of the queue,
+    /// and its sender takes back what it gave with it.
+    fn stop(&mut self, pair: (u32, u32), running: Running, t: u64) {
+        if let Some(q) = running.queued {
+            self.waiting.remove(&(q.0, q.1, pair));
+        }
+        if let (Some(air), Some(flight)) = (running.on_air, running.exchange.flight()) {
+            if air.reserved {
+                let (from, to) = running.direction(flight);
+                self.sending[from as usize] = false;
+                self.receiving[to as usize] = false;
+            }
+            if flight.bundle_bytes > 0 {
+                self.counters.aborted += 1;
+            }
+        }
+        let (x, y) = running.ends;
+        let (first, second) = pair_mut(&mut self.nodes, x as usize, y as usize);
+        running
+            .exchange
+            .lose(&mut first.device, &mut second.device, now(t));
+        self.drive(&[x, y], t);
+    }
+
+    /// `x` opens a session with `y` if they are in contact, set up, not in a session, and
+    /// either changed since their last one.
+    fn kick(&mut self, x: u32, y: u32, t: u64) {
+        let pair = (x.min(y), x.max(y));
+        let versions = (self.version[pair.0 as usize], self.version[pair.1 as usize]);
+        match self.up.get(&pair) {
+            Some(u) if u.ready && u.running.is_none() && u.synced != Some(versions) => {}
+            _ => return,
+        }
+        for n in [x, y] {
+            self.nodes[n as usize].device.expire(now(t));
+        }
+        self.drive(&[x, y], t);
+        let salt = self.rng.next_u64();
+        let peer = self.keys[y as usize].public();
+        let policy = self.scenario.routing.policy().expect("checked");
+        let exchange = Exchange::open(
+            &mut self.nodes[x as usize].device,
+            peer,
+            now(t),
+            salt,
+            policy,
+        );
+        self.counters.sessions += 1;
+        let opened = (self.version[pair.0 as usize], self.version[pair.1 as usize]);
+        let u = self.up.get_mut(&pair).expect("checked above");
+        u.running = Some(Running {
+            exchange,
+            ends: (x, y),
+            opened,
+            own: (0, 0),
+            seen: (0, 0),
+            on_air: None,
+            queued: None,
+            hurry: false,
+        });
+        self.queue(pair, t);
+    }
+
+    /// The session on `pair` has a message to send: it waits for the radios.
+    fn queue(&mut self, pair: (u32, u32), t: u64) {
+        self.seq += 1;
+        let seq = self.seq;
+        if let Some(r) = self.up.get_mut(&pair).and_then(|u| u.running.as_mut()) {
+            r.queued = Some((t, seq));
+            self.waiting.insert((t, seq, pair));
+        }
+    }
+
+    /// Puts waiting messages on the air, oldest first, where both radios are free.
+    fn pump(&mut self, t: u64) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let mut waiting: Vec<(u64, u64, (u32, u32))> = self.waiting.iter().copied().collect();
+        if self.scenario.routing.destination_first {
+            // A radio sends what reaches its destination first, over whichever link.
+            waiting.sort_by_cached_key(|w| (!self.for_receiver(w.2), *w));
+        }
+        for w in waiting {
+            let pair = w.2;
+            let Some(r) = self.up.get(&pair).and_then(|u| u.running.as_ref()) else {
+                self.waiting.remove(&w);
+                continue;
+            };
+            let Some(f) = r.exchange.flight() else {
+                self.waiting.remove(&w);
+                continue;
+            };
+            let (from, to) = r.direction(f);
+            let air_ms = self.air_ms(f);
+            let reserved = air_ms > 0;
+            if reserved && !self.free(from, to) {
+                continue;
+            }
+            self.waiting.remove(&w);
+            if reserved {
+                self.sending[from as usize] = true;
+                self.receiving[to as usize] = true;
+            }
+            self.seq += 1;
+            let seq = self.seq;
+            let r = self
+                .up
+                .get_mut(&pair)
+                .and_then(|u| u.running.as_mut())
+                .expect("looked up above");
+            r.queued = None;
+            r.on_air = Some(Air { seq, reserved });
+            self.later(t + air_ms, LAND, seq, pair);
+        }
+    }
+
+    /// Whether the message waiting on `pair` carries a message to its receiver.
+    fn for_receiver(&self, pair: (u32, u32)) -> bool {
+        let Some(r) = self.up.get(&pair).and_then(|u| u.running.as_ref()) else {
+            return false;
+        };
+        let Some(f) = r.exchange.flight() else {
+            return false;
+        };
+        let to = r.direction(f).1;
+        r.exchange
+            .flight_ids()
+            .iter()
+            .filter_map(|id| self.by_id.get(id))
+            .any(|&i| self.messages[i].to == to)
+    }
+
+    /// Whether `from` may send to `to` now.
+    fn free(&self, from: u32, to: u32) -> bool {
+        let (f, g) = (from as usize, to as usize);
+        match self.scenario.radio.duplex {
+            Duplex::Full => !self.sending[f] && !self.receiving[g],
+            Duplex::Half => {
+                !(self.sending[f] || self.receiving[f] || self.sending[g] || self.receiving[g])
+            }
+        }
+    }
+
+    /// Milliseconds a message spends on the air.
+    // Message lengths and rates are far below 2^53.
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    fn air_ms(&self, f: Flight) -> u64 {
+        let r = &self.scenario.radio;
+        let bytes = if r.control_on_air {
+            f.bytes
+        } else {
+            f.bundle_bytes
+        };
+        if r.bitrate_bps == 0 || bytes == 0 {
+            return 0;
+        }
+        let rate = r.bitrate_bps as f64 * (1.0 - r.loss);
+        (bytes as f64 * 8000.0 / rate).ceil() as u64
+    }
+
+    /// The message on the air over `pair` lands: its receiver handles it and answers.
+    fn land(&mut self, pair: (u32, u32), seq: u64, t: u64) {
+        let Some(mut run) = self.up.get_mut(&pair).and_then(|u| {
+            u.running
+                .take_if(|run| run.on_air.is_some_and(|a| a.seq == seq))
+        }) else {
+            return;
+        };
+        let Some(flight) = run.exchange.flight() else {
+            return;
+        };
+        let (from, to) = run.direction(flight);
+        if run.on_air.is_some_and(|a| a.reserved) {
+            self.sending[from as usize] = false;
+            self.receiving[to as usize] = false;
+        }
+        run.on_air = None;
+        let (x, y) = run.ends;
+        let before = (self.version[pair.0 as usize], self.version[pair.1 as usize]);
+        let (first, second) = pair_mut(&mut self.nodes, x as usize, y as usize);
+        let result = run
+            .exchange
+            .deliver(&mut first.device, &mut second.device, now(t));
+        self.drive(&[x, y], t);
+        let after = (self.version[pair.0 as usize], self.version[pair.1 as usize]);
+        run.own.0 += after.0 - before.0;
+        run.own.1 += after.1 - before.1;
+        self.counters.bytes += flight.bytes;
+        self.counters.bundle_bytes += flight.bundle_bytes;
+        if result.is_err() {
+            // Honest simulated peers never break the protocol; end the session.
+            self.finish(pair, &run, t);
+            return;
+        }
+        let admitted: Vec<Hash> = if flight.to_responder {
+            let all = run.exchange.responder().map_or(&[][..], |s| s.admitted());
+            let new = all[run.seen.1..].to_vec();
+            run.seen.1 = all.len();
+            new
+        } else {
+            let all = run.exchange.initiator().admitted();
+            let new = all[run.seen.0..].to_vec();
+            run.seen.0 = all.len();
+            new
+        };
+        self.counters.relayed += count_messages(&self.by_id, &admitted);
+        let took = self.took(to, from, &admitted, t);
+        if run.exchange.flight().is_some() && run.hurry {
+            // News for a peer came in while this message was on the air: start over.
+            self.restart(pair, run, t);
+        } else if run.exchange.flight().is_some() {
+            if let Some(u) = self.up.get_mut(&pair) {
+                u.running = Some(run);
+            }
+            self.queue(pair, t);
+        } else {
+            self.finish(pair, &run, t);
+        }
+        if took && self.scenario.routing.destination_first {
+            // A message for a peer in range goes to it next, ahead of the session's queue.
+            let peers = &self.peers[to as usize];
+            let news: BTreeSet<u32> = admitted
+                .iter()
+                .filter_map(|id| self.by_id.get(id))
+                .map(|&i| self.messages[i].to)
+                .filter(|d| *d != from && peers.contains(d))
+                .collect();
+            for d in news {
+                self.hurry(to, d, t);
+            }
+        }
+        if took && self.scenario.routing.resync_s == 0.0 {
+            // News goes on at once to the receiver's other peers.
+            let peers: Vec<u32> = self.peers[to as usize].iter().copied().collect();
+            for p in peers {
+                if p != from {
+                    self.kick(to, p, t);
+                }
+            }
+        }
+    }
+
+    /// `x` holds news for its peer `y`: their session, if one runs, starts over so that the
+    /// news goes first (at once if its next message waits, after it lands if on the air).
+    fn hurry(&mut self, x: u32, y: u32, t: u64) {
+        let pair = (x.min(y), x.max(y));
+        let Some(link) = self.up.get_mut(&pair) else {
+            return;
+        };
+        match link.running.as_mut() {
+            Some(run) if run.on_air.is_some() => run.hurry = true,
+            Some(_) => {
+                let run = link.running.take().expect("matched");
+                self.restart(pair, run, t);
+            }
+            None => {}
+        }
+        self.kick(x, y, t);
+    }
+
+    /// Drops a session whose next message is not on the air, and opens a new one.
+    fn restart(&mut self, pair: (u32, u32), run: Running, t: u64) {
+        let ends = run.ends;
+        self.stop(pair, run, t);
+        if let Some(u) = self.up.get_mut(&pair) {
+            u.running = None;
+            u.synced = None;
+        }
+        self.kick(ends.0, ends.1, t);
+    }
+
+    /// A session ended: the pair is in sync as of its start plus what it moved itself; if
+    /// either side took something from elsewhere meanwhile, they sync again.
+    fn finish(&mut self, pair: (u32, u32), r: &Running, t: u64) {
+        let v = (r.opened.0 + r.own.0, r.opened.1 + r.own.1);
+        self.met.insert(pair, v);
+        if let Some(u) = self.up.get_mut(&pair) {
+            u.synced = Some(v);
+            u.running = None;
+        }
+        if self.scenario.routing.resync_s == 0.0 {
+            self.kick(r.ends.0, r.ends.1, t);
         }
     }
 
@@ -446,41 +892,6 @@ impl Sim {
         }
     }
 
-    /// For every up event, when its contact goes down (`None` if not in the trace): one pass.
-    fn contact_ends(&self) -> Vec<Option<u64>> {
-        let mut ends = vec![None; self.contacts.len()];
-        let mut open: BTreeMap<(u32, u32), usize> = BTreeMap::new();
-        for (i, e) in self.contacts.iter().enumerate() {
-            match e.link {
-                Link::Up => {
-                    open.insert((e.a, e.b), i);
-                }
-                Link::Down => {
-                    if let Some(up) = open.remove(&(e.a, e.b)) {
-                        ends[up] = Some(e.t_ms);
-                    }
-                }
-            }
-        }
-        ends
-    }
-
-    /// Bytes a contact of `len_ms` can carry.
-    // Contact lengths and rates are far below 2^53.
-    #[allow(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss
-    )]
-    fn capacity(&self, len_ms: u64) -> u64 {
-        let r = &self.scenario.radio;
-        if r.bitrate_bps == 0 {
-            return u64::MAX / 4;
-        }
-        let usable = (len_ms as f64 / 1000.0 - r.setup_s).max(0.0);
-        (usable * r.bitrate_bps as f64 * (1.0 - r.loss) / 8.0) as u64
-    }
-
     fn create(&mut self, m: &MessageEvent, t: u64) {
         let idx = self.messages.len();
         let created = EPOCH + t / 1000;
@@ -521,96 +932,6 @@ impl Sim {
         self.drive(&[m.from], t);
     }
 
-    /// Runs sessions over the pairs in `work`, and on from every node that took something new
-    /// to its other peers in range, until nothing moves.
-    fn spread(&mut self, mut work: VecDeque<(u32, u32)>, t: u64) {
-        let mut rounds = 0usize;
-        let bound = 64 + 8 * self.up.len();
-        while let Some((x, y)) = work.pop_front() {
-            // Nothing changed on either side since their last session: nothing to say.
-            let key = (x.min(y), x.max(y));
-            let now = (self.version[key.0 as usize], self.version[key.1 as usize]);
-            if self.up.get(&key).is_none_or(|u| u.synced == Some(now)) {
-                continue;
-            }
-            rounds += 1;
-            if rounds > bound {
-                break;
-            }
-            let (got_x, got_y) = self.session(x, y, t);
-            let v = (self.version[key.0 as usize], self.version[key.1 as usize]);
-            if let Some(u) = self.up.get_mut(&key) {
-                u.synced = Some(v);
-            }
-            self.met.insert(key, v);
-            if self.scenario.routing.resync_s > 0.0 {
-                // Periodic re-sync: news waits for the next tick instead of cascading.
-                continue;
-            }
-            for (node, got, other) in [(x, got_x, y), (y, got_y, x)] {
-                if got {
-                    for &p in &self.peers[node as usize] {
-                        if p != other {
-                            work.push_back((node, p));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// One sync session between `x` (initiator) and `y`. Returns whether each took something.
-    // x and y are the two nodes, a and b their states: the names mirror each other.
-    #[allow(clippy::many_single_char_names)]
-    fn session(&mut self, x: u32, y: u32, t: u64) -> (bool, bool) {
-        let key = (x.min(y), x.max(y));
-        let Some(mut up) = self.up.get(&key).copied() else {
-            return (false, false);
-        };
-        let (sx, sy) = if x < y { (0, 1) } else { (1, 0) };
-        if up.left[sx] == 0 && up.left[sy] == 0 {
-            return (false, false);
-        }
-        let salt = self.rng.next_u64();
-        let (a, b) = pair(&mut self.nodes, x as usize, y as usize);
-        a.device.expire(now(t));
-        b.device.expire(now(t));
-        let result = device::contact(
-            &mut a.device,
-            &mut b.device,
-            now(t),
-            [up.left[sx], up.left[sy]],
-            salt,
-        );
-        self.counters.sessions += 1;
-        let Ok(c) = result else {
-            // Honest simulated peers never break the protocol.
-            return (false, false);
-        };
-        let (si, sr) = (c.initiator.stats(), c.responder.stats());
-        self.counters.bytes += si.bytes_sent + sr.bytes_sent;
-        self.counters.bundle_bytes += si.bundle_bytes;
-        let sent_x = bundle_bytes_given(self.nodes[x as usize].device.store(), c.initiator.given());
-        let sent_y = bundle_bytes_given(self.nodes[y as usize].device.store(), c.responder.given());
-        up.left[sx] = up.left[sx].saturating_sub(si.bytes_sent);
-        up.left[sy] = up.left[sy].saturating_sub(sr.bytes_sent);
-        let setup = ms(self.scenario.radio.setup_s);
-        let rate = self.scenario.radio.bitrate_bps;
-        let arrival = |carried: u64| -> u64 {
-            let base = t.max(up.start_ms + setup);
-            base + (carried * 8000).checked_div(rate).unwrap_or(0)
-        };
-        up.carried += sent_x + sent_y;
-        let at = arrival(up.carried);
-        let took_y = self.took(y, x, c.responder.admitted(), at);
-        let took_x = self.took(x, y, c.initiator.admitted(), at);
-        self.counters.relayed += count_messages(&self.by_id, c.initiator.given())
-            + count_messages(&self.by_id, c.responder.given());
-        self.up.insert(key, up);
-        self.drive(&[x, y], at);
-        (took_x, took_y)
-    }
-
     /// Node `to` took `ids` from `from` at `at`: deliveries and hop counts.
     fn took(&mut self, to: u32, from: u32, ids: &[Hash], at: u64) -> bool {
         for id in ids {
@@ -628,18 +949,11 @@ impl Sim {
     }
 }
 
-fn bundle_bytes_given(store: &BundleStore, given: &[Hash]) -> u64 {
-    given
-        .iter()
-        .filter_map(|id| store.get(id).map(|e| u64::from(e.meta.size)))
-        .sum()
-}
-
 fn count_messages(by_id: &BTreeMap<Hash, usize>, ids: &[Hash]) -> u64 {
     ids.iter().filter(|id| by_id.contains_key(id)).count() as u64
 }
 
-fn pair(nodes: &mut [Node], x: usize, y: usize) -> (&mut Node, &mut Node) {
+fn pair_mut(nodes: &mut [Node], x: usize, y: usize) -> (&mut Node, &mut Node) {
     assert_ne!(x, y, "a node does not meet itself");
     if x < y {
         let (l, r) = nodes.split_at_mut(y);

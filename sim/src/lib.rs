@@ -4,7 +4,7 @@
 //! records and messages cross a network of people who meet now and then, and which routing
 //! wins. Every simulated node runs the protocol crate's own bundle store and sync session
 //! (`meshpay_protocol::store`, `meshpay_protocol::sync`), not a model of them; the engine
-//! only decides who meets whom, when, and for how many bytes.
+//! only decides who meets whom, and when each sync message lands over the nodes' radios.
 //!
 //! - [`scenario`]: TOML scenario files.
 //! - [`mobility`]: random waypoint contacts.

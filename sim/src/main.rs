@@ -78,6 +78,62 @@ enum Command {
     Example,
 }
 
+/// What the link and forwarding keys mean, shown above them in `example`.
+const NOTES: &[(&str, &str)] = &[
+    (
+        "bitrate_bps",
+        "bits per second of one radio, shared by all its contacts (0: no limit)",
+    ),
+    (
+        "duplex",
+        "\"half\": a radio sends or receives one message at a time; \"full\": one each way",
+    ),
+    (
+        "control_on_air",
+        "false: only bundle bytes take air time (sync's own bytes are free, as in The ONE)",
+    ),
+    (
+        "ttl_s",
+        "message lifetime, s (0: the whole run); copies are dropped when it runs out",
+    ),
+    (
+        "bundles_per_message",
+        "bundles per sync message (0: as many as fit); a lost message loses them all",
+    ),
+    (
+        "order",
+        "\"meshpay\" (urgent kinds, then oldest made), \"fifo\" (arrival) or \"random\"",
+    ),
+    (
+        "destination_first",
+        "hand a peer what it is the destination of before anything else",
+    ),
+    (
+        "relay_delivered",
+        "false: a message that reached its destination goes no further",
+    ),
+    (
+        "halve_to_destination",
+        "spray-and-wait halves copies on delivery too (The ONE's binary mode)",
+    ),
+];
+
+/// `text` (a scenario in TOML) with a comment above each key of [`NOTES`].
+fn annotate(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let key = line.split(" = ").next().unwrap_or_default();
+        if let Some((_, note)) = NOTES.iter().find(|(k, _)| *k == key) {
+            out.push_str("# ");
+            out.push_str(note);
+            out.push('\n');
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// Seeds from `N`, `A-B` or `A,B,C`.
 fn seeds(text: &str) -> Result<Vec<u64>> {
     if let Some((a, b)) = text.split_once('-') {
@@ -219,7 +275,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Example => {
-            print!("{}", toml::to_string(&Scenario::default())?);
+            print!("{}", annotate(&toml::to_string(&Scenario::default())?));
             Ok(())
         }
         Command::Run {
@@ -314,5 +370,13 @@ mod tests {
         assert_eq!(s.routing.copies, 8);
         assert_eq!(s.routing.routing, "spray-and-wait");
         assert!((s.radio.range_m - 30.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn the_example_explains_the_link_keys_and_still_parses() {
+        let text = annotate(&toml::to_string(&Scenario::default()).unwrap());
+        assert!(text.contains("# \"half\": a radio sends or receives"));
+        assert!(text.contains("# hand a peer what it is the destination of"));
+        assert_eq!(Scenario::from_toml(&text).unwrap(), Scenario::default());
     }
 }

@@ -18,11 +18,11 @@ pub struct Stats {
     pub sim_time: f64,
     /// Messages created.
     pub created: u64,
-    /// Transfers started (every session transfer completes in this model).
+    /// Transfers started: relayed plus aborted.
     pub started: u64,
     /// Message copies handed over.
     pub relayed: u64,
-    /// Transfers cut off (none in this model).
+    /// Transfers cut off by the end of their contact.
     pub aborted: u64,
     /// Copies dropped from buffers (full, or expired).
     pub dropped: u64,
@@ -118,9 +118,9 @@ impl Stats {
             nodes: outcome.nodes,
             sim_time: secs,
             created,
-            started: c.relayed,
+            started: c.relayed + c.aborted,
             relayed: c.relayed,
-            aborted: 0,
+            aborted: c.aborted,
             dropped: c.dropped,
             removed: 0,
             delivered,

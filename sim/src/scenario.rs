@@ -158,8 +158,26 @@ pub struct Radio {
     /// Seconds from coming into range to the first byte (discovery, connection, handshake).
     pub setup_s: f64,
     /// Fraction of frames lost on the air (0 to 0.9). The link layer resends them, so a
-    /// contact carries `1 − loss` of its bytes.
+    /// link carries `1 − loss` of its bit rate.
     pub loss: f64,
+    /// `"half"`: a node's radio sends or receives, one message at a time, whatever the
+    /// number of peers in range (BLE and Wi-Fi radios are half-duplex); `"full"`: it sends
+    /// one message and receives another at the same time.
+    pub duplex: Duplex,
+    /// Whether the sync messages' own bytes (reconciliation, want lists, hand-over receipts)
+    /// take air time. `false` counts only the bundles, as The ONE models a link.
+    pub control_on_air: bool,
+}
+
+/// Whether a radio sends and receives at once.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Duplex {
+    /// One message at a time, either way.
+    #[default]
+    Half,
+    /// One message out and one in at a time.
+    Full,
 }
 
 impl Default for Radio {
@@ -169,6 +187,8 @@ impl Default for Radio {
             bitrate_bps: 250_000,
             setup_s: 1.0,
             loss: 0.0,
+            duplex: Duplex::Half,
+            control_on_air: true,
         }
     }
 }
@@ -186,6 +206,8 @@ impl Radio {
             bitrate_bps: 100_000,
             setup_s: 2.0,
             loss: 0.05,
+            duplex: Duplex::Half,
+            control_on_air: true,
         }
     }
 
@@ -196,6 +218,8 @@ impl Radio {
             bitrate_bps: 5_000_000,
             setup_s: 1.0,
             loss: 0.02,
+            duplex: Duplex::Half,
+            control_on_air: true,
         }
     }
 }
@@ -211,7 +235,7 @@ pub struct Workload {
     pub interval_min_s: f64,
     /// Longest gap between two messages, s.
     pub interval_max_s: f64,
-    /// Message size in bytes (the bundle's encoded size, 100 to 1000).
+    /// Message size in bytes (the bundle's encoded size, 86 to 1024, exactly).
     pub size: u32,
     /// Message lifetime, s (0: the whole run).
     pub ttl_s: f64,
@@ -250,6 +274,37 @@ pub struct RoutingConfig {
     /// The ONE's routers do); otherwise peers in range sync again every `resync_s` seconds,
     /// as `meshpay run` does (`[mesh] sync_secs`). Dense crowds need the latter.
     pub resync_s: f64,
+    /// Most bundles one sync message carries (0: as many as fit in a message, about 1.7 kB).
+    /// A link that goes down loses the message on the air: with 1, only its one bundle.
+    pub bundles_per_message: u32,
+    /// Order of what a peer lacks: "meshpay" (urgent kinds first, then oldest made),
+    /// "fifo" (first come, first sent) or "random" (a fresh order each session).
+    pub order: String,
+    /// Hand a peer what it is the destination of before anything else.
+    pub destination_first: bool,
+    /// A message that reached its destination is handed on from there too.
+    pub relay_delivered: bool,
+    /// Spray-and-wait halves a holder's copies on a hand-over to the destination too.
+    pub halve_to_destination: bool,
+}
+
+impl RoutingConfig {
+    /// The sessions' forwarding policy, if `order` is known.
+    pub fn policy(&self) -> Option<meshpay_protocol::sync::Policy> {
+        use meshpay_protocol::sync::{Order, Policy};
+        Some(Policy {
+            per_message: self.bundles_per_message,
+            order: match self.order.as_str() {
+                "meshpay" => Order::Priority,
+                "fifo" => Order::Fifo,
+                "random" => Order::Random,
+                _ => return None,
+            },
+            destination_first: self.destination_first,
+            relay_delivered: self.relay_delivered,
+            halve_to_destination: self.halve_to_destination,
+        })
+    }
 }
 
 impl Default for RoutingConfig {
@@ -259,6 +314,11 @@ impl Default for RoutingConfig {
             copies: 6,
             buffer_kb: 5 * 1024,
             resync_s: 0.0,
+            bundles_per_message: 0,
+            order: "meshpay".into(),
+            destination_first: false,
+            relay_delivered: true,
+            halve_to_destination: false,
         }
     }
 }
@@ -343,8 +403,8 @@ impl Scenario {
         {
             return bad("workload: 0 < interval_min_s <= interval_max_s");
         }
-        if !(100..=1000).contains(&w.size) {
-            return bad("workload.size: 100 to 1000 bytes");
+        if !(86..=1024).contains(&w.size) {
+            return bad("workload.size: 86 to 1024 bytes (a message is one bundle)");
         }
         let p = &self.payments;
         if p.enabled
@@ -358,6 +418,9 @@ impl Scenario {
             return bad(
                 "payments: vendors >= 1, vendors + gateways < nodes, 0 <= pay_prob <= 1, 1 <= amount_min <= amount_max <= allowance",
             );
+        }
+        if self.routing.policy().is_none() {
+            return bad("routing.order: \"meshpay\", \"fifo\" or \"random\"");
         }
         if self.routing().is_none() {
             return bad("routing: \"epidemic\", \"spray-and-wait\" or \"direct\"");

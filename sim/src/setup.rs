@@ -8,7 +8,7 @@ use crate::mobility::{self, Waypoint};
 use crate::scenario::{Mobility, Scenario};
 use crate::trace::{ContactEvent, MessageEvent};
 use meshpay_protocol::DeviceSecret;
-use meshpay_protocol::bundle::{Bundle, BundleKind, Content, PlainMessage};
+use meshpay_protocol::bundle::{Bundle, BundleKind, Content, MAX_BUNDLE, PlainMessage};
 use meshpay_protocol::codec::{Blob, VERSION};
 use meshpay_protocol::device::{Device, DeviceConfig, DeviceInit};
 use meshpay_protocol::store::{BundleStore, StoreConfig};
@@ -237,9 +237,62 @@ pub(crate) fn sized_message(
         if got == target {
             break;
         }
-        len = (len + target).saturating_sub(got).min(900);
+        len = (len + target).saturating_sub(got).min(MAX_BUNDLE);
     }
-    let b = make(len.min(900));
+    let b = make(len.min(MAX_BUNDLE));
     debug_assert_eq!(b.meta().kind, BundleKind::Message);
     b
+}
+
+/// Checks that every message of `creations` can be made at exactly its size: a run never
+/// changes a size it was given.
+pub(crate) fn check_sizes(creations: &[MessageEvent]) -> Result<(), RunError> {
+    let key = DeviceSecret::from_seed(&[0; 32]);
+    let mut seen = BTreeSet::new();
+    for m in creations {
+        if !seen.insert(m.size) {
+            continue;
+        }
+        if m.size as usize > MAX_BUNDLE {
+            return Err(RunError::Scenario(format!(
+                "message {}: {} bytes, but a message travels as one bundle of at most {MAX_BUNDLE} bytes (larger ones are not split)",
+                m.id, m.size
+            )));
+        }
+        let made = sized_message(&key, &key, 0, 0, 0, m.size).bytes().len();
+        if made != m.size as usize {
+            return Err(RunError::Scenario(format!(
+                "message {}: a message bundle cannot be exactly {} bytes (the nearest is {made}; its encoding's length fields grow there)",
+                m.id, m.size
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_message_is_made_at_exactly_its_size_or_refused() {
+        let k = meshpay_protocol::DeviceSecret::from_seed(&[1; 32]);
+        let inexact: Vec<u32> = (86..=1024u32)
+            .filter(|&size| {
+                super::sized_message(&k, &k, 1, 2, 7, size).bytes().len() != size as usize
+            })
+            .collect();
+        // Where a CBOR length field grows by a byte, one size is skipped.
+        assert_eq!(inexact, [102, 261, 336]);
+        let event = |size| crate::trace::MessageEvent {
+            t_ms: 0,
+            id: "M1".into(),
+            from: 0,
+            to: 1,
+            size,
+        };
+        assert!(super::check_sizes(&[event(500), event(1024), event(86)]).is_ok());
+        let big = super::check_sizes(&[event(5000)]).unwrap_err().to_string();
+        assert!(big.contains("M1: 5000 bytes"), "{big}");
+        let odd = super::check_sizes(&[event(261)]).unwrap_err().to_string();
+        assert!(odd.contains("exactly 261 bytes"), "{odd}");
+    }
 }

@@ -1,7 +1,7 @@
 //! The simulator against itself (same seed, same bytes), against theory (epidemic latency in
 //! the exponential-meeting model) and against hand-made traces in The ONE's formats.
 
-use meshpay_sim::scenario::{Mobility, Radio, RoutingConfig, Workload};
+use meshpay_sim::scenario::{Duplex, Mobility, Radio, RoutingConfig, Workload};
 use meshpay_sim::{Scenario, Sim, Stats};
 
 /// A 10 m radio: `bitrate_bps` (0: unlimited), set-up seconds, frame loss.
@@ -11,6 +11,7 @@ fn radio(bitrate_bps: u64, setup_s: f64, loss: f64) -> Radio {
         bitrate_bps,
         setup_s,
         loss,
+        ..Radio::default()
     }
 }
 
@@ -113,11 +114,23 @@ fn traced(
     radio: Radio,
     routing: &str,
 ) -> Stats {
+    traced_with(dir, contacts, messages, radio, routing, |_| {})
+}
+
+/// As `traced`, with the scenario changed by `edit` first.
+fn traced_with(
+    dir: &std::path::Path,
+    contacts: &str,
+    messages: &str,
+    radio: Radio,
+    routing: &str,
+    edit: impl FnOnce(&mut Scenario),
+) -> Stats {
     let c = dir.join("contacts.txt");
     let m = dir.join("messages.txt");
     std::fs::write(&c, contacts).unwrap();
     std::fs::write(&m, messages).unwrap();
-    run(&Scenario {
+    let mut s = Scenario {
         name: "trace".into(),
         seed: 1,
         duration_s: 1_000.0,
@@ -134,7 +147,9 @@ fn traced(
             ..RoutingConfig::default()
         },
         payments: meshpay_sim::scenario::Payments::default(),
-    })
+    };
+    edit(&mut s);
+    run(&s)
 }
 
 #[test]
@@ -172,41 +187,148 @@ fn a_one_trace_replays_hop_by_hop() {
     assert_eq!((w.relayed, w.delivered), (1, 0));
 }
 
+/// A 1 kB/s radio with 1 s of set-up that counts only bundle bytes on the air, one bundle a
+/// sync message: a 500-byte bundle is on the air for exactly 0.5 s.
+fn one_like(loss: f64, duplex: Duplex) -> Radio {
+    Radio {
+        duplex,
+        control_on_air: false,
+        ..radio(8_000, 1.0, loss)
+    }
+}
+
+fn one_a_message(s: &mut Scenario) {
+    s.routing.bundles_per_message = 1;
+}
+
+/// `n` 500-byte messages from `from` to `to`, created at 1, 2, … s.
+fn burst(n: u32, from: u32, to: u32, first: u32) -> String {
+    (first..first + n)
+        .map(|i| format!("{} C M{i} {from} {to} 500", i - first + 1))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn a_contact_carries_what_its_duration_and_bit_rate_allow() {
     let dir = tempfile::tempdir().unwrap();
-    // Ten 500-byte messages at node 0; one 4-second contact at 8 kbit/s after 1 s of set-up:
-    // 3 s × 1 kB/s = 3 kB, half each way: 1.5 kB of bundles from 0 to 1, three messages.
-    let messages = (1..=10)
-        .map(|i| format!("{i} C M{i} 0 1 500"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let s = traced(
+    // Ten 500-byte messages at node 0; one 4-second contact at 1 kB/s after 1 s of set-up:
+    // one bundle lands every 0.5 s from 101 s, six by 104 s; the seventh is on the air when
+    // the contact ends and is lost.
+    let messages = burst(10, 0, 1, 1);
+    let contact = "100 CONN 0 1 up\n104 CONN 0 1 down\n";
+    let s = traced_with(
         dir.path(),
-        "100 CONN 0 1 up\n104 CONN 0 1 down\n",
+        contact,
         &messages,
-        radio(8_000, 1.0, 0.0),
+        one_like(0.0, Duplex::Half),
         "epidemic",
+        one_a_message,
     );
-    assert_eq!(s.delivered, 3, "{s:?}");
-    assert!((s.latency_avg - 100.5).abs() < 1.0, "{s:?}");
-    // Half the frames lost: half the bytes, one message.
-    let lossy = traced(
+    assert_eq!((s.delivered, s.aborted, s.started), (6, 1, 7), "{s:?}");
+    // Oldest first: M1 lands at 101.5 s (created at 1 s), M6 at 104 s (created at 6 s).
+    let expected = (100.5 + 100.0 + 99.5 + 99.0 + 98.5 + 98.0) / 6.0;
+    assert!((s.latency_avg - expected).abs() < 1e-9, "{s:?}");
+    // Half the frames lost: half the rate, one bundle a second, three.
+    let lossy = traced_with(
         dir.path(),
-        "100 CONN 0 1 up\n104 CONN 0 1 down\n",
+        contact,
         &messages,
-        radio(8_000, 1.0, 0.5),
+        one_like(0.5, Duplex::Half),
         "epidemic",
+        one_a_message,
     );
-    assert_eq!(lossy.delivered, 1, "{lossy:?}");
+    assert_eq!((lossy.delivered, lossy.aborted), (3, 1), "{lossy:?}");
+    // The sync messages' own bytes take air time too: fewer.
+    let control = traced_with(
+        dir.path(),
+        contact,
+        &messages,
+        Radio {
+            control_on_air: true,
+            ..one_like(0.0, Duplex::Half)
+        },
+        "epidemic",
+        one_a_message,
+    );
+    assert!(
+        control.delivered < 6 && control.delivered > 0,
+        "{control:?}"
+    );
+    // No limit on the rate: everything.
     let all = traced(
         dir.path(),
-        "100 CONN 0 1 up\n104 CONN 0 1 down\n",
+        contact,
         &messages,
         radio(0, 1.0, 0.0),
         "epidemic",
     );
-    assert_eq!(all.delivered, 10);
+    assert_eq!((all.delivered, all.aborted), (10, 0));
+}
+
+#[test]
+fn a_transfer_cut_by_the_end_of_its_contact_is_sent_again_at_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first contact carries six and loses the seventh; the second, ten seconds long,
+    // carries the other four, the lost one among them.
+    let s = traced_with(
+        dir.path(),
+        "100 CONN 0 1 up\n104 CONN 0 1 down\n200 CONN 1 0 UP\n210 CONN 1 0 DOWN\n",
+        &burst(10, 0, 1, 1),
+        one_like(0.0, Duplex::Half),
+        "epidemic",
+        one_a_message,
+    );
+    assert_eq!((s.delivered, s.aborted, s.relayed), (10, 1, 10), "{s:?}");
+    // M7 to M10 land at 201.5, 202, 202.5 and 203 s.
+    let first: f64 = (100.5 + 100.0 + 99.5 + 99.0 + 98.5 + 98.0) / 10.0;
+    let second: f64 = (201.5 - 7.0 + 202.0 - 8.0 + 202.5 - 9.0 + 203.0 - 10.0) / 10.0;
+    assert!((s.latency_avg - (first + second)).abs() < 1e-9, "{s:?}");
+}
+
+#[test]
+fn concurrent_contacts_share_a_node_radio() {
+    let dir = tempfile::tempdir().unwrap();
+    // Node 1 meets 0 and 2 at once for 3 s of air time (six bundles' worth): 0 has five
+    // messages for 1, and 1 five for 2. Direct delivery, so nothing is relayed further.
+    let contacts = "100 CONN 0 1 up\n100 CONN 1 2 up\n104 CONN 0 1 down\n104 CONN 1 2 down\n";
+    let messages = format!("{}\n{}", burst(5, 0, 1, 1), burst(5, 1, 2, 6));
+    let half = traced_with(
+        dir.path(),
+        contacts,
+        &messages,
+        one_like(0.0, Duplex::Half),
+        "direct",
+        one_a_message,
+    );
+    // A half-duplex radio sends or receives: six bundles in all through node 1.
+    assert_eq!(half.delivered, 6, "{half:?}");
+    // A full-duplex one receives from 0 while it sends to 2: all ten.
+    let full = traced_with(
+        dir.path(),
+        contacts,
+        &messages,
+        one_like(0.0, Duplex::Full),
+        "direct",
+        one_a_message,
+    );
+    assert_eq!(full.delivered, 10, "{full:?}");
+}
+
+#[test]
+fn expired_copies_are_dropped_on_time_even_with_no_contact() {
+    let dir = tempfile::tempdir().unwrap();
+    // M1 (0 to 3, 60 s to live) goes to node 1 at 10 s; nobody meets anyone after 20 s, and
+    // both copies are dropped when it expires.
+    let s = traced_with(
+        dir.path(),
+        "10 CONN 0 1 up\n20 CONN 0 1 down\n",
+        "5 C M1 0 3 500\n",
+        radio(0, 0.0, 0.0),
+        "epidemic",
+        |s| s.workload.ttl_s = 60.0,
+    );
+    assert_eq!((s.relayed, s.dropped, s.delivered), (1, 2, 0), "{s:?}");
 }
 
 #[test]
@@ -222,11 +344,24 @@ fn bad_scenarios_and_traces_are_refused_with_a_reason() {
     std::fs::write(&c, "1 CONN 0 9 up\n").unwrap();
     let s = Scenario {
         nodes: 4,
-        mobility: Mobility::Trace { path: c },
+        mobility: Mobility::Trace { path: c.clone() },
         ..Scenario::default()
     };
     let err = Sim::new(&s).err().expect("host 9 of 4").to_string();
     assert!(err.contains("host 9"), "{err}");
+    // A size is carried exactly or refused, never changed.
+    std::fs::write(&c, "1 CONN 0 1 up\n").unwrap();
+    let m = dir.path().join("m.txt");
+    std::fs::write(&m, "1 C M1 0 1 500\n2 C M2 0 1 5000\n").unwrap();
+    let big = Scenario {
+        workload: Workload {
+            trace: Some(m),
+            ..Workload::default()
+        },
+        ..s
+    };
+    let err = Sim::new(&big).err().expect("5,000 bytes").to_string();
+    assert!(err.contains("M2: 5000 bytes"), "{err}");
 }
 
 /// The payments workload with cloned wallets, across seeds: nothing settles twice, no vendor
@@ -358,4 +493,78 @@ fn a_clone_is_refused_by_a_vendor_that_carries_its_twin_notice() {
     assert!((p.fraud_detection_avg - 40.0).abs() < 1e-9, "{p:?}");
     assert!((p.fraud_spread_avg - 20.0).abs() < 1e-9, "{p:?}");
     assert_eq!(p.accepted_after_proof, 0);
+}
+
+#[test]
+fn destination_first_hands_a_peer_its_own_message_before_older_relays() {
+    let dir = tempfile::tempdir().unwrap();
+    // Node 0 holds five messages for node 3 and, newer, one for node 1; it meets node 1 for
+    // one second of air time: two bundles.
+    let messages = format!("{}\n6 C M6 0 1 500", burst(5, 0, 3, 1));
+    let contact = "100 CONN 0 1 up\n102 CONN 0 1 down\n";
+    let oldest = traced_with(
+        dir.path(),
+        contact,
+        &messages,
+        one_like(0.0, Duplex::Half),
+        "epidemic",
+        one_a_message,
+    );
+    assert_eq!((oldest.relayed, oldest.delivered), (2, 0), "{oldest:?}");
+    let first = traced_with(
+        dir.path(),
+        contact,
+        &messages,
+        one_like(0.0, Duplex::Half),
+        "epidemic",
+        |s| {
+            one_a_message(s);
+            s.routing.destination_first = true;
+        },
+    );
+    assert_eq!((first.relayed, first.delivered), (2, 1), "{first:?}");
+    // M6, made at 6 s, lands first, at 101.5 s.
+    assert!((first.latency_avg - 95.5).abs() < 1e-9, "{first:?}");
+}
+
+#[test]
+fn a_delivered_message_stops_at_its_destination_and_spray_and_wait_halves_on_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    // M1 reaches its destination 3 first; then 3 meets 2, and 0 meets 1.
+    let contacts = "10 CONN 0 3 up\n20 CONN 0 3 down\n30 CONN 2 3 up\n40 CONN 2 3 down\n\
+                    50 CONN 0 1 up\n60 CONN 0 1 down\n";
+    let m = "5 C M1 0 3 500\n";
+    let unlimited = radio(0, 0.0, 0.0);
+    // Epidemic: 3 hands it on to 2 and 0 to 1, unless delivered messages stay.
+    let on = traced(dir.path(), contacts, m, unlimited.clone(), "epidemic");
+    assert_eq!((on.relayed, on.delivered), (3, 1), "{on:?}");
+    let stay = traced_with(
+        dir.path(),
+        contacts,
+        m,
+        unlimited.clone(),
+        "epidemic",
+        |s| {
+            s.routing.relay_delivered = false;
+        },
+    );
+    assert_eq!((stay.relayed, stay.delivered), (2, 1), "{stay:?}");
+    // Spray-and-wait with two copies: 0 keeps both when it delivers and sprays one to 1,
+    // or halves them as The ONE does and waits.
+    let keep = traced_with(
+        dir.path(),
+        contacts,
+        m,
+        unlimited.clone(),
+        "spray-and-wait",
+        |s| {
+            s.routing.relay_delivered = false;
+        },
+    );
+    assert_eq!((keep.relayed, keep.delivered), (2, 1), "{keep:?}");
+    let halve = traced_with(dir.path(), contacts, m, unlimited, "spray-and-wait", |s| {
+        s.routing.relay_delivered = false;
+        s.routing.halve_to_destination = true;
+    });
+    assert_eq!((halve.relayed, halve.delivered), (1, 1), "{halve:?}");
 }

@@ -54,7 +54,7 @@ mod tests;
 mod types;
 
 pub use carry::ImportReport;
-pub use carry::contact;
+pub use carry::{Exchange, Flight, contact};
 pub use state::{
     AnsweredBy, Change, Learned, MeshWrite, OpenRequest, PayOutcome, Put, ReceivedPayment,
     SentPayment, SentStatus,

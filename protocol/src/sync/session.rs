@@ -54,6 +54,52 @@ impl Routing {
     }
 }
 
+/// The order a side hands over what the peer lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Forwarding order ([`crate::store::priority`]): urgent kinds first, then oldest made.
+    #[default]
+    Priority,
+    /// In the order the bundles arrived here, first come first (The ONE's `FIFO`).
+    Fifo,
+    /// A fresh random order each session, drawn from its salt (The ONE's default `RANDOM`).
+    Random,
+}
+
+/// How a side picks and hands over bundles. The default is meshpay's own; the other choices
+/// exist so a simulation can reproduce the forwarding of other DTN simulators (The ONE's
+/// `ActiveRouter`) on the same sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Most bundles one transfer message carries (0: as many as fit). One a message makes a
+    /// link that breaks mid-session lose at most the bundle on the air, as a store-and-forward
+    /// radio that sends whole bundles does.
+    pub per_message: u32,
+    /// The order of what the peer lacks.
+    pub order: Order,
+    /// Bundles the peer is the destination of go first (messages addressed to it, records
+    /// of an issuer it is a gateway for), each group in `order`.
+    pub destination_first: bool,
+    /// A message that reached its destination is handed on from there (false: it stops
+    /// there, as a delivered message does in The ONE).
+    pub relay_delivered: bool,
+    /// Spray-and-wait halves the copies on a hand-over to the destination too (as The ONE's
+    /// router does on every transfer); otherwise the holder keeps them all.
+    pub halve_to_destination: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            per_message: 0,
+            order: Order::Priority,
+            destination_first: false,
+            relay_delivered: true,
+            halve_to_destination: false,
+        }
+    }
+}
+
 /// A sync session's settings.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -67,6 +113,8 @@ pub struct SessionConfig {
     pub routing: Routing,
     /// Most bytes of bundles this side sends in the session.
     pub budget: u64,
+    /// How this side picks what to hand over (meshpay's own by default).
+    pub policy: Policy,
     /// Wall-clock time, for expiry and the hand-over receipt.
     pub now: UnixTime,
 }

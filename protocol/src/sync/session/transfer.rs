@@ -2,7 +2,7 @@
 //! filter it by [`Routing`], hand it over within the budget and the peer's room hint, admit
 //! what the peer hands over, and exchange the signed hand-over receipts (SPEC.md §11.4).
 
-use super::{ROOM, Routing, Session, State, SyncError};
+use super::{Order, ROOM, Routing, Session, State, SyncError};
 use crate::bundle::{BundleError, BundleKind, MAX_BUNDLE};
 use crate::codec::{Blob, DecodeError, VERSION};
 use crate::keys::DeviceSecret;
@@ -14,24 +14,56 @@ impl Session {
     pub(super) fn queue(&mut self, more: Vec<Hash>, store: &BundleStore) {
         let mut rest: Vec<Hash> = self.to_send.split_off(self.send_pos);
         rest.extend(more);
-        rest.sort_by_cached_key(|id| store.get(id).map(|e| priority(&e.meta)));
+        rest.sort_unstable();
         rest.dedup();
+        let policy = self.cfg.policy;
+        let salt = self.salt;
+        rest.sort_by_cached_key(|id| {
+            store.get(id).map(|e| {
+                let first = policy.destination_first && !self.to_destination(e, store);
+                let rank = match policy.order {
+                    Order::Priority => 0,
+                    Order::Fifo => e.arrival,
+                    Order::Random => shuffle(salt, id),
+                };
+                (first, rank, priority(&e.meta))
+            })
+        });
         self.to_send.truncate(self.send_pos);
         self.to_send.extend(rest);
+    }
+
+    /// Whether the peer is `entry`'s destination: the gateway of a record's issuer, the
+    /// addressee of a message.
+    fn to_destination(&self, entry: &Entry, store: &BundleStore) -> bool {
+        match entry.meta.kind {
+            BundleKind::Record => self.peer_gateways.contains(&entry.meta.issuer),
+            BundleKind::Message => store
+                .destination(&entry.meta.id)
+                .is_some_and(|to| to == self.cfg.peer),
+            _ => false,
+        }
     }
 
     /// Copies to give with `entry` to this peer, or `None` if routing keeps it here. Records go
     /// to gateways of their issuer, messages to their destination, whatever the routing.
     pub(super) fn offer(&self, entry: &Entry, store: &BundleStore) -> Option<(u32, u32)> {
-        let destination = match entry.meta.kind {
-            BundleKind::Record => self.peer_gateways.contains(&entry.meta.issuer),
-            BundleKind::Message => store
-                .destination(&entry.meta.id)
-                .is_some_and(|to| to == self.cfg.peer),
-            _ => return Some((0, entry.copies)),
-        };
-        if destination {
-            return Some((entry.copies.min(1), entry.copies));
+        if !matches!(entry.meta.kind, BundleKind::Record | BundleKind::Message) {
+            return Some((0, entry.copies));
+        }
+        if !self.cfg.policy.relay_delivered
+            && entry.meta.kind == BundleKind::Message
+            && store.destination(&entry.meta.id) == Some(self.cfg.me)
+        {
+            return None;
+        }
+        if self.to_destination(entry, store) {
+            let keep = if self.cfg.policy.halve_to_destination && entry.copies > 1 {
+                entry.copies - entry.copies / 2
+            } else {
+                entry.copies
+            };
+            return Some((entry.copies.min(1), keep));
         }
         match self.cfg.routing {
             Routing::Epidemic => Some((0, entry.copies)),
@@ -70,7 +102,11 @@ impl Session {
             m.keys = pack_keys(&page);
         }
         m.last = self.want_pos >= self.want.len();
-        while self.send_pos < self.to_send.len() && !self.budget_spent {
+        let most = match self.cfg.policy.per_message {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        while self.send_pos < self.to_send.len() && !self.budget_spent && m.bundles.len() < most {
             let id = self.to_send[self.send_pos];
             let Some(entry) = store.get(&id) else {
                 // Purged or evicted meanwhile.
@@ -208,4 +244,13 @@ impl Session {
             }
         }
     }
+}
+
+/// A position in a random order drawn from `salt`: splitmix64 of the salt and the id.
+fn shuffle(salt: u64, id: &Hash) -> u64 {
+    let mut x = salt ^ u64::from_le_bytes(id.0[..8].try_into().expect("8 of 32 bytes"));
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
