@@ -118,7 +118,27 @@ const NOTES: &[(&str, &str)] = &[
     ),
 ];
 
-/// `text` (a scenario in TOML) with a comment above each key of [`NOTES`].
+/// The keys a default scenario leaves out, shown after the line that starts with the first
+/// text, as comments.
+const OPTIONAL: &[(&str, &str)] = &[
+    (
+        "model = ",
+        "# model: \"random-waypoint\" (the keys here), \"market\" (a market day: see\n\
+         # sim/scenarios/market-day.toml) or \"trace\": contacts replayed from a file in The ONE's\n\
+         # connection-event format (`<time> CONN <host1> <host2> [<interface>] up|down`):\n\
+         # model = \"trace\"\n\
+         # path = \"contacts.txt\"\n",
+    ),
+    (
+        "until_s = ",
+        "# Messages from a file in The ONE's format (`<time> C <id> <from> <to> <size>`) instead\n\
+         # of generated ones; sizes are honoured exactly (86 to 1024 bytes) or refused:\n\
+         # trace = \"messages.txt\"\n",
+    ),
+];
+
+/// `text` (a scenario in TOML) with a comment above each key of [`NOTES`], and the optional
+/// keys of [`OPTIONAL`] shown as comments.
 fn annotate(text: &str) -> String {
     let mut out = String::new();
     for line in text.lines() {
@@ -130,6 +150,9 @@ fn annotate(text: &str) -> String {
         }
         out.push_str(line);
         out.push('\n');
+        if let Some((_, more)) = OPTIONAL.iter().find(|(k, _)| line.starts_with(k)) {
+            out.push_str(more);
+        }
     }
     out
 }
@@ -377,6 +400,8 @@ mod tests {
         let text = annotate(&toml::to_string(&Scenario::default()).unwrap());
         assert!(text.contains("# \"half\": a radio sends or receives"));
         assert!(text.contains("# hand a peer what it is the destination of"));
+        assert!(text.contains("# model = \"trace\""), "{text}");
+        assert!(text.contains("# trace = \"messages.txt\""), "{text}");
         assert_eq!(Scenario::from_toml(&text).unwrap(), Scenario::default());
     }
 }

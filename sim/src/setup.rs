@@ -182,7 +182,7 @@ pub(crate) fn workload(
         } else {
             duration_ms
         };
-        let mut t = ms(mobility::uniform(rng, w.interval_min_s, w.interval_max_s));
+        let mut t = ms(gap(rng, w.interval_min_s, w.interval_max_s));
         while t < until {
             let from = pick(rng, n);
             let mut to = pick(rng, n - 1);
@@ -196,13 +196,31 @@ pub(crate) fn workload(
                 to,
                 size: w.size,
             });
-            t += ms(mobility::uniform(rng, w.interval_min_s, w.interval_max_s)).max(1);
+            t += ms(gap(rng, w.interval_min_s, w.interval_max_s)).max(1);
         }
         out
     } else {
         Vec::new()
     };
     Ok(creations)
+}
+
+/// The gap before the next generated message. Whole-second bounds draw as The ONE's message
+/// generator does: whole seconds, `min` plus a uniform draw from `0..max - min` (so `max`
+/// itself never comes), or `min` when they are equal. Other bounds draw uniformly between them.
+pub(crate) fn gap(rng: &mut ChaCha20Rng, min: f64, max: f64) -> f64 {
+    let whole = |x: f64| x.fract() == 0.0 && (0.0..9.0e15).contains(&x);
+    if whole(min) && whole(max) {
+        // Whole and below 2^53: exact as integers.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let (lo, hi) = (min as u64, max as u64);
+        if hi <= lo {
+            return min;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        return (lo + rng.next_u64() % (hi - lo)) as f64;
+    }
+    mobility::uniform(rng, min, max)
 }
 
 fn pick(rng: &mut ChaCha20Rng, n: u32) -> u32 {
@@ -294,5 +312,29 @@ mod tests {
         assert!(big.contains("M1: 5000 bytes"), "{big}");
         let odd = super::check_sizes(&[event(261)]).unwrap_err().to_string();
         assert!(odd.contains("exactly 261 bytes"), "{odd}");
+    }
+}
+
+#[cfg(test)]
+mod gap_tests {
+    use super::gap;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng as _;
+
+    #[test]
+    fn whole_second_bounds_draw_whole_seconds_below_the_upper_bound() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..2000 {
+            let g = gap(&mut rng, 25.0, 35.0);
+            assert!(g.fract().abs() < f64::EPSILON, "{g}");
+            assert!((25.0..35.0).contains(&g), "{g}");
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            seen.insert(g as u64);
+        }
+        assert_eq!(seen, (25..35).collect(), "every whole second from 25 to 34");
+        assert!((gap(&mut rng, 30.0, 30.0) - 30.0).abs() < f64::EPSILON);
+        let g = gap(&mut rng, 0.5, 1.5);
+        assert!((0.5..=1.5).contains(&g) && g.fract().abs() > f64::EPSILON);
     }
 }
