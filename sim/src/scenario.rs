@@ -228,8 +228,9 @@ impl Radio {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Workload {
-    /// Plain unicast messages between random pairs: one every `interval_s` (uniform between
-    /// the two bounds), as The ONE's `MessageEventGenerator`.
+    /// Plain unicast messages between random pairs, one after each gap, as The ONE's
+    /// `MessageEventGenerator` draws them: whole-second bounds give whole seconds from `min`
+    /// up to but not including `max`; other bounds a uniform draw between them.
     pub messages: bool,
     /// Shortest gap between two messages, s.
     pub interval_min_s: f64,
