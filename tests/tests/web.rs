@@ -335,7 +335,15 @@ fn a_payment_taken_and_watched_in_a_browser_and_a_double_spend_on_the_console() 
         "!document.querySelector('#paid-view').hidden",
         Duration::from_secs(2),
     )
-    .expect("the vendor's screen shows the payment within 2 s");
+    .unwrap_or_else(|e| {
+        panic!(
+            "the vendor's screen shows the payment within 2 s: {e}; the wallet says {:?}, the shopper sent {}, the vendor received {}, the vendor's page says {:?}",
+            wallet.text("#pay-result"),
+            shopper.balance("KES")["sent_acked"],
+            vendor.balance("KES")["received"],
+            pos.eval("JSON.stringify([document.querySelector('#waiting').textContent, document.querySelector('#status').textContent, document.visibilityState])"),
+        )
+    });
     let to_screen = paid_at.elapsed();
     eprintln!(
         "payment to the vendor's screen: {} ms",
