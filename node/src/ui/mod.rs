@@ -15,21 +15,24 @@
 //!   once.
 
 pub mod access;
+mod change;
+mod export;
 mod pages;
 
 use crate::api::{self, ApiError, ErrorKind, Request};
 use crate::daemon::Node;
 use access::{Access, Session};
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Path, Query, Request as HttpRequest, State};
+
+use axum::extract::{FromRequestParts, Path, Query, Request as HttpRequest, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use meshpay_protocol::{PaymentRequest, PrintableKey as _};
-use meshpay_transports::http::{ServeLimits, read_body};
+use meshpay_transports::http::ServeLimits;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -179,13 +182,13 @@ fn router(ui: Arc<Ui>) -> Router {
         .route("/pair/{code}", get(pair))
         .route("/assets/app.js", get(script))
         .route("/assets/app.css", get(style))
-        .route("/api/call", post(call))
+        .route("/api/call", post(change::call))
         .route("/api/decode", get(decode))
         .route("/api/received", get(received))
         .route("/api/{query}", get(query))
         .route("/events", get(events))
         .route("/qr.svg", get(qr))
-        .route("/today.csv", get(today_csv))
+        .route("/today.csv", get(export::today_csv))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&ui), guard))
         .with_state(ui)
@@ -225,6 +228,21 @@ async fn guard(State(ui): State<Arc<Ui>>, req: HttpRequest, next: Next) -> Respo
 }
 
 impl Ui {
+    /// The session cookie for `id`, good for [`access::SESSION_IDLE`] from now.
+    fn cookie(&self, id: &str) -> Option<HeaderValue> {
+        let secure = if self.scheme == "https" {
+            "; Secure"
+        } else {
+            ""
+        };
+        HeaderValue::from_str(&format!(
+            "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+            self.access.cookie,
+            access::SESSION_IDLE
+        ))
+        .ok()
+    }
+
     fn session(&self, h: &HeaderMap) -> Option<Session> {
         let cookie = h.get(header::COOKIE).and_then(|v| v.to_str().ok())?;
         self.access.session(cookie, crate::daemon::now())
@@ -259,6 +277,22 @@ impl Ui {
     }
 }
 
+/// The session of a paired browser; a request without one is answered `401` in the envelope.
+struct Paired(Session);
+
+impl FromRequestParts<Arc<Ui>> for Paired {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, ui: &Arc<Ui>) -> Result<Self, Response> {
+        ui.session(&parts.headers).map(Paired).ok_or_else(|| {
+            refuse(
+                ErrorKind::Unauthorized,
+                "this browser is not paired: open the link `meshpay pair` prints",
+            )
+        })
+    }
+}
+
 fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::Input => StatusCode::BAD_REQUEST,
@@ -277,27 +311,14 @@ fn envelope_error(e: &ApiError) -> Response {
     (status_of(e.kind), axum::Json(body)).into_response()
 }
 
+fn refuse(kind: ErrorKind, message: impl Into<String>) -> Response {
+    envelope_error(&ApiError::new(kind, message))
+}
+
 fn envelope(result: Result<api::Answer, ApiError>) -> Response {
     match result {
         Ok(a) => axum::Json(serde_json::json!({"ok": true, "data": a})).into_response(),
         Err(e) => envelope_error(&e),
-    }
-}
-
-impl Ui {
-    /// The session cookie for `id`, good for [`access::SESSION_IDLE`] from now.
-    fn cookie(&self, id: &str) -> Option<HeaderValue> {
-        let secure = if self.scheme == "https" {
-            "; Secure"
-        } else {
-            ""
-        };
-        HeaderValue::from_str(&format!(
-            "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
-            self.access.cookie,
-            access::SESSION_IDLE
-        ))
-        .ok()
     }
 }
 
@@ -395,18 +416,9 @@ fn query_of(name: &str) -> Option<Request> {
     })
 }
 
-async fn query(State(ui): State<Arc<Ui>>, h: HeaderMap, Path(name): Path<String>) -> Response {
-    if ui.session(&h).is_none() {
-        return envelope_error(&ApiError::new(
-            ErrorKind::Unauthorized,
-            "this browser is not paired: open the link `meshpay pair` prints",
-        ));
-    }
+async fn query(State(ui): State<Arc<Ui>>, _: Paired, Path(name): Path<String>) -> Response {
     let Some(request) = query_of(&name) else {
-        return envelope_error(&ApiError::new(
-            ErrorKind::Input,
-            format!("no query {name:?}"),
-        ));
+        return refuse(ErrorKind::Input, format!("no query {name:?}"));
     };
     envelope(run(&ui.node, request).await)
 }
@@ -417,186 +429,14 @@ async fn run(node: &Node, request: Request) -> Result<api::Answer, ApiError> {
         .map_err(|e| crate::control::api_error(&e))
 }
 
-/// A change from the web app: a control request, the PIN or passphrase where a payment needs
-/// one, and for a payment what the page showed the user (refused if the request says other).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Change {
-    call: Request,
-    #[serde(default)]
-    secret: Option<String>,
-    #[serde(default)]
-    shown: Option<Shown>,
-}
-
-/// What the wallet screen showed before the user confirmed a payment.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Shown {
-    amount: u64,
-    payee: String,
-}
-
-fn refuse(kind: ErrorKind, message: impl Into<String>) -> Response {
-    envelope_error(&ApiError::new(kind, message))
-}
-
-async fn call(State(ui): State<Arc<Ui>>, h: HeaderMap, body: Body) -> Response {
-    if let Err(e) = ui.change(&h) {
-        return envelope_error(&e);
-    }
-    let Ok(_permit) = ui.calls.clone().try_acquire_owned() else {
-        return refuse(
-            ErrorKind::Busy,
-            "the node is busy with other calls; try again",
-        );
-    };
-    let bytes = match read_body(body, MAX_BODY, BODY_DEADLINE).await {
-        Ok(b) => b,
-        Err(e) => return refuse(ErrorKind::Input, e.to_string()),
-    };
-    let call: Change = match serde_json::from_slice(&bytes) {
-        Ok(c) => c,
-        Err(e) => return refuse(ErrorKind::Input, format!("not a call: {e}")),
-    };
-    let amount = match &call.call {
-        Request::Pay {
-            request: Some(text),
-            to: None,
-            amount: None,
-            ..
-        } => match PaymentRequest::from_text(text) {
-            Ok(r) => {
-                let shown = call.shown.as_ref();
-                if shown.is_none_or(|s| s.amount != r.amount || s.payee != r.payee.to_text()) {
-                    return refuse(
-                        ErrorKind::Input,
-                        "the request is not the one shown: check it again before paying",
-                    );
-                }
-                Some(r.amount)
-            }
-            // The node says why it does not parse; nothing is paid.
-            Err(_) => None,
-        },
-        Request::Pay { .. } => {
-            return refuse(
-                ErrorKind::Input,
-                "the web app pays payment requests only: paste or scan one",
-            );
-        }
-        Request::Request { .. } | Request::Sync => None,
-        Request::Topup { url, .. } | Request::SyncIssuer { url } => {
-            if let Err(e) = known_issuer(&ui.node, url).await {
-                return envelope_error(&e);
-            }
-            None
-        }
-        _ => {
-            return refuse(
-                ErrorKind::Input,
-                "the web app cannot make this call: use the command line",
-            );
-        }
-    };
-    let now = crate::daemon::now();
-    let mut unconfirmed = None;
-    if let Some(a) = amount {
-        if ui
-            .access
-            .needs_pin(a, ui.node.ui_settings().confirm_above, now)
-        {
-            if let Err(e) = authorize(&ui, call.secret).await {
-                return envelope_error(&e);
-            }
-        } else {
-            unconfirmed = Some(a);
-        }
-    }
-    let answer = run(&ui.node, call.call).await;
-    if let (Some(a), Ok(api::Answer::Paid(o))) = (unconfirmed, &answer) {
-        if o.status != meshpay_protocol::device::SentStatus::Refused {
-            ui.access.paid_unconfirmed(a, now);
-        }
-    }
-    envelope(answer)
-}
-
-/// A settlement server the web app may send the node to: one named by a trusted issuer's
-/// descriptor, or the configured gateway. (A paired browser cannot point the node at any
-/// address on the vendor's network.)
-async fn known_issuer(node: &Node, url: &str) -> Result<(), ApiError> {
-    let url = url.trim_end_matches('/');
-    if node
-        .gateway_configured()
-        .is_some_and(|g| g.trim_end_matches('/') == url)
-    {
-        return Ok(());
-    }
-    let issuers = node
-        .store()
-        .issuers()
-        .await
-        .map_err(|e| ApiError::new(ErrorKind::Storage, e.to_string()))?;
-    if issuers
-        .iter()
-        .any(|d| d.body().urls.iter().any(|u| u.trim_end_matches('/') == url))
-    {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorKind::Input,
-            format!(
-                "{url} is not a settlement server of an issuer this node trusts; use the command line for another"
-            ),
-        ))
-    }
-}
-
-/// Checks the PIN (or the passphrase) a payment needs, one check at a time.
-async fn authorize(ui: &Ui, secret: Option<String>) -> Result<(), ApiError> {
-    let Some(secret) = secret.filter(|s| !s.is_empty()) else {
-        return Err(ApiError::new(
-            ErrorKind::Authorize,
-            "this payment needs the wallet's PIN (or its passphrase)",
-        ));
-    };
-    let _one = ui.checking.lock().await;
-    ui.access
-        .try_secret(crate::daemon::now())
-        .map_err(|e| ApiError::new(ErrorKind::Authorize, e.to_string()))?;
-    let store = ui.node.store();
-    let storage = |e: crate::store::StoreError| ApiError::new(ErrorKind::Storage, e.to_string());
-    let pin = store.meta(crate::cli::PIN_META).await.map_err(storage)?;
-    let key = store.meta("device_secret").await.map_err(storage)?;
-    let right = tokio::task::spawn_blocking(move || match pin {
-        // With a PIN set, only the PIN; else the passphrase.
-        Some(b) => crate::keystore::open::<11>(&b, &secret).is_ok(),
-        None => key.is_some_and(|b| crate::keystore::open::<32>(&b, &secret).is_ok()),
-    })
-    .await
-    .unwrap_or(false);
-    if right {
-        ui.access.right();
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorKind::Authorize,
-            "wrong PIN or passphrase; nothing was paid",
-        ))
-    }
-}
-
+/// `?text=`: a payment request's text.
 #[derive(Debug, Deserialize)]
 struct TextQuery {
     text: String,
 }
 
 /// `GET /api/decode?text=`: what a payment request asks for, to show before paying.
-async fn decode(State(ui): State<Arc<Ui>>, h: HeaderMap, Query(q): Query<TextQuery>) -> Response {
-    if ui.session(&h).is_none() {
-        return refuse(ErrorKind::Unauthorized, "this browser is not paired");
-    }
+async fn decode(_: Paired, Query(q): Query<TextQuery>) -> Response {
     match PaymentRequest::from_text(q.text.trim()) {
         Ok(r) => envelope(Ok(api::Answer::Request(crate::control::request_info(&r)))),
         Err(e) => refuse(ErrorKind::Input, e.to_string()),
@@ -610,14 +450,7 @@ struct NonceQuery {
 
 /// `GET /api/received?nonce=`: the payments received for the request with this nonce (the
 /// till asks after a gap in its event stream).
-async fn received(
-    State(ui): State<Arc<Ui>>,
-    h: HeaderMap,
-    Query(q): Query<NonceQuery>,
-) -> Response {
-    if ui.session(&h).is_none() {
-        return refuse(ErrorKind::Unauthorized, "this browser is not paired");
-    }
+async fn received(State(ui): State<Arc<Ui>>, _: Paired, Query(q): Query<NonceQuery>) -> Response {
     match crate::control::history(&ui.node).await {
         Ok(items) => envelope(Ok(api::Answer::History(
             items
@@ -642,10 +475,7 @@ impl Drop for StreamHold {
     }
 }
 
-async fn events(State(ui): State<Arc<Ui>>, h: HeaderMap) -> Response {
-    let Some(session) = ui.session(&h) else {
-        return refuse(ErrorKind::Unauthorized, "this browser is not paired");
-    };
+async fn events(State(ui): State<Arc<Ui>>, Paired(session): Paired) -> Response {
     let busy = || {
         let mut r = refuse(ErrorKind::Busy, "too many open event streams");
         r.headers_mut()
@@ -685,15 +515,7 @@ async fn events(State(ui): State<Arc<Ui>>, h: HeaderMap) -> Response {
         .into_response()
 }
 
-#[derive(Debug, Deserialize)]
-struct QrQuery {
-    text: String,
-}
-
-async fn qr(State(ui): State<Arc<Ui>>, h: HeaderMap, Query(q): Query<QrQuery>) -> Response {
-    if ui.session(&h).is_none() {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
+async fn qr(_: Paired, Query(q): Query<TextQuery>) -> Response {
     if q.text.len() > MAX_QR_TEXT {
         return (StatusCode::BAD_REQUEST, "text too long for a QR code").into_response();
     }
@@ -703,111 +525,9 @@ async fn qr(State(ui): State<Arc<Ui>>, h: HeaderMap, Query(q): Query<QrQuery>) -
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct Since {
-    #[serde(default)]
-    since: Option<u64>,
-}
-
-async fn today_csv(State(ui): State<Arc<Ui>>, h: HeaderMap, Query(q): Query<Since>) -> Response {
-    if ui.session(&h).is_none() {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    let since = q
-        .since
-        .unwrap_or_else(|| crate::daemon::now().saturating_sub(86_400));
-    match run(&ui.node, Request::History).await {
-        Ok(api::Answer::History(items)) => (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"meshpay-today.csv\"",
-                ),
-            ],
-            csv(&items, since),
-        )
-            .into_response(),
-        Ok(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        Err(e) => envelope_error(&e),
-    }
-}
-
-/// The payments since `since` as CSV, one row each, oldest first.
-fn csv(items: &[api::HistoryItem], since: u64) -> String {
-    use std::fmt::Write as _;
-    fn field(s: &str) -> String {
-        // Quote every text field; a leading formula character is defused for spreadsheets.
-        let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-            format!("'{s}")
-        } else {
-            s.to_owned()
-        };
-        format!("\"{}\"", s.replace('"', "\"\""))
-    }
-    let mut out = String::from(
-        "time,direction,amount,currency,counterparty,memo,status,reason,settlement,allowance,counter,iou\n",
-    );
-    let mut rows: Vec<_> = items.iter().filter(|i| i.time >= since).collect();
-    rows.sort_by_key(|i| i.time);
-    for i in rows {
-        let direction = match i.direction {
-            api::Direction::Sent => "sent",
-            api::Direction::Received => "received",
-        };
-        let _ = writeln!(
-            out,
-            "{},{direction},{},{},{},{},{},{},{},{},{},{}",
-            i.time,
-            i.amount,
-            field(&i.currency),
-            field(&i.counterparty),
-            field(&i.memo),
-            i.status.name(),
-            field(i.reason.as_deref().unwrap_or("")),
-            field(i.settlement.as_deref().unwrap_or("")),
-            i.allowance,
-            i.counter,
-            i.iou
-        );
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshpay_protocol::device::SentStatus;
-
-    #[test]
-    fn csv_quotes_text_and_defuses_formulas() {
-        let item = api::HistoryItem {
-            direction: api::Direction::Received,
-            iou: "ab".into(),
-            counterparty: "mpdev1x".into(),
-            amount: 1250,
-            currency: "KES".into(),
-            memo: "=HYPERLINK(\"x\")".into(),
-            status: SentStatus::Acked,
-            reason: None,
-            allowance: "cd".into(),
-            counter: 3,
-            time: 100,
-            settlement: Some("settled".into()),
-            nonce: "ef".into(),
-        };
-        let old = api::HistoryItem {
-            time: 10,
-            ..item.clone()
-        };
-        let text = csv(&[item, old], 50);
-        let lines: Vec<_> = text.lines().collect();
-        assert_eq!(lines.len(), 2, "only rows since the start: {text}");
-        assert_eq!(
-            lines[1],
-            "100,received,1250,\"KES\",\"mpdev1x\",\"'=HYPERLINK(\"\"x\"\")\",acked,\"\",\"settled\",cd,3,ab"
-        );
-    }
 
     #[test]
     fn only_the_web_apps_queries_are_served() {
