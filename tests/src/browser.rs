@@ -111,23 +111,9 @@ pub fn ensure_chromium() -> Result<PathBuf, String> {
     }
     let installing = target_dir().join("chromium-install.lock");
     if std::fs::create_dir(&installing).is_ok() {
-        let status = Command::new("sh")
-            .args([
-                "-c",
-                "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
-            ])
-            .stdin(Stdio::null())
-            .status();
+        let installed = crate::apt_install("chromium");
         let _ = std::fs::remove_dir(&installing);
-        match status {
-            Ok(s) if s.success() => {}
-            Ok(s) => {
-                return Err(format!(
-                    "chromium is missing and apt-get install failed ({s})"
-                ));
-            }
-            Err(e) => return Err(format!("chromium is missing and apt-get cannot run: {e}")),
-        }
+        installed.map_err(|why| format!("chromium is missing: {why}"))?;
     } else {
         let start = Instant::now();
         while installing.exists() && start.elapsed() < INSTALL_DEADLINE {

@@ -836,14 +836,25 @@ fn ensure_dbus_daemon() {
         return;
     }
     // A fresh machine may lack it: install Debian's package (tests run as root here).
-    let ok = Command::new("sh")
-        .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dbus-daemon"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "dbus-daemon is missing and could not be installed (apt-get install dbus-daemon)"
-    );
+    if let Err(why) = apt_install("dbus-daemon") {
+        panic!("dbus-daemon is missing and could not be installed: {why}");
+    }
+}
+
+/// Installs Debian's `package` with apt-get (as root), saying why when it cannot.
+pub fn apt_install(package: &str) -> Result<(), String> {
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {package}"
+        ))
+        .stdin(Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("apt-get install {package} failed ({s})")),
+        Err(e) => Err(format!("apt-get cannot run: {e}")),
+    }
 }
 
 impl Bluezoo {
