@@ -495,6 +495,14 @@ pub(crate) async fn history(node: &Node) -> Result<Vec<api::HistoryItem>, NodeEr
             nonce: s.iou.nonce.to_hex(),
         });
     }
+    items.extend(received(node).await?);
+    items.sort_by_key(|h| h.time);
+    Ok(items)
+}
+
+/// The payments received, oldest first as stored.
+pub(crate) async fn received(node: &Node) -> Result<Vec<api::HistoryItem>, NodeError> {
+    let mut items: Vec<api::HistoryItem> = Vec::new();
     for p in node.store().received().await? {
         items.push(api::HistoryItem {
             direction: api::Direction::Received,
@@ -512,7 +520,6 @@ pub(crate) async fn history(node: &Node) -> Result<Vec<api::HistoryItem>, NodeEr
             nonce: p.iou.nonce.to_hex(),
         });
     }
-    items.sort_by_key(|h| h.time);
     Ok(items)
 }
 

@@ -159,12 +159,19 @@ async fn authorize(ui: &Ui, secret: Option<String>) -> Result<(), ApiError> {
         .map_err(|e| ApiError::new(ErrorKind::Authorize, e.to_string()))?;
     let store = ui.node.store();
     let storage = |e: crate::store::StoreError| ApiError::new(ErrorKind::Storage, e.to_string());
-    let pin = store.meta(crate::cli::PIN_META).await.map_err(storage)?;
-    let key = store.meta("device_secret").await.map_err(storage)?;
-    let right = tokio::task::spawn_blocking(move || match pin {
-        // With a PIN set, only the PIN; else the passphrase.
-        Some(b) => crate::keystore::open::<11>(&b, &secret).is_ok(),
-        None => key.is_some_and(|b| crate::keystore::open::<32>(&b, &secret).is_ok()),
+    // With a PIN set, only the PIN; else the passphrase (the sealed device key).
+    let (sealed, is_pin) = match store.meta(crate::cli::PIN_META).await.map_err(storage)? {
+        Some(pin) => (Some(pin), true),
+        None => (store.meta("device_secret").await.map_err(storage)?, false),
+    };
+    let right = tokio::task::spawn_blocking(move || {
+        sealed.is_some_and(|b| {
+            if is_pin {
+                crate::keystore::open::<11>(&b, &secret).is_ok()
+            } else {
+                crate::keystore::open::<32>(&b, &secret).is_ok()
+            }
+        })
     })
     .await
     .unwrap_or(false);

@@ -451,12 +451,9 @@ struct NonceQuery {
 /// `GET /api/received?nonce=`: the payments received for the request with this nonce (the
 /// till asks after a gap in its event stream).
 async fn received(State(ui): State<Arc<Ui>>, _: Paired, Query(q): Query<NonceQuery>) -> Response {
-    match crate::control::history(&ui.node).await {
+    match crate::control::received(&ui.node).await {
         Ok(items) => envelope(Ok(api::Answer::History(
-            items
-                .into_iter()
-                .filter(|i| i.direction == api::Direction::Received && i.nonce == q.nonce)
-                .collect(),
+            items.into_iter().filter(|i| i.nonce == q.nonce).collect(),
         ))),
         Err(e) => envelope_error(&crate::control::api_error(&e)),
     }
