@@ -88,6 +88,7 @@ impl NetArgs {
             ble: self.ble,
             ui: self.ui,
             ui_tls: self.ui_tls_cert.zip(self.ui_tls_key),
+            sentinel_dir: None,
         }
     }
 }
@@ -632,6 +633,7 @@ async fn start_ui(
 }
 
 #[cfg(not(feature = "ui"))]
+#[allow(clippy::unused_async)] // async as the web app's start is.
 async fn start_ui(
     node: &std::sync::Arc<Node>,
     opts: &RunOptions,

@@ -99,7 +99,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The kind of a node error, for the client.
-pub(crate) fn api_error(e: &NodeError) -> ApiError {
+pub fn api_error(e: &NodeError) -> ApiError {
     let kind = match e {
         NodeError::Pay(_) => ErrorKind::Pay,
         NodeError::Input(_) | NodeError::UntrustedIssuer { .. } | NodeError::OutOfTurn(_) => {
@@ -127,9 +127,11 @@ fn device_arg(s: &str) -> Result<DeviceKey, NodeError> {
     DeviceKey::from_text(s).map_err(|e| input(InputError::Payee(e)))
 }
 
+/// Carries out one control request on `node`: what the control socket, the web app and the
+/// phone library all call.
 // One arm per control request.
 #[allow(clippy::too_many_lines)]
-pub(crate) async fn run(node: &Node, request: Request) -> Result<Answer, NodeError> {
+pub async fn run(node: &Node, request: Request) -> Result<Answer, NodeError> {
     Ok(match request {
         Request::Id => Answer::Id(api::IdInfo {
             device_key: node.device.to_text(),

@@ -226,6 +226,9 @@ pub struct RunOptions {
     pub ui: Option<String>,
     /// … over HTTPS with this certificate chain and key (overrides `[ui] tls_cert`, `tls_key`).
     pub ui_tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Keep the restore sentinel here (overrides `[wallet] sentinel_dir`): an app gives a
+    /// place outside its backups, such as its keystore-backed area.
+    pub sentinel_dir: Option<std::path::PathBuf>,
 }
 
 impl Node {
@@ -236,7 +239,10 @@ impl Node {
         passphrase: &str,
         opts: &RunOptions,
     ) -> Result<(Arc<Self>, mpsc::Receiver<LinkEvent>), StartError> {
-        let config = Config::load(home)?;
+        let mut config = Config::load(home)?;
+        if let Some(dir) = &opts.sentinel_dir {
+            config.wallet.sentinel_dir = Some(dir.clone());
+        }
         let quota_bytes = opts
             .quota_kb
             .map_or(config.mesh.quota_mb << 20, |kb| kb << 10);
@@ -489,6 +495,10 @@ impl Node {
     /// Starts the Bluetooth LE roles on BlueZ, when the BLE link runs. `None`: BLE is off;
     /// `Some(Ok(adapter))`: up; `Some(Err(why))`: unavailable, with what to do about it (the
     /// node keeps running on its other links).
+    #[cfg_attr(
+        not(all(feature = "ble", target_os = "linux")),
+        allow(clippy::unused_async)
+    )]
     pub async fn start_ble(&self) -> Option<Result<String, String>> {
         let link = self.ble.clone()?;
         #[cfg(all(feature = "ble", target_os = "linux"))]
@@ -516,6 +526,12 @@ impl Node {
                     .into(),
             ))
         }
+    }
+
+    /// The Bluetooth LE link, when it runs: a driver that carries packets itself (an app
+    /// bridging its platform's radio) attaches its connections here.
+    pub fn ble_link(&self) -> Option<&BleLink> {
+        self.ble.as_ref()
     }
 
     /// Connected peers.
