@@ -30,10 +30,20 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let lib = std::env::current_exe()
+    // `cargo bench` leaves the library among the dependencies; `cargo build --release` one
+    // level up.
+    let deps = std::env::current_exe()
         .ok()
-        .and_then(|e| Some(e.parent()?.parent()?.join("libmeshpay_ffi.so")));
-    if let Some(lib) = lib.filter(|l| l.exists()) {
+        .and_then(|e| Some(e.parent()?.to_path_buf()));
+    let lib = deps.and_then(|d| {
+        [
+            d.join("libmeshpay_ffi.so"),
+            d.parent()?.join("libmeshpay_ffi.so"),
+        ]
+        .into_iter()
+        .find(|l| l.exists())
+    });
+    if let Some(lib) = lib {
         let size = std::fs::metadata(&lib).map_or(0, |m| m.len());
         let stripped = std::env::temp_dir().join("libmeshpay_ffi.stripped.so");
         let stripped_size = std::process::Command::new("strip")

@@ -102,3 +102,81 @@ fn opening_checks_the_passphrase_and_the_directory() {
     // A new wallet has nothing to roll back.
     assert_eq!(w.info().unwrap().restore_check, "Current");
 }
+
+/// The restore sentinel lives where the app says, outside its backups: a wallet directory put
+/// back from a backup taken before a payment finds itself behind the sentinel and retires its
+/// allowances, so the payment's counter is never used again.
+#[test]
+fn a_wallet_restored_from_a_backup_retires_its_allowances() {
+    let root = tempfile::tempdir().unwrap();
+    let issuer = Issuer::new(root.path());
+    let shopper = wallet(root.path(), "shopper");
+    let vendor = wallet(root.path(), "vendor");
+    shopper.trust_issuer(issuer.descriptor()).unwrap();
+    shopper
+        .add_allowance(issuer.allowance(&shopper.device_key(), 1_000))
+        .unwrap();
+    shopper.shutdown();
+    let home = root.path().join("shopper");
+    let backup = root.path().join("backup");
+    copy_dir(&home, &backup);
+
+    let settings = || meshpay_ffi::WalletSettings {
+        sentinel_dir: root.path().join("shopper-state").to_str().unwrap().into(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        mdns: false,
+        ble: true,
+        relay: false,
+    };
+    let dir = home.to_str().unwrap().to_owned();
+    let shopper =
+        meshpay_ffi::Wallet::open(dir.clone(), "correct horse".into(), settings()).unwrap();
+    // Paid while the vendor is out of reach: committed (counter 0 used), pending.
+    let request = vendor.request_payment(100, None, None).unwrap();
+    let pending = shopper.pay(request.text, None).unwrap();
+    assert_eq!(pending.status, PaymentStatus::Pending, "{pending:?}");
+    shopper.shutdown();
+    drop(shopper);
+
+    std::fs::remove_dir_all(&home).unwrap();
+    copy_dir(&backup, &home);
+    let restored = meshpay_ffi::Wallet::open(dir, "correct horse".into(), settings()).unwrap();
+    assert!(
+        restored
+            .info()
+            .unwrap()
+            .restore_check
+            .starts_with("RolledBack"),
+        "{}",
+        restored.info().unwrap().restore_check
+    );
+    let allowances = restored.allowances().unwrap();
+    assert!(
+        allowances.iter().all(|a| a.retired && !a.usable),
+        "{allowances:?}"
+    );
+    assert!(
+        restored
+            .alerts()
+            .unwrap()
+            .iter()
+            .any(|a| a.kind == meshpay_ffi::AlertKind::Restore)
+    );
+    let again = vendor.request_payment(100, None, None).unwrap();
+    assert!(matches!(
+        restored.pay(again.text, None),
+        Err(MeshpayError::Pay { .. })
+    ));
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
