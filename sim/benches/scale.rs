@@ -35,6 +35,7 @@ fn case(n: u32) -> Scenario {
             speed_max: 1.5,
             pause_max_s: 120.0,
             step_s: 1.0,
+            warmup_s: 0.0,
         },
         radio: Radio {
             range_m: 10.0,

@@ -12,6 +12,7 @@
 //! - [`engine`]: the event loop and its model of a contact.
 //! - [`market`]: the payments workload: wallets, spend books, the issuer's ledger, clones.
 //! - [`report`]: The ONE's `MessageStatsReport` statistics, JSON and CSV.
+//! - [`one_reports`]: The ONE's per-message and contact-time reports, in its text formats.
 //! - [`plot`]: SVG charts of delivery over time and the latency CDF.
 //!
 //! One seed reproduces a run byte for byte: there is no wall-clock read and no ambient
@@ -21,6 +22,7 @@ pub mod clock;
 pub mod engine;
 pub mod market;
 pub mod mobility;
+pub mod one_reports;
 pub mod plot;
 pub mod report;
 pub mod scenario;

@@ -49,6 +49,11 @@ enum Command {
         /// Write `delivery.svg` (delivery over time) and `latency.svg` (latency CDF) here.
         #[arg(long)]
         plot_dir: Option<PathBuf>,
+        /// Write The ONE's reports here, in its formats: `MessageStatsReport.txt`,
+        /// `CreatedMessagesReport.txt`, `DeliveredMessagesReport.txt`,
+        /// `ContactTimesReport.txt` and `InterContactTimesReport.txt` (1 s bins).
+        #[arg(long)]
+        reports_dir: Option<PathBuf>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -80,6 +85,10 @@ enum Command {
 
 /// What the link and forwarding keys mean, shown above them in `example`.
 const NOTES: &[(&str, &str)] = &[
+    (
+        "warmup_s",
+        "seconds the nodes walk before the run starts, as The ONE's MovementModel.warmup",
+    ),
     (
         "bitrate_bps",
         "bits per second of one radio, shared by all its contacts (0: no limit)",
@@ -281,6 +290,36 @@ fn sweep(
     Ok(out)
 }
 
+/// The ONE's reports of a run, one file each, named as The ONE names them.
+fn write_reports(
+    dir: &std::path::Path,
+    stats: &Stats,
+    outcome: &meshpay_sim::Outcome,
+    ttl: f64,
+) -> Result<()> {
+    use meshpay_sim::one_reports as r;
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in [
+        ("MessageStatsReport", stats.one_report()),
+        ("CreatedMessagesReport", r::created_messages(outcome, ttl)),
+        (
+            "DeliveredMessagesReport",
+            r::delivered_messages(outcome, ttl),
+        ),
+        (
+            "ContactTimesReport",
+            r::contact_times(&outcome.contacts, 1.0),
+        ),
+        (
+            "InterContactTimesReport",
+            r::inter_contact_times(&outcome.contacts, 1.0),
+        ),
+    ] {
+        std::fs::write(dir.join(format!("{name}.txt")), text)?;
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Sweep {
@@ -309,6 +348,7 @@ fn main() -> Result<()> {
             contacts_out,
             messages_out,
             plot_dir,
+            reports_dir,
             quiet,
         } => {
             let text = std::fs::read_to_string(&scenario)
@@ -361,6 +401,9 @@ fn main() -> Result<()> {
                 )?;
             }
             let stats = Stats::of(&outcome, &s.name, s.seed);
+            if let Some(dir) = reports_dir {
+                write_reports(&dir, &stats, &outcome, s.workload.ttl_s)?;
+            }
             let body = match format {
                 Format::Text => stats.one_report(),
                 Format::Json => format!("{}\n", serde_json::to_string_pretty(&stats)?),

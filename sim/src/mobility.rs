@@ -56,8 +56,43 @@ pub struct Leg {
     pub pause: f64,
 }
 
+/// The contacts of a run whose first `warmup_ms` are a warm-up: what happened before is
+/// dropped, the clock starts after it, and pairs in range at that moment come up at 0.
+pub fn after_warmup(events: Vec<ContactEvent>, warmup_ms: u64) -> Vec<ContactEvent> {
+    if warmup_ms == 0 {
+        return events;
+    }
+    let mut up: BTreeSet<(u32, u32)> = BTreeSet::new();
+    let mut after = Vec::new();
+    for e in events {
+        if e.t_ms <= warmup_ms {
+            match e.link {
+                Link::Up => up.insert((e.a, e.b)),
+                Link::Down => up.remove(&(e.a, e.b)),
+            };
+        } else {
+            after.push(ContactEvent {
+                t_ms: e.t_ms - warmup_ms,
+                ..e
+            });
+        }
+    }
+    let mut out: Vec<ContactEvent> = up
+        .into_iter()
+        .map(|(a, b)| ContactEvent {
+            t_ms: 0,
+            a,
+            b,
+            link: Link::Up,
+        })
+        .collect();
+    out.extend(after);
+    out
+}
+
 /// Generates the contacts of `nodes` random-waypoint walkers over `duration` seconds, in time
-/// order. Nodes start at uniform positions, already walking (no warm-up is discarded).
+/// order. Nodes start at uniform positions, already walking; [`after_warmup`] discards a
+/// warm-up.
 pub fn random_waypoint(w: &Waypoint, nodes: u32, duration: f64, seed: u64) -> Vec<ContactEvent> {
     let (width, height) = (w.width, w.height);
     let (smin, smax, pmax) = (w.speed_min, w.speed_max, w.pause_max);

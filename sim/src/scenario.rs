@@ -101,6 +101,10 @@ pub enum Mobility {
         pause_max_s: f64,
         /// Time step of the movement and contact detection, s.
         step_s: f64,
+        /// Seconds the nodes walk before the run starts (The ONE's `MovementModel.warmup`):
+        /// the run begins with them spread as random waypoint leaves them, not uniformly.
+        #[serde(default)]
+        warmup_s: f64,
     },
     /// A market day. Nodes in the order of `[payments]`: vendors sit at stalls laid out on a
     /// grid in the market; gateways stand at the place with signal, `signal_distance_m` east
@@ -143,6 +147,7 @@ impl Default for Mobility {
             speed_max: 1.5,
             pause_max_s: 120.0,
             step_s: 1.0,
+            warmup_s: 0.0,
         }
     }
 }
@@ -378,8 +383,12 @@ impl Scenario {
             speed_max,
             pause_max_s,
             step_s,
+            warmup_s,
         } = &self.mobility
         {
+            if !(warmup_s.is_finite() && *warmup_s >= 0.0) {
+                return bad("warmup_s: 0 or more seconds");
+            }
             if !(*width_m > 0.0 && *height_m > 0.0) {
                 return bad("width_m and height_m: positive");
             }

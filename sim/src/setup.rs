@@ -39,19 +39,23 @@ pub(crate) fn contacts(
             speed_max,
             pause_max_s,
             step_s,
-        } => mobility::random_waypoint(
-            &Waypoint {
-                width: *width_m,
-                height: *height_m,
-                speed_min: *speed_min,
-                speed_max: *speed_max,
-                pause_max: *pause_max_s,
-                step: *step_s,
-                range: scenario.radio.range_m,
-            },
-            n,
-            scenario.duration_s,
-            scenario.seed,
+            warmup_s,
+        } => mobility::after_warmup(
+            mobility::random_waypoint(
+                &Waypoint {
+                    width: *width_m,
+                    height: *height_m,
+                    speed_min: *speed_min,
+                    speed_max: *speed_max,
+                    pause_max: *pause_max_s,
+                    step: *step_s,
+                    range: scenario.radio.range_m,
+                },
+                n,
+                scenario.duration_s + warmup_s,
+                scenario.seed,
+            ),
+            crate::engine::ms(*warmup_s),
         ),
         Mobility::Market {
             width_m,

@@ -33,6 +33,7 @@ fn small(seed: u64) -> Scenario {
             speed_max: 2.0,
             pause_max_s: 30.0,
             step_s: 1.0,
+            warmup_s: 0.0,
         },
         radio: Radio::default(),
         workload: Workload {
@@ -75,6 +76,7 @@ fn epidemic_latency_matches_the_exponential_meeting_model() {
                 speed_max: 2.0,
                 pause_max_s: 0.0,
                 step_s: 1.0,
+                warmup_s: 0.0,
             },
             radio: radio(0, 0.0, 0.0),
             workload: Workload {
@@ -382,6 +384,7 @@ fn market_properties_hold_across_seeds() {
                 speed_max: 1.5,
                 pause_max_s: 60.0,
                 step_s: 1.0,
+                warmup_s: 0.0,
             },
             radio: Radio::ble(),
             workload: Workload {

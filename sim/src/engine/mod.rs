@@ -59,6 +59,8 @@ pub struct MessageRecord {
     pub from: u32,
     /// Destination node.
     pub to: u32,
+    /// Size, bytes.
+    pub size: u32,
     /// Created, ms.
     pub created_ms: u64,
     /// First arrival at the destination, ms.
@@ -626,6 +628,7 @@ impl Sim {
             name: m.id.clone(),
             from: m.from,
             to: m.to,
+            size: m.size,
             created_ms: t,
             delivered_ms: None,
             hops: None,

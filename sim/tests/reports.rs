@@ -1,0 +1,129 @@
+//! A random-waypoint warm-up, and the reports in The ONE's own formats.
+
+use meshpay_sim::mobility::after_warmup;
+use meshpay_sim::one_reports;
+use meshpay_sim::scenario::{Mobility, RoutingConfig, Workload};
+use meshpay_sim::trace::{ContactEvent, Link};
+use meshpay_sim::{Scenario, Sim};
+
+fn ev(t_ms: u64, a: u32, b: u32, link: Link) -> ContactEvent {
+    ContactEvent { t_ms, a, b, link }
+}
+
+/// By hand: a pair up from 5 s to 15 s and another from 20 s to 30 s, a warm-up of 10 s. The
+/// first pair is up when the run starts (0 s) and parts at 5 s; the second meets at 10 s.
+#[test]
+fn a_warm_up_is_cut_off_and_the_clock_starts_after_it() {
+    let events = vec![
+        ev(5_000, 1, 2, Link::Up),
+        ev(7_000, 3, 4, Link::Up),
+        ev(9_000, 3, 4, Link::Down),
+        ev(10_000, 5, 6, Link::Up),
+        ev(15_000, 1, 2, Link::Down),
+        ev(20_000, 3, 4, Link::Up),
+        ev(30_000, 3, 4, Link::Down),
+    ];
+    assert_eq!(
+        after_warmup(events.clone(), 10_000),
+        vec![
+            ev(0, 1, 2, Link::Up),
+            ev(0, 5, 6, Link::Up),
+            ev(5_000, 1, 2, Link::Down),
+            ev(10_000, 3, 4, Link::Up),
+            ev(20_000, 3, 4, Link::Down),
+        ]
+    );
+    assert_eq!(after_warmup(events.clone(), 0), events);
+}
+
+fn walkers(warmup_s: f64) -> Scenario {
+    Scenario {
+        name: "warm".into(),
+        seed: 3,
+        duration_s: 2_000.0,
+        nodes: 20,
+        mobility: Mobility::RandomWaypoint {
+            width_m: 300.0,
+            height_m: 300.0,
+            speed_min: 1.0,
+            speed_max: 2.0,
+            pause_max_s: 30.0,
+            step_s: 1.0,
+            warmup_s,
+        },
+        workload: Workload {
+            interval_min_s: 20.0,
+            interval_max_s: 40.0,
+            ttl_s: 600.0,
+            ..Workload::default()
+        },
+        routing: RoutingConfig::default(),
+        ..Scenario::default()
+    }
+}
+
+#[test]
+fn a_warmed_up_run_lasts_its_duration_and_is_repeatable() {
+    let cold = Sim::new(&walkers(0.0)).unwrap();
+    let warm = Sim::new(&walkers(3_000.0)).unwrap();
+    assert_ne!(cold.contacts(), warm.contacts());
+    assert!(warm.contacts().iter().all(|c| c.t_ms <= 2_000_000));
+    assert_eq!(
+        warm.contacts(),
+        Sim::new(&walkers(3_000.0)).unwrap().contacts()
+    );
+    let mut bad = walkers(-1.0);
+    assert!(Sim::new(&bad).is_err());
+    bad = walkers(f64::NAN);
+    assert!(Sim::new(&bad).is_err());
+    // Old scenario files, without the key, still load.
+    let text = toml::to_string(&walkers(0.0))
+        .unwrap()
+        .replace("warmup_s = 0.0\n", "");
+    assert!(!text.contains("warmup_s"));
+    assert_eq!(Scenario::from_toml(&text).unwrap(), walkers(0.0));
+}
+
+/// A run's reports in The ONE's formats agree with its statistics: one created line per
+/// message, one delivered line per delivery with the run's latency, and contact durations
+/// that sum to the run's contact time.
+#[test]
+fn the_one_reports_agree_with_the_run() {
+    let s = walkers(0.0);
+    let outcome = Sim::new(&s).unwrap().run(|_| {});
+    let stats = meshpay_sim::Stats::of(&outcome, &s.name, s.seed);
+    let created = one_reports::created_messages(&outcome, s.workload.ttl_s);
+    let lines: Vec<&str> = created.lines().skip(1).collect();
+    assert_eq!(lines.len() as u64, stats.created);
+    assert!(lines[0].ends_with(" 10 N "), "{}", lines[0]);
+    assert!(lines[0].contains(" 500 p"), "{}", lines[0]);
+    let delivered = one_reports::delivered_messages(&outcome, s.workload.ttl_s);
+    let rows: Vec<Vec<&str>> = delivered
+        .lines()
+        .skip(1)
+        .map(|l| l.split(' ').collect())
+        .collect();
+    assert_eq!(rows.len() as u64, stats.delivered);
+    #[allow(clippy::cast_precision_loss)]
+    let mean: f64 = rows
+        .iter()
+        .map(|r| r[4].parse::<f64>().unwrap())
+        .sum::<f64>()
+        / rows.len() as f64;
+    assert!(
+        (mean - stats.latency_avg).abs() < 1e-3,
+        "{mean} vs {}",
+        stats.latency_avg
+    );
+    let hops: u64 = rows.iter().map(|r| r[3].parse::<u64>().unwrap()).sum();
+    assert!(hops >= stats.delivered);
+    // Contacts the run saw end.
+    let durations = one_reports::contact_durations(&outcome.contacts);
+    let histogram = one_reports::contact_times(&outcome.contacts, 1.0);
+    let counted: u64 = histogram
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, durations.len() as u64);
+    assert!(histogram.ends_with(" 0\n"));
+}
