@@ -132,8 +132,9 @@ const NOTES: &[(&str, &str)] = &[
 const OPTIONAL: &[(&str, &str)] = &[
     (
         "model = ",
-        "# model: \"random-waypoint\" (the keys here), \"market\" (a market day: see\n\
-         # sim/scenarios/market-day.toml) or \"trace\": contacts replayed from a file in The ONE's\n\
+        "# model: \"random-waypoint\" (the keys here), \"random-walk\" (the same keys and\n\
+         # distance_max_m, the longest leg: as The ONE's RandomWalk), \"market\" (a market day:\n\
+         # see sim/scenarios/market-day.toml) or \"trace\": contacts replayed from a file in The ONE's\n\
          # connection-event format (`<time> CONN <host1> <host2> [<interface>] up|down`):\n\
          # model = \"trace\"\n\
          # path = \"contacts.txt\"\n",

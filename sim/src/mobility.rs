@@ -113,6 +113,67 @@ pub fn random_waypoint(w: &Waypoint, nodes: u32, duration: f64, seed: u64) -> Ve
     )
 }
 
+/// The next point of a random walk from `(x, y)`: a uniform direction and a uniform distance
+/// up to `distance_max`, redrawn until the point lies inside the area (at most 1,000 draws;
+/// then the walker stays where it is).
+pub fn walk_leg(
+    rng: &mut ChaCha20Rng,
+    (x, y): (f64, f64),
+    distance_max: f64,
+    (width, height): (f64, f64),
+) -> (f64, f64) {
+    for _ in 0..1000 {
+        let angle = uniform(rng, 0.0, std::f64::consts::TAU);
+        let d = uniform(rng, 0.0, distance_max);
+        let (nx, ny) = (x + d * angle.cos(), y + d * angle.sin());
+        if nx > 0.0 && ny > 0.0 && nx < width && ny < height {
+            return (nx, ny);
+        }
+    }
+    (x, y)
+}
+
+/// Generates the contacts of `nodes` random walkers (see
+/// [`crate::scenario::Mobility::RandomWalk`]) over `duration` seconds, in time order.
+pub fn random_walk(
+    w: &Waypoint,
+    distance_max: f64,
+    nodes: u32,
+    duration: f64,
+    seed: u64,
+) -> Vec<ContactEvent> {
+    let (width, height) = (w.width, w.height);
+    let (smin, smax, pmax) = (w.speed_min, w.speed_max, w.pause_max);
+    // Where each walker's current leg ends: the start of its next one. Both closures below
+    // use it, one at a time.
+    let ends: std::cell::RefCell<Vec<(f64, f64)>> = std::cell::RefCell::new(Vec::new());
+    walk(
+        nodes,
+        duration,
+        w.step,
+        w.range,
+        (width, height),
+        seed,
+        |_, rng| {
+            let p = (uniform(rng, 0.0, width), uniform(rng, 0.0, height));
+            ends.borrow_mut().push(p);
+            p
+        },
+        |i, rng, first| {
+            let mut ends = ends.borrow_mut();
+            let from = ends[i as usize];
+            let (x, y) = walk_leg(rng, from, distance_max, (width, height));
+            ends[i as usize] = (x, y);
+            Leg {
+                x,
+                y,
+                speed: uniform(rng, smin, smax),
+                pause: if first { 0.0 } else { uniform(rng, 0.0, pmax) },
+            }
+        },
+    )
+}
+
 /// Steps walkers through `duration` seconds and reports who is within `range` of whom.
 /// `start` places node `i`; `next` gives its next leg (`first` is true for the first one).
 // Grid coordinates and step counts are small and non-negative.

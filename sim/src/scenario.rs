@@ -106,6 +106,28 @@ pub enum Mobility {
         #[serde(default)]
         warmup_s: f64,
     },
+    /// Random walk (as The ONE's `RandomWalk`): each leg goes from where the node is, in a
+    /// uniform random direction, a uniform random distance up to `distance_max_m`, redrawn
+    /// until it ends inside the area; then a uniform random pause.
+    RandomWalk {
+        /// Width of the area in metres.
+        width_m: f64,
+        /// Height of the area in metres.
+        height_m: f64,
+        /// Slowest speed, m/s.
+        speed_min: f64,
+        /// Fastest speed, m/s.
+        speed_max: f64,
+        /// Longest leg, m (The ONE's default: 50).
+        distance_max_m: f64,
+        /// Longest pause after a leg, s.
+        pause_max_s: f64,
+        /// Time step of the movement and contact detection, s.
+        step_s: f64,
+        /// Seconds the nodes walk before the run starts.
+        #[serde(default)]
+        warmup_s: f64,
+    },
     /// A market day. Nodes in the order of `[payments]`: vendors sit at stalls laid out on a
     /// grid in the market; gateways stand at the place with signal, `signal_distance_m` east
     /// of the market; the first `agents` shoppers walk between the market and the signal and
@@ -349,15 +371,9 @@ impl Scenario {
         Ok(s)
     }
 
-    /// Checks ranges.
-    pub fn check(&self) -> Result<(), ScenarioError> {
+    /// Checks the mobility model's ranges.
+    fn check_mobility(&self) -> Result<(), ScenarioError> {
         let bad = |m: &str| Err(ScenarioError::Invalid(m.to_owned()));
-        if self.nodes < 2 {
-            return bad("nodes: at least 2");
-        }
-        if self.duration_s.is_nan() || self.duration_s <= 0.0 {
-            return bad("duration_s: positive");
-        }
         if let Mobility::Market {
             width_m,
             height_m,
@@ -399,6 +415,45 @@ impl Scenario {
                 return bad("pause_max_s >= 0 and step_s > 0");
             }
         }
+        if let Mobility::RandomWalk {
+            width_m,
+            height_m,
+            speed_min,
+            speed_max,
+            distance_max_m,
+            pause_max_s,
+            step_s,
+            warmup_s,
+        } = &self.mobility
+        {
+            let ok = *width_m > 0.0
+                && *height_m > 0.0
+                && *speed_min > 0.0
+                && speed_max >= speed_min
+                && *distance_max_m > 0.0
+                && *pause_max_s >= 0.0
+                && *step_s > 0.0
+                && warmup_s.is_finite()
+                && *warmup_s >= 0.0;
+            if !ok {
+                return bad(
+                    "random-walk: positive area, 0 < speed_min <= speed_max, distance_max_m > 0, pause_max_s >= 0, step_s > 0, warmup_s >= 0",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks ranges.
+    pub fn check(&self) -> Result<(), ScenarioError> {
+        let bad = |m: &str| Err(ScenarioError::Invalid(m.to_owned()));
+        if self.nodes < 2 {
+            return bad("nodes: at least 2");
+        }
+        if self.duration_s.is_nan() || self.duration_s <= 0.0 {
+            return bad("duration_s: positive");
+        }
+        self.check_mobility()?;
         if self.radio.range_m.is_nan()
             || self.radio.range_m <= 0.0
             || self.radio.setup_s < 0.0

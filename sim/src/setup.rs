@@ -86,6 +86,33 @@ pub(crate) fn contacts(
             scenario.duration_s,
             scenario.seed,
         ),
+        Mobility::RandomWalk {
+            width_m,
+            height_m,
+            speed_min,
+            speed_max,
+            distance_max_m,
+            pause_max_s,
+            step_s,
+            warmup_s,
+        } => mobility::after_warmup(
+            mobility::random_walk(
+                &Waypoint {
+                    width: *width_m,
+                    height: *height_m,
+                    speed_min: *speed_min,
+                    speed_max: *speed_max,
+                    pause_max: *pause_max_s,
+                    step: *step_s,
+                    range: scenario.radio.range_m,
+                },
+                *distance_max_m,
+                n,
+                scenario.duration_s + warmup_s,
+                scenario.seed,
+            ),
+            crate::engine::ms(*warmup_s),
+        ),
         Mobility::Trace { path } => {
             let c = crate::trace::parse_connections(&read(path)?).map_err(|e| RunError::Trace {
                 path: path.display().to_string(),

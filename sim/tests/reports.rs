@@ -127,3 +127,55 @@ fn the_one_reports_agree_with_the_run() {
     assert_eq!(counted, durations.len() as u64);
     assert!(histogram.ends_with(" 0\n"));
 }
+
+/// Random walk's legs start where the walker is, go at most `distance_max` and stay inside the
+/// area, even from a corner; so walkers stay near where they began, and far fewer pairs ever
+/// meet than under random waypoint in the same area and time.
+#[test]
+fn random_walk_legs_are_short_and_stay_local() {
+    use rand_core::SeedableRng as _;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+    for from in [(0.5, 0.5), (50.0, 50.0), (99.9, 0.1)] {
+        for _ in 0..2_000 {
+            let (x, y) = meshpay_sim::mobility::walk_leg(&mut rng, from, 10.0, (100.0, 100.0));
+            assert!(x > 0.0 && y > 0.0 && x < 100.0 && y < 100.0);
+            assert!(((x - from.0).powi(2) + (y - from.1).powi(2)).sqrt() <= 10.0);
+        }
+    }
+    let walk = |distance_max_m: Option<f64>| {
+        let mut s = walkers(0.0);
+        s.nodes = 40;
+        s.duration_s = 1_800.0;
+        s.mobility = match distance_max_m {
+            Some(d) => Mobility::RandomWalk {
+                width_m: 1_000.0,
+                height_m: 1_000.0,
+                speed_min: 1.0,
+                speed_max: 2.0,
+                distance_max_m: d,
+                pause_max_s: 10.0,
+                step_s: 1.0,
+                warmup_s: 0.0,
+            },
+            None => Mobility::RandomWaypoint {
+                width_m: 1_000.0,
+                height_m: 1_000.0,
+                speed_min: 1.0,
+                speed_max: 2.0,
+                pause_max_s: 10.0,
+                step_s: 1.0,
+                warmup_s: 0.0,
+            },
+        };
+        let sim = Sim::new(&s).unwrap();
+        let pairs: std::collections::BTreeSet<(u32, u32)> =
+            sim.contacts().iter().map(|c| (c.a, c.b)).collect();
+        pairs.len()
+    };
+    let (local, waypoint) = (walk(Some(20.0)), walk(None));
+    assert!(local > 0, "nobody met");
+    assert!(
+        local * 2 < waypoint,
+        "random walk {local} pairs, waypoint {waypoint}"
+    );
+}
