@@ -40,23 +40,35 @@ pub(crate) fn contacts(
             pause_max_s,
             step_s,
             warmup_s,
-        } => mobility::after_warmup(
-            mobility::random_waypoint(
-                &Waypoint {
-                    width: *width_m,
-                    height: *height_m,
-                    speed_min: *speed_min,
-                    speed_max: *speed_max,
-                    pause_max: *pause_max_s,
-                    step: *step_s,
-                    range: scenario.radio.range_m,
-                },
-                n,
-                scenario.duration_s + warmup_s,
-                scenario.seed,
-            ),
-            crate::engine::ms(*warmup_s),
-        ),
+        }
+        | Mobility::RandomWalk {
+            width_m,
+            height_m,
+            speed_min,
+            speed_max,
+            pause_max_s,
+            step_s,
+            warmup_s,
+            ..
+        } => {
+            let w = Waypoint {
+                width: *width_m,
+                height: *height_m,
+                speed_min: *speed_min,
+                speed_max: *speed_max,
+                pause_max: *pause_max_s,
+                step: *step_s,
+                range: scenario.radio.range_m,
+            };
+            let (duration, seed) = (scenario.duration_s + warmup_s, scenario.seed);
+            let walked = match &scenario.mobility {
+                Mobility::RandomWalk { distance_max_m, .. } => {
+                    mobility::random_walk(&w, *distance_max_m, n, duration, seed)
+                }
+                _ => mobility::random_waypoint(&w, n, duration, seed),
+            };
+            mobility::after_warmup(walked, crate::engine::ms(*warmup_s))
+        }
         Mobility::Market {
             width_m,
             height_m,
@@ -85,33 +97,6 @@ pub(crate) fn contacts(
             n,
             scenario.duration_s,
             scenario.seed,
-        ),
-        Mobility::RandomWalk {
-            width_m,
-            height_m,
-            speed_min,
-            speed_max,
-            distance_max_m,
-            pause_max_s,
-            step_s,
-            warmup_s,
-        } => mobility::after_warmup(
-            mobility::random_walk(
-                &Waypoint {
-                    width: *width_m,
-                    height: *height_m,
-                    speed_min: *speed_min,
-                    speed_max: *speed_max,
-                    pause_max: *pause_max_s,
-                    step: *step_s,
-                    range: scenario.radio.range_m,
-                },
-                *distance_max_m,
-                n,
-                scenario.duration_s + warmup_s,
-                scenario.seed,
-            ),
-            crate::engine::ms(*warmup_s),
         ),
         Mobility::Trace { path } => {
             let c = crate::trace::parse_connections(&read(path)?).map_err(|e| RunError::Trace {
