@@ -321,7 +321,7 @@ fn concurrent_contacts_share_a_node_radio() {
 fn expired_copies_are_dropped_on_time_even_with_no_contact() {
     let dir = tempfile::tempdir().unwrap();
     // M1 (0 to 3, 60 s to live) goes to node 1 at 10 s; nobody meets anyone after 20 s, and
-    // both copies are dropped when it expires.
+    // both copies are dropped when it expires, each after its time in its buffer.
     let s = traced_with(
         dir.path(),
         "10 CONN 0 1 up\n20 CONN 0 1 down\n",
@@ -331,6 +331,11 @@ fn expired_copies_are_dropped_on_time_even_with_no_contact() {
         |s| s.workload.ttl_s = 60.0,
     );
     assert_eq!((s.relayed, s.dropped, s.delivered), (1, 2, 0), "{s:?}");
+    // Buffer times, by hand: a bundle lives through its expiry second (65 s) and is dropped
+    // at 66 s, so 61 s at node 0 (from 5 s) and 56 s at node 1 (from 10 s); the median is The
+    // ONE's element n/2 of the sorted list.
+    assert!((s.buffertime_avg - 58.5).abs() < 0.01, "{s:?}");
+    assert!((s.buffertime_med - 61.0).abs() < 0.01, "{s:?}");
 }
 
 #[test]

@@ -92,6 +92,8 @@ pub struct Counters {
     pub bundle_bytes: u64,
     /// Largest number of bundles any node held.
     pub peak_buffer: usize,
+    /// How long each copy that left a buffer had been in it, ms.
+    pub buffer_ms: Vec<u64>,
 }
 
 /// The outcome of a run.
@@ -233,6 +235,8 @@ pub struct Sim {
     messages: Vec<MessageRecord>,
     by_id: BTreeMap<Hash, usize>,
     hops: BTreeMap<(u32, usize), u32>,
+    /// When each copy reached each node, ms: its time in the buffer when it leaves.
+    arrived: BTreeMap<(u32, usize), u64>,
     counters: Counters,
     contacts: Vec<ContactEvent>,
     creations: Vec<MessageEvent>,
@@ -294,6 +298,7 @@ impl Sim {
             messages: Vec::new(),
             by_id: BTreeMap::new(),
             hops: BTreeMap::new(),
+            arrived: BTreeMap::new(),
             counters: Counters::default(),
             contacts,
             creations,
@@ -543,6 +548,7 @@ impl Sim {
         match out {
             Output::Commit { id, change } => {
                 if let Change::Mesh(w) = &change {
+                    self.left_buffer(n, w, t);
                     self.wrote(n, w);
                 }
                 self.nodes[n as usize].device.committed(now(t), id, Ok(()));
@@ -578,6 +584,18 @@ impl Sim {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Copies that left node `n`'s buffer at `t` (dropped, expired, handed on or purged):
+    /// how long each was there (The ONE's buffer time).
+    fn left_buffer(&mut self, n: u32, w: &device::MeshWrite, t: u64) {
+        for id in &w.removed {
+            if let Some(&idx) = self.by_id.get(id)
+                && let Some(since) = self.arrived.remove(&(n, idx))
+            {
+                self.counters.buffer_ms.push(t.saturating_sub(since));
+            }
         }
     }
 
@@ -636,6 +654,7 @@ impl Sim {
         });
         self.by_id.insert(id, idx);
         self.hops.insert((m.from, idx), 0);
+        self.arrived.insert((m.from, idx), t);
         let copies = self.routing.initial_copies();
         let node = &mut self.nodes[m.from as usize];
         if !matches!(
@@ -653,6 +672,7 @@ impl Sim {
             if let Some(&idx) = self.by_id.get(id) {
                 let h = self.hops.get(&(from, idx)).copied().unwrap_or(0) + 1;
                 self.hops.entry((to, idx)).or_insert(h);
+                self.arrived.entry((to, idx)).or_insert(at);
                 let m = &mut self.messages[idx];
                 if m.to == to && m.delivered_ms.is_none() {
                     m.delivered_ms = Some(at.max(m.created_ms));
