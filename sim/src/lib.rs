@@ -7,7 +7,8 @@
 //! only decides who meets whom, and when each sync message lands over the nodes' radios.
 //!
 //! - [`scenario`]: TOML scenario files.
-//! - [`mobility`]: random waypoint contacts.
+//! - [`mobility`]: random waypoint, random walk and market-day contacts.
+//! - [`map`]: shortest-path movement on road maps in The ONE's WKT files.
 //! - [`trace`]: The ONE's connection and message-creation formats, in and out.
 //! - [`engine`]: the event loop and its model of a contact.
 //! - [`market`]: the payments workload: wallets, spend books, the issuer's ledger, clones.
@@ -20,6 +21,7 @@
 
 pub mod clock;
 pub mod engine;
+pub mod map;
 pub mod market;
 pub mod mobility;
 pub mod one_reports;

@@ -133,7 +133,8 @@ const OPTIONAL: &[(&str, &str)] = &[
     (
         "model = ",
         "# model: \"random-waypoint\" (the keys here), \"random-walk\" (the same keys and\n\
-         # distance_max_m, the longest leg: as The ONE's RandomWalk), \"market\" (a market day:\n\
+         # distance_max_m, the longest leg: as The ONE's RandomWalk), \"map\" (shortest paths on\n\
+         # road maps in The ONE's WKT files: files = [\"roads.wkt\"], no area keys), \"market\" (a market day:\n\
          # see sim/scenarios/market-day.toml) or \"trace\": contacts replayed from a file in The ONE's\n\
          # connection-event format (`<time> CONN <host1> <host2> [<interface>] up|down`):\n\
          # model = \"trace\"\n\

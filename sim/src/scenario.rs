@@ -128,6 +128,25 @@ pub enum Mobility {
         #[serde(default)]
         warmup_s: f64,
     },
+    /// Shortest paths on a road map (The ONE's `ShortestPathMapBasedMovement`): each node
+    /// starts at a random map point, walks the shortest path to another at a uniform random
+    /// speed, pauses a uniform random time, and again. Maps are The ONE's WKT files
+    /// (`LINESTRING`, `MULTILINESTRING`), Helsinki's included, read as one map.
+    Map {
+        /// The WKT files.
+        files: Vec<PathBuf>,
+        /// Slowest speed, m/s.
+        speed_min: f64,
+        /// Fastest speed, m/s.
+        speed_max: f64,
+        /// Longest pause at a destination, s.
+        pause_max_s: f64,
+        /// Time step of the movement and contact detection, s.
+        step_s: f64,
+        /// Seconds the nodes walk before the run starts.
+        #[serde(default)]
+        warmup_s: f64,
+    },
     /// A market day. Nodes in the order of `[payments]`: vendors sit at stalls laid out on a
     /// grid in the market; gateways stand at the place with signal, `signal_distance_m` east
     /// of the market; the first `agents` shoppers walk between the market and the signal and
@@ -438,6 +457,28 @@ impl Scenario {
             if !ok {
                 return bad(
                     "random-walk: positive area, 0 < speed_min <= speed_max, distance_max_m > 0, pause_max_s >= 0, step_s > 0, warmup_s >= 0",
+                );
+            }
+        }
+        if let Mobility::Map {
+            files,
+            speed_min,
+            speed_max,
+            pause_max_s,
+            step_s,
+            warmup_s,
+        } = &self.mobility
+        {
+            let ok = !files.is_empty()
+                && *speed_min > 0.0
+                && speed_max >= speed_min
+                && *pause_max_s >= 0.0
+                && *step_s > 0.0
+                && warmup_s.is_finite()
+                && *warmup_s >= 0.0;
+            if !ok {
+                return bad(
+                    "map: at least one file, 0 < speed_min <= speed_max, pause_max_s >= 0, step_s > 0, warmup_s >= 0",
                 );
             }
         }

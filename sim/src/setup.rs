@@ -25,6 +25,34 @@ fn read(path: &std::path::Path) -> Result<String, RunError> {
     })
 }
 
+/// The contacts of walkers on the road map in `files`.
+fn map_contacts(
+    scenario: &Scenario,
+    files: &[std::path::PathBuf],
+    walk: &crate::map::MapWalk,
+    warmup_s: f64,
+) -> Result<Vec<ContactEvent>, RunError> {
+    let texts = files
+        .iter()
+        .map(|f| read(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let map = crate::map::RoadMap::from_wkt(&refs).map_err(|e| RunError::Trace {
+        path: files
+            .get(e.file)
+            .map_or_else(String::new, |f| f.display().to_string()),
+        why: e.to_string(),
+    })?;
+    let walked = crate::map::map_walk(
+        &map,
+        walk,
+        scenario.nodes,
+        scenario.duration_s + warmup_s,
+        scenario.seed,
+    );
+    Ok(mobility::after_warmup(walked, crate::engine::ms(warmup_s)))
+}
+
 /// The contacts a run replays: from the mobility model (drawn from the seed) or a trace.
 pub(crate) fn contacts(
     scenario: &Scenario,
@@ -98,6 +126,25 @@ pub(crate) fn contacts(
             scenario.duration_s,
             scenario.seed,
         ),
+        Mobility::Map {
+            files,
+            speed_min,
+            speed_max,
+            pause_max_s,
+            step_s,
+            warmup_s,
+        } => map_contacts(
+            scenario,
+            files,
+            &crate::map::MapWalk {
+                speed_min: *speed_min,
+                speed_max: *speed_max,
+                pause_max: *pause_max_s,
+                step: *step_s,
+                range: scenario.radio.range_m,
+            },
+            *warmup_s,
+        )?,
         Mobility::Trace { path } => {
             let c = crate::trace::parse_connections(&read(path)?).map_err(|e| RunError::Trace {
                 path: path.display().to_string(),

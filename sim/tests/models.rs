@@ -1,4 +1,4 @@
-//! A random-waypoint warm-up, and the reports in The ONE's own formats.
+//! Mobility models (warm-up, random walk, road maps) and the reports in The ONE's own formats.
 
 use meshpay_sim::mobility::after_warmup;
 use meshpay_sim::one_reports;
@@ -177,5 +177,55 @@ fn random_walk_legs_are_short_and_stay_local() {
     assert!(
         local * 2 < waypoint,
         "random walk {local} pairs, waypoint {waypoint}"
+    );
+}
+
+/// Walkers on a street grid meet far more often than random-waypoint walkers in the same
+/// 500 m square, since they share the streets; the scenario in the repository runs.
+#[test]
+fn walkers_on_a_street_grid_meet_on_the_streets() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("sim/scenarios/map-grid-epidemic.toml")).unwrap();
+    let mut s = Scenario::from_toml(&text).unwrap();
+    if let Mobility::Map { files, .. } = &mut s.mobility {
+        for f in files.iter_mut() {
+            *f = root.join(&*f);
+        }
+    }
+    s.duration_s = 3_600.0;
+    let on_map = Sim::new(&s).unwrap();
+    let mut open = s.clone();
+    open.mobility = Mobility::RandomWaypoint {
+        width_m: 500.0,
+        height_m: 500.0,
+        speed_min: 0.5,
+        speed_max: 1.5,
+        pause_max_s: 120.0,
+        step_s: 1.0,
+        warmup_s: 600.0,
+    };
+    let in_square = Sim::new(&open).unwrap();
+    let ups = |sim: &Sim| sim.contacts().iter().filter(|c| c.link == Link::Up).count();
+    let (streets, square) = (ups(&on_map), ups(&in_square));
+    assert!(
+        streets * 2 > square * 3,
+        "{streets} contacts on the streets, {square} in the square"
+    );
+    let stats = meshpay_sim::Stats::of(&on_map.run(|_| {}), &s.name, s.seed);
+    assert!(stats.delivered > 0, "{stats:?}");
+    // A file that is not a map is refused, naming it.
+    let bad = root.join("sim/scenarios/map-grid-epidemic.toml");
+    s.mobility = Mobility::Map {
+        files: vec![bad],
+        speed_min: 1.0,
+        speed_max: 1.0,
+        pause_max_s: 0.0,
+        step_s: 1.0,
+        warmup_s: 0.0,
+    };
+    let err = Sim::new(&s).err().expect("refused").to_string();
+    assert!(
+        err.contains("map-grid-epidemic.toml") && err.contains("line"),
+        "{err}"
     );
 }
