@@ -122,6 +122,10 @@ const NOTES: &[(&str, &str)] = &[
         "false: a message that reached its destination goes no further",
     ),
     (
+        "drop",
+        "full buffer: \"meshpay\" (refuse the newcomer, fair shares) or \"oldest\" (The ONE's)",
+    ),
+    (
         "halve_to_destination",
         "spray-and-wait halves copies on delivery too (The ONE's binary mode)",
     ),

@@ -333,6 +333,9 @@ pub struct RoutingConfig {
     pub relay_delivered: bool,
     /// Spray-and-wait halves a holder's copies on a hand-over to the destination too.
     pub halve_to_destination: bool,
+    /// When a buffer is full: "meshpay" (refuse a newcomer rather than evict, with fair
+    /// shares per sender) or "oldest" (drop what arrived first, as The ONE does).
+    pub drop: String,
 }
 
 impl RoutingConfig {
@@ -366,6 +369,7 @@ impl Default for RoutingConfig {
             destination_first: false,
             relay_delivered: true,
             halve_to_destination: false,
+            drop: "meshpay".into(),
         }
     }
 }
@@ -524,6 +528,9 @@ impl Scenario {
             return bad(
                 "payments: vendors >= 1, vendors + gateways < nodes, 0 <= pay_prob <= 1, 1 <= amount_min <= amount_max <= allowance",
             );
+        }
+        if !matches!(self.routing.drop.as_str(), "meshpay" | "oldest") {
+            return bad("routing.drop: \"meshpay\" or \"oldest\"");
         }
         if self.routing.policy().is_none() {
             return bad("routing.order: \"meshpay\", \"fifo\" or \"random\"");

@@ -200,14 +200,18 @@ pub(crate) fn devices(
                 sent: Vec::new(),
                 received: Vec::new(),
                 requests: Vec::new(),
-                store: BundleStore::new(StoreConfig {
-                    max_bytes: scenario.routing.buffer_kb << 10,
-                    max_bundles: usize::MAX,
-                    max_bytes_per_origin: scenario.routing.buffer_kb << 10,
-                    issuers: None,
-                    bodies_in_memory: true,
-                    accept_messages: true,
-                }),
+                store: {
+                    let mut store = BundleStore::new(StoreConfig {
+                        max_bytes: scenario.routing.buffer_kb << 10,
+                        max_bundles: usize::MAX,
+                        max_bytes_per_origin: scenario.routing.buffer_kb << 10,
+                        issuers: None,
+                        bodies_in_memory: true,
+                        accept_messages: true,
+                    });
+                    store.set_drop_oldest(scenario.routing.drop == "oldest");
+                    store
+                },
                 seed,
                 secrets: Box::new(ChaCha20Rng::from_seed(seed.map(|b| b ^ 0x5a))),
             };

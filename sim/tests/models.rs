@@ -229,3 +229,46 @@ fn walkers_on_a_street_grid_meet_on_the_streets() {
         "{err}"
     );
 }
+
+/// The ONE's drop policy against meshpay's, by hand: node 0 makes three 500-byte messages for
+/// node 1 with room for two, then meets node 1. Dropping the oldest keeps M2 and M3; meshpay
+/// refuses the newcomer and keeps M1 and M2.
+#[test]
+fn a_full_buffer_drops_the_oldest_or_refuses_the_newcomer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, m) = (dir.path().join("c.txt"), dir.path().join("m.txt"));
+    std::fs::write(&c, "100 CONN 0 1 up\n200 CONN 0 1 down\n").unwrap();
+    std::fs::write(&m, "1 C M1 0 1 500\n2 C M2 0 1 500\n3 C M3 0 1 500\n").unwrap();
+    let delivered = |drop: &str| {
+        let s = Scenario {
+            name: "drop".into(),
+            nodes: 2,
+            duration_s: 300.0,
+            mobility: Mobility::Trace { path: c.clone() },
+            workload: Workload {
+                trace: Some(m.clone()),
+                ..Workload::default()
+            },
+            routing: RoutingConfig {
+                buffer_kb: 1,
+                drop: drop.into(),
+                ..RoutingConfig::default()
+            },
+            ..Scenario::default()
+        };
+        let outcome = Sim::new(&s).unwrap().run(|_| {});
+        let mut names: Vec<String> = outcome
+            .messages
+            .iter()
+            .filter(|r| r.delivered_ms.is_some())
+            .map(|r| r.name.clone())
+            .collect();
+        names.sort();
+        (names, outcome.counters.dropped)
+    };
+    assert_eq!(delivered("oldest"), (vec!["M2".into(), "M3".into()], 1));
+    assert_eq!(delivered("meshpay"), (vec!["M1".into(), "M2".into()], 1));
+    let mut bad = Scenario::default();
+    bad.routing.drop = "newest".into();
+    assert!(Sim::new(&bad).is_err());
+}

@@ -92,6 +92,10 @@ pub struct BundleStore {
     sync_snapshot: std::sync::Mutex<Option<SyncList>>,
     bytes: u64,
     changes: Changes,
+    /// Simulation only: when full, drop the bundle that arrived first (The ONE's policy).
+    drop_oldest: bool,
+    /// Arrival order of every held bundle, kept when `drop_oldest` is set.
+    by_arrival: BTreeSet<(u64, Hash)>,
 }
 
 impl std::fmt::Debug for BundleStore {
@@ -111,6 +115,14 @@ impl BundleStore {
             config,
             ..Self::default()
         }
+    }
+
+    /// For simulations that compare with The ONE: when full, make room by dropping the
+    /// bundles that arrived first, whoever sent them and whatever their kind (The ONE's
+    /// `ActiveRouter` drops the oldest received). Nodes never do this: a stranger could flush
+    /// their records out. Set it before the first insert.
+    pub fn set_drop_oldest(&mut self, on: bool) {
+        self.drop_oldest = on;
     }
 
     /// Installs the reader of bodies the driver stores.
@@ -396,6 +408,9 @@ impl BundleStore {
             self.arrivals += 1;
             self.arrivals
         };
+        if self.drop_oldest {
+            self.by_arrival.insert((arrival, meta.id));
+        }
         if origin != Origin::Local {
             let key = (rank(meta.kind), arrival, meta.id);
             self.evictable.insert(key);
@@ -447,6 +462,7 @@ impl BundleStore {
             }
             self.set_weight(e.origin, before, after);
         }
+        self.by_arrival.remove(&(e.arrival, e.meta.id));
         if e.origin != Origin::Local {
             let key = (rank(e.meta.kind), e.arrival, e.meta.id);
             self.evictable.remove(&key);
@@ -523,6 +539,20 @@ impl BundleStore {
     /// `false` (and evicts nothing more) when the newcomer is to be refused.
     fn make_room(&mut self, meta: &Meta, origin: Origin) -> bool {
         let size = u64::from(meta.size);
+        if self.drop_oldest {
+            if size > self.config.max_bytes {
+                return false;
+            }
+            while self.bytes + size > self.config.max_bytes
+                || self.entries.len() >= self.config.max_bundles
+            {
+                let Some(&(_, oldest)) = self.by_arrival.first() else {
+                    return false;
+                };
+                self.remove(&oldest);
+            }
+            return true;
+        }
         if origin != Origin::Local
             && self.per_origin.get(&origin).copied().unwrap_or(0) + size
                 > self.config.max_bytes_per_origin

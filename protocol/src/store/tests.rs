@@ -242,3 +242,60 @@ fn two_notices_for_one_slot_become_a_fraud_proof() {
     let proof = Bundle::decode(&s.body(&first.meta.id).expect("held")).expect("decodes");
     assert_eq!(proof.verify(T0), Ok(()));
 }
+
+/// The ONE's drop policy, for simulations: a full store drops what arrived first, even its
+/// own or a heavier origin's, and refuses only a bundle larger than the whole store.
+#[test]
+fn drop_oldest_makes_room_by_arrival() {
+    let rs = records(5);
+    let size = u64::from(rs[0].meta().size);
+    let mut s = BundleStore::new(StoreConfig {
+        max_bytes: size * 3 + 16,
+        max_bundles: 100,
+        max_bytes_per_origin: size * 3 + 16,
+        issuers: None,
+        bodies_in_memory: true,
+        accept_messages: false,
+    });
+    s.set_drop_oldest(true);
+    let (p, q) = (Origin::Peer([1; 32]), Origin::Peer([2; 32]));
+    for (r, o) in [(&rs[0], Origin::Local), (&rs[1], p), (&rs[2], q)] {
+        assert!(matches!(s.insert(r.bytes(), o, 0, T0), Admission::Added(_)));
+    }
+    s.take_changes();
+    // Full: the node's own bundle arrived first, so it goes.
+    assert!(matches!(
+        s.insert(rs[3].bytes(), q, 0, T0),
+        Admission::Added(_)
+    ));
+    assert_eq!(s.take_changes().removed, vec![rs[0].id()]);
+    assert!(matches!(
+        s.insert(rs[4].bytes(), p, 0, T0),
+        Admission::Added(_)
+    ));
+    assert_eq!(s.take_changes().removed, vec![rs[1].id()]);
+    let held: Vec<Hash> = [2, 3, 4].iter().map(|&i| rs[i].id()).collect();
+    assert!(held.iter().all(|id| s.contains(id)));
+    assert_eq!(s.len(), 3);
+    // Without the option, the same inserts refuse instead (q already holds its quota).
+    let mut fair = BundleStore::new(StoreConfig {
+        max_bytes: size * 3 + 16,
+        max_bundles: 100,
+        max_bytes_per_origin: size * 2 + 8,
+        issuers: None,
+        bodies_in_memory: true,
+        accept_messages: false,
+    });
+    for (r, o) in [(&rs[0], Origin::Local), (&rs[1], p), (&rs[2], q)] {
+        assert!(matches!(
+            fair.insert(r.bytes(), o, 0, T0),
+            Admission::Added(_)
+        ));
+    }
+    assert!(fair.contains(&rs[0].id()));
+    let _ = fair.insert(rs[3].bytes(), q, 0, T0);
+    assert!(
+        fair.contains(&rs[0].id()),
+        "the node's own record was evicted"
+    );
+}
