@@ -110,6 +110,7 @@ order = "random"
 destination_first = true
 relay_delivered = false
 halve_to_destination = true
+drop = "oldest"
 TOML
   ours=$("$sim" run "$work/sim-$3-$1.toml" --quiet --format csv | awk -F, 'NR == 2 {printf "%d, %.0f s", $8, $11}')
   printf '%-10s %-15s %22s %22s\n' "$1" "$3" "$theirs" "$ours"
