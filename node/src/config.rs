@@ -183,6 +183,7 @@ impl MeshConfig {
             "epidemic" => Routing::Epidemic,
             "spray-and-wait" => Routing::SprayAndWait {
                 copies: self.copies.max(1),
+                spray: meshpay_protocol::sync::Spray::Binary,
             },
             "direct" => Routing::Direct,
             other => return Err(ConfigError::Routing(other.to_owned())),

@@ -81,6 +81,15 @@ enum Command {
 /// What the link and forwarding keys mean, shown above them in `example`.
 const NOTES: &[(&str, &str)] = &[
     (
+        "routing",
+        "\"epidemic\" (meshpay's own), \"spray-and-wait\" or \"direct\"",
+    ),
+    (
+        "spray_mode",
+        "spray-and-wait: \"binary\" (a holder gives half its copies) or \"source\" (only the \
+         source gives, one copy a peer; relays wait)",
+    ),
+    (
         "bitrate_bps",
         "bits per second of one radio, shared by all its contacts (0: no limit)",
     ),
@@ -400,6 +409,7 @@ mod tests {
         let text = annotate(&toml::to_string(&Scenario::default()).unwrap());
         assert!(text.contains("# \"half\": a radio sends or receives"));
         assert!(text.contains("# hand a peer what it is the destination of"));
+        assert!(text.contains("\"source\" (only the source gives"), "{text}");
         assert!(text.contains("# model = \"trace\""), "{text}");
         assert!(text.contains("# trace = \"messages.txt\""), "{text}");
         assert_eq!(Scenario::from_toml(&text).unwrap(), Scenario::default());

@@ -269,6 +269,9 @@ pub struct RoutingConfig {
     pub routing: String,
     /// Copies under spray-and-wait.
     pub copies: u32,
+    /// How spray-and-wait shares copies: "binary" (a holder of `n > 1` gives half, so relays
+    /// spray too) or "source" (only the source gives, one copy a peer; relays wait).
+    pub spray_mode: String,
     /// Buffer per node, kilobytes.
     pub buffer_kb: u64,
     /// 0: a node that takes something new syncs again at once with every peer in range (as
@@ -313,6 +316,7 @@ impl Default for RoutingConfig {
         Self {
             routing: "epidemic".into(),
             copies: 6,
+            spray_mode: "binary".into(),
             buffer_kb: 5 * 1024,
             resync_s: 0.0,
             bundles_per_message: 0,
@@ -423,6 +427,9 @@ impl Scenario {
         if self.routing.policy().is_none() {
             return bad("routing.order: \"meshpay\", \"fifo\" or \"random\"");
         }
+        if !matches!(self.routing.spray_mode.as_str(), "binary" | "source") {
+            return bad("routing.spray_mode: \"binary\" or \"source\"");
+        }
         if self.routing().is_none() {
             return bad("routing: \"epidemic\", \"spray-and-wait\" or \"direct\"");
         }
@@ -431,11 +438,16 @@ impl Scenario {
 
     /// The routing choice.
     pub fn routing(&self) -> Option<meshpay_protocol::sync::Routing> {
-        use meshpay_protocol::sync::Routing;
+        use meshpay_protocol::sync::{Routing, Spray};
         Some(match self.routing.routing.as_str() {
             "epidemic" => Routing::Epidemic,
             "spray-and-wait" => Routing::SprayAndWait {
                 copies: self.routing.copies.max(1),
+                spray: match self.routing.spray_mode.as_str() {
+                    "binary" => Spray::Binary,
+                    "source" => Spray::Source,
+                    _ => return None,
+                },
             },
             "direct" => Routing::Direct,
             _ => return None,

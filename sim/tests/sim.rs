@@ -568,3 +568,34 @@ fn a_delivered_message_stops_at_its_destination_and_spray_and_wait_halves_on_del
     });
     assert_eq!((halve.relayed, halve.delivered), (1, 1), "{halve:?}");
 }
+
+#[test]
+fn source_spray_and_wait_hands_out_single_copies_from_the_source_only() {
+    let dir = tempfile::tempdir().unwrap();
+    // M1 (0 → 3, four copies) meets the chain 0–1, 1–2, 2–3, then 0–2 and 2–3 again.
+    let contacts = "10 CONN 0 1 up\n20 CONN 0 1 down\n30 CONN 1 2 up\n40 CONN 1 2 down\n\
+                    50 CONN 2 3 up\n60 CONN 2 3 down\n65 CONN 0 2 up\n70 CONN 0 2 down\n\
+                    80 CONN 2 3 up\n90 CONN 2 3 down\n";
+    let m = "5 C M1 0 3 500\n";
+    // Binary: 0 gives 1 two copies, 1 gives 2 one, 2 delivers at 50 s. Source: 1 gets one
+    // copy and waits; 2 gets one from 0 at 65 s and delivers at 80 s.
+    for (mode, latency) in [("binary", 45.0), ("source", 75.0)] {
+        let s = traced_with(
+            dir.path(),
+            contacts,
+            m,
+            radio(0, 0.0, 0.0),
+            "spray-and-wait",
+            |s| {
+                s.routing.copies = 4;
+                s.routing.spray_mode = mode.into();
+            },
+        );
+        assert_eq!((s.relayed, s.delivered), (3, 1), "{mode}: {s:?}");
+        assert!((s.latency_avg - latency).abs() < 1e-9, "{mode}: {s:?}");
+    }
+    // A scenario without the key is binary, as before; an unknown mode is refused.
+    let old = Scenario::from_toml("[routing]\nrouting = \"spray-and-wait\"\n").unwrap();
+    assert_eq!(old.routing.spray_mode, "binary");
+    assert!(Scenario::from_toml("[routing]\nspray_mode = \"both\"\n").is_err());
+}

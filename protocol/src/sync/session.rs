@@ -33,22 +33,46 @@ const ROOM: usize = 1700;
 pub enum Routing {
     /// To every peer that lacks them, until a receipt purges them.
     Epidemic,
-    /// Binary spray-and-wait (Spyropoulos et al. 2005): a record starts with `copies` tokens;
-    /// a holder with `n > 1` gives `n / 2` to a peer that lacks it; with one token it waits
-    /// for a gateway.
+    /// Spray-and-wait (Spyropoulos, Psounis and Raghavendra, WDTN 2005): a record starts with
+    /// `copies` tokens and hands them out as `spray` says; a holder with one token waits for
+    /// a gateway.
     SprayAndWait {
         /// Tokens a new record starts with.
         copies: u32,
+        /// How a holder with more than one token shares them.
+        spray: Spray,
     },
     /// Only from the node that made the record to a gateway.
     Direct,
+}
+
+/// How spray-and-wait shares copy tokens with a peer that lacks the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Spray {
+    /// Binary: a holder of `n > 1` tokens gives `⌊n/2⌋` and keeps the rest, so relays spray
+    /// too (the paper's faster variant).
+    #[default]
+    Binary,
+    /// Source: a holder of `n > 1` tokens gives one and keeps `n − 1`. Only the source ever
+    /// holds more than one, so relays wait from the start (the paper's source spray).
+    Source,
+}
+
+impl Spray {
+    /// Tokens a holder of `n > 1` gives a peer.
+    pub fn give(self, n: u32) -> u32 {
+        match self {
+            Spray::Binary => n / 2,
+            Spray::Source => n.min(1),
+        }
+    }
 }
 
 impl Routing {
     /// Copy tokens a record made on this node starts with (0: no limit).
     pub fn initial_copies(self) -> u32 {
         match self {
-            Routing::SprayAndWait { copies } => copies.max(1),
+            Routing::SprayAndWait { copies, .. } => copies.max(1),
             Routing::Epidemic | Routing::Direct => 0,
         }
     }
@@ -83,8 +107,9 @@ pub struct Policy {
     /// A message that reached its destination is handed on from there (false: it stops
     /// there, as a delivered message does in The ONE).
     pub relay_delivered: bool,
-    /// Spray-and-wait halves the copies on a hand-over to the destination too (as The ONE's
-    /// router does on every transfer); otherwise the holder keeps them all.
+    /// Spray-and-wait gives up copies on a hand-over to the destination too, as on any other
+    /// (The ONE's router does so on every transfer: half in binary mode, one in source mode);
+    /// otherwise the holder keeps them all.
     pub halve_to_destination: bool,
 }
 

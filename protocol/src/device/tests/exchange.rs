@@ -24,7 +24,10 @@ fn sprayer(n: u8) -> Device {
     carrier_with(
         n,
         DeviceConfig {
-            routing: crate::sync::Routing::SprayAndWait { copies: 6 },
+            routing: crate::sync::Routing::SprayAndWait {
+                copies: 6,
+                spray: crate::sync::Spray::Binary,
+            },
             ..quiet()
         },
     )

@@ -58,20 +58,23 @@ impl Session {
             return None;
         }
         if self.to_destination(entry, store) {
-            let keep = if self.cfg.policy.halve_to_destination && entry.copies > 1 {
-                entry.copies - entry.copies / 2
-            } else {
-                entry.copies
+            let keep = match self.cfg.routing {
+                Routing::SprayAndWait { spray, .. }
+                    if self.cfg.policy.halve_to_destination && entry.copies > 1 =>
+                {
+                    entry.copies - spray.give(entry.copies)
+                }
+                _ => entry.copies,
             };
             return Some((entry.copies.min(1), keep));
         }
         match self.cfg.routing {
             Routing::Epidemic => Some((0, entry.copies)),
             Routing::Direct => None,
-            Routing::SprayAndWait { .. } => match entry.copies {
+            Routing::SprayAndWait { spray, .. } => match entry.copies {
                 0 => Some((0, 0)),
                 1 => None,
-                n => Some((n / 2, n - n / 2)),
+                n => Some((spray.give(n), n - spray.give(n))),
             },
         }
     }
