@@ -2,27 +2,43 @@
 //! others through whole sync sessions.
 
 use meshpay_protocol::bundle::{Bundle, Content};
+use meshpay_protocol::objects::UnixTime;
+use meshpay_protocol::prophet::{device_endpoint, issuer_endpoint};
 use meshpay_protocol::store::{BundleStore, Origin, StoreConfig};
-use meshpay_protocol::sync::{Party, Routing, Spray, contact};
+use meshpay_protocol::sync::{Party, Routing, Spray, SyncMessage, contact};
 use meshpay_protocol::testkit::{
     T0, allowance, device, issuer, pay, request, sealed, session_config, wallet,
 };
-use meshpay_protocol::{Hash, IssuerId};
+use meshpay_protocol::{DecodeError, Hash, IssuerId, decode};
 
 /// A contact under `routing` between device `x` (`a`, initiator) and device `y` (`b`), which
 /// is a gateway for `gateway_for`, at `T0`.
 fn routed(
+    a: (&mut BundleStore, u8),
+    b: (&mut BundleStore, u8),
+    routing: Routing,
+    gateway_for: Vec<IssuerId>,
+    salt: u64,
+) {
+    routed_at(a, b, routing, gateway_for, salt, T0);
+}
+
+/// As [`routed`], at `now`.
+fn routed_at(
     (a, x): (&mut BundleStore, u8),
     (b, y): (&mut BundleStore, u8),
     routing: Routing,
     gateway_for: Vec<IssuerId>,
     salt: u64,
+    now: UnixTime,
 ) {
     let mut ca = session_config(x, y, u64::MAX);
     ca.routing = routing;
+    ca.now = now;
     let mut cb = session_config(y, x, u64::MAX);
     cb.routing = routing;
     cb.gateway_for = gateway_for;
+    cb.now = now;
     let (ka, kb) = (device(x), device(y));
     contact(
         Party {
@@ -124,4 +140,106 @@ fn source_spray_gives_one_token_a_peer_and_relays_wait() {
         [&src, &ann, &bob].map(|x| tokens(x, &id)),
         [Some(2), Some(1), Some(1)]
     );
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[test]
+fn prophet_hands_a_record_only_to_a_peer_likelier_to_reach_its_gateway() {
+    // S (device 1) holds a record; A (2) meets the gateway G (4) at T0; two units later S
+    // meets A, then B (3), and B meets A; a unit later A meets G again.
+    let (record, mut src) = sprayed_record(0);
+    let id = record.id();
+    let iss = issuer_endpoint(&issuer().id());
+    let gateway = || vec![issuer().id()];
+    let p = Routing::Prophet;
+    let [mut ann, mut bob, mut gate] =
+        std::array::from_fn(|_| BundleStore::new(StoreConfig::default()));
+    routed_at((&mut ann, 2), (&mut gate, 4), p, gateway(), 1, T0);
+    // Meeting the gateway is meeting its issuer: 0 + (1 − 0) · 0.75 for both.
+    let g = device_endpoint(&device(4).public());
+    assert!(close(ann.predictions().get(g), 0.75));
+    assert!(close(ann.predictions().get(iss), 0.75));
+    // A's vector, aged two units: 0.75 · 0.98² = 0.7203. S: P(S,A) = 0.75 and, by
+    // transitivity, P(S,I) = 0.75 · 0.7203 · 0.25 = 0.13505625 < 0.7203: A gets the record.
+    routed_at((&mut src, 1), (&mut ann, 2), p, Vec::new(), 2, T0 + 60);
+    assert!(close(src.predictions().get(iss), 0.135_056_25));
+    assert!(close(ann.predictions().get(iss), 0.7203));
+    assert!(ann.contains(&id));
+    // B knows nothing of I: it gets nothing, and learns P(B,I) = 0.75 · 0.13505625 · 0.25.
+    routed_at((&mut src, 1), (&mut bob, 3), p, Vec::new(), 3, T0 + 60);
+    assert!(!bob.contains(&id));
+    assert!(close(bob.predictions().get(iss), 0.025_323_046_875));
+    let a = device_endpoint(&device(2).public());
+    assert!(
+        close(bob.predictions().get(a), 0.140_625),
+        "0.75 · 0.75 · 0.25"
+    );
+    // A is likelier than B: nothing goes from A to B. Ten seconds later the same contact
+    // again is the same encounter and changes nothing.
+    routed_at((&mut bob, 3), (&mut ann, 2), p, Vec::new(), 4, T0 + 60);
+    assert!(!bob.contains(&id));
+    let before = bob.predictions().get(a);
+    assert!(close(before, 0.140_625 + 0.859_375 * 0.75), "met: eq. 1");
+    routed_at((&mut bob, 3), (&mut ann, 2), p, Vec::new(), 5, T0 + 70);
+    assert!(close(bob.predictions().get(a), before));
+    // The gateway gets it from A; the source still holds its copy.
+    routed_at((&mut ann, 2), (&mut gate, 4), p, gateway(), 6, T0 + 90);
+    assert!(gate.contains(&id));
+    assert!(src.contains(&id));
+}
+
+#[test]
+fn prophet_vectors_fill_the_first_messages_within_the_size_limit() {
+    // Both sides know 200 endpoints (they send their 96 likeliest) and hold enough bundles
+    // that the responder lists its keys: every message still decodes (at most 2000 bytes).
+    let many: Vec<(u64, f64)> = (0..200u64).map(|e| (e + 10, 0.5)).collect();
+    let mut a = BundleStore::new(StoreConfig::default());
+    let mut b = BundleStore::new(StoreConfig::default());
+    for (s, ids) in [(&mut a, 0..100u64), (&mut b, 40..400u64)] {
+        s.predictions_mut().meet(&[1], &many, &[], T0 - 100);
+        for i in ids {
+            s.insert(
+                meshpay_protocol::testkit::receipt_bundle(i).bytes(),
+                Origin::Local,
+                0,
+                T0,
+            );
+        }
+    }
+    routed((&mut a, 1), (&mut b, 2), Routing::Prophet, Vec::new(), 1);
+    assert_eq!((a.len(), b.len()), (400, 400));
+}
+
+#[test]
+fn vectors_too_long_ragged_or_out_of_order_are_refused() {
+    let mut cfg = session_config(1, 2, u64::MAX);
+    cfg.routing = Routing::Prophet;
+    let (_, open) = meshpay_protocol::sync::Session::initiate(
+        cfg,
+        &BundleStore::new(StoreConfig::default()),
+        1,
+    );
+    let with = |entries: &[(u64, u32)], extra: usize| {
+        let mut m = open.clone();
+        m.predictions.0 = entries
+            .iter()
+            .flat_map(|(e, v)| [e.to_le_bytes().to_vec(), v.to_le_bytes().to_vec()].concat())
+            .chain(std::iter::repeat_n(0, extra))
+            .collect();
+        match decode::<SyncMessage>(&m.encode()) {
+            Ok(_) => "ok",
+            Err(DecodeError::InvalidField { field, .. }) => field,
+            Err(_) => "other",
+        }
+    };
+    let full: Vec<(u64, u32)> = (0..96).map(|e| (e, 1)).collect();
+    assert_eq!(with(&full, 0), "ok");
+    let over: Vec<(u64, u32)> = (0..97).map(|e| (e, 1)).collect();
+    assert_eq!(with(&over, 0), "at most 96 predictions");
+    assert_eq!(with(&full[..2], 5), "predictions are 12 bytes each");
+    assert_eq!(with(&[(5, 1), (5, 2)], 0), "prediction endpoints ascending");
+    assert_eq!(with(&[(6, 1), (5, 2)], 0), "prediction endpoints ascending");
 }

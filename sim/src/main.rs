@@ -82,7 +82,8 @@ enum Command {
 const NOTES: &[(&str, &str)] = &[
     (
         "routing",
-        "\"epidemic\" (meshpay's own), \"spray-and-wait\" or \"direct\"",
+        "\"epidemic\" (meshpay's own), \"spray-and-wait\", \"direct\" or \"prophet\" \
+         (PRoPHET: P_init 0.75, beta 0.25, gamma 0.98 per 30 s)",
     ),
     (
         "spray_mode",

@@ -92,6 +92,8 @@ pub struct BundleStore {
     sync_snapshot: std::sync::Mutex<Option<SyncList>>,
     bytes: u64,
     changes: Changes,
+    /// Delivery predictabilities (PRoPHET's routing state: soft, never written).
+    predictions: crate::prophet::Predictions,
 }
 
 impl std::fmt::Debug for BundleStore {
@@ -111,6 +113,16 @@ impl BundleStore {
             config,
             ..Self::default()
         }
+    }
+
+    /// The delivery predictabilities sync sessions keep under PRoPHET.
+    pub fn predictions(&self) -> &crate::prophet::Predictions {
+        &self.predictions
+    }
+
+    /// The delivery predictabilities, to change (sessions meet peers through this).
+    pub fn predictions_mut(&mut self) -> &mut crate::prophet::Predictions {
+        &mut self.predictions
     }
 
     /// Installs the reader of bodies the driver stores.

@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 
 use super::message::{Step, SyncMessage, pack_keys, unpack_keys};
 
+mod predict;
 mod transfer;
 
 /// A side holding at most this many bundles lists its keys instead of sending symbols.
@@ -44,6 +45,11 @@ pub enum Routing {
     },
     /// Only from the node that made the record to a gateway.
     Direct,
+    /// PRoPHET (Lindgren et al. 2004; RFC 6693): the two sides exchange their delivery
+    /// predictabilities ([`crate::prophet`]), and a record goes to a peer only if the peer's
+    /// predictability for its destination is greater than this node's (GRTR); the holder
+    /// keeps its copy.
+    Prophet,
 }
 
 /// How spray-and-wait shares copy tokens with a peer that lacks the record.
@@ -73,7 +79,7 @@ impl Routing {
     pub fn initial_copies(self) -> u32 {
         match self {
             Routing::SprayAndWait { copies, .. } => copies.max(1),
-            Routing::Epidemic | Routing::Direct => 0,
+            Routing::Epidemic | Routing::Direct | Routing::Prophet => 0,
         }
     }
 }
@@ -267,6 +273,10 @@ pub struct Session {
     admitted: Vec<Hash>,
     proof: Option<HandOver>,
     stats: Stats,
+    /// The peer's delivery predictabilities, from its first message.
+    peer_predictions: std::collections::BTreeMap<u64, f64>,
+    /// Responder: its predictability vector, for its first answer.
+    first_vector: Vec<u8>,
 }
 
 impl Session {
@@ -309,6 +319,8 @@ impl Session {
             admitted: Vec::new(),
             proof: None,
             stats: Stats::default(),
+            peer_predictions: std::collections::BTreeMap::new(),
+            first_vector: Vec::new(),
         }
     }
 
@@ -320,6 +332,7 @@ impl Session {
         m.count = u32::try_from(s.keys.len()).unwrap_or(u32::MAX);
         m.gateway_for = s.cfg.gateway_for.iter().take(4).copied().collect();
         m.room = s.room;
+        m.predictions = Blob(s.own_vector(store));
         if s.keys.len() <= LIST_MAX {
             m.keys = pack_keys(&s.keys.keys().collect::<Vec<_>>());
             m.last = true;
@@ -356,6 +369,9 @@ impl Session {
         s.peer_count = open.count;
         s.peer_gateways.clone_from(&open.gateway_for);
         s.peer_room = Some(open.room);
+        // Our vector as it was before this meeting, as the initiator's is.
+        s.first_vector = s.own_vector(store);
+        s.learn(open, store);
         let theirs = open.symbols.0.is_empty();
         let answer = if theirs {
             // The initiator listed all its keys.
@@ -391,7 +407,7 @@ impl Session {
         let answer = match (self.side, self.state, step) {
             (_, State::Finished, _) => return Err(SyncError::Finished),
             (Side::Initiator, State::Offering, Step::More) => {
-                self.role_of(msg);
+                self.role_of(msg, store);
                 self.stats.reconcile_round_trips += 1;
                 if self.keys.len() <= LIST_MAX {
                     return Err(SyncError::Unexpected(step));
@@ -421,7 +437,7 @@ impl Session {
                 Some(m)
             }
             (Side::Initiator, State::Offering | State::Listening, Step::Keys) => {
-                self.role_of(msg);
+                self.role_of(msg, store);
                 self.peer_keys.extend(unpack_keys(&msg.keys));
                 if msg.last {
                     self.learn_from_list();
@@ -433,7 +449,7 @@ impl Session {
                 }
             }
             (Side::Initiator, State::Offering | State::Transfer, Step::Transfer) => {
-                self.role_of(msg);
+                self.role_of(msg, store);
                 self.take_transfer(msg, store)?;
                 if self.sent_done && self.peer_done && self.nothing_left() {
                     self.state = State::Closing;
@@ -475,6 +491,7 @@ impl Session {
             m.count = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
             m.gateway_for = self.cfg.gateway_for.iter().take(4).copied().collect();
             m.room = self.room;
+            m.predictions = Blob(std::mem::take(&mut self.first_vector));
             self.told_role = true;
         }
         self.stats.messages_sent += 1;
@@ -483,15 +500,21 @@ impl Session {
         m
     }
 
-    /// Learns what the responder's first answer says of it: the issuers it is a gateway for
-    /// and its room hint.
-    fn role_of(&mut self, m: &SyncMessage) {
-        if self.peer_room.is_none() {
-            self.peer_room = Some(m.room);
+    /// Learns what the responder's first answer says of it: the issuers it is a gateway for,
+    /// its room hint and its delivery predictabilities.
+    fn role_of(&mut self, m: &SyncMessage, store: &mut BundleStore) {
+        if self.peer_room.is_some() {
+            return;
         }
-        if self.peer_gateways.is_empty() && !m.gateway_for.is_empty() {
-            self.peer_gateways.clone_from(&m.gateway_for);
-        }
+        self.peer_room = Some(m.room);
+        self.peer_gateways.clone_from(&m.gateway_for);
+        self.learn(m, store);
+    }
+
+    /// Bytes of symbols, keys or bundles the next message may carry: less, in the
+    /// responder's first answer, the predictability vector it carries.
+    fn room(&self) -> usize {
+        ROOM - self.first_vector.len()
     }
 
     fn take_symbols(
@@ -542,7 +565,7 @@ impl Session {
             .keys
             .keys()
             .skip(self.list_pos)
-            .take(ROOM / 8)
+            .take(self.room() / 8)
             .collect();
         self.list_pos += all.len();
         let mut m = SyncMessage::new(Step::Keys);

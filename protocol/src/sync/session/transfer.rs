@@ -2,7 +2,7 @@
 //! filter it by [`Routing`], hand it over within the budget and the peer's room hint, admit
 //! what the peer hands over, and exchange the signed hand-over receipts (SPEC.md §11.4).
 
-use super::{Order, ROOM, Routing, Session, State, SyncError};
+use super::{Order, Routing, Session, State, SyncError};
 use crate::bundle::{BundleError, BundleKind, MAX_BUNDLE};
 use crate::codec::{Blob, DecodeError, VERSION};
 use crate::keys::DeviceSecret;
@@ -76,6 +76,9 @@ impl Session {
                 1 => None,
                 n => Some((spray.give(n), n - spray.give(n))),
             },
+            Routing::Prophet => self
+                .peer_is_better(entry, store)
+                .then_some((0, entry.copies)),
         }
     }
 
@@ -93,7 +96,7 @@ impl Session {
             self.queue(give, store);
         }
         let mut m = SyncMessage::new(Step::Transfer);
-        let mut room = ROOM;
+        let mut room = self.room();
         if self.want_pos < self.want.len() {
             let page: Vec<u64> = self.want[self.want_pos..]
                 .iter()
