@@ -1,6 +1,6 @@
 //! PRoPHET delivery predictabilities (Lindgren, Doria and Schelén, "Probabilistic Routing in
 //! Intermittently Connected Networks", SAPIR 2004; RFC 6693 §2.1.1), the state behind the
-//! [`crate::sync::Routing::Prophet`] router.
+//! [`crate::sync::Routing::Prophet`] and [`crate::sync::Routing::SprayAndFocus`] routers.
 //!
 //! A node keeps, for every **endpoint** it has heard of, `P(me, endpoint)`: how likely it is
 //! to deliver there. An endpoint is a device (the destination of a plain message) or an issuer
@@ -20,10 +20,11 @@
 //! `β = 0.25`, `γ = 0.98`, `δ = 0`, a time unit of 30 s, additive transitivity.
 //!
 //! In a sync session the two sides exchange their vectors (SPEC.md §11.2: at most
-//! [`MAX_PREDICTIONS`] entries, the highest first) and each then counts the meeting. Sync
-//! sessions repeat within one contact (whenever a side has news), so a session with a peer met
-//! less than one time unit ago is the same encounter and changes nothing; RFC 6693 damps the
-//! same effect by scaling `P_encounter` with the time since the last meeting.
+//! [`MAX_PREDICTIONS`] entries, the highest first) and each then counts the meeting, in the
+//! first session of a contact only ([`crate::sync::SessionConfig::encounter`]): sessions
+//! repeat within a contact whenever a side has news, and counting each would push both sides'
+//! predictabilities towards 1 through each other. An encounter is a contact, as in Lindgren et
+//! al. and The ONE (RFC 6693 instead damps `P_encounter` for quick re-encounters).
 //!
 //! The table is soft state: it lives in the bundle store's memory and is not written; a node
 //! that restarts learns it again. A peer can claim any predictability it likes and so attract
@@ -209,35 +210,21 @@ impl Predictions {
         }
     }
 
-    /// A sync session with a peer at `now`: `peer` are the endpoints the peer is (its device,
+    /// An encounter with a peer at `now`: `peer` are the endpoints the peer is (its device,
     /// then the issuers it is a gateway for), `theirs` its vector, `mine` this node's own
-    /// endpoints. Ages the table, then counts an encounter with each of `peer` and applies
-    /// transitivity through the peer's device, unless the peer was met less than a time unit
-    /// ago (the same encounter). Returns whether it counted.
-    pub fn meet(
-        &mut self,
-        peer: &[u64],
-        theirs: &[(u64, f64)],
-        mine: &[u64],
-        now: UnixTime,
-    ) -> bool {
+    /// endpoints. Ages the table, counts an encounter with each of `peer` and applies
+    /// transitivity through the peer's device.
+    pub fn meet(&mut self, peer: &[u64], theirs: &[(u64, f64)], mine: &[u64], now: UnixTime) {
         self.age(now);
         let Some(&device) = peer.first() else {
-            return false;
+            return;
         };
-        if self
-            .last_met(device)
-            .is_some_and(|t| now < t.saturating_add(self.params.unit_s.max(1)))
-        {
-            return false;
-        }
         for &e in peer {
             self.encounter(e, now);
         }
         let mut skip = mine.to_vec();
         skip.extend_from_slice(peer);
         self.transit(device, theirs, &skip);
-        true
     }
 
     /// The vector to send at `now`, packed for the wire (SPEC.md §11.2): the

@@ -11,6 +11,26 @@ use meshpay_protocol::testkit::{
 };
 use meshpay_protocol::{DecodeError, Hash, IssuerId, decode};
 
+/// When a test contact happens: the session salt, the time, the messages after which it is
+/// cut off, and whether it is the first session of a contact (a PRoPHET encounter).
+#[derive(Clone, Copy)]
+struct At {
+    salt: u64,
+    now: UnixTime,
+    max: u32,
+    encounter: bool,
+}
+
+/// A whole first session of a contact at `now`.
+fn at(salt: u64, now: UnixTime) -> At {
+    At {
+        salt,
+        now,
+        max: u32::MAX,
+        encounter: true,
+    }
+}
+
 /// A contact under `routing` between device `x` (`a`, initiator) and device `y` (`b`), which
 /// is a gateway for `gateway_for`, at `T0`.
 fn routed(
@@ -20,25 +40,37 @@ fn routed(
     gateway_for: Vec<IssuerId>,
     salt: u64,
 ) {
-    routed_at(a, b, routing, gateway_for, salt, T0);
+    routed_with(a, b, routing, gateway_for, at(salt, T0));
 }
 
 /// As [`routed`], at `now`.
 fn routed_at(
-    (a, x): (&mut BundleStore, u8),
-    (b, y): (&mut BundleStore, u8),
+    a: (&mut BundleStore, u8),
+    b: (&mut BundleStore, u8),
     routing: Routing,
     gateway_for: Vec<IssuerId>,
     salt: u64,
     now: UnixTime,
 ) {
+    routed_with(a, b, routing, gateway_for, at(salt, now));
+}
+
+/// As [`routed`], as `when` says.
+fn routed_with(
+    (a, x): (&mut BundleStore, u8),
+    (b, y): (&mut BundleStore, u8),
+    routing: Routing,
+    gateway_for: Vec<IssuerId>,
+    when: At,
+) {
     let mut ca = session_config(x, y, u64::MAX);
-    ca.routing = routing;
-    ca.now = now;
     let mut cb = session_config(y, x, u64::MAX);
-    cb.routing = routing;
+    for c in [&mut ca, &mut cb] {
+        c.routing = routing;
+        c.now = when.now;
+        c.encounter = when.encounter;
+    }
     cb.gateway_for = gateway_for;
-    cb.now = now;
     let (ka, kb) = (device(x), device(y));
     contact(
         Party {
@@ -51,8 +83,8 @@ fn routed_at(
             cfg: cb,
             key: &kb,
         },
-        salt,
-        u32::MAX,
+        when.salt,
+        when.max,
     )
     .expect("honest");
 }
@@ -177,18 +209,26 @@ fn prophet_hands_a_record_only_to_a_peer_likelier_to_reach_its_gateway() {
         close(bob.predictions().get(a), 0.140_625),
         "0.75 · 0.75 · 0.25"
     );
-    // A is likelier than B: nothing goes from A to B. Ten seconds later the same contact
-    // again is the same encounter and changes nothing.
+    // A is likelier than B: nothing goes from A to B. A second session ten seconds later in
+    // the same contact is no new encounter and changes nothing.
     routed_at((&mut bob, 3), (&mut ann, 2), p, Vec::new(), 4, T0 + 60);
     assert!(!bob.contains(&id));
     let before = bob.predictions().get(a);
     assert!(close(before, 0.140_625 + 0.859_375 * 0.75), "met: eq. 1");
-    routed_at((&mut bob, 3), (&mut ann, 2), p, Vec::new(), 5, T0 + 70);
+    let again = At {
+        encounter: false,
+        ..at(5, T0 + 70)
+    };
+    routed_with((&mut bob, 3), (&mut ann, 2), p, Vec::new(), again);
     assert!(close(bob.predictions().get(a), before));
     // The gateway gets it from A; the source still holds its copy.
     routed_at((&mut ann, 2), (&mut gate, 4), p, gateway(), 6, T0 + 90);
     assert!(gate.contains(&id));
     assert!(src.contains(&id));
+    // The gateway is where the record goes: it hands it to nobody, whatever they claim.
+    routed_at((&mut bob, 3), (&mut gate, 4), p, gateway(), 7, T0 + 120);
+    assert!(bob.predictions().get(iss) > 0.0);
+    assert!(!bob.contains(&id));
 }
 
 #[test]
@@ -242,4 +282,53 @@ fn vectors_too_long_ragged_or_out_of_order_are_refused() {
     assert_eq!(with(&full[..2], 5), "predictions are 12 bytes each");
     assert_eq!(with(&[(5, 1), (5, 2)], 0), "prediction endpoints ascending");
     assert_eq!(with(&[(6, 1), (5, 2)], 0), "prediction endpoints ascending");
+}
+
+#[test]
+fn spray_and_focus_sprays_then_hands_the_last_copy_to_a_likelier_carrier() {
+    // L = 2 at S (1). A (2) met the gateway G (4) at T0. Two units later S meets B (3), who
+    // knows nothing: binary spray, one copy each. Then S meets A: with one copy left S
+    // focuses, and A's P(A,I) = 0.7203 beats S's 0.75 · 0.7203 · 0.25, so the copy moves to
+    // A and leaves S. B, knowing nothing of I (S's vector was empty when they met), keeps
+    // its copy from C (5), who knows nothing either; G gets the record from A.
+    let (record, mut src) = sprayed_record(2);
+    let id = record.id();
+    let f = Routing::SprayAndFocus { copies: 2 };
+    let gateway = || vec![issuer().id()];
+    let [mut ann, mut bob, mut cat, mut gate] =
+        std::array::from_fn(|_| BundleStore::new(StoreConfig::default()));
+    routed_at((&mut ann, 2), (&mut gate, 4), f, gateway(), 1, T0);
+    routed_at((&mut src, 1), (&mut bob, 3), f, Vec::new(), 2, T0 + 60);
+    assert_eq!((tokens(&src, &id), tokens(&bob, &id)), (Some(1), Some(1)));
+    routed_at((&mut src, 1), (&mut ann, 2), f, Vec::new(), 3, T0 + 60);
+    assert_eq!((tokens(&src, &id), tokens(&ann, &id)), (None, Some(1)));
+    routed_at((&mut bob, 3), (&mut cat, 5), f, Vec::new(), 4, T0 + 60);
+    assert_eq!((tokens(&bob, &id), tokens(&cat, &id)), (Some(1), None));
+    routed_at((&mut ann, 2), (&mut gate, 4), f, gateway(), 5, T0 + 90);
+    assert!(gate.contains(&id));
+}
+
+#[test]
+fn a_copy_handed_on_is_never_lost_when_the_contact_breaks() {
+    // The focus step of the test above, cut off after every number of messages: the copy
+    // is at S, at A, or (once A has it but S has not heard back) at both; never nowhere.
+    let f = Routing::SprayAndFocus { copies: 1 };
+    let mut seen = Vec::new();
+    for max in 1..=12 {
+        let (record, mut src) = sprayed_record(1);
+        let id = record.id();
+        let [mut ann, mut gate] = std::array::from_fn(|_| BundleStore::new(StoreConfig::default()));
+        routed_at((&mut ann, 2), (&mut gate, 4), f, vec![issuer().id()], 1, T0);
+        let cut = At {
+            max,
+            ..at(2, T0 + 60)
+        };
+        routed_with((&mut src, 1), (&mut ann, 2), f, Vec::new(), cut);
+        let at = (src.contains(&id), ann.contains(&id));
+        assert_ne!(at, (false, false), "cut after {max} messages");
+        seen.push(at);
+    }
+    assert_eq!(seen.first(), Some(&(true, false)));
+    assert!(seen.contains(&(true, true)), "{seen:?}");
+    assert_eq!(seen.last(), Some(&(false, true)));
 }

@@ -82,8 +82,9 @@ enum Command {
 const NOTES: &[(&str, &str)] = &[
     (
         "routing",
-        "\"epidemic\" (meshpay's own), \"spray-and-wait\", \"direct\" or \"prophet\" \
-         (PRoPHET: P_init 0.75, beta 0.25, gamma 0.98 per 30 s)",
+        "\"epidemic\" (meshpay's own), \"spray-and-wait\", \"direct\", \"prophet\" (PRoPHET: \
+         P_init 0.75, beta 0.25, gamma 0.98 per 30 s) or \"spray-and-focus\" (spray `copies`, \
+         then hand the last one to a likelier carrier)",
     ),
     (
         "spray_mode",

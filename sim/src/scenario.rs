@@ -265,11 +265,12 @@ impl Default for Workload {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoutingConfig {
-    /// "epidemic" (meshpay's own, the default), "spray-and-wait", "direct" or "prophet"
+    /// "epidemic" (meshpay's own, the default), "spray-and-wait", "direct", "prophet"
     /// (PRoPHET with Lindgren's and The ONE's parameters: `P_init` 0.75, β 0.25, γ 0.98 per
-    /// 30 s).
+    /// 30 s) or "spray-and-focus" (binary spray of `copies`, then the last copy goes to a
+    /// peer with a greater PRoPHET predictability for the destination).
     pub routing: String,
-    /// Copies under spray-and-wait.
+    /// Copies under spray-and-wait and spray-and-focus.
     pub copies: u32,
     /// How spray-and-wait shares copies: "binary" (a holder of `n > 1` gives half, so relays
     /// spray too) or "source" (only the source gives, one copy a peer; relays wait).
@@ -433,7 +434,9 @@ impl Scenario {
             return bad("routing.spray_mode: \"binary\" or \"source\"");
         }
         if self.routing().is_none() {
-            return bad("routing: \"epidemic\", \"spray-and-wait\", \"direct\" or \"prophet\"");
+            return bad(
+                "routing: \"epidemic\", \"spray-and-wait\", \"direct\", \"prophet\" or \"spray-and-focus\"",
+            );
         }
         Ok(())
     }
@@ -453,6 +456,9 @@ impl Scenario {
             },
             "direct" => Routing::Direct,
             "prophet" => Routing::Prophet,
+            "spray-and-focus" => Routing::SprayAndFocus {
+                copies: self.routing.copies.max(1),
+            },
             _ => return None,
         })
     }

@@ -115,7 +115,8 @@ impl BundleStore {
         }
     }
 
-    /// The delivery predictabilities sync sessions keep under PRoPHET.
+    /// The delivery predictabilities sync sessions keep under PRoPHET and
+    /// spray-and-focus.
     pub fn predictions(&self) -> &crate::prophet::Predictions {
         &self.predictions
     }

@@ -99,7 +99,7 @@ pub struct SyncMessage {
     /// other than fraud proofs, revocations and receipts the sender will take from the other
     /// side in this session. A full carrier says 0, and is not offered bundles it would refuse.
     pub room: u64,
-    /// Open, and the responder's first answer, under PRoPHET: the sender's
+    /// Open, and the responder's first answer, under PRoPHET or spray-and-focus: the sender's
     /// delivery predictabilities, packed ([`crate::prophet`]: 12 bytes an entry, at most
     /// [`crate::prophet::MAX_PREDICTIONS`], endpoints ascending). Empty otherwise.
     pub predictions: Blob,

@@ -50,6 +50,16 @@ pub enum Routing {
     /// predictability for its destination is greater than this node's (GRTR); the holder
     /// keeps its copy.
     Prophet,
+    /// Spray-and-focus (Spyropoulos, Psounis and Raghavendra, PerCom Workshops 2007): binary
+    /// spray while a holder has more than one of its `copies` tokens; with one, the holder
+    /// hands its copy on (keeping none) to a peer whose utility for the destination is
+    /// greater than its own. The utility is the PRoPHET predictability, exchanged as under
+    /// [`Routing::Prophet`]: it rises with each meeting of the destination, decays with the
+    /// time since, and passes on by transitivity, as the paper's last-encounter timers do.
+    SprayAndFocus {
+        /// Tokens a new record starts with.
+        copies: u32,
+    },
 }
 
 /// How spray-and-wait shares copy tokens with a peer that lacks the record.
@@ -78,7 +88,9 @@ impl Routing {
     /// Copy tokens a record made on this node starts with (0: no limit).
     pub fn initial_copies(self) -> u32 {
         match self {
-            Routing::SprayAndWait { copies, .. } => copies.max(1),
+            Routing::SprayAndWait { copies, .. } | Routing::SprayAndFocus { copies } => {
+                copies.max(1)
+            }
             Routing::Epidemic | Routing::Direct | Routing::Prophet => 0,
         }
     }
@@ -146,6 +158,11 @@ pub struct SessionConfig {
     pub budget: u64,
     /// How this side picks what to hand over (meshpay's own by default).
     pub policy: Policy,
+    /// The first session with the peer since their link came up: under PRoPHET and
+    /// spray-and-focus it counts as an encounter (eq. 1 and transitivity, once per contact as
+    /// in Lindgren et al. and The ONE); later sessions over the same link only age the table
+    /// and read the peer's vector.
+    pub encounter: bool,
     /// Wall-clock time, for expiry and the hand-over receipt.
     pub now: UnixTime,
 }
@@ -273,10 +290,14 @@ pub struct Session {
     admitted: Vec<Hash>,
     proof: Option<HandOver>,
     stats: Stats,
-    /// The peer's delivery predictabilities, from its first message.
+    /// The peer's delivery predictabilities, from its first message, and this node's own
+    /// endpoints (it delivers there itself).
     peer_predictions: std::collections::BTreeMap<u64, f64>,
+    own_endpoints: Vec<u64>,
     /// Responder: its predictability vector, for its first answer.
     first_vector: Vec<u8>,
+    /// Single copies handed on (spray-and-focus), dropped here once the peer answers.
+    forwarding: Vec<Hash>,
 }
 
 impl Session {
@@ -320,7 +341,9 @@ impl Session {
             proof: None,
             stats: Stats::default(),
             peer_predictions: std::collections::BTreeMap::new(),
+            own_endpoints: Vec::new(),
             first_vector: Vec::new(),
+            forwarding: Vec::new(),
         }
     }
 
@@ -403,6 +426,10 @@ impl Session {
         key: &DeviceSecret,
     ) -> Result<Option<SyncMessage>, SyncError> {
         self.received(msg);
+        // The peer answered: it has what we handed on.
+        for id in std::mem::take(&mut self.forwarding) {
+            store.remove(&id);
+        }
         let step = msg.step();
         let answer = match (self.side, self.state, step) {
             (_, State::Finished, _) => return Err(SyncError::Finished),

@@ -234,6 +234,9 @@ pub struct Sim {
     counters: Counters,
     contacts: Vec<ContactEvent>,
     creations: Vec<MessageEvent>,
+    /// Copies a node handed on in a message its peer is answering now (spray-and-focus):
+    /// they leave its store without being dropped.
+    handed_on: BTreeSet<(u32, Hash)>,
 }
 
 impl Sim {
@@ -295,6 +298,7 @@ impl Sim {
             counters: Counters::default(),
             contacts,
             creations,
+            handed_on: BTreeSet::new(),
         })
     }
 
@@ -449,12 +453,27 @@ impl Sim {
                 ready: false,
                 running: None,
                 // Two nodes that met before and changed nothing since have nothing to say
-                // (contacts at the edge of range flicker).
-                synced: self.met.get(&pair).copied(),
+                // (contacts at the edge of range flicker), unless their routing counts
+                // encounters: then a session tells each the other's predictabilities.
+                synced: if matches!(
+                    self.routing,
+                    Routing::Prophet | Routing::SprayAndFocus { .. }
+                ) {
+                    None
+                } else {
+                    self.met.get(&pair).copied()
+                },
             },
         );
         self.peers[c.a as usize].insert(c.b);
         self.peers[c.b as usize].insert(c.a);
+        // A new contact: its first session is a PRoPHET encounter for both.
+        let (ka, kb) = (
+            self.keys[c.a as usize].public(),
+            self.keys[c.b as usize].public(),
+        );
+        self.nodes[c.a as usize].device.met(kb);
+        self.nodes[c.b as usize].device.met(ka);
         self.counters.contacts += 1;
         self.meet(c.a, c.b, t);
         // The node named first opens the session.
@@ -598,7 +617,10 @@ impl Sim {
         self.counters.peak_buffer = self.counters.peak_buffer.max(store.len());
         for id in &w.removed {
             if let Some(&idx) = self.by_id.get(id) {
-                self.counters.dropped += 1;
+                // A copy handed on (spray-and-focus) was moved, not dropped.
+                if !self.handed_on.remove(&(n, *id)) {
+                    self.counters.dropped += 1;
+                }
                 self.hops.remove(&(n, idx));
             }
         }

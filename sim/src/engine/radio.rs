@@ -192,11 +192,19 @@ impl Sim {
         run.on_air = None;
         let (x, y) = run.ends;
         let before = (self.version[pair.0 as usize], self.version[pair.1 as usize]);
+        // The receiver's copies handed on in its last message leave it now: its peer answered.
+        let handing = if flight.to_responder {
+            run.exchange.responder().map_or(&[][..], |s| s.forwarding())
+        } else {
+            run.exchange.initiator().forwarding()
+        };
+        self.handed_on.extend(handing.iter().map(|id| (to, *id)));
         let (first, second) = pair_mut(&mut self.nodes, x as usize, y as usize);
         let result = run
             .exchange
             .deliver(&mut first.device, &mut second.device, now(t));
         self.drive(&[x, y], t);
+        self.handed_on.clear();
         let after = (self.version[pair.0 as usize], self.version[pair.1 as usize]);
         run.own.0 += after.0 - before.0;
         run.own.1 += after.1 - before.1;

@@ -45,8 +45,10 @@ impl Session {
         }
     }
 
-    /// Copies to give with `entry` to this peer, or `None` if routing keeps it here. Records go
-    /// to gateways of their issuer, messages to their destination, whatever the routing.
+    /// Copies to give with `entry` to this peer and to keep, or `None` if routing keeps it
+    /// here. Records go to gateways of their issuer, messages to their destination, whatever
+    /// the routing. Keeping 0 of a limited number of copies hands the copy on: it leaves this
+    /// node once the peer answers.
     pub(super) fn offer(&self, entry: &Entry, store: &BundleStore) -> Option<(u32, u32)> {
         if !matches!(entry.meta.kind, BundleKind::Record | BundleKind::Message) {
             return Some((0, entry.copies));
@@ -79,6 +81,11 @@ impl Session {
             Routing::Prophet => self
                 .peer_is_better(entry, store)
                 .then_some((0, entry.copies)),
+            Routing::SprayAndFocus { .. } => match entry.copies {
+                0 => Some((0, 0)),
+                1 => self.peer_is_better(entry, store).then_some((1, 0)),
+                n => Some((n / 2, n - n / 2)),
+            },
         }
     }
 
@@ -157,7 +164,9 @@ impl Session {
             });
             self.given.push(id);
             self.given_bytes += len as u64;
-            if keep != entry_copies {
+            if keep == 0 && entry_copies > 0 {
+                self.forwarding.push(id);
+            } else if keep != entry_copies {
                 store.set_copies(&id, keep);
             }
             self.send_pos += 1;
