@@ -118,6 +118,8 @@ struct Up {
     running: Option<Running>,
     /// The two stores' versions after the last session (smaller node first).
     synced: Option<(u64, u64)>,
+    /// A session over it finished: under PRoPHET and spray-and-focus, the encounter.
+    encountered: bool,
 }
 
 /// A sync session over a link, a message at a time.
@@ -302,6 +304,14 @@ impl Sim {
         })
     }
 
+    /// Whether the routing keeps delivery predictabilities, which change at every encounter.
+    fn predicts(&self) -> bool {
+        matches!(
+            self.routing,
+            Routing::Prophet | Routing::SprayAndFocus { .. }
+        )
+    }
+
     /// The contacts this run will replay.
     pub fn contacts(&self) -> &[ContactEvent] {
         &self.contacts
@@ -455,14 +465,12 @@ impl Sim {
                 // Two nodes that met before and changed nothing since have nothing to say
                 // (contacts at the edge of range flicker), unless their routing counts
                 // encounters: then a session tells each the other's predictabilities.
-                synced: if matches!(
-                    self.routing,
-                    Routing::Prophet | Routing::SprayAndFocus { .. }
-                ) {
+                synced: if self.predicts() {
                     None
                 } else {
                     self.met.get(&pair).copied()
                 },
+                encountered: false,
             },
         );
         self.peers[c.a as usize].insert(c.b);
