@@ -27,8 +27,9 @@
 //! al. and The ONE (RFC 6693 instead damps `P_encounter` for quick re-encounters).
 //!
 //! The table is soft state: it lives in the bundle store's memory and is not written; a node
-//! that restarts learns it again. A peer can claim any predictability it likes and so attract
-//! copies (PRoPHET's known weakness); the vector is bounded in size and costs the sender.
+//! that restarts learns it again. It keeps at most [`MAX_ENDPOINTS`] endpoints, the likeliest.
+//! A peer can claim any predictability it likes and so attract copies (PRoPHET's known
+//! weakness); the vector is bounded in size and costs the sender.
 
 use crate::keys::{DeviceKey, IssuerId};
 use crate::objects::{UnixTime, hash};
@@ -37,6 +38,9 @@ use std::collections::BTreeMap;
 
 /// Most entries a predictability vector carries on the wire.
 pub const MAX_PREDICTIONS: usize = 96;
+/// Most endpoints a table keeps: past it, the least likely go. Peers can name endpoints at
+/// will, so this bounds what they can make a node remember.
+pub const MAX_ENDPOINTS: usize = 4096;
 /// Bytes of one entry on the wire: the endpoint (`u64`, little-endian), then its
 /// predictability in units of 2^-32 (`u32`, little-endian).
 pub const PREDICTION_LEN: usize = 12;
@@ -225,6 +229,20 @@ impl Predictions {
         let mut skip = mine.to_vec();
         skip.extend_from_slice(peer);
         self.transit(device, theirs, &skip);
+        self.trim();
+    }
+
+    /// Forgets the least likely endpoints past [`MAX_ENDPOINTS`] (ties: the larger endpoint).
+    fn trim(&mut self) {
+        if self.p.len() <= MAX_ENDPOINTS {
+            return;
+        }
+        let mut all: Vec<(u64, f64)> = self.p.iter().map(|(&e, &p)| (e, p)).collect();
+        all.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (e, _) in all.drain(MAX_ENDPOINTS..) {
+            self.p.remove(&e);
+            self.met.remove(&e);
+        }
     }
 
     /// The vector to send at `now`, packed for the wire (SPEC.md §11.2): the

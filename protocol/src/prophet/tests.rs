@@ -105,3 +105,25 @@ fn endpoints_of_devices_and_issuers_differ() {
         issuer_endpoint(&IssuerId(k))
     );
 }
+
+#[test]
+fn a_table_keeps_the_likeliest_endpoints_up_to_its_cap() {
+    // 50 peers each name 96 new endpoints, peer k's all at (k + 1) / 64: 4,800 + 50 in all.
+    let mut t = Predictions::default();
+    for k in 0..50u64 {
+        let theirs: Vec<(u64, f64)> = (0..96)
+            .map(|i| {
+                (
+                    10_000 + k * 96 + i,
+                    f64::from(u32::try_from(k + 1).unwrap()) / 64.0,
+                )
+            })
+            .collect();
+        t.meet(&[1_000 + k], &theirs, &[ME], 0);
+    }
+    assert_eq!(t.len(), MAX_ENDPOINTS);
+    // The 50 peers (0.75 each) stay; the endpoints of the first peers, the least likely, go.
+    assert!(close(t.get(1_000), 0.75));
+    assert!(close(t.get(10_000), 0.0));
+    assert!(t.get(10_000 + 49 * 96) > 0.0);
+}
