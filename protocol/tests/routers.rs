@@ -332,3 +332,28 @@ fn a_copy_handed_on_is_never_lost_when_the_contact_breaks() {
     assert!(seen.contains(&(true, true)), "{seen:?}");
     assert_eq!(seen.last(), Some(&(false, true)));
 }
+
+#[test]
+fn configuration_names_pick_each_router_and_refuse_others() {
+    assert_eq!(
+        Routing::named("epidemic", 6, "binary"),
+        Some(Routing::Epidemic)
+    );
+    assert_eq!(
+        Routing::named("spray-and-wait", 0, "source"),
+        Some(Routing::SprayAndWait {
+            copies: 1,
+            spray: Spray::Source
+        })
+    );
+    assert_eq!(
+        Routing::named("prophet", 6, "binary"),
+        Some(Routing::Prophet)
+    );
+    assert_eq!(
+        Routing::named("spray-and-focus", 4, "binary"),
+        Some(Routing::SprayAndFocus { copies: 4 })
+    );
+    assert_eq!(Routing::named("spray-and-wait", 6, "both"), None);
+    assert_eq!(Routing::named("maxprop", 6, "binary"), None);
+}

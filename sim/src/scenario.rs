@@ -443,23 +443,7 @@ impl Scenario {
 
     /// The routing choice.
     pub fn routing(&self) -> Option<meshpay_protocol::sync::Routing> {
-        use meshpay_protocol::sync::{Routing, Spray};
-        Some(match self.routing.routing.as_str() {
-            "epidemic" => Routing::Epidemic,
-            "spray-and-wait" => Routing::SprayAndWait {
-                copies: self.routing.copies.max(1),
-                spray: match self.routing.spray_mode.as_str() {
-                    "binary" => Spray::Binary,
-                    "source" => Spray::Source,
-                    _ => return None,
-                },
-            },
-            "direct" => Routing::Direct,
-            "prophet" => Routing::Prophet,
-            "spray-and-focus" => Routing::SprayAndFocus {
-                copies: self.routing.copies.max(1),
-            },
-            _ => return None,
-        })
+        let r = &self.routing;
+        meshpay_protocol::sync::Routing::named(&r.routing, r.copies, &r.spray_mode)
     }
 }

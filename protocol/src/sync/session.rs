@@ -85,6 +85,28 @@ impl Spray {
 }
 
 impl Routing {
+    /// The routing a configuration file names: `"epidemic"`, `"spray-and-wait"` (with
+    /// `spray` `"binary"` or `"source"`), `"direct"`, `"prophet"` or `"spray-and-focus"`, the
+    /// sprays with `copies` tokens (at least 1). `None` for any other name or mode.
+    pub fn named(name: &str, copies: u32, spray: &str) -> Option<Self> {
+        let copies = copies.max(1);
+        Some(match name {
+            "epidemic" => Routing::Epidemic,
+            "spray-and-wait" => Routing::SprayAndWait {
+                copies,
+                spray: match spray {
+                    "binary" => Spray::Binary,
+                    "source" => Spray::Source,
+                    _ => return None,
+                },
+            },
+            "direct" => Routing::Direct,
+            "prophet" => Routing::Prophet,
+            "spray-and-focus" => Routing::SprayAndFocus { copies },
+            _ => return None,
+        })
+    }
+
     /// Copy tokens a record made on this node starts with (0: no limit).
     pub fn initial_copies(self) -> u32 {
         match self {
