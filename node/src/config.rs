@@ -126,10 +126,14 @@ pub struct MeshConfig {
     pub sync_secs: u64,
     /// Most kilobytes of bundles handed to one peer per sync.
     pub budget_kb: u64,
-    /// Record routing: "epidemic", "spray-and-wait" or "direct".
+    /// Record routing: "epidemic", "spray-and-wait", "direct", "prophet" or
+    /// "spray-and-focus" (SPEC §11.4).
     pub routing: String,
-    /// Copies a record starts with under spray-and-wait.
+    /// Copies a record starts with under spray-and-wait and spray-and-focus.
     pub copies: u32,
+    /// How spray-and-wait shares copies: "binary" (half to each carrier) or "source" (one
+    /// to each carrier, from the node that made the record only).
+    pub spray_mode: String,
     /// Settlement server this node uploads to whenever it can reach it (a gateway).
     pub gateway: Option<String>,
     /// Seconds between gateway rounds.
@@ -145,6 +149,7 @@ impl Default for MeshConfig {
             budget_kb: 4096,
             routing: "epidemic".into(),
             copies: 6,
+            spray_mode: "binary".into(),
             gateway: None,
             gateway_secs: 30,
         }
@@ -171,22 +176,17 @@ pub enum ConfigError {
         error: toml::de::Error,
     },
     /// `[mesh] routing` names no routing.
-    #[error("[mesh] routing = {0:?}: use \"epidemic\", \"spray-and-wait\" or \"direct\"")]
+    #[error(
+        "[mesh] routing = {0:?}: use \"epidemic\", \"spray-and-wait\" (spray_mode \"binary\" or \"source\"), \"direct\", \"prophet\" or \"spray-and-focus\""
+    )]
     Routing(String),
 }
 
 impl MeshConfig {
     /// The routing choice.
     pub fn routing(&self) -> Result<meshpay_protocol::sync::Routing, ConfigError> {
-        use meshpay_protocol::sync::Routing;
-        Ok(match self.routing.as_str() {
-            "epidemic" => Routing::Epidemic,
-            "spray-and-wait" => Routing::SprayAndWait {
-                copies: self.copies.max(1),
-            },
-            "direct" => Routing::Direct,
-            other => return Err(ConfigError::Routing(other.to_owned())),
-        })
+        meshpay_protocol::sync::Routing::named(&self.routing, self.copies, &self.spray_mode)
+            .ok_or_else(|| ConfigError::Routing(self.routing.clone()))
     }
 }
 
@@ -273,9 +273,14 @@ sync_secs = 30
 # Most kilobytes of bundles handed to one peer per sync.
 budget_kb = 4096
 # How records travel: "epidemic" (to everyone, until a receipt purges them), "spray-and-wait"
-# (at most `copies` carriers, then only to a gateway) or "direct" (only to a gateway).
+# (at most `copies` carriers, then only to a gateway), "direct" (only to a gateway), "prophet"
+# (to a peer likelier to meet a gateway) or "spray-and-focus" (`copies` carriers, then the
+# last copy moves to a likelier one).
 routing = "epidemic"
 copies = 6
+# Spray-and-wait: "binary" (each carrier passes on half its copies) or "source" (only the
+# node that made the record hands out copies, one each).
+spray_mode = "binary"
 # Settlement server to upload to whenever it is reachable (makes this node a gateway).
 # gateway = "https://settle.example.org"
 gateway_secs = 30
@@ -447,5 +452,32 @@ impl Sentinel {
         std::fs::rename(&tmp, &self.path)?;
         std::fs::File::open(dir)?.sync_all()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Config, TEMPLATE};
+
+    #[test]
+    fn the_template_parses_and_every_routing_name_is_known() {
+        let c: Config = toml::from_str(TEMPLATE).expect("the template parses");
+        assert_eq!(c.mesh.spray_mode, "binary");
+        let mut mesh = c.mesh;
+        for name in [
+            "epidemic",
+            "spray-and-wait",
+            "direct",
+            "prophet",
+            "spray-and-focus",
+        ] {
+            mesh.routing = name.into();
+            assert!(mesh.routing().is_ok(), "{name}");
+        }
+        mesh.routing = "spray-and-wait".into();
+        mesh.spray_mode = "source".into();
+        assert!(mesh.routing().is_ok());
+        mesh.spray_mode = "both".into();
+        assert!(mesh.routing().is_err());
     }
 }

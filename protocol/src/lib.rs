@@ -42,6 +42,7 @@ pub mod ledger;
 pub mod message;
 pub mod objects;
 pub mod payee;
+pub mod prophet;
 pub mod record;
 pub mod riblt;
 pub mod settlement;

@@ -32,6 +32,10 @@ pub const WALLET_REQUEST: &str = "meshpay/v1/wallet-request";
 pub const HAND_OVER: &str = "meshpay/v1/hand-over";
 /// Digest of the bundle ids a hand-over receipt covers.
 pub const HAND_OVER_IDS: &str = "meshpay/v1/hand-over-ids";
+/// A device's endpoint in PRoPHET predictability vectors (a hash, not a signature).
+pub const PROPHET_DEVICE: &str = "meshpay/v1/prophet-device";
+/// An issuer's endpoint in PRoPHET predictability vectors (a hash, not a signature).
+pub const PROPHET_ISSUER: &str = "meshpay/v1/prophet-issuer";
 /// A device's signature binding a link session's X25519 static key to it (BLE Noise).
 pub const LINK_KEY: &str = "meshpay/v1/link-key";
 /// HPKE `info` for sealed settlement records.

@@ -144,6 +144,7 @@ pub fn session_config(me: u8, peer: u8, budget: u64) -> crate::sync::SessionConf
         routing: crate::sync::Routing::Epidemic,
         budget,
         policy: crate::sync::Policy::default(),
+        encounter: true,
         now: T0,
     }
 }

@@ -3,7 +3,7 @@
 
 use meshpay_protocol::bundle::{Bundle, BundleKind, Content};
 use meshpay_protocol::store::{Admission, BundleStore, Origin, StoreConfig};
-use meshpay_protocol::sync::{Contact, Party, Routing, SyncError, contact};
+use meshpay_protocol::sync::{Contact, Party, SyncError, contact};
 use meshpay_protocol::testkit::{
     T0, allowance, device, issuer, pay, receipt_bundle, request, sealed, session_config, wallet,
 };
@@ -175,77 +175,6 @@ fn a_receipt_purges_copies_along_a_line() {
         assert!(s.is_settled(&issuer().id(), &iou.id()));
         assert_eq!(s.len(), 1, "only the receipt is left");
     }
-}
-
-#[test]
-fn spray_and_wait_halves_tokens_and_waits_for_a_gateway() {
-    let iss = issuer();
-    let alice = device(1);
-    let mut w = wallet([allowance(&iss, 1, &alice, 1_000_000)]);
-    let iou = pay(&mut w, &alice, &request(&device(2), 10, 1));
-    let record = Bundle::new(Content::Record(sealed(&iss, &iou)));
-    let mut a = BundleStore::new(StoreConfig::default());
-    a.insert(record.bytes(), Origin::Local, 4, T0);
-    let spray = Routing::SprayAndWait { copies: 4 };
-    let (ka, kb) = (device(1), device(2));
-    let mut peers: Vec<BundleStore> = (0..3)
-        .map(|_| BundleStore::new(StoreConfig::default()))
-        .collect();
-    for (i, p) in peers.iter_mut().enumerate() {
-        let mut ca = session_config(1, 2, u64::MAX);
-        ca.routing = spray;
-        let mut cb = session_config(2, 1, u64::MAX);
-        cb.routing = spray;
-        contact(
-            Party {
-                store: &mut a,
-                cfg: ca,
-                key: &ka,
-            },
-            Party {
-                store: p,
-                cfg: cb,
-                key: &kb,
-            },
-            i as u64,
-            u32::MAX,
-        )
-        .expect("honest");
-    }
-    // 4 tokens: 2 go to the first peer, 1 to the second, none to the third.
-    assert_eq!(peers[0].get(&record.id()).map(|e| e.copies), Some(2));
-    assert_eq!(peers[1].get(&record.id()).map(|e| e.copies), Some(1));
-    assert!(!peers[2].contains(&record.id()));
-    assert_eq!(a.get(&record.id()).map(|e| e.copies), Some(1));
-    // With one token left, it goes to a gateway for its issuer only.
-    let mut gw = BundleStore::new(StoreConfig::default());
-    let ca = {
-        let mut c = session_config(1, 3, u64::MAX);
-        c.routing = spray;
-        c
-    };
-    let cb = {
-        let mut c = session_config(3, 1, u64::MAX);
-        c.routing = spray;
-        c.gateway_for = vec![iss.id()];
-        c
-    };
-    contact(
-        Party {
-            store: &mut a,
-            cfg: ca,
-            key: &ka,
-        },
-        Party {
-            store: &mut gw,
-            cfg: cb,
-            key: &device(3),
-        },
-        9,
-        u32::MAX,
-    )
-    .expect("honest");
-    assert!(gw.contains(&record.id()));
 }
 
 #[test]

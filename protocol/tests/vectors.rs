@@ -723,8 +723,28 @@ fn rebuild_sync(v: &Value, bundle_vector: &Value) {
         done: o["done"].as_bool().expect("done is a boolean"),
         handover: None,
         room: int(o, "room"),
+        predictions: Blob(bytes(o, "predictions")),
     };
     assert_eq!(h(&open.encode()), text(v, "open_encoded"));
+    // Under PRoPHET, an initiator that met device 2 once sends its vector: device 2's
+    // endpoint (the first 8 bytes of a tagged hash of its key) and 0.75 · 2^32.
+    let taker = device_from(seeds, "taker_seed").public();
+    let endpoint = u64::from_le_bytes(
+        tagged_hash(tags::PROPHET_DEVICE, &taker.0)[..8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    assert_eq!(
+        format!("{endpoint:016x}"),
+        text(v, "prophet_device_2_endpoint")
+    );
+    let mut predictions = endpoint.to_le_bytes().to_vec();
+    predictions.extend(0xC000_0000_u32.to_le_bytes());
+    let prophet_open = SyncMessage {
+        predictions: Blob(predictions),
+        ..open
+    };
+    assert_eq!(h(&prophet_open.encode()), text(v, "prophet_open_encoded"));
 
     // The taker (device 2) took both bundles from the giver (device 1).
     let mut taken = ids[..2].to_vec();
@@ -782,8 +802,8 @@ fn simple_values_and_subset_edges() {
             Err(_) => "other",
         }
     }
-    // The `open` of sync.json ends `… last: f5, bundles: 80, done: f4, handover: f6, room`;
-    // `n` is where the room hint (an unsigned integer) starts.
+    // The `open` of sync.json ends `… last: f5, bundles: 80, done: f4, handover: f6, room,
+    // predictions: 40`; `n` is where the room hint (an unsigned integer) starts.
     let vector = load("sync");
     let open = bytes(&vector, "open_encoded");
     let room = int(&vector["open_fields"], "room");
@@ -794,7 +814,7 @@ fn simple_values_and_subset_edges() {
         0x1_0000..=0xffff_ffff => 5,
         _ => 9,
     };
-    let n = open.len() - room_len;
+    let n = open.len() - 1 - room_len;
     assert_eq!(&open[n - 4..n], [0xf5, 0x80, 0xf4, 0xf6]);
     let sync = |at: usize, byte: u8| {
         let mut m = open.clone();
@@ -1274,6 +1294,12 @@ fn mesh_vectors() {
         store.insert_bundle(b, Origin::Local, 0, T0);
     }
     let (_, open) = Session::initiate(testkit::session_config(1, 2, 1 << 20), &store, salt);
+    // The same `open` under PRoPHET, from an initiator that met device 2 once at T0.
+    let met = meshpay_protocol::prophet::device_endpoint(&testkit::device(2).public());
+    store.predictions_mut().meet(&[met], &[], &[], T0);
+    let mut prophet = testkit::session_config(1, 2, 1 << 20);
+    prophet.routing = sync::Routing::Prophet;
+    let (_, prophet_open) = Session::initiate(prophet, &store, salt);
     // The hand-over receipt device 2 signs after taking both bundles from device 1.
     let mut taker = BundleStore::new(StoreConfig::default());
     let (k1, k2) = (testkit::device(1), testkit::device(2));
@@ -1319,8 +1345,10 @@ fn mesh_vectors() {
             "symbols": h(&open.symbols.0), "keys": h(&open.keys.0), "last": open.last,
             "bundles": open.bundles.iter().map(|b| json!([b.copies, h(&b.bundle.0)])).collect::<Vec<_>>(),
             "done": open.done, "handover": open.handover.as_ref().map(|o| h(&encode(o))),
-            "room": open.room,
+            "room": open.room, "predictions": h(&open.predictions.0),
         },
+        "prophet_device_2_endpoint": format!("{met:016x}"),
+        "prophet_open_encoded": h(&prophet_open.encode()),
         "hand_over_ids_input": h(&taken.iter().flat_map(|i| i.0).collect::<Vec<_>>()),
         "hand_over": signed(&handover, &json!({
             "version": hb.version, "giver": h(&hb.giver.0), "taker": h(&hb.taker.0),

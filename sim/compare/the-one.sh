@@ -6,7 +6,8 @@
 # THE_ONE_DIR is a checkout of The ONE (github.com/akeranen/the-one), compiled with its
 # compile.sh (Java 17 is enough). The script makes one random-waypoint trace of 100 nodes
 # over 12 hours and 1,445 messages of 500 B with meshpay-sim, replays both in The ONE
-# (connections from the trace only, Epidemic and binary Spray-and-Wait with 6 copies) and
+# (connections from the trace only, Epidemic, binary and source Spray-and-Wait with 6 copies,
+# PRoPHET with 30 s time units) and
 # in meshpay-sim with the ONE-like options, and prints delivered and mean latency side by
 # side. The ONE is only run, never linked or copied.
 set -eu
@@ -70,23 +71,31 @@ Events2.class = ExternalEventsQueue
 Events2.filePath = $work/messages.txt
 SprayAndWaitRouter.nrofCopies = 6
 SprayAndWaitRouter.binaryMode = true
+ProphetRouter.secondsInTimeUnit = 30
 Report.nrofReports = 1
 Report.reportDir = $work/reports/
 Report.report1 = MessageStatsReport
 ONE
 
-printf '%-10s %-15s %22s %22s\n' "B/s" routing "The ONE" meshpay-sim
+printf '%-10s %-24s %22s %22s\n' "B/s" routing "The ONE" meshpay-sim
 for run in "31250 EpidemicRouter epidemic" "1000 EpidemicRouter epidemic" \
   "100 EpidemicRouter epidemic" "1000 SprayAndWaitRouter spray-and-wait" \
-  "100 SprayAndWaitRouter spray-and-wait"; do
+  "100 SprayAndWaitRouter spray-and-wait" "31250 ProphetRouter prophet" \
+  "31250 SprayAndWaitRouter spray-and-wait source"; do
   set -- $run
-  printf 'Group.router = %s\nbtInterface.transmitSpeed = %s\n' "$2" "$1" > "$work/one-$2-$1.txt"
+  mode=${4:-binary}
+  name="cmp_$2_${mode}_$1"
+  printf 'Group.router = %s\nbtInterface.transmitSpeed = %s\nScenario.name = %s\n' "$2" "$1" "$name" \
+    > "$work/one-$name.txt"
+  if [ "$mode" = source ]; then
+    echo 'SprayAndWaitRouter.binaryMode = false' >> "$work/one-$name.txt"
+  fi
   # The ONE reads default_settings.txt from its working directory: run it from $work.
   (cd "$work" && java -Xmx512M -cp "$one/target:$one/lib/ECLA.jar:$one/lib/DTNConsoleConnection.jar" \
-    core.DTNSim -b 1 one.txt "one-$2-$1.txt" > "one-$2-$1.log")
-  report="$work/reports/cmp_$2_$1_MessageStatsReport.txt"
+    core.DTNSim -b 1 one.txt "one-$name.txt" > "one-$name.log")
+  report="$work/reports/${name}_MessageStatsReport.txt"
   theirs=$(awk '/^delivered:/ {d=$2} /^latency_avg:/ {l=$2} END {printf "%d, %.0f s", d, l}' "$report")
-  cat > "$work/sim-$3-$1.toml" <<TOML
+  cat > "$work/sim-$3-$mode-$1.toml" <<TOML
 name = "cmp"
 duration_s = 43200.0
 nodes = 100
@@ -103,6 +112,7 @@ trace = "$work/messages.txt"
 ttl_s = 18000.0
 [routing]
 routing = "$3"
+spray_mode = "$mode"
 copies = 6
 buffer_kb = 5120
 bundles_per_message = 1
@@ -112,6 +122,6 @@ relay_delivered = false
 halve_to_destination = true
 drop = "oldest"
 TOML
-  ours=$("$sim" run "$work/sim-$3-$1.toml" --quiet --format csv | awk -F, 'NR == 2 {printf "%d, %.0f s", $8, $11}')
-  printf '%-10s %-15s %22s %22s\n' "$1" "$3" "$theirs" "$ours"
+  ours=$("$sim" run "$work/sim-$3-$mode-$1.toml" --quiet --format csv | awk -F, 'NR == 2 {printf "%d, %.0f s", $8, $11}')
+  printf '%-10s %-24s %22s %22s\n' "$1" "$3${4:+ ($4)}" "$theirs" "$ours"
 done

@@ -86,6 +86,21 @@ enum Command {
 /// What the link and forwarding keys mean, shown above them in `example`.
 const NOTES: &[(&str, &str)] = &[
     (
+        "routing",
+        "\"epidemic\" (meshpay's own), \"spray-and-wait\", \"direct\", \"prophet\" (PRoPHET:\n\
+         # P_init 0.75, beta 0.25, gamma 0.98 per 30 s) or \"spray-and-focus\" (spray `copies`,\n\
+         # then hand the last one to a peer likelier to meet the destination)",
+    ),
+    (
+        "copies",
+        "copies a message starts with under spray-and-wait and spray-and-focus",
+    ),
+    (
+        "spray_mode",
+        "spray-and-wait: \"binary\" (a holder gives half its copies) or \"source\" (only the\n\
+         # source gives, one copy a peer; relays wait)",
+    ),
+    (
         "warmup_s",
         "seconds the nodes walk before the run starts, as The ONE's MovementModel.warmup",
     ),
@@ -127,7 +142,8 @@ const NOTES: &[(&str, &str)] = &[
     ),
     (
         "halve_to_destination",
-        "spray-and-wait halves copies on delivery too (The ONE's binary mode)",
+        "spray-and-wait gives up copies on delivery too, as The ONE does (half, or one in \
+         source mode)",
     ),
 ];
 
@@ -449,6 +465,14 @@ mod tests {
         let text = annotate(&toml::to_string(&Scenario::default()).unwrap());
         assert!(text.contains("# \"half\": a radio sends or receives"));
         assert!(text.contains("# hand a peer what it is the destination of"));
+        assert!(
+            text.contains("\"source\" (only the\n# source gives"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# then hand the last one to a peer likelier"),
+            "{text}"
+        );
         assert!(text.contains("# model = \"trace\""), "{text}");
         assert!(text.contains("# trace = \"messages.txt\""), "{text}");
         assert_eq!(Scenario::from_toml(&text).unwrap(), Scenario::default());

@@ -311,10 +311,16 @@ impl Default for Workload {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoutingConfig {
-    /// "epidemic", "spray-and-wait" or "direct".
+    /// "epidemic" (meshpay's own, the default), "spray-and-wait", "direct", "prophet"
+    /// (PRoPHET with Lindgren's and The ONE's parameters: `P_init` 0.75, β 0.25, γ 0.98 per
+    /// 30 s) or "spray-and-focus" (binary spray of `copies`, then the last copy goes to a
+    /// peer with a greater PRoPHET predictability for the destination).
     pub routing: String,
-    /// Copies under spray-and-wait.
+    /// Copies under spray-and-wait and spray-and-focus.
     pub copies: u32,
+    /// How spray-and-wait shares copies: "binary" (a holder of `n > 1` gives half, so relays
+    /// spray too) or "source" (only the source gives, one copy a peer; relays wait).
+    pub spray_mode: String,
     /// Buffer per node, kilobytes.
     pub buffer_kb: u64,
     /// 0: a node that takes something new syncs again at once with every peer in range (as
@@ -362,6 +368,7 @@ impl Default for RoutingConfig {
         Self {
             routing: "epidemic".into(),
             copies: 6,
+            spray_mode: "binary".into(),
             buffer_kb: 5 * 1024,
             resync_s: 0.0,
             bundles_per_message: 0,
@@ -535,22 +542,20 @@ impl Scenario {
         if self.routing.policy().is_none() {
             return bad("routing.order: \"meshpay\", \"fifo\" or \"random\"");
         }
+        if !matches!(self.routing.spray_mode.as_str(), "binary" | "source") {
+            return bad("routing.spray_mode: \"binary\" or \"source\"");
+        }
         if self.routing().is_none() {
-            return bad("routing: \"epidemic\", \"spray-and-wait\" or \"direct\"");
+            return bad(
+                "routing: \"epidemic\", \"spray-and-wait\", \"direct\", \"prophet\" or \"spray-and-focus\"",
+            );
         }
         Ok(())
     }
 
     /// The routing choice.
     pub fn routing(&self) -> Option<meshpay_protocol::sync::Routing> {
-        use meshpay_protocol::sync::Routing;
-        Some(match self.routing.routing.as_str() {
-            "epidemic" => Routing::Epidemic,
-            "spray-and-wait" => Routing::SprayAndWait {
-                copies: self.routing.copies.max(1),
-            },
-            "direct" => Routing::Direct,
-            _ => return None,
-        })
+        let r = &self.routing;
+        meshpay_protocol::sync::Routing::named(&r.routing, r.copies, &r.spray_mode)
     }
 }

@@ -576,3 +576,79 @@ fn a_delivered_message_stops_at_its_destination_and_spray_and_wait_halves_on_del
     });
     assert_eq!((halve.relayed, halve.delivered), (1, 1), "{halve:?}");
 }
+
+#[test]
+fn source_spray_and_wait_hands_out_single_copies_from_the_source_only() {
+    let dir = tempfile::tempdir().unwrap();
+    // M1 (0 → 3, four copies) meets the chain 0–1, 1–2, 2–3, then 0–2 and 2–3 again.
+    let contacts = "10 CONN 0 1 up\n20 CONN 0 1 down\n30 CONN 1 2 up\n40 CONN 1 2 down\n\
+                    50 CONN 2 3 up\n60 CONN 2 3 down\n65 CONN 0 2 up\n70 CONN 0 2 down\n\
+                    80 CONN 2 3 up\n90 CONN 2 3 down\n";
+    let m = "5 C M1 0 3 500\n";
+    // Binary: 0 gives 1 two copies, 1 gives 2 one, 2 delivers at 50 s. Source: 1 gets one
+    // copy and waits; 2 gets one from 0 at 65 s and delivers at 80 s.
+    for (mode, latency) in [("binary", 45.0), ("source", 75.0)] {
+        let s = traced_with(
+            dir.path(),
+            contacts,
+            m,
+            radio(0, 0.0, 0.0),
+            "spray-and-wait",
+            |s| {
+                s.routing.copies = 4;
+                s.routing.spray_mode = mode.into();
+            },
+        );
+        assert_eq!((s.relayed, s.delivered), (3, 1), "{mode}: {s:?}");
+        assert!((s.latency_avg - latency).abs() < 1e-9, "{mode}: {s:?}");
+    }
+    // A scenario without the key is binary, as before; an unknown mode is refused.
+    let old = Scenario::from_toml("[routing]\nrouting = \"spray-and-wait\"\n").unwrap();
+    assert_eq!(old.routing.spray_mode, "binary");
+    assert!(Scenario::from_toml("[routing]\nspray_mode = \"both\"\n").is_err());
+}
+
+/// 1 meets 3 at 10 s; 0 meets 2 at 30 s and 1 at 50 s; 1 meets 3 again at 70 s.
+const LIKELIER: &str = "10 CONN 1 3 up\n20 CONN 1 3 down\n30 CONN 0 2 up\n40 CONN 0 2 down\n\
+                        50 CONN 0 1 up\n60 CONN 0 1 down\n70 CONN 1 3 up\n80 CONN 1 3 down\n";
+
+#[test]
+fn prophet_forwards_only_to_a_likelier_carrier() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 meets the destination 3 at 10 s; 0 (holding M1 for 3) meets 2, which knows nothing
+    // of 3 (0 = 0: no forwarding), then 1: P(1,3) = 0.75 · 0.98 (one 30 s unit) = 0.735 >
+    // P(0,3) = 0.75 · 0.735 · 0.25, so 1 takes it and delivers at 70 s.
+    let (contacts, m) = (LIKELIER, "5 C M1 0 3 500\n");
+    let p = traced(dir.path(), contacts, m, radio(0, 0.0, 0.0), "prophet");
+    assert_eq!((p.relayed, p.delivered), (2, 1), "{p:?}");
+    assert!((p.latency_avg - 65.0).abs() < 1e-9, "{p:?}");
+    // Epidemic hands a copy to 2 as well.
+    let e = traced(dir.path(), contacts, m, radio(0, 0.0, 0.0), "epidemic");
+    assert_eq!((e.relayed, e.delivered), (3, 1), "{e:?}");
+}
+
+#[test]
+fn spray_and_focus_hands_its_last_copy_to_a_likelier_carrier() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two copies of M1 (0 → 3). 1 meets 3 at 10 s; 0 sprays one copy to 2 at 30 s; at 50 s
+    // 0 focuses: P(1,3) = 0.735 > P(0,3), so its last copy moves to 1 (not a drop), which
+    // delivers at 70 s. 2 never meets 3. Spray-and-wait keeps the last copy at 0.
+    let (contacts, m) = (LIKELIER, "5 C M1 0 3 500\n");
+    let f = traced(
+        dir.path(),
+        contacts,
+        m,
+        radio(0, 0.0, 0.0),
+        "spray-and-focus",
+    );
+    assert_eq!((f.relayed, f.delivered, f.dropped), (3, 1, 0), "{f:?}");
+    assert!((f.latency_avg - 65.0).abs() < 1e-9, "{f:?}");
+    let w = traced(
+        dir.path(),
+        contacts,
+        m,
+        radio(0, 0.0, 0.0),
+        "spray-and-wait",
+    );
+    assert_eq!((w.relayed, w.delivered), (1, 0), "{w:?}");
+}

@@ -46,6 +46,7 @@
 //! per peer, sync sessions per peer, the bundle store's quotas.
 
 mod carry;
+mod memory;
 mod pay;
 mod state;
 mod take;
@@ -54,7 +55,7 @@ mod tests;
 mod types;
 
 pub use carry::ImportReport;
-pub use carry::{Exchange, Flight, contact};
+pub use memory::{Exchange, Flight, contact};
 pub use state::{
     AnsweredBy, Change, Learned, MeshWrite, OpenRequest, PayOutcome, Put, ReceivedPayment,
     SentPayment, SentStatus,
@@ -159,6 +160,8 @@ pub struct Device {
     received: BTreeMap<Hash, ReceivedPayment>,
     requests: BTreeMap<Nonce, OpenRequest>,
     peers: BTreeSet<DeviceKey>,
+    /// Peers met anew whose first sync session has not started yet (a PRoPHET encounter).
+    fresh: BTreeSet<DeviceKey>,
     gateway_for: Vec<IssuerId>,
     rng: rand_chacha::ChaCha20Rng,
     secrets: Secrets,
@@ -256,6 +259,7 @@ impl Device {
                 .map(|r| (r.request.nonce, r))
                 .collect(),
             peers: BTreeSet::new(),
+            fresh: BTreeSet::new(),
             gateway_for: Vec::new(),
             rng: rand_chacha::ChaCha20Rng::from_seed(init.seed),
             secrets: Secrets(init.secrets),
@@ -402,13 +406,23 @@ impl Device {
     /// A link to `peer` came up: pending payments to it are sent again, then a sync runs.
     pub fn peer_up(&mut self, now: Now, peer: DeviceKey) {
         self.peers.insert(peer);
+        self.met(peer);
         self.resend_pending(now, &peer);
         self.sync_with(now, peer, None);
+    }
+
+    /// A new contact with `peer` began: the next sync session with it, either way, counts as
+    /// an encounter under PRoPHET and spray-and-focus ([`crate::sync::SessionConfig`]).
+    /// [`Device::peer_up`] does this itself; a driver that runs sessions through
+    /// [`Exchange`] or [`contact`] calls it when a contact comes up.
+    pub fn met(&mut self, peer: DeviceKey) {
+        self.fresh.insert(peer);
     }
 
     /// The link to `peer` went down: its unfinished incoming session is forgotten.
     pub fn peer_down(&mut self, _now: Now, peer: DeviceKey) {
         self.peers.remove(&peer);
+        self.fresh.remove(&peer);
         self.responders.remove(&peer);
     }
 

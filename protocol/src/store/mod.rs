@@ -96,6 +96,8 @@ pub struct BundleStore {
     drop_oldest: bool,
     /// Arrival order of every held bundle, kept when `drop_oldest` is set.
     by_arrival: BTreeSet<(u64, Hash)>,
+    /// Delivery predictabilities (PRoPHET's routing state: soft, never written).
+    predictions: crate::prophet::Predictions,
 }
 
 impl std::fmt::Debug for BundleStore {
@@ -123,6 +125,17 @@ impl BundleStore {
     /// their records out. Set it before the first insert.
     pub fn set_drop_oldest(&mut self, on: bool) {
         self.drop_oldest = on;
+    }
+
+    /// The delivery predictabilities sync sessions keep under PRoPHET and
+    /// spray-and-focus.
+    pub fn predictions(&self) -> &crate::prophet::Predictions {
+        &self.predictions
+    }
+
+    /// The delivery predictabilities, to change (sessions meet peers through this).
+    pub fn predictions_mut(&mut self) -> &mut crate::prophet::Predictions {
+        &mut self.predictions
     }
 
     /// Installs the reader of bodies the driver stores.

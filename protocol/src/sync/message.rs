@@ -1,12 +1,14 @@
 //! Sync messages and their wire rules (SPEC.md §11.2): one message type for every step of a
 //! session, with the fields a step does not use left empty, so any request–response link
 //! carries sync as one more message kind. Decoding checks the version, the step code, the key
-//! packing, the number of gateway issuers and the hand-over receipt's fields; the session
-//! ([`super::Session`]) decides whether a step fits its state.
+//! packing, the number of gateway issuers, the predictability vector's packing and the
+//! hand-over receipt's fields; the session ([`super::Session`]) decides whether a step fits
+//! its state.
 
 use crate::codec::{self, Blob, DecodeError, VERSION, Wire, check_version};
 use crate::keys::IssuerId;
 use crate::objects::{Body, HandOver};
+use crate::prophet::{self, MAX_PREDICTIONS, PREDICTION_LEN};
 use serde_tuple::{Deserialize_tuple, Serialize_tuple};
 
 /// Largest sync message, in bytes (it travels inside a link message of at most 2 KiB).
@@ -97,6 +99,10 @@ pub struct SyncMessage {
     /// other than fraud proofs, revocations and receipts the sender will take from the other
     /// side in this session. A full carrier says 0, and is not offered bundles it would refuse.
     pub room: u64,
+    /// Open, and the responder's first answer, under PRoPHET or spray-and-focus: the sender's
+    /// delivery predictabilities, packed ([`crate::prophet`]: 12 bytes an entry, at most
+    /// [`crate::prophet::MAX_PREDICTIONS`], endpoints ascending). Empty otherwise.
+    pub predictions: Blob,
 }
 
 impl Wire for SyncMessage {
@@ -114,6 +120,16 @@ impl Wire for SyncMessage {
         }
         if self.gateway_for.len() > 4 {
             return Err(bad("at most 4 gateway issuers"));
+        }
+        let p = &self.predictions.0;
+        if p.len() % PREDICTION_LEN != 0 {
+            return Err(bad("predictions are 12 bytes each"));
+        }
+        if p.len() > MAX_PREDICTIONS * PREDICTION_LEN {
+            return Err(bad("at most 96 predictions"));
+        }
+        if !prophet::unpack(p).windows(2).all(|w| w[0].0 < w[1].0) {
+            return Err(bad("prediction endpoints ascending"));
         }
         if let Some(h) = &self.handover {
             Body::check(h.body())?;
@@ -137,6 +153,7 @@ impl SyncMessage {
             done: false,
             handover: None,
             room: 0,
+            predictions: Blob(Vec::new()),
         }
     }
 
@@ -183,6 +200,7 @@ impl SyncMessage {
             + 1
             + self.handover.as_ref().map_or(1, |h| codec::encode(h).len())
             + uint(self.room)
+            + bstr(self.predictions.0.len())
     }
 
     /// Bytes of bundles it carries.

@@ -63,6 +63,6 @@ pub use crate::riblt::{KEPT_SYMBOLS, coded_symbols, symbol_indices, sync_key};
 pub use contact::{Contact, Party, contact};
 pub use message::{Carried, MAX_SYNC, Step, SyncMessage};
 pub use session::{
-    FIRST_SYMBOLS, LIST_MAX, Order, Policy, Routing, Session, SessionConfig, Side, Stats,
+    FIRST_SYMBOLS, LIST_MAX, Order, Policy, Routing, Session, SessionConfig, Side, Spray, Stats,
     SyncError, kept_symbols,
 };

@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 
 use super::message::{Step, SyncMessage, pack_keys, unpack_keys};
 
+mod predict;
 mod transfer;
 
 /// A side holding at most this many bundles lists its keys instead of sending symbols.
@@ -33,23 +34,86 @@ const ROOM: usize = 1700;
 pub enum Routing {
     /// To every peer that lacks them, until a receipt purges them.
     Epidemic,
-    /// Binary spray-and-wait (Spyropoulos et al. 2005): a record starts with `copies` tokens;
-    /// a holder with `n > 1` gives `n / 2` to a peer that lacks it; with one token it waits
-    /// for a gateway.
+    /// Spray-and-wait (Spyropoulos, Psounis and Raghavendra, WDTN 2005): a record starts with
+    /// `copies` tokens and hands them out as `spray` says; a holder with one token waits for
+    /// a gateway.
     SprayAndWait {
         /// Tokens a new record starts with.
         copies: u32,
+        /// How a holder with more than one token shares them.
+        spray: Spray,
     },
     /// Only from the node that made the record to a gateway.
     Direct,
+    /// PRoPHET (Lindgren et al. 2004; RFC 6693): the two sides exchange their delivery
+    /// predictabilities ([`crate::prophet`]), and a record goes to a peer only if the peer's
+    /// predictability for its destination is greater than this node's (GRTR); the holder
+    /// keeps its copy.
+    Prophet,
+    /// Spray-and-focus (Spyropoulos, Psounis and Raghavendra, PerCom Workshops 2007): binary
+    /// spray while a holder has more than one of its `copies` tokens; with one, the holder
+    /// hands its copy on (keeping none) to a peer whose utility for the destination is
+    /// greater than its own. The utility is the PRoPHET predictability, exchanged as under
+    /// [`Routing::Prophet`]: it rises with each meeting of the destination, decays with the
+    /// time since, and passes on by transitivity, as the paper's last-encounter timers do.
+    SprayAndFocus {
+        /// Tokens a new record starts with.
+        copies: u32,
+    },
+}
+
+/// How spray-and-wait shares copy tokens with a peer that lacks the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Spray {
+    /// Binary: a holder of `n > 1` tokens gives `⌊n/2⌋` and keeps the rest, so relays spray
+    /// too (the paper's faster variant).
+    #[default]
+    Binary,
+    /// Source: a holder of `n > 1` tokens gives one and keeps `n − 1`. Only the source ever
+    /// holds more than one, so relays wait from the start (the paper's source spray).
+    Source,
+}
+
+impl Spray {
+    /// Tokens a holder of `n > 1` gives a peer.
+    pub fn give(self, n: u32) -> u32 {
+        match self {
+            Spray::Binary => n / 2,
+            Spray::Source => n.min(1),
+        }
+    }
 }
 
 impl Routing {
+    /// The routing a configuration file names: `"epidemic"`, `"spray-and-wait"` (with
+    /// `spray` `"binary"` or `"source"`), `"direct"`, `"prophet"` or `"spray-and-focus"`, the
+    /// sprays with `copies` tokens (at least 1). `None` for any other name or mode.
+    pub fn named(name: &str, copies: u32, spray: &str) -> Option<Self> {
+        let copies = copies.max(1);
+        Some(match name {
+            "epidemic" => Routing::Epidemic,
+            "spray-and-wait" => Routing::SprayAndWait {
+                copies,
+                spray: match spray {
+                    "binary" => Spray::Binary,
+                    "source" => Spray::Source,
+                    _ => return None,
+                },
+            },
+            "direct" => Routing::Direct,
+            "prophet" => Routing::Prophet,
+            "spray-and-focus" => Routing::SprayAndFocus { copies },
+            _ => return None,
+        })
+    }
+
     /// Copy tokens a record made on this node starts with (0: no limit).
     pub fn initial_copies(self) -> u32 {
         match self {
-            Routing::SprayAndWait { copies } => copies.max(1),
-            Routing::Epidemic | Routing::Direct => 0,
+            Routing::SprayAndWait { copies, .. } | Routing::SprayAndFocus { copies } => {
+                copies.max(1)
+            }
+            Routing::Epidemic | Routing::Direct | Routing::Prophet => 0,
         }
     }
 }
@@ -83,8 +147,9 @@ pub struct Policy {
     /// A message that reached its destination is handed on from there (false: it stops
     /// there, as a delivered message does in The ONE).
     pub relay_delivered: bool,
-    /// Spray-and-wait halves the copies on a hand-over to the destination too (as The ONE's
-    /// router does on every transfer); otherwise the holder keeps them all.
+    /// Spray-and-wait gives up copies on a hand-over to the destination too, as on any other
+    /// (The ONE's router does so on every transfer: half in binary mode, one in source mode);
+    /// otherwise the holder keeps them all.
     pub halve_to_destination: bool,
 }
 
@@ -115,6 +180,11 @@ pub struct SessionConfig {
     pub budget: u64,
     /// How this side picks what to hand over (meshpay's own by default).
     pub policy: Policy,
+    /// The first session with the peer since their link came up: under PRoPHET and
+    /// spray-and-focus it counts as an encounter (eq. 1 and transitivity, once per contact as
+    /// in Lindgren et al. and The ONE); later sessions over the same link only age the table
+    /// and read the peer's vector.
+    pub encounter: bool,
     /// Wall-clock time, for expiry and the hand-over receipt.
     pub now: UnixTime,
 }
@@ -242,6 +312,14 @@ pub struct Session {
     admitted: Vec<Hash>,
     proof: Option<HandOver>,
     stats: Stats,
+    /// The peer's delivery predictabilities, from its first message, and this node's own
+    /// endpoints (it delivers there itself).
+    peer_predictions: std::collections::BTreeMap<u64, f64>,
+    own_endpoints: Vec<u64>,
+    /// Responder: its predictability vector, for its first answer.
+    first_vector: Vec<u8>,
+    /// Single copies handed on (spray-and-focus), dropped here once the peer answers.
+    forwarding: Vec<Hash>,
 }
 
 impl Session {
@@ -284,6 +362,10 @@ impl Session {
             admitted: Vec::new(),
             proof: None,
             stats: Stats::default(),
+            peer_predictions: std::collections::BTreeMap::new(),
+            own_endpoints: Vec::new(),
+            first_vector: Vec::new(),
+            forwarding: Vec::new(),
         }
     }
 
@@ -295,6 +377,7 @@ impl Session {
         m.count = u32::try_from(s.keys.len()).unwrap_or(u32::MAX);
         m.gateway_for = s.cfg.gateway_for.iter().take(4).copied().collect();
         m.room = s.room;
+        m.predictions = Blob(s.own_vector(store));
         if s.keys.len() <= LIST_MAX {
             m.keys = pack_keys(&s.keys.keys().collect::<Vec<_>>());
             m.last = true;
@@ -331,6 +414,9 @@ impl Session {
         s.peer_count = open.count;
         s.peer_gateways.clone_from(&open.gateway_for);
         s.peer_room = Some(open.room);
+        // Our vector as it was before this meeting, as the initiator's is.
+        s.first_vector = s.own_vector(store);
+        s.learn(open, store);
         let theirs = open.symbols.0.is_empty();
         let answer = if theirs {
             // The initiator listed all its keys.
@@ -362,11 +448,15 @@ impl Session {
         key: &DeviceSecret,
     ) -> Result<Option<SyncMessage>, SyncError> {
         self.received(msg);
+        // The peer answered: it has what we handed on.
+        for id in std::mem::take(&mut self.forwarding) {
+            store.remove(&id);
+        }
         let step = msg.step();
         let answer = match (self.side, self.state, step) {
             (_, State::Finished, _) => return Err(SyncError::Finished),
             (Side::Initiator, State::Offering, Step::More) => {
-                self.role_of(msg);
+                self.role_of(msg, store);
                 self.stats.reconcile_round_trips += 1;
                 if self.keys.len() <= LIST_MAX {
                     return Err(SyncError::Unexpected(step));
@@ -396,7 +486,7 @@ impl Session {
                 Some(m)
             }
             (Side::Initiator, State::Offering | State::Listening, Step::Keys) => {
-                self.role_of(msg);
+                self.role_of(msg, store);
                 self.peer_keys.extend(unpack_keys(&msg.keys));
                 if msg.last {
                     self.learn_from_list();
@@ -408,7 +498,7 @@ impl Session {
                 }
             }
             (Side::Initiator, State::Offering | State::Transfer, Step::Transfer) => {
-                self.role_of(msg);
+                self.role_of(msg, store);
                 self.take_transfer(msg, store)?;
                 if self.sent_done && self.peer_done && self.nothing_left() {
                     self.state = State::Closing;
@@ -450,6 +540,7 @@ impl Session {
             m.count = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
             m.gateway_for = self.cfg.gateway_for.iter().take(4).copied().collect();
             m.room = self.room;
+            m.predictions = Blob(std::mem::take(&mut self.first_vector));
             self.told_role = true;
         }
         self.stats.messages_sent += 1;
@@ -458,15 +549,21 @@ impl Session {
         m
     }
 
-    /// Learns what the responder's first answer says of it: the issuers it is a gateway for
-    /// and its room hint.
-    fn role_of(&mut self, m: &SyncMessage) {
-        if self.peer_room.is_none() {
-            self.peer_room = Some(m.room);
+    /// Learns what the responder's first answer says of it: the issuers it is a gateway for,
+    /// its room hint and its delivery predictabilities.
+    fn role_of(&mut self, m: &SyncMessage, store: &mut BundleStore) {
+        if self.peer_room.is_some() {
+            return;
         }
-        if self.peer_gateways.is_empty() && !m.gateway_for.is_empty() {
-            self.peer_gateways.clone_from(&m.gateway_for);
-        }
+        self.peer_room = Some(m.room);
+        self.peer_gateways.clone_from(&m.gateway_for);
+        self.learn(m, store);
+    }
+
+    /// Bytes of symbols, keys or bundles the next message may carry: less, in the
+    /// responder's first answer, the predictability vector it carries.
+    fn room(&self) -> usize {
+        ROOM - self.first_vector.len()
     }
 
     fn take_symbols(
@@ -517,7 +614,7 @@ impl Session {
             .keys
             .keys()
             .skip(self.list_pos)
-            .take(ROOM / 8)
+            .take(self.room() / 8)
             .collect();
         self.list_pos += all.len();
         let mut m = SyncMessage::new(Step::Keys);

@@ -122,6 +122,8 @@ struct Up {
     running: Option<Running>,
     /// The two stores' versions after the last session (smaller node first).
     synced: Option<(u64, u64)>,
+    /// A session over it finished: under PRoPHET and spray-and-focus, the encounter.
+    encountered: bool,
 }
 
 /// A sync session over a link, a message at a time.
@@ -240,6 +242,9 @@ pub struct Sim {
     counters: Counters,
     contacts: Vec<ContactEvent>,
     creations: Vec<MessageEvent>,
+    /// Copies a node handed on in a message its peer is answering now (spray-and-focus):
+    /// they leave its store without being dropped.
+    handed_on: BTreeSet<(u32, Hash)>,
 }
 
 impl Sim {
@@ -302,7 +307,16 @@ impl Sim {
             counters: Counters::default(),
             contacts,
             creations,
+            handed_on: BTreeSet::new(),
         })
+    }
+
+    /// Whether the routing keeps delivery predictabilities, which change at every encounter.
+    fn predicts(&self) -> bool {
+        matches!(
+            self.routing,
+            Routing::Prophet | Routing::SprayAndFocus { .. }
+        )
     }
 
     /// The contacts this run will replay.
@@ -456,12 +470,25 @@ impl Sim {
                 ready: false,
                 running: None,
                 // Two nodes that met before and changed nothing since have nothing to say
-                // (contacts at the edge of range flicker).
-                synced: self.met.get(&pair).copied(),
+                // (contacts at the edge of range flicker), unless their routing counts
+                // encounters: then a session tells each the other's predictabilities.
+                synced: if self.predicts() {
+                    None
+                } else {
+                    self.met.get(&pair).copied()
+                },
+                encountered: false,
             },
         );
         self.peers[c.a as usize].insert(c.b);
         self.peers[c.b as usize].insert(c.a);
+        // A new contact: its first session is a PRoPHET encounter for both.
+        let (ka, kb) = (
+            self.keys[c.a as usize].public(),
+            self.keys[c.b as usize].public(),
+        );
+        self.nodes[c.a as usize].device.met(kb);
+        self.nodes[c.b as usize].device.met(ka);
         self.counters.contacts += 1;
         self.meet(c.a, c.b, t);
         // The node named first opens the session.
@@ -618,7 +645,10 @@ impl Sim {
         self.counters.peak_buffer = self.counters.peak_buffer.max(store.len());
         for id in &w.removed {
             if let Some(&idx) = self.by_id.get(id) {
-                self.counters.dropped += 1;
+                // A copy handed on (spray-and-focus) was moved, not dropped.
+                if !self.handed_on.remove(&(n, *id)) {
+                    self.counters.dropped += 1;
+                }
                 self.hops.remove(&(n, idx));
             }
         }

@@ -192,11 +192,19 @@ impl Sim {
         run.on_air = None;
         let (x, y) = run.ends;
         let before = (self.version[pair.0 as usize], self.version[pair.1 as usize]);
+        // The receiver's copies handed on in its last message leave it now: its peer answered.
+        let handing = if flight.to_responder {
+            run.exchange.responder().map_or(&[][..], |s| s.forwarding())
+        } else {
+            run.exchange.initiator().forwarding()
+        };
+        self.handed_on.extend(handing.iter().map(|id| (to, *id)));
         let (first, second) = pair_mut(&mut self.nodes, x as usize, y as usize);
         let result = run
             .exchange
             .deliver(&mut first.device, &mut second.device, now(t));
         self.drive(&[x, y], t);
+        self.handed_on.clear();
         let after = (self.version[pair.0 as usize], self.version[pair.1 as usize]);
         run.own.0 += after.0 - before.0;
         run.own.1 += after.1 - before.1;
@@ -286,15 +294,33 @@ impl Sim {
 
     /// A session ended: the pair is in sync as of its start plus what it moved itself; if
     /// either side took something from elsewhere meanwhile, they sync again.
+    /// The first session of a contact under PRoPHET or spray-and-focus is an encounter: both
+    /// ends' predictabilities changed, which is news for their other peers in range and for
+    /// each other (a second session compares the predictabilities after the encounter, as The
+    /// ONE's routers look at every connection again after each change).
     pub(super) fn finish(&mut self, pair: (u32, u32), r: &Running, t: u64) {
         let v = (r.opened.0 + r.own.0, r.opened.1 + r.own.1);
+        let encounter = self.predicts() && self.up.get(&pair).is_some_and(|u| !u.encountered);
+        if encounter {
+            self.version[pair.0 as usize] += 1;
+            self.version[pair.1 as usize] += 1;
+        }
         self.met.insert(pair, v);
         if let Some(u) = self.up.get_mut(&pair) {
             u.synced = Some(v);
             u.running = None;
+            u.encountered |= encounter;
         }
         if self.scenario.routing.resync_s == 0.0 {
             self.kick(r.ends.0, r.ends.1, t);
+            if encounter {
+                for (n, other) in [pair, (pair.1, pair.0)] {
+                    let peers: Vec<u32> = self.peers[n as usize].iter().copied().collect();
+                    for p in peers.into_iter().filter(|&p| p != other) {
+                        self.kick(n, p, t);
+                    }
+                }
+            }
         }
     }
 }

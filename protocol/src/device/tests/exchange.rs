@@ -1,6 +1,6 @@
 //! Sessions a message at a time between two in-memory devices ([`Exchange`]) under the
 //! forwarding policies: lost messages, destination first, delivered messages that stay,
-//! spray-and-wait halving, queue orders.
+//! spray-and-wait halving, queue orders, spray-and-focus hand-overs.
 
 use super::*;
 
@@ -24,7 +24,10 @@ fn sprayer(n: u8) -> Device {
     carrier_with(
         n,
         DeviceConfig {
-            routing: crate::sync::Routing::SprayAndWait { copies: 6 },
+            routing: crate::sync::Routing::SprayAndWait {
+                copies: 6,
+                spray: crate::sync::Spray::Binary,
+            },
             ..quiet()
         },
     )
@@ -235,4 +238,43 @@ fn fifo_hands_over_in_arrival_order_and_random_in_an_order_of_its_own() {
     let mut all = arrival.clone();
     all.sort();
     assert_eq!(sorted, all, "every one, once");
+}
+
+#[test]
+fn a_focused_copy_moves_once_the_peer_answers_and_stays_if_the_message_is_lost() {
+    let focus = |n| {
+        carrier_with(
+            n,
+            DeviceConfig {
+                routing: crate::sync::Routing::SprayAndFocus { copies: 1 },
+                ..quiet()
+            },
+        )
+    };
+    let (mut holder, mut likelier, mut dest) = (focus(1), focus(2), focus(3));
+    // The likelier carrier meets the destination: its P = 0.75 > the holder's 0.
+    likelier.met(dest.key());
+    dest.met(likelier.key());
+    exchange(&mut likelier, &mut dest, one_a_message());
+    let now = Now {
+        mono: 2_000,
+        unix: T0 + 90,
+    };
+    let msg = message(1, 3, 0);
+    holder.carry(now, &msg, 1);
+    holder.met(likelier.key());
+    likelier.met(holder.key());
+    let mut x = Exchange::open(&mut holder, likelier.key(), now, 9, one_a_message());
+    while x.flight_ids().is_empty() {
+        x.deliver(&mut holder, &mut likelier, now)
+            .expect("honest peers");
+    }
+    // The single copy is on the air and still at the holder; lost, it stays, still one.
+    x.lose(&mut holder, &mut likelier, now);
+    assert_eq!(holder.store().get(&msg.id()).map(|e| e.copies), Some(1));
+    assert!(!likelier.store().contains(&msg.id()));
+    // The next session hands it on: the likelier carrier has it, the holder no longer.
+    exchange(&mut holder, &mut likelier, one_a_message());
+    assert_eq!(likelier.store().get(&msg.id()).map(|e| e.copies), Some(1));
+    assert!(!holder.store().contains(&msg.id()));
 }

@@ -2,7 +2,7 @@
 //! filter it by [`Routing`], hand it over within the budget and the peer's room hint, admit
 //! what the peer hands over, and exchange the signed hand-over receipts (SPEC.md §11.4).
 
-use super::{Order, ROOM, Routing, Session, State, SyncError};
+use super::{Order, Routing, Session, State, SyncError};
 use crate::bundle::{BundleError, BundleKind, MAX_BUNDLE};
 use crate::codec::{Blob, DecodeError, VERSION};
 use crate::keys::DeviceSecret;
@@ -45,8 +45,10 @@ impl Session {
         }
     }
 
-    /// Copies to give with `entry` to this peer, or `None` if routing keeps it here. Records go
-    /// to gateways of their issuer, messages to their destination, whatever the routing.
+    /// Copies to give with `entry` to this peer and to keep, or `None` if routing keeps it
+    /// here. Records go to gateways of their issuer, messages to their destination, whatever
+    /// the routing. Keeping 0 of a limited number of copies hands the copy on: it leaves this
+    /// node once the peer answers.
     pub(super) fn offer(&self, entry: &Entry, store: &BundleStore) -> Option<(u32, u32)> {
         if !matches!(entry.meta.kind, BundleKind::Record | BundleKind::Message) {
             return Some((0, entry.copies));
@@ -58,19 +60,30 @@ impl Session {
             return None;
         }
         if self.to_destination(entry, store) {
-            let keep = if self.cfg.policy.halve_to_destination && entry.copies > 1 {
-                entry.copies - entry.copies / 2
-            } else {
-                entry.copies
+            let keep = match self.cfg.routing {
+                Routing::SprayAndWait { spray, .. }
+                    if self.cfg.policy.halve_to_destination && entry.copies > 1 =>
+                {
+                    entry.copies - spray.give(entry.copies)
+                }
+                _ => entry.copies,
             };
             return Some((entry.copies.min(1), keep));
         }
         match self.cfg.routing {
             Routing::Epidemic => Some((0, entry.copies)),
             Routing::Direct => None,
-            Routing::SprayAndWait { .. } => match entry.copies {
+            Routing::SprayAndWait { spray, .. } => match entry.copies {
                 0 => Some((0, 0)),
                 1 => None,
+                n => Some((spray.give(n), n - spray.give(n))),
+            },
+            Routing::Prophet => self
+                .peer_is_better(entry, store)
+                .then_some((0, entry.copies)),
+            Routing::SprayAndFocus { .. } => match entry.copies {
+                0 => Some((0, 0)),
+                1 => self.peer_is_better(entry, store).then_some((1, 0)),
                 n => Some((n / 2, n - n / 2)),
             },
         }
@@ -90,7 +103,7 @@ impl Session {
             self.queue(give, store);
         }
         let mut m = SyncMessage::new(Step::Transfer);
-        let mut room = ROOM;
+        let mut room = self.room();
         if self.want_pos < self.want.len() {
             let page: Vec<u64> = self.want[self.want_pos..]
                 .iter()
@@ -151,7 +164,9 @@ impl Session {
             });
             self.given.push(id);
             self.given_bytes += len as u64;
-            if keep != entry_copies {
+            if keep == 0 && entry_copies > 0 {
+                self.forwarding.push(id);
+            } else if keep != entry_copies {
                 store.set_copies(&id, keep);
             }
             self.send_pos += 1;

@@ -1,0 +1,359 @@
+//! The routers against contact traces worked out by hand, each node a bundle store meeting
+//! others through whole sync sessions.
+
+use meshpay_protocol::bundle::{Bundle, Content};
+use meshpay_protocol::objects::UnixTime;
+use meshpay_protocol::prophet::{device_endpoint, issuer_endpoint};
+use meshpay_protocol::store::{BundleStore, Origin, StoreConfig};
+use meshpay_protocol::sync::{Party, Routing, Spray, SyncMessage, contact};
+use meshpay_protocol::testkit::{
+    T0, allowance, device, issuer, pay, request, sealed, session_config, wallet,
+};
+use meshpay_protocol::{DecodeError, Hash, IssuerId, decode};
+
+/// When a test contact happens: the session salt, the time, the messages after which it is
+/// cut off, and whether it is the first session of a contact (a PRoPHET encounter).
+#[derive(Clone, Copy)]
+struct At {
+    salt: u64,
+    now: UnixTime,
+    max: u32,
+    encounter: bool,
+}
+
+/// A whole first session of a contact at `now`.
+fn at(salt: u64, now: UnixTime) -> At {
+    At {
+        salt,
+        now,
+        max: u32::MAX,
+        encounter: true,
+    }
+}
+
+/// A contact under `routing` between device `x` (`a`, initiator) and device `y` (`b`), which
+/// is a gateway for `gateway_for`, at `T0`.
+fn routed(
+    a: (&mut BundleStore, u8),
+    b: (&mut BundleStore, u8),
+    routing: Routing,
+    gateway_for: Vec<IssuerId>,
+    salt: u64,
+) {
+    routed_with(a, b, routing, gateway_for, at(salt, T0));
+}
+
+/// As [`routed`], at `now`.
+fn routed_at(
+    a: (&mut BundleStore, u8),
+    b: (&mut BundleStore, u8),
+    routing: Routing,
+    gateway_for: Vec<IssuerId>,
+    salt: u64,
+    now: UnixTime,
+) {
+    routed_with(a, b, routing, gateway_for, at(salt, now));
+}
+
+/// As [`routed`], as `when` says.
+fn routed_with(
+    (a, x): (&mut BundleStore, u8),
+    (b, y): (&mut BundleStore, u8),
+    routing: Routing,
+    gateway_for: Vec<IssuerId>,
+    when: At,
+) {
+    let mut ca = session_config(x, y, u64::MAX);
+    let mut cb = session_config(y, x, u64::MAX);
+    for c in [&mut ca, &mut cb] {
+        c.routing = routing;
+        c.now = when.now;
+        c.encounter = when.encounter;
+    }
+    cb.gateway_for = gateway_for;
+    let (ka, kb) = (device(x), device(y));
+    contact(
+        Party {
+            store: a,
+            cfg: ca,
+            key: &ka,
+        },
+        Party {
+            store: b,
+            cfg: cb,
+            key: &kb,
+        },
+        when.salt,
+        when.max,
+    )
+    .expect("honest");
+}
+
+/// A record made by device 1 and held by a new store with `copies` tokens.
+fn sprayed_record(copies: u32) -> (Bundle, BundleStore) {
+    let iss = issuer();
+    let alice = device(1);
+    let mut w = wallet([allowance(&iss, 1, &alice, 1_000_000)]);
+    let iou = pay(&mut w, &alice, &request(&device(2), 10, 1));
+    let record = Bundle::new(Content::Record(sealed(&iss, &iou)));
+    let mut a = BundleStore::new(StoreConfig::default());
+    a.insert(record.bytes(), Origin::Local, copies, T0);
+    (record, a)
+}
+
+fn tokens(s: &BundleStore, id: &Hash) -> Option<u32> {
+    s.get(id).map(|e| e.copies)
+}
+
+#[test]
+fn spray_and_wait_halves_tokens_and_waits_for_a_gateway() {
+    let (record, mut a) = sprayed_record(4);
+    let spray = Routing::SprayAndWait {
+        copies: 4,
+        spray: Spray::Binary,
+    };
+    let mut peers: Vec<BundleStore> = (0..3)
+        .map(|_| BundleStore::new(StoreConfig::default()))
+        .collect();
+    for (i, p) in peers.iter_mut().enumerate() {
+        routed((&mut a, 1), (p, 2), spray, Vec::new(), i as u64);
+    }
+    // 4 tokens: 2 go to the first peer, 1 to the second, none to the third.
+    assert_eq!(tokens(&peers[0], &record.id()), Some(2));
+    assert_eq!(tokens(&peers[1], &record.id()), Some(1));
+    assert!(!peers[2].contains(&record.id()));
+    assert_eq!(tokens(&a, &record.id()), Some(1));
+    // With one token left, it goes to a gateway for its issuer only.
+    let mut gw = BundleStore::new(StoreConfig::default());
+    routed((&mut a, 1), (&mut gw, 3), spray, vec![issuer().id()], 9);
+    assert!(gw.contains(&record.id()));
+}
+
+#[test]
+fn source_spray_gives_one_token_a_peer_and_relays_wait() {
+    // L = 4 at the source S; contacts S–A, A–B, S–B, S–C, S–D, B–C, then B meets the
+    // gateway G. By hand: S gives one token each to A, B and C (4 → 3 → 2 → 1) and none to
+    // D; A and B, holding one each, give none to B and C; the gateway gets it from B.
+    let (record, mut src) = sprayed_record(4);
+    let id = record.id();
+    let spray = Routing::SprayAndWait {
+        copies: 4,
+        spray: Spray::Source,
+    };
+    let [mut ann, mut bob, mut cat, mut dan, mut gate] =
+        std::array::from_fn(|_| BundleStore::new(StoreConfig::default()));
+    routed((&mut src, 1), (&mut ann, 2), spray, Vec::new(), 1);
+    assert_eq!((tokens(&src, &id), tokens(&ann, &id)), (Some(3), Some(1)));
+    routed((&mut ann, 2), (&mut bob, 3), spray, Vec::new(), 2);
+    assert!(!bob.contains(&id), "a relay waits");
+    routed((&mut src, 1), (&mut bob, 3), spray, Vec::new(), 3);
+    routed((&mut src, 1), (&mut cat, 4), spray, Vec::new(), 4);
+    routed((&mut src, 1), (&mut dan, 5), spray, Vec::new(), 5);
+    assert_eq!(
+        [&src, &ann, &bob, &cat].map(|x| tokens(x, &id)),
+        [Some(1); 4],
+        "the source keeps the last token"
+    );
+    assert!(!dan.contains(&id));
+    routed((&mut bob, 3), (&mut cat, 4), spray, Vec::new(), 6);
+    assert_eq!(tokens(&cat, &id), Some(1));
+    routed((&mut bob, 3), (&mut gate, 6), spray, vec![issuer().id()], 7);
+    assert!(gate.contains(&id));
+    // Binary spray on the same first contacts: A gets half, and gives half of that to B.
+    let (_, mut src) = sprayed_record(4);
+    let binary = Routing::SprayAndWait {
+        copies: 4,
+        spray: Spray::Binary,
+    };
+    let [mut ann, mut bob] = std::array::from_fn(|_| BundleStore::new(StoreConfig::default()));
+    routed((&mut src, 1), (&mut ann, 2), binary, Vec::new(), 1);
+    routed((&mut ann, 2), (&mut bob, 3), binary, Vec::new(), 2);
+    assert_eq!(
+        [&src, &ann, &bob].map(|x| tokens(x, &id)),
+        [Some(2), Some(1), Some(1)]
+    );
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[test]
+fn prophet_hands_a_record_only_to_a_peer_likelier_to_reach_its_gateway() {
+    // S (device 1) holds a record; A (2) meets the gateway G (4) at T0; two units later S
+    // meets A, then B (3), and B meets A; a unit later A meets G again.
+    let (record, mut src) = sprayed_record(0);
+    let id = record.id();
+    let iss = issuer_endpoint(&issuer().id());
+    let gateway = || vec![issuer().id()];
+    let p = Routing::Prophet;
+    let [mut ann, mut bob, mut gate] =
+        std::array::from_fn(|_| BundleStore::new(StoreConfig::default()));
+    routed_at((&mut ann, 2), (&mut gate, 4), p, gateway(), 1, T0);
+    // Meeting the gateway is meeting its issuer: 0 + (1 − 0) · 0.75 for both.
+    let g = device_endpoint(&device(4).public());
+    assert!(close(ann.predictions().get(g), 0.75));
+    assert!(close(ann.predictions().get(iss), 0.75));
+    // A's vector, aged two units: 0.75 · 0.98² = 0.7203. S: P(S,A) = 0.75 and, by
+    // transitivity, P(S,I) = 0.75 · 0.7203 · 0.25 = 0.13505625 < 0.7203: A gets the record.
+    routed_at((&mut src, 1), (&mut ann, 2), p, Vec::new(), 2, T0 + 60);
+    assert!(close(src.predictions().get(iss), 0.135_056_25));
+    assert!(close(ann.predictions().get(iss), 0.7203));
+    assert!(ann.contains(&id));
+    // B knows nothing of I: it gets nothing, and learns P(B,I) = 0.75 · 0.13505625 · 0.25.
+    routed_at((&mut src, 1), (&mut bob, 3), p, Vec::new(), 3, T0 + 60);
+    assert!(!bob.contains(&id));
+    assert!(close(bob.predictions().get(iss), 0.025_323_046_875));
+    let a = device_endpoint(&device(2).public());
+    assert!(
+        close(bob.predictions().get(a), 0.140_625),
+        "0.75 · 0.75 · 0.25"
+    );
+    // A is likelier than B: nothing goes from A to B. A second session ten seconds later in
+    // the same contact is no new encounter and changes nothing.
+    routed_at((&mut bob, 3), (&mut ann, 2), p, Vec::new(), 4, T0 + 60);
+    assert!(!bob.contains(&id));
+    let before = bob.predictions().get(a);
+    assert!(close(before, 0.140_625 + 0.859_375 * 0.75), "met: eq. 1");
+    let again = At {
+        encounter: false,
+        ..at(5, T0 + 70)
+    };
+    routed_with((&mut bob, 3), (&mut ann, 2), p, Vec::new(), again);
+    assert!(close(bob.predictions().get(a), before));
+    // The gateway gets it from A; the source still holds its copy.
+    routed_at((&mut ann, 2), (&mut gate, 4), p, gateway(), 6, T0 + 90);
+    assert!(gate.contains(&id));
+    assert!(src.contains(&id));
+    // The gateway is where the record goes: it hands it to nobody, whatever they claim.
+    routed_at((&mut bob, 3), (&mut gate, 4), p, gateway(), 7, T0 + 120);
+    assert!(bob.predictions().get(iss) > 0.0);
+    assert!(!bob.contains(&id));
+}
+
+#[test]
+fn prophet_vectors_fill_the_first_messages_within_the_size_limit() {
+    // Both sides know 200 endpoints (they send their 96 likeliest) and hold enough bundles
+    // that the responder lists its keys: every message still decodes (at most 2000 bytes).
+    let many: Vec<(u64, f64)> = (0..200u64).map(|e| (e + 10, 0.5)).collect();
+    let mut a = BundleStore::new(StoreConfig::default());
+    let mut b = BundleStore::new(StoreConfig::default());
+    for (s, ids) in [(&mut a, 0..100u64), (&mut b, 40..400u64)] {
+        s.predictions_mut().meet(&[1], &many, &[], T0 - 100);
+        for i in ids {
+            s.insert(
+                meshpay_protocol::testkit::receipt_bundle(i).bytes(),
+                Origin::Local,
+                0,
+                T0,
+            );
+        }
+    }
+    routed((&mut a, 1), (&mut b, 2), Routing::Prophet, Vec::new(), 1);
+    assert_eq!((a.len(), b.len()), (400, 400));
+}
+
+#[test]
+fn vectors_too_long_ragged_or_out_of_order_are_refused() {
+    let mut cfg = session_config(1, 2, u64::MAX);
+    cfg.routing = Routing::Prophet;
+    let (_, open) = meshpay_protocol::sync::Session::initiate(
+        cfg,
+        &BundleStore::new(StoreConfig::default()),
+        1,
+    );
+    let with = |entries: &[(u64, u32)], extra: usize| {
+        let mut m = open.clone();
+        m.predictions.0 = entries
+            .iter()
+            .flat_map(|(e, v)| [e.to_le_bytes().to_vec(), v.to_le_bytes().to_vec()].concat())
+            .chain(std::iter::repeat_n(0, extra))
+            .collect();
+        match decode::<SyncMessage>(&m.encode()) {
+            Ok(_) => "ok",
+            Err(DecodeError::InvalidField { field, .. }) => field,
+            Err(_) => "other",
+        }
+    };
+    let full: Vec<(u64, u32)> = (0..96).map(|e| (e, 1)).collect();
+    assert_eq!(with(&full, 0), "ok");
+    let over: Vec<(u64, u32)> = (0..97).map(|e| (e, 1)).collect();
+    assert_eq!(with(&over, 0), "at most 96 predictions");
+    assert_eq!(with(&full[..2], 5), "predictions are 12 bytes each");
+    assert_eq!(with(&[(5, 1), (5, 2)], 0), "prediction endpoints ascending");
+    assert_eq!(with(&[(6, 1), (5, 2)], 0), "prediction endpoints ascending");
+}
+
+#[test]
+fn spray_and_focus_sprays_then_hands_the_last_copy_to_a_likelier_carrier() {
+    // L = 2 at S (1). A (2) met the gateway G (4) at T0. Two units later S meets B (3), who
+    // knows nothing: binary spray, one copy each. Then S meets A: with one copy left S
+    // focuses, and A's P(A,I) = 0.7203 beats S's 0.75 · 0.7203 · 0.25, so the copy moves to
+    // A and leaves S. B, knowing nothing of I (S's vector was empty when they met), keeps
+    // its copy from C (5), who knows nothing either; G gets the record from A.
+    let (record, mut src) = sprayed_record(2);
+    let id = record.id();
+    let f = Routing::SprayAndFocus { copies: 2 };
+    let gateway = || vec![issuer().id()];
+    let [mut ann, mut bob, mut cat, mut gate] =
+        std::array::from_fn(|_| BundleStore::new(StoreConfig::default()));
+    routed_at((&mut ann, 2), (&mut gate, 4), f, gateway(), 1, T0);
+    routed_at((&mut src, 1), (&mut bob, 3), f, Vec::new(), 2, T0 + 60);
+    assert_eq!((tokens(&src, &id), tokens(&bob, &id)), (Some(1), Some(1)));
+    routed_at((&mut src, 1), (&mut ann, 2), f, Vec::new(), 3, T0 + 60);
+    assert_eq!((tokens(&src, &id), tokens(&ann, &id)), (None, Some(1)));
+    routed_at((&mut bob, 3), (&mut cat, 5), f, Vec::new(), 4, T0 + 60);
+    assert_eq!((tokens(&bob, &id), tokens(&cat, &id)), (Some(1), None));
+    routed_at((&mut ann, 2), (&mut gate, 4), f, gateway(), 5, T0 + 90);
+    assert!(gate.contains(&id));
+}
+
+#[test]
+fn a_copy_handed_on_is_never_lost_when_the_contact_breaks() {
+    // The focus step of the test above, cut off after every number of messages: the copy
+    // is at S, at A, or (once A has it but S has not heard back) at both; never nowhere.
+    let f = Routing::SprayAndFocus { copies: 1 };
+    let mut seen = Vec::new();
+    for max in 1..=12 {
+        let (record, mut src) = sprayed_record(1);
+        let id = record.id();
+        let [mut ann, mut gate] = std::array::from_fn(|_| BundleStore::new(StoreConfig::default()));
+        routed_at((&mut ann, 2), (&mut gate, 4), f, vec![issuer().id()], 1, T0);
+        let cut = At {
+            max,
+            ..at(2, T0 + 60)
+        };
+        routed_with((&mut src, 1), (&mut ann, 2), f, Vec::new(), cut);
+        let at = (src.contains(&id), ann.contains(&id));
+        assert_ne!(at, (false, false), "cut after {max} messages");
+        seen.push(at);
+    }
+    assert_eq!(seen.first(), Some(&(true, false)));
+    assert!(seen.contains(&(true, true)), "{seen:?}");
+    assert_eq!(seen.last(), Some(&(false, true)));
+}
+
+#[test]
+fn configuration_names_pick_each_router_and_refuse_others() {
+    assert_eq!(
+        Routing::named("epidemic", 6, "binary"),
+        Some(Routing::Epidemic)
+    );
+    assert_eq!(
+        Routing::named("spray-and-wait", 0, "source"),
+        Some(Routing::SprayAndWait {
+            copies: 1,
+            spray: Spray::Source
+        })
+    );
+    assert_eq!(
+        Routing::named("prophet", 6, "binary"),
+        Some(Routing::Prophet)
+    );
+    assert_eq!(
+        Routing::named("spray-and-focus", 4, "binary"),
+        Some(Routing::SprayAndFocus { copies: 4 })
+    );
+    assert_eq!(Routing::named("spray-and-wait", 6, "both"), None);
+    assert_eq!(Routing::named("maxprop", 6, "binary"), None);
+}
