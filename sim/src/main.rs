@@ -163,7 +163,7 @@ const OPTIONAL: &[(&str, &str)] = &[
     (
         "until_s = ",
         "# Messages from a file in The ONE's format (`<time> C <id> <from> <to> <size>`) instead\n\
-         # of generated ones; sizes are honoured exactly (86 to 1024 bytes) or refused:\n\
+         # of generated ones; sizes are honoured exactly (86 bytes to 16 MiB) or refused:\n\
          # trace = \"messages.txt\"\n",
     ),
 ];

@@ -282,7 +282,8 @@ pub struct Workload {
     pub interval_min_s: f64,
     /// Longest gap between two messages, s.
     pub interval_max_s: f64,
-    /// Message size in bytes (the bundle's encoded size, 86 to 1024, exactly).
+    /// Message size in bytes, exactly: up to 981 the one bundle's encoded size; larger
+    /// messages (to 16 MiB) travel in bundles of at most 981 bytes and arrive with the last.
     pub size: u32,
     /// Message lifetime, s (0: the whole run).
     pub ttl_s: f64,
@@ -520,8 +521,10 @@ impl Scenario {
         {
             return bad("workload: 0 < interval_min_s <= interval_max_s");
         }
-        if !(86..=1024).contains(&w.size) {
-            return bad("workload.size: 86 to 1024 bytes (a message is one bundle)");
+        if !(86..=crate::setup::MAX_MESSAGE).contains(&w.size) {
+            return bad(
+                "workload.size: 86 bytes to 16 MiB (over 981 bytes, a message travels in several bundles)",
+            );
         }
         let p = &self.payments;
         if p.enabled

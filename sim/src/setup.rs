@@ -329,8 +329,24 @@ pub(crate) fn sized_message(
     b
 }
 
-/// Checks that every message of `creations` can be made at exactly its size: a run never
-/// changes a size it was given.
+/// The largest message a run carries: 16 MiB, in 1,024-byte bundles.
+pub(crate) const MAX_MESSAGE: u32 = 16 << 20;
+
+/// The largest message bundle a peer takes: a plain message carries at most 900 bytes of
+/// payload, which encodes to 981 bytes.
+pub(crate) const MAX_PIECE: u32 = 981;
+
+/// The bundle sizes a message of `size` bytes travels in: itself up to [`MAX_PIECE`] bytes;
+/// beyond, the fewest bundles of at most that size, as even as can be (they add up to exactly
+/// `size`, and being over 490 bytes each none hits a size the encoding cannot make).
+pub(crate) fn fragment_sizes(size: u32) -> Vec<u32> {
+    let k = size.div_ceil(MAX_PIECE).max(1);
+    let (base, extra) = (size / k, size % k);
+    (0..k).map(|i| base + u32::from(i < extra)).collect()
+}
+
+/// Checks that every message of `creations` can be made at exactly its size, in one bundle or
+/// in [`fragment_sizes`]: a run never changes a size it was given.
 pub(crate) fn check_sizes(creations: &[MessageEvent]) -> Result<(), RunError> {
     let key = DeviceSecret::from_seed(&[0; 32]);
     let mut seen = BTreeSet::new();
@@ -338,11 +354,15 @@ pub(crate) fn check_sizes(creations: &[MessageEvent]) -> Result<(), RunError> {
         if !seen.insert(m.size) {
             continue;
         }
-        if m.size as usize > MAX_BUNDLE {
+        if m.size > MAX_MESSAGE {
             return Err(RunError::Scenario(format!(
-                "message {}: {} bytes, but a message travels as one bundle of at most {MAX_BUNDLE} bytes (larger ones are not split)",
+                "message {}: {} bytes, more than the {MAX_MESSAGE} a run carries",
                 m.id, m.size
             )));
+        }
+        if m.size > MAX_PIECE {
+            // Fragments are all between 491 and MAX_PIECE bytes, which are all exact.
+            continue;
         }
         let made = sized_message(&key, &key, 0, 0, 0, m.size).bytes().len();
         if made != m.size as usize {
@@ -375,8 +395,32 @@ mod tests {
             size,
         };
         assert!(super::check_sizes(&[event(500), event(1024), event(86)]).is_ok());
-        let big = super::check_sizes(&[event(5000)]).unwrap_err().to_string();
-        assert!(big.contains("M1: 5000 bytes"), "{big}");
+        assert!(super::check_sizes(&[event(5000), event(1_000_000)]).is_ok());
+        let big = super::check_sizes(&[event(super::MAX_MESSAGE + 1)])
+            .unwrap_err()
+            .to_string();
+        assert!(big.contains("message M1: 16777217 bytes"), "{big}");
+        // The largest message bundle a peer decodes, and the one past it.
+        let decodes = |size| {
+            let b = super::sized_message(&k, &k, 1, 2, 7, size);
+            meshpay_protocol::bundle::Bundle::decode(b.bytes()).is_ok()
+        };
+        assert!(decodes(super::MAX_PIECE) && !decodes(super::MAX_PIECE + 1));
+        // Fragments: the fewest, even, exact, adding up.
+        assert_eq!(super::fragment_sizes(981), vec![981]);
+        assert_eq!(super::fragment_sizes(982), vec![491, 491]);
+        assert_eq!(super::fragment_sizes(1024), vec![512, 512]);
+        assert_eq!(super::fragment_sizes(5886), vec![981; 6]);
+        let f = super::fragment_sizes(1_000_001);
+        assert_eq!(f.len(), 1020);
+        assert_eq!(f.iter().map(|&s| u64::from(s)).sum::<u64>(), 1_000_001);
+        assert!(f.iter().all(|&s| (491..=981).contains(&s) && decodes(s)));
+        for &s in &f[..2] {
+            assert_eq!(
+                super::sized_message(&k, &k, 1, 2, 7, s).bytes().len(),
+                s as usize
+            );
+        }
         let odd = super::check_sizes(&[event(261)]).unwrap_err().to_string();
         assert!(odd.contains("exactly 261 bytes"), "{odd}");
     }

@@ -211,6 +211,36 @@ fn burst(n: u32, from: u32, to: u32, first: u32) -> String {
         .join("\n")
 }
 
+/// A 5,886-byte message travels as six 981-byte bundles and arrives with the last: at 1 kB/s
+/// after 1 s of set-up, a 4-second contact carries three (landing at 101.981, 102.962 and
+/// 103.943 s; the fourth is cut off), and a second one the other three: delivered at
+/// 203.943 s, 202.943 s after it was made.
+#[test]
+fn a_large_message_arrives_with_its_last_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let once = "100 CONN 0 1 up\n104 CONN 0 1 down\n";
+    let twice = "100 CONN 0 1 up\n104 CONN 0 1 down\n200 CONN 0 1 up\n204 CONN 0 1 down\n";
+    let run = |contacts: &str| {
+        traced_with(
+            dir.path(),
+            contacts,
+            "1 C M1 0 1 5886\n",
+            one_like(0.0, Duplex::Half),
+            "epidemic",
+            one_a_message,
+        )
+    };
+    let half = run(once);
+    assert_eq!(
+        (half.delivered, half.relayed, half.aborted),
+        (0, 3, 1),
+        "{half:?}"
+    );
+    let whole = run(twice);
+    assert_eq!((whole.delivered, whole.relayed), (1, 6), "{whole:?}");
+    assert!((whole.latency_avg - 202.943).abs() < 1e-9, "{whole:?}");
+}
+
 #[test]
 fn a_contact_carries_what_its_duration_and_bit_rate_allow() {
     let dir = tempfile::tempdir().unwrap();
@@ -359,7 +389,7 @@ fn bad_scenarios_and_traces_are_refused_with_a_reason() {
     // A size is carried exactly or refused, never changed.
     std::fs::write(&c, "1 CONN 0 1 up\n").unwrap();
     let m = dir.path().join("m.txt");
-    std::fs::write(&m, "1 C M1 0 1 500\n2 C M2 0 1 5000\n").unwrap();
+    std::fs::write(&m, "1 C M1 0 1 500\n2 C M2 0 1 20000000\n").unwrap();
     let big = Scenario {
         workload: Workload {
             trace: Some(m),
@@ -367,8 +397,8 @@ fn bad_scenarios_and_traces_are_refused_with_a_reason() {
         },
         ..s
     };
-    let err = Sim::new(&big).err().expect("5,000 bytes").to_string();
-    assert!(err.contains("M2: 5000 bytes"), "{err}");
+    let err = Sim::new(&big).err().expect("20 MB").to_string();
+    assert!(err.contains("M2: 20000000 bytes"), "{err}");
 }
 
 /// The payments workload with cloned wallets, across seeds: nothing settles twice, no vendor

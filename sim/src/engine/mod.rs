@@ -61,6 +61,9 @@ pub struct MessageRecord {
     pub to: u32,
     /// Size, bytes.
     pub size: u32,
+    /// Bundles it travels in (1 up to 981 bytes, the largest message bundle; more for a
+    /// larger message, which is delivered when its last bundle arrives).
+    pub fragments: u32,
     /// Created, ms.
     pub created_ms: u64,
     /// First arrival at the destination, ms.
@@ -236,6 +239,9 @@ pub struct Sim {
     met: BTreeMap<(u32, u32), (u64, u64)>,
     messages: Vec<MessageRecord>,
     by_id: BTreeMap<Hash, usize>,
+    /// Bundles of each message at its destination so far, and which.
+    parts: Vec<u32>,
+    at_destination: BTreeSet<Hash>,
     hops: BTreeMap<(u32, usize), u32>,
     /// When each copy reached each node, ms: its time in the buffer when it leaves.
     arrived: BTreeMap<(u32, usize), u64>,
@@ -302,6 +308,8 @@ impl Sim {
             met: BTreeMap::new(),
             messages: Vec::new(),
             by_id: BTreeMap::new(),
+            parts: Vec::new(),
+            at_destination: BTreeSet::new(),
             hops: BTreeMap::new(),
             arrived: BTreeMap::new(),
             counters: Counters::default(),
@@ -663,35 +671,45 @@ impl Sim {
         } else {
             EPOCH + ms(self.scenario.duration_s) / 1000 + 86_400
         };
-        let bundle = sized_message(
-            &self.keys[m.from as usize],
-            &self.keys[m.to as usize],
-            created,
-            expires,
-            idx as u64,
-            m.size,
-        );
-        let id = bundle.id();
+        let sizes = crate::setup::fragment_sizes(m.size);
+        let bundles: Vec<_> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &size)| {
+                sized_message(
+                    &self.keys[m.from as usize],
+                    &self.keys[m.to as usize],
+                    created,
+                    expires,
+                    (idx as u64) << 24 | k as u64,
+                    size,
+                )
+            })
+            .collect();
         self.messages.push(MessageRecord {
             name: m.id.clone(),
             from: m.from,
             to: m.to,
             size: m.size,
+            fragments: u32::try_from(bundles.len()).expect("fragments fit u32"),
             created_ms: t,
             delivered_ms: None,
             hops: None,
-            id,
+            id: bundles[0].id(),
         });
-        self.by_id.insert(id, idx);
+        self.parts.push(0);
         self.hops.insert((m.from, idx), 0);
         self.arrived.insert((m.from, idx), t);
         let copies = self.routing.initial_copies();
-        let node = &mut self.nodes[m.from as usize];
-        if !matches!(
-            node.device.carry(now(t), &bundle, copies),
-            Admission::Added(_)
-        ) {
-            self.counters.dropped += 1;
+        for bundle in &bundles {
+            self.by_id.insert(bundle.id(), idx);
+            let node = &mut self.nodes[m.from as usize];
+            if !matches!(
+                node.device.carry(now(t), bundle, copies),
+                Admission::Added(_)
+            ) {
+                self.counters.dropped += 1;
+            }
         }
         self.drive(&[m.from], t);
     }
@@ -704,9 +722,12 @@ impl Sim {
                 self.hops.entry((to, idx)).or_insert(h);
                 self.arrived.entry((to, idx)).or_insert(at);
                 let m = &mut self.messages[idx];
-                if m.to == to && m.delivered_ms.is_none() {
-                    m.delivered_ms = Some(at.max(m.created_ms));
-                    m.hops = Some(h);
+                if m.to == to && m.delivered_ms.is_none() && self.at_destination.insert(*id) {
+                    self.parts[idx] += 1;
+                    if self.parts[idx] == m.fragments {
+                        m.delivered_ms = Some(at.max(m.created_ms));
+                        m.hops = Some(h);
+                    }
                 }
             }
         }
