@@ -34,9 +34,12 @@ use meshpay_node::config::Home;
 use meshpay_node::daemon::{Node, NodeError, RunOptions};
 use meshpay_node::startup::StartError;
 use meshpay_transports::ble::Role;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::Duration;
 use tokio::sync::broadcast;
+
+/// Events kept for an app that is not reading; past this, it gets `Missed`.
+pub const EVENT_QUEUE: usize = 1024;
 
 uniffi::setup_scaffolding!("meshpay");
 
@@ -193,9 +196,13 @@ struct Running {
 /// An open, unlocked wallet: a running meshpay device.
 #[derive(uniffi::Object)]
 pub struct Wallet {
-    running: Mutex<Option<Running>>,
+    /// Calls hold it shared for as long as they run; `shutdown` takes it alone, so it waits
+    /// for calls in flight and none starts on a stopped runtime.
+    running: RwLock<Option<Running>>,
     radio: Arc<radio::Bridge>,
-    events: Mutex<broadcast::Receiver<api::Notice>>,
+    /// Events, forwarded from the node by a task on the runtime; the app's thread waits on
+    /// this queue without touching the runtime.
+    events: Mutex<mpsc::Receiver<Event>>,
     device_key: String,
 }
 
@@ -205,12 +212,12 @@ impl Wallet {
     where
         F: Future<Output = Result<T, MeshpayError>>,
     {
-        let (handle, node) = {
-            let running = self.running.lock().expect("wallet lock");
-            let r = running.as_ref().ok_or_else(closed)?;
-            (r.rt.handle().clone(), Arc::clone(&r.node))
-        };
-        handle.block_on(f(node))
+        let running = self
+            .running
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let r = running.as_ref().ok_or_else(closed)?;
+        r.rt.block_on(f(Arc::clone(&r.node)))
     }
 
     /// One control request, as the CLI and the web app make it.
@@ -260,19 +267,24 @@ impl Wallet {
         };
         let (node, link_events) = rt.block_on(Node::start(&home, &passphrase, &opts))?;
         rt.spawn(Arc::clone(&node).serve_links(link_events));
-        let events = node.notices.subscribe();
+        let (tx, rx) = mpsc::sync_channel(EVENT_QUEUE);
+        rt.spawn(forward(node.notices.subscribe(), tx));
         Ok(Arc::new(Self {
             device_key: meshpay_protocol::PrintableKey::to_text(&node.device),
-            running: Mutex::new(Some(Running { rt, node })),
+            running: RwLock::new(Some(Running { rt, node })),
             radio: Arc::new(radio::Bridge::default()),
-            events: Mutex::new(events),
+            events: Mutex::new(rx),
         }))
     }
 
     /// Stops the wallet (named so it does not shadow the bindings' own `close`/`destroy`, which free the object): its links and timers end and its files are closed. Every later call
     /// fails with `Closed`. Closing twice is harmless.
     pub fn shutdown(&self) {
-        let running = self.running.lock().expect("wallet lock").take();
+        let running = self
+            .running
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         if let Some(Running { rt, node }) = running {
             rt.block_on(node.store().close());
             drop(node);
@@ -491,20 +503,14 @@ impl Wallet {
     /// for the app while it is not reading, up to a bound; past it the app gets `Missed` and
     /// should read the lists again.
     pub fn next_event(&self, timeout_ms: u32) -> Result<Option<Event>, MeshpayError> {
-        let handle = {
-            let running = self.running.lock().expect("wallet lock");
-            running.as_ref().ok_or_else(closed)?.rt.handle().clone()
-        };
-        let mut events = self.events.lock().expect("events lock");
-        let next =
-            handle.block_on(async { tokio::time::timeout(ms(timeout_ms), events.recv()).await });
-        match next {
-            Err(_) => Ok(None),
-            Ok(Ok(notice)) => Ok(Some(notice.into())),
-            Ok(Err(broadcast::error::RecvError::Lagged(count))) => {
-                Ok(Some(Event::Missed { count }))
-            }
-            Ok(Err(broadcast::error::RecvError::Closed)) => Err(closed()),
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match events.recv_timeout(ms(timeout_ms)) {
+            Ok(e) => Ok(Some(e)),
+            Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(closed()),
         }
     }
 
@@ -571,6 +577,37 @@ impl Wallet {
     /// `peripheralIsReady`, before the next).
     pub fn ble_next_action(&self, timeout_ms: u32) -> Option<BleAction> {
         self.radio.next_action(ms(timeout_ms)).map(Into::into)
+    }
+}
+
+/// Moves the node's notices to the app's queue until the node stops, counting what a full
+/// queue (an app not reading) or a lagging subscription missed.
+async fn forward(mut notices: broadcast::Receiver<api::Notice>, tx: mpsc::SyncSender<Event>) {
+    let mut missed = 0u64;
+    loop {
+        let next = match notices.recv().await {
+            Ok(n) => Event::from(n),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                missed += n;
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if missed > 0 {
+            match tx.try_send(Event::Missed { count: missed }) {
+                Ok(()) => missed = 0,
+                Err(mpsc::TrySendError::Full(_)) => {
+                    missed += 1;
+                    continue;
+                }
+                Err(mpsc::TrySendError::Disconnected(_)) => return,
+            }
+        }
+        match tx.try_send(next) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(_)) => missed += 1,
+            Err(mpsc::TrySendError::Disconnected(_)) => return,
+        }
     }
 }
 

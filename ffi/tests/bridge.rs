@@ -180,3 +180,41 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// An app closes the wallet while its event thread waits and another thread is calling: both
+/// get `Closed`, promptly, and nothing panics.
+#[test]
+fn shutdown_while_other_threads_wait_or_call() {
+    let root = tempfile::tempdir().unwrap();
+    let w = wallet(root.path(), "till");
+    let reader = {
+        let w = std::sync::Arc::clone(&w);
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            loop {
+                match w.next_event(20_000) {
+                    Ok(_) => {}
+                    Err(e) => return (e, start.elapsed()),
+                }
+            }
+        })
+    };
+    let caller = {
+        let w = std::sync::Arc::clone(&w);
+        std::thread::spawn(move || {
+            loop {
+                if let Err(e) = w.balances() {
+                    return e;
+                }
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    w.shutdown();
+    let (e, waited) = reader.join().expect("the reader did not panic");
+    assert!(matches!(e, MeshpayError::Closed { .. }), "{e:?}");
+    assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
+    let e = caller.join().expect("the caller did not panic");
+    assert!(matches!(e, MeshpayError::Closed { .. }), "{e:?}");
+    assert_eq!(w.ble_next_action(10), None);
+}
