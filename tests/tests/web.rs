@@ -89,8 +89,9 @@ fn paired_page(browser: &Browser, node: &TestNode, path: &str, first: bool) -> P
     };
     let page = browser.new_page().expect("page");
     page.set_viewport(360, 640, false).expect("viewport");
-    let ready =
-        "location.pathname === '{path}' && document.body && document.body.dataset.ready === 'yes'";
+    // Ready (the controls answer) and loaded (the screen's data is in, so its layout no
+    // longer moves under a click made by coordinates).
+    let ready = "location.pathname === '{path}' && document.body && document.body.dataset.ready === 'yes' && document.body.dataset.loaded === 'yes'";
     // The pairing page goes on to the app by itself.
     page.goto(&pair).expect("pair");
     page.wait_for(&ready.replace("{path}", "/"), WAIT)
