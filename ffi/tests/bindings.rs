@@ -32,8 +32,19 @@ fn workspace() -> PathBuf {
 
 /// Generates the bindings for `lang` into `out`, beside a copy of the library.
 fn generate(lang: &str, out: &Path) -> PathBuf {
-    let lib = profile_dir().join("libmeshpay_ffi.so");
-    assert!(lib.exists(), "{} is missing", lib.display());
+    // `cargo build` leaves the library in the profile's directory; `cargo test` alone only
+    // among the dependencies.
+    let lib = [profile_dir(), profile_dir().join("deps")]
+        .map(|d| d.join("libmeshpay_ffi.so"))
+        .into_iter()
+        .filter(|l| l.exists())
+        .max_by_key(|l| std::fs::metadata(l).and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "libmeshpay_ffi.so is in neither {} nor deps/",
+                profile_dir().display()
+            )
+        });
     let dir = out.join(lang);
     let status = Command::new(env!("CARGO_BIN_EXE_uniffi-bindgen"))
         .args(["generate", "--library"])
