@@ -166,6 +166,11 @@ pub fn create_wallet(dir: String, passphrase: String) -> Result<String, MeshpayE
     let home = Home {
         dir: std::path::PathBuf::from(dir),
     };
+    if meshpay_node::cli::holds_wallet(&home) {
+        return Err(MeshpayError::NoWallet {
+            message: format!("{} already holds a wallet", home.dir.display()),
+        });
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -177,15 +182,10 @@ pub fn create_wallet(dir: String, passphrase: String) -> Result<String, MeshpayE
         &passphrase,
         meshpay_node::keystore::Cost::default(),
     ));
-    match made {
-        Ok(key) => Ok(meshpay_protocol::PrintableKey::to_text(&key)),
-        Err(e) if e.to_string().contains("already holds a wallet") => Err(MeshpayError::NoWallet {
-            message: e.to_string(),
-        }),
-        Err(e) => Err(MeshpayError::Storage {
+    made.map(|key| meshpay_protocol::PrintableKey::to_text(&key))
+        .map_err(|e| MeshpayError::Storage {
             message: format!("{e:#}"),
-        }),
-    }
+        })
 }
 
 struct Running {
@@ -593,20 +593,17 @@ async fn forward(mut notices: broadcast::Receiver<api::Notice>, tx: mpsc::SyncSe
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        if missed > 0 {
-            match tx.try_send(Event::Missed { count: missed }) {
+        // What was missed is told first, then this event; a full queue misses it too.
+        let missed_first = (missed > 0).then_some(Event::Missed { count: missed });
+        for event in missed_first.into_iter().chain([next]) {
+            match tx.try_send(event) {
                 Ok(()) => missed = 0,
                 Err(mpsc::TrySendError::Full(_)) => {
                     missed += 1;
-                    continue;
+                    break;
                 }
                 Err(mpsc::TrySendError::Disconnected(_)) => return,
             }
-        }
-        match tx.try_send(next) {
-            Ok(()) => {}
-            Err(mpsc::TrySendError::Full(_)) => missed += 1,
-            Err(mpsc::TrySendError::Disconnected(_)) => return,
         }
     }
 }

@@ -545,7 +545,7 @@ pub fn check_passphrase(pass: &str, weak: bool) -> Result<()> {
 }
 
 /// Whether `home` holds a wallet: a `wallet.db` with anything in it.
-fn holds_wallet(home: &Home) -> bool {
+pub fn holds_wallet(home: &Home) -> bool {
     let db = home.wallet_db();
     let mut wal = db.clone().into_os_string();
     wal.push("-wal");

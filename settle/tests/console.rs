@@ -131,6 +131,18 @@ struct Console {
 }
 
 impl Console {
+    /// Two payees with accounts, for a double spend between them.
+    async fn payees(&self) -> [DeviceSecret; 2] {
+        let payees = [
+            DeviceSecret::from_seed(&[10; 32]),
+            DeviceSecret::from_seed(&[11; 32]),
+        ];
+        for p in &payees {
+            self.server.open_account(&p.public()).await.expect("opened");
+        }
+        payees
+    }
+
     async fn start() -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let url = format!("sqlite://{}", dir.path().join("settlement.db").display());
@@ -725,13 +737,7 @@ async fn double_spend(c: &Console, cert: &AllowanceCert, payees: &[DeviceSecret;
 async fn a_double_spend_reaches_the_feed_the_alerts_and_the_gauges() {
     let c = Console::start().await;
     let cert = c.allowance(1_000).await;
-    let payees = [
-        DeviceSecret::from_seed(&[10; 32]),
-        DeviceSecret::from_seed(&[11; 32]),
-    ];
-    for p in &payees {
-        c.server.open_account(&p.public()).await.expect("opened");
-    }
+    let payees = c.payees().await;
     let (cookie, _) = c.session().await;
 
     // Listen to the live feed first.
@@ -826,13 +832,7 @@ async fn a_double_spend_reaches_the_feed_the_alerts_and_the_gauges() {
 async fn the_overview_sums_the_exposure_in_the_database() {
     let c = Console::start().await;
     let cert = c.allowance(1_000).await;
-    let payees = [
-        DeviceSecret::from_seed(&[10; 32]),
-        DeviceSecret::from_seed(&[11; 32]),
-    ];
-    for p in &payees {
-        c.server.open_account(&p.public()).await.expect("opened");
-    }
+    let payees = c.payees().await;
     let empty = c.server.exposure_totals().await.expect("the totals");
     assert_eq!(empty.allowances, 1);
     double_spend(&c, &cert, &payees).await;

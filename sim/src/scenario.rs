@@ -179,6 +179,27 @@ pub enum Mobility {
     },
 }
 
+/// The settings every walker model shares: speeds, pauses, the time step and the warm-up.
+fn check_walkers(
+    speed_min: f64,
+    speed_max: f64,
+    pause_max_s: f64,
+    step_s: f64,
+    warmup_s: f64,
+) -> Result<(), ScenarioError> {
+    let bad = |m: &str| Err(ScenarioError::Invalid(m.to_owned()));
+    if !(warmup_s.is_finite() && warmup_s >= 0.0) {
+        return bad("warmup_s: 0 or more seconds");
+    }
+    if !(speed_min > 0.0 && speed_max >= speed_min) {
+        return bad("speeds: 0 < speed_min <= speed_max");
+    }
+    if pause_max_s.is_nan() || pause_max_s < 0.0 || step_s.is_nan() || step_s <= 0.0 {
+        return bad("pause_max_s >= 0 and step_s > 0");
+    }
+    Ok(())
+}
+
 impl Default for Mobility {
     fn default() -> Self {
         Mobility::RandomWaypoint {
@@ -423,76 +444,50 @@ impl Scenario {
                 return bad("market: positive sizes, 0 < speed_min <= speed_max, step_s > 0");
             }
         }
-        if let Mobility::RandomWaypoint {
-            width_m,
-            height_m,
-            speed_min,
-            speed_max,
-            pause_max_s,
-            step_s,
-            warmup_s,
-        } = &self.mobility
-        {
-            if !(warmup_s.is_finite() && *warmup_s >= 0.0) {
-                return bad("warmup_s: 0 or more seconds");
+        match &self.mobility {
+            Mobility::RandomWaypoint {
+                width_m,
+                height_m,
+                speed_min,
+                speed_max,
+                pause_max_s,
+                step_s,
+                warmup_s,
             }
-            if !(*width_m > 0.0 && *height_m > 0.0) {
-                return bad("width_m and height_m: positive");
+            | Mobility::RandomWalk {
+                width_m,
+                height_m,
+                speed_min,
+                speed_max,
+                pause_max_s,
+                step_s,
+                warmup_s,
+                ..
+            } => {
+                if !(*width_m > 0.0 && *height_m > 0.0) {
+                    return bad("width_m and height_m: positive");
+                }
+                check_walkers(*speed_min, *speed_max, *pause_max_s, *step_s, *warmup_s)?;
+                if let Mobility::RandomWalk { distance_max_m, .. } = &self.mobility
+                    && (distance_max_m.is_nan() || *distance_max_m <= 0.0)
+                {
+                    return bad("distance_max_m: positive");
+                }
             }
-            if !(*speed_min > 0.0 && speed_max >= speed_min) {
-                return bad("speeds: 0 < speed_min <= speed_max");
+            Mobility::Map {
+                files,
+                speed_min,
+                speed_max,
+                pause_max_s,
+                step_s,
+                warmup_s,
+            } => {
+                if files.is_empty() {
+                    return bad("map: at least one file");
+                }
+                check_walkers(*speed_min, *speed_max, *pause_max_s, *step_s, *warmup_s)?;
             }
-            if pause_max_s.is_nan() || *pause_max_s < 0.0 || step_s.is_nan() || *step_s <= 0.0 {
-                return bad("pause_max_s >= 0 and step_s > 0");
-            }
-        }
-        if let Mobility::RandomWalk {
-            width_m,
-            height_m,
-            speed_min,
-            speed_max,
-            distance_max_m,
-            pause_max_s,
-            step_s,
-            warmup_s,
-        } = &self.mobility
-        {
-            let ok = *width_m > 0.0
-                && *height_m > 0.0
-                && *speed_min > 0.0
-                && speed_max >= speed_min
-                && *distance_max_m > 0.0
-                && *pause_max_s >= 0.0
-                && *step_s > 0.0
-                && warmup_s.is_finite()
-                && *warmup_s >= 0.0;
-            if !ok {
-                return bad(
-                    "random-walk: positive area, 0 < speed_min <= speed_max, distance_max_m > 0, pause_max_s >= 0, step_s > 0, warmup_s >= 0",
-                );
-            }
-        }
-        if let Mobility::Map {
-            files,
-            speed_min,
-            speed_max,
-            pause_max_s,
-            step_s,
-            warmup_s,
-        } = &self.mobility
-        {
-            let ok = !files.is_empty()
-                && *speed_min > 0.0
-                && speed_max >= speed_min
-                && *pause_max_s >= 0.0
-                && *step_s > 0.0
-                && warmup_s.is_finite()
-                && *warmup_s >= 0.0;
-            if !ok {
-                return bad(
-                    "map: at least one file, 0 < speed_min <= speed_max, pause_max_s >= 0, step_s > 0, warmup_s >= 0",
-                );
-            }
+            Mobility::Market { .. } | Mobility::Trace { .. } => {}
         }
         Ok(())
     }

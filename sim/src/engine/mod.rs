@@ -242,9 +242,9 @@ pub struct Sim {
     /// Bundles of each message at its destination so far, and which.
     parts: Vec<u32>,
     at_destination: BTreeSet<Hash>,
-    hops: BTreeMap<(u32, usize), u32>,
-    /// When each copy reached each node, ms: its time in the buffer when it leaves.
-    arrived: BTreeMap<(u32, usize), u64>,
+    /// Each copy a node holds: its hops from the source, and when it arrived (ms), for its
+    /// time in the buffer when it leaves.
+    held: BTreeMap<(u32, usize), (u32, u64)>,
     counters: Counters,
     contacts: Vec<ContactEvent>,
     creations: Vec<MessageEvent>,
@@ -310,8 +310,7 @@ impl Sim {
             by_id: BTreeMap::new(),
             parts: Vec::new(),
             at_destination: BTreeSet::new(),
-            hops: BTreeMap::new(),
-            arrived: BTreeMap::new(),
+            held: BTreeMap::new(),
             counters: Counters::default(),
             contacts,
             creations,
@@ -583,8 +582,7 @@ impl Sim {
         match out {
             Output::Commit { id, change } => {
                 if let Change::Mesh(w) = &change {
-                    self.left_buffer(n, w, t);
-                    self.wrote(n, w);
+                    self.wrote(n, w, t);
                 }
                 self.nodes[n as usize].device.committed(now(t), id, Ok(()));
             }
@@ -622,20 +620,9 @@ impl Sim {
         }
     }
 
-    /// Copies that left node `n`'s buffer at `t` (dropped, expired, handed on or purged):
-    /// how long each was there (The ONE's buffer time).
-    fn left_buffer(&mut self, n: u32, w: &device::MeshWrite, t: u64) {
-        for id in &w.removed {
-            if let Some(&idx) = self.by_id.get(id)
-                && let Some(since) = self.arrived.remove(&(n, idx))
-            {
-                self.counters.buffer_ms.push(t.saturating_sub(since));
-            }
-        }
-    }
-
-    /// Node `n`'s store changed: its version, drops, records carried, peak buffer.
-    fn wrote(&mut self, n: u32, w: &device::MeshWrite) {
+    /// Node `n`'s store changed at `t`: its version, drops, records carried, peak buffer, and
+    /// how long each copy that left had been there (The ONE's buffer time).
+    fn wrote(&mut self, n: u32, w: &device::MeshWrite, t: u64) {
         if !w.put.is_empty() {
             self.version[n as usize] += 1;
         }
@@ -657,7 +644,9 @@ impl Sim {
                 if !self.handed_on.remove(&(n, *id)) {
                     self.counters.dropped += 1;
                 }
-                self.hops.remove(&(n, idx));
+                if let Some((_, since)) = self.held.remove(&(n, idx)) {
+                    self.counters.buffer_ms.push(t.saturating_sub(since));
+                }
             }
         }
     }
@@ -698,8 +687,7 @@ impl Sim {
             id: bundles[0].id(),
         });
         self.parts.push(0);
-        self.hops.insert((m.from, idx), 0);
-        self.arrived.insert((m.from, idx), t);
+        self.held.insert((m.from, idx), (0, t));
         let copies = self.routing.initial_copies();
         for bundle in &bundles {
             self.by_id.insert(bundle.id(), idx);
@@ -718,9 +706,8 @@ impl Sim {
     fn took(&mut self, to: u32, from: u32, ids: &[Hash], at: u64) -> bool {
         for id in ids {
             if let Some(&idx) = self.by_id.get(id) {
-                let h = self.hops.get(&(from, idx)).copied().unwrap_or(0) + 1;
-                self.hops.entry((to, idx)).or_insert(h);
-                self.arrived.entry((to, idx)).or_insert(at);
+                let h = self.held.get(&(from, idx)).map_or(0, |c| c.0) + 1;
+                self.held.entry((to, idx)).or_insert((h, at));
                 let m = &mut self.messages[idx];
                 if m.to == to && m.delivered_ms.is_none() && self.at_destination.insert(*id) {
                     self.parts[idx] += 1;
