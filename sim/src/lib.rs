@@ -21,6 +21,7 @@
 
 pub mod clock;
 pub mod engine;
+mod kinetic;
 pub mod map;
 pub mod market;
 pub mod mobility;

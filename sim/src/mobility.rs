@@ -1,9 +1,9 @@
-//! Contacts from movement: random waypoint on a plane, stepped in time, with a grid of cells
-//! one radio range wide so each step checks only neighbouring cells.
+//! Contacts from movement: random waypoint and random walk on a plane, and a market day; the
+//! contacts come from the walkers' legs ([`crate::kinetic`]).
 
 use crate::trace::{ContactEvent, Link};
 use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_core::RngCore;
 use std::collections::BTreeSet;
 
 /// A uniform draw in `[lo, hi)` from 53 random bits.
@@ -12,16 +12,6 @@ use std::collections::BTreeSet;
 pub(crate) fn uniform(rng: &mut ChaCha20Rng, lo: f64, hi: f64) -> f64 {
     let u = (rng.next_u64() >> 11) as f64 / 9_007_199_254_740_992.0;
     lo + (hi - lo) * u
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Walker {
-    x: f64,
-    y: f64,
-    tx: f64,
-    ty: f64,
-    speed: f64,
-    pause_until: f64,
 }
 
 /// Random-waypoint settings.
@@ -174,168 +164,37 @@ pub fn random_walk(
     )
 }
 
-/// Steps walkers through `duration` seconds and reports who is within `range` of whom.
-/// `start` places node `i`; `next` gives its next leg (`first` is true for the first one).
-// Grid coordinates and step counts are small and non-negative.
+/// The contacts of walkers over `duration` seconds, as a scan every `step` seconds reports
+/// who is within `range` of whom (see [`crate::kinetic`]: found from the legs, not by
+/// stepping). `start` places node `i`; `next` gives its next leg (`first` is true for the
+/// first one).
+// Scan counts are small and non-negative.
 #[allow(
     clippy::cast_possible_truncation,
-    clippy::cast_possible_wrap,
     clippy::cast_sign_loss,
-    clippy::cast_precision_loss,
     clippy::too_many_arguments
 )]
-// One time-stepped loop: move, then find who is in range.
-#[allow(clippy::too_many_lines)]
 pub fn walk(
     nodes: u32,
     duration: f64,
     step: f64,
     range: f64,
-    (width, height): (f64, f64),
+    area: (f64, f64),
     seed: u64,
-    mut start: impl FnMut(u32, &mut ChaCha20Rng) -> (f64, f64),
-    mut next: impl FnMut(u32, &mut ChaCha20Rng, bool) -> Leg,
+    start: impl FnMut(u32, &mut ChaCha20Rng) -> (f64, f64),
+    next: impl FnMut(u32, &mut ChaCha20Rng, bool) -> Leg,
 ) -> Vec<ContactEvent> {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x6d6f_6269_6c69_7479);
-    let mut walkers: Vec<Walker> = (0..nodes)
-        .map(|i| {
-            let (x, y) = start(i, &mut rng);
-            let leg = next(i, &mut rng, true);
-            Walker {
-                x,
-                y,
-                tx: leg.x,
-                ty: leg.y,
-                speed: leg.speed,
-                pause_until: leg.pause,
-            }
-        })
-        .collect();
-    let cell = range;
-    let cols = (width / cell).ceil().max(1.0) as i64;
-    let rows = (height / cell).ceil().max(1.0) as i64;
-    let r2 = range * range;
     let steps = (duration / step).ceil() as u64;
-    let mut up: BTreeSet<(u32, u32)> = BTreeSet::new();
-    let mut events = Vec::new();
-    // Cells one range wide, row-major; only the occupied ones are visited and cleared. A bit
-    // per cell says whether it is occupied, so looking at an empty neighbour touches one word
-    // that stays in cache instead of the cell's list.
-    let mut grid: Vec<Vec<u32>> = vec![Vec::new(); (cols * rows) as usize];
-    let mut taken: Vec<u64> = vec![0; (cols * rows) as usize / 64 + 1];
-    let mut occupied: Vec<usize> = Vec::new();
-    for k in 0..=steps {
-        let t = k as f64 * step;
-        if k > 0 {
-            for (i, v) in walkers.iter_mut().enumerate() {
-                let mut left = step;
-                while left > 0.0 {
-                    if v.speed <= 0.0 {
-                        break;
-                    }
-                    if v.pause_until > t - left {
-                        let wait = (v.pause_until - (t - left)).min(left);
-                        left -= wait;
-                        continue;
-                    }
-                    let (dx, dy) = (v.tx - v.x, v.ty - v.y);
-                    let dist = (dx * dx + dy * dy).sqrt();
-                    let reach = v.speed * left;
-                    if reach < dist {
-                        v.x += dx / dist * reach;
-                        v.y += dy / dist * reach;
-                        left = 0.0;
-                    } else {
-                        left -= dist / v.speed;
-                        v.x = v.tx;
-                        v.y = v.ty;
-                        let leg = next(u32::try_from(i).expect("node count fits"), &mut rng, false);
-                        v.pause_until = t - left + leg.pause;
-                        v.tx = leg.x;
-                        v.ty = leg.y;
-                        v.speed = leg.speed;
-                    }
-                }
-            }
-        }
-        for c in occupied.drain(..) {
-            grid[c].clear();
-            taken[c / 64] = 0;
-        }
-        for (i, v) in walkers.iter().enumerate() {
-            let cx = ((v.x / cell) as i64).clamp(0, cols - 1);
-            let cy = ((v.y / cell) as i64).clamp(0, rows - 1);
-            let c = (cy * cols + cx) as usize;
-            if grid[c].is_empty() {
-                occupied.push(c);
-                taken[c / 64] |= 1 << (c % 64);
-            }
-            grid[c].push(u32::try_from(i).expect("node count fits"));
-        }
-        let mut now: BTreeSet<(u32, u32)> = BTreeSet::new();
-        let close = |a: u32, b: u32| {
-            let (p, q) = (&walkers[a as usize], &walkers[b as usize]);
-            (p.x - q.x).powi(2) + (p.y - q.y).powi(2) <= r2
-        };
-        for &c in &occupied {
-            let (cx, cy) = (c as i64 % cols, c as i64 / cols);
-            let members = &grid[c];
-            // Pairs within the cell, then with the four neighbours ahead of it (the other four
-            // see this cell as ahead of them), so each pair of cells is looked at once.
-            for (i, &a) in members.iter().enumerate() {
-                for &b in &members[i + 1..] {
-                    if close(a, b) {
-                        now.insert((a.min(b), a.max(b)));
-                    }
-                }
-            }
-            for (dx, dy) in [(1, 0), (-1, 1), (0, 1), (1, 1)] {
-                let (nx, ny) = (cx + dx, cy + dy);
-                if nx < 0 || ny < 0 || nx >= cols || ny >= rows {
-                    continue;
-                }
-                let n = (ny * cols + nx) as usize;
-                if taken[n / 64] & (1 << (n % 64)) == 0 {
-                    continue;
-                }
-                for &a in members {
-                    for &b in &grid[n] {
-                        if close(a, b) {
-                            now.insert((a.min(b), a.max(b)));
-                        }
-                    }
-                }
-            }
-        }
-        let ms = (t * 1000.0).round() as u64;
-        for &(a, b) in up.difference(&now) {
-            events.push(ContactEvent {
-                t_ms: ms,
-                a,
-                b,
-                link: Link::Down,
-            });
-        }
-        for &(a, b) in now.difference(&up) {
-            events.push(ContactEvent {
-                t_ms: ms,
-                a,
-                b,
-                link: Link::Up,
-            });
-        }
-        up = now;
-    }
-    let end = (duration * 1000.0).round() as u64;
-    for &(a, b) in &up {
-        events.push(ContactEvent {
-            t_ms: end,
-            a,
-            b,
-            link: Link::Down,
-        });
-    }
-    events
+    let ways = crate::kinetic::ways(nodes, steps, step, seed, start, next);
+    let ranges = vec![range; nodes as usize];
+    crate::kinetic::contacts(
+        &ways,
+        &ranges,
+        step,
+        steps,
+        crate::engine::ms(duration),
+        area,
+    )
 }
 
 /// Market-day settings (see [`crate::scenario::Mobility::Market`]).

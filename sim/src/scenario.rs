@@ -99,7 +99,9 @@ pub enum Mobility {
         speed_max: f64,
         /// Longest pause at a waypoint, s.
         pause_max_s: f64,
-        /// Time step of the movement and contact detection, s.
+        /// Time resolution of the contacts, s: they come up and go down at multiples of it, as
+        /// a scan this often would see them (they are solved from the legs, so a finer step
+        /// costs no time).
         step_s: f64,
         /// Seconds the nodes walk before the run starts (The ONE's `MovementModel.warmup`):
         /// the run begins with them spread as random waypoint leaves them, not uniformly.
@@ -122,7 +124,9 @@ pub enum Mobility {
         distance_max_m: f64,
         /// Longest pause after a leg, s.
         pause_max_s: f64,
-        /// Time step of the movement and contact detection, s.
+        /// Time resolution of the contacts, s: they come up and go down at multiples of it, as
+        /// a scan this often would see them (they are solved from the legs, so a finer step
+        /// costs no time).
         step_s: f64,
         /// Seconds the nodes walk before the run starts.
         #[serde(default)]
@@ -141,7 +145,9 @@ pub enum Mobility {
         speed_max: f64,
         /// Longest pause at a destination, s.
         pause_max_s: f64,
-        /// Time step of the movement and contact detection, s.
+        /// Time resolution of the contacts, s: they come up and go down at multiples of it, as
+        /// a scan this often would see them (they are solved from the legs, so a finer step
+        /// costs no time).
         step_s: f64,
         /// Seconds the nodes walk before the run starts.
         #[serde(default)]
