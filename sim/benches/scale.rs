@@ -57,7 +57,7 @@ fn case(n: u32) -> Scenario {
             resync_s: 0.0,
             ..RoutingConfig::default()
         },
-        payments: meshpay_sim::scenario::Payments::default(),
+        ..Scenario::default()
     }
 }
 

@@ -21,6 +21,7 @@
 
 pub mod clock;
 pub mod engine;
+pub mod groups;
 mod kinetic;
 pub mod map;
 pub mod market;

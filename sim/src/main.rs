@@ -168,8 +168,26 @@ const OPTIONAL: &[(&str, &str)] = &[
     ),
 ];
 
-/// `text` (a scenario in TOML) with a comment above each key of [`NOTES`], and the optional
-/// keys of [`OPTIONAL`] shown as comments.
+/// Host groups, shown after the rest: the default scenario has none.
+const GROUPS: &str = "\n\
+# Host groups (optional), as The ONE's: hosts numbered across the groups in order and named by\n\
+# the group's id in reports (w0..w79, t80..t99); their nodes add up to `nodes`. Each key but\n\
+# nodes falls back to the scenario's own: speed_min, speed_max (0: stationary) and pause_max_s\n\
+# to [mobility], range_m and bitrate_bps to [radio] (a pair meets within the shorter range and\n\
+# links at the slower rate), routing, copies and buffer_kb to [routing].\n\
+# [[groups]]\n\
+# id = \"w\"\n\
+# nodes = 80\n\
+# [[groups]]\n\
+# id = \"t\"\n\
+# nodes = 20\n\
+# speed_min = 7.0\n\
+# speed_max = 10.0\n\
+# range_m = 30.0\n\
+# routing = \"prophet\"\n";
+
+/// `text` (a scenario in TOML) with a comment above each key of [`NOTES`], the optional keys
+/// of [`OPTIONAL`] shown as comments, and [`GROUPS`] at the end.
 fn annotate(text: &str) -> String {
     let mut out = String::new();
     for line in text.lines() {
@@ -185,6 +203,7 @@ fn annotate(text: &str) -> String {
             out.push_str(more);
         }
     }
+    out.push_str(GROUPS);
     out
 }
 
@@ -476,5 +495,17 @@ mod tests {
         assert!(text.contains("# model = \"trace\""), "{text}");
         assert!(text.contains("# trace = \"messages.txt\""), "{text}");
         assert_eq!(Scenario::from_toml(&text).unwrap(), Scenario::default());
+        let groups: Vec<&str> = GROUPS
+            .lines()
+            .skip_while(|l| !l.contains("[[groups]]"))
+            .map(|l| l.trim_start_matches("# "))
+            .collect();
+        let with = Scenario::from_toml(&format!("{text}{}", groups.join("\n"))).unwrap();
+        let hosts = meshpay_sim::groups::Hosts::of(&with).unwrap();
+        assert_eq!(
+            (hosts.name(79), hosts.name(80)),
+            ("w79".into(), "t80".into())
+        );
+        assert!((hosts.of_host(99).range_m - 30.0).abs() < f64::EPSILON);
     }
 }

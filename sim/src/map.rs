@@ -7,7 +7,8 @@
 //! Walkers live on the largest connected part of the map (The ONE refuses a map that is not
 //! connected; here the rest is ignored and the report says how much).
 
-use crate::mobility::{Leg, uniform, walk};
+use crate::groups::Walking;
+use crate::mobility::{Leg, walk};
 use crate::trace::ContactEvent;
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore as _;
@@ -279,21 +280,6 @@ fn largest_part(edges: &[Vec<(u32, f64)>]) -> Vec<u32> {
     best
 }
 
-/// Shortest-path movement settings.
-#[derive(Debug, Clone, Copy)]
-pub struct MapWalk {
-    /// Slowest speed, m/s.
-    pub speed_min: f64,
-    /// Fastest speed, m/s.
-    pub speed_max: f64,
-    /// Longest pause at a destination, s.
-    pub pause_max: f64,
-    /// Time step, s.
-    pub step: f64,
-    /// Radio range, m.
-    pub range: f64,
-}
-
 /// One walker's way across the map: the point it is at or heading to, the rest of its path,
 /// its speed on that path.
 pub struct MapWalker<'a> {
@@ -324,7 +310,7 @@ impl<'a> MapWalker<'a> {
     /// The next leg: to the next point of its path, at the path's speed, pausing at the end
     /// of the path (not before the first leg). A walker at the end of its path draws a new
     /// destination and speed.
-    pub fn next_leg(&mut self, rng: &mut ChaCha20Rng, w: &MapWalk, first: bool) -> Leg {
+    pub fn next_leg(&mut self, rng: &mut ChaCha20Rng, w: &Walking, first: bool) -> Leg {
         if self.rest.is_empty() {
             let to = Self::pick(self.map, rng);
             let path = self
@@ -332,7 +318,7 @@ impl<'a> MapWalker<'a> {
                 .shortest_path(self.at, to)
                 .unwrap_or_else(|| vec![self.at]);
             self.rest.extend(path.into_iter().skip(1));
-            self.speed = uniform(rng, w.speed_min, w.speed_max);
+            self.speed = w.speed(rng);
             if self.rest.is_empty() {
                 // A path of one point: stay a moment.
                 self.rest.push_back(self.at);
@@ -345,8 +331,8 @@ impl<'a> MapWalker<'a> {
             x,
             y,
             speed: self.speed,
-            pause: if self.rest.is_empty() && !first {
-                uniform(rng, 0.0, w.pause_max)
+            pause: if self.rest.is_empty() {
+                w.pause(rng, first)
             } else {
                 0.0
             },
@@ -354,22 +340,22 @@ impl<'a> MapWalker<'a> {
     }
 }
 
-/// Generates the contacts of `nodes` walkers on `map` over `duration` seconds: each starts at
-/// a random point of the map's main part, walks the shortest path to another at one speed,
-/// pauses, and again.
+/// Generates the contacts of walkers on `map` over `duration` seconds, with contacts at
+/// multiples of `step` seconds: each starts at a random point of the map's main part, walks
+/// the shortest path to another at one speed, pauses, and again. Walker `i` walks as
+/// `walking[i]` says, with radio range `ranges[i]`.
 pub fn map_walk(
     map: &RoadMap,
-    w: &MapWalk,
-    nodes: u32,
+    (walking, ranges): (&[Walking], &[f64]),
+    step: f64,
     duration: f64,
     seed: u64,
 ) -> Vec<ContactEvent> {
     let walkers: std::cell::RefCell<Vec<MapWalker<'_>>> = std::cell::RefCell::new(Vec::new());
     walk(
-        nodes,
+        ranges,
         duration,
-        w.step,
-        w.range,
+        step,
         map.size(),
         seed,
         |_, rng| {
@@ -378,7 +364,7 @@ pub fn map_walk(
             walkers.borrow_mut().push(v);
             p
         },
-        |i, rng, first| walkers.borrow_mut()[i as usize].next_leg(rng, w, first),
+        |i, rng, first| walkers.borrow_mut()[i as usize].next_leg(rng, &walking[i as usize], first),
     )
 }
 
@@ -433,12 +419,10 @@ mod tests {
         let wkt = "LINESTRING (0 0, 100 0, 100 100, 0 100, 0 0)\nLINESTRING (0 0, 100 100)\n\
                    LINESTRING (100 0, 300 0)\nLINESTRING (900 900, 950 900)";
         let m = RoadMap::from_wkt(&[wkt]).unwrap();
-        let w = MapWalk {
+        let w = Walking {
             speed_min: 1.0,
             speed_max: 2.0,
             pause_max: 5.0,
-            step: 1.0,
-            range: 2.0,
         };
         let mut rng = ChaCha20Rng::seed_from_u64(9);
         let mut v = MapWalker::new(&m, &mut rng);
@@ -465,16 +449,11 @@ mod tests {
             at = to;
         }
         let line = RoadMap::from_wkt(&["LINESTRING (0 0, 50 0, 100 0)"]).unwrap();
-        let w = MapWalk {
-            speed_min: 1.0,
-            speed_max: 2.0,
-            pause_max: 5.0,
-            step: 1.0,
-            range: 2.0,
-        };
-        let a = map_walk(&line, &w, 6, 2_000.0, 1);
+        let (walking, ranges) = ([w; 6], [2.0; 6]);
+        let hosts = (walking.as_slice(), ranges.as_slice());
+        let a = map_walk(&line, hosts, 1.0, 2_000.0, 1);
         assert!(!a.is_empty());
-        assert_eq!(a, map_walk(&line, &w, 6, 2_000.0, 1));
-        assert_ne!(a, map_walk(&line, &w, 6, 2_000.0, 2));
+        assert_eq!(a, map_walk(&line, hosts, 1.0, 2_000.0, 1));
+        assert_ne!(a, map_walk(&line, hosts, 1.0, 2_000.0, 2));
     }
 }

@@ -1,6 +1,7 @@
 //! Contacts from movement: random waypoint and random walk on a plane, and a market day; the
 //! contacts come from the walkers' legs ([`crate::kinetic`]).
 
+use crate::groups::Walking;
 use crate::trace::{ContactEvent, Link};
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
@@ -14,23 +15,15 @@ pub(crate) fn uniform(rng: &mut ChaCha20Rng, lo: f64, hi: f64) -> f64 {
     lo + (hi - lo) * u
 }
 
-/// Random-waypoint settings.
+/// The area and time resolution of random-waypoint and random-walk movement.
 #[derive(Debug, Clone, Copy)]
 pub struct Waypoint {
     /// Area width, m.
     pub width: f64,
     /// Area height, m.
     pub height: f64,
-    /// Slowest speed, m/s.
-    pub speed_min: f64,
-    /// Fastest speed, m/s.
-    pub speed_max: f64,
-    /// Longest pause, s.
-    pub pause_max: f64,
-    /// Time step, s.
+    /// Time resolution of the contacts, s.
     pub step: f64,
-    /// Radio range, m.
-    pub range: f64,
 }
 
 /// Where a walker goes next: a target, a speed (0: it stays), and a pause on arrival.
@@ -80,25 +73,32 @@ pub fn after_warmup(events: Vec<ContactEvent>, warmup_ms: u64) -> Vec<ContactEve
     out
 }
 
-/// Generates the contacts of `nodes` random-waypoint walkers over `duration` seconds, in time
-/// order. Nodes start at uniform positions, already walking; [`after_warmup`] discards a
-/// warm-up.
-pub fn random_waypoint(w: &Waypoint, nodes: u32, duration: f64, seed: u64) -> Vec<ContactEvent> {
+/// Generates the contacts of random-waypoint walkers over `duration` seconds, in time order:
+/// walker `i` walks as `walking[i]` says, with radio range `ranges[i]`. Nodes start at uniform
+/// positions, already walking; [`after_warmup`] discards a warm-up.
+pub fn random_waypoint(
+    w: &Waypoint,
+    walking: &[Walking],
+    ranges: &[f64],
+    duration: f64,
+    seed: u64,
+) -> Vec<ContactEvent> {
     let (width, height) = (w.width, w.height);
-    let (smin, smax, pmax) = (w.speed_min, w.speed_max, w.pause_max);
     walk(
-        nodes,
+        ranges,
         duration,
         w.step,
-        w.range,
         (width, height),
         seed,
         |_, rng| (uniform(rng, 0.0, width), uniform(rng, 0.0, height)),
-        |_, rng, first| Leg {
-            x: uniform(rng, 0.0, width),
-            y: uniform(rng, 0.0, height),
-            speed: uniform(rng, smin, smax),
-            pause: if first { 0.0 } else { uniform(rng, 0.0, pmax) },
+        |i, rng, first| {
+            let h = &walking[i as usize];
+            Leg {
+                x: uniform(rng, 0.0, width),
+                y: uniform(rng, 0.0, height),
+                speed: h.speed(rng),
+                pause: h.pause(rng, first),
+            }
         },
     )
 }
@@ -123,25 +123,23 @@ pub fn walk_leg(
     (x, y)
 }
 
-/// Generates the contacts of `nodes` random walkers (see
-/// [`crate::scenario::Mobility::RandomWalk`]) over `duration` seconds, in time order.
+/// Generates the contacts of random walkers (see [`crate::scenario::Mobility::RandomWalk`])
+/// over `duration` seconds, in time order; `walking` and `ranges` as for [`random_waypoint`].
 pub fn random_walk(
     w: &Waypoint,
     distance_max: f64,
-    nodes: u32,
+    (walking, ranges): (&[Walking], &[f64]),
     duration: f64,
     seed: u64,
 ) -> Vec<ContactEvent> {
     let (width, height) = (w.width, w.height);
-    let (smin, smax, pmax) = (w.speed_min, w.speed_max, w.pause_max);
     // Where each walker's current leg ends: the start of its next one. Both closures below
     // use it, one at a time.
     let ends: std::cell::RefCell<Vec<(f64, f64)>> = std::cell::RefCell::new(Vec::new());
     walk(
-        nodes,
+        ranges,
         duration,
         w.step,
-        w.range,
         (width, height),
         seed,
         |_, rng| {
@@ -154,42 +152,39 @@ pub fn random_walk(
             let from = ends[i as usize];
             let (x, y) = walk_leg(rng, from, distance_max, (width, height));
             ends[i as usize] = (x, y);
+            let h = &walking[i as usize];
             Leg {
                 x,
                 y,
-                speed: uniform(rng, smin, smax),
-                pause: if first { 0.0 } else { uniform(rng, 0.0, pmax) },
+                speed: h.speed(rng),
+                pause: h.pause(rng, first),
             }
         },
     )
 }
 
 /// The contacts of walkers over `duration` seconds, as a scan every `step` seconds reports
-/// who is within `range` of whom (see [`crate::kinetic`]: found from the legs, not by
-/// stepping). `start` places node `i`; `next` gives its next leg (`first` is true for the
-/// first one).
+/// who is within range of whom (see [`crate::kinetic`]: found from the legs, not by
+/// stepping). Walker `i` has radio range `ranges[i]`, and a pair is in range within the
+/// shorter of theirs. `start` places walker `i`; `next` gives its next leg (`first` is true
+/// for the first one).
 // Scan counts are small and non-negative.
-#[allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::too_many_arguments
-)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub fn walk(
-    nodes: u32,
+    ranges: &[f64],
     duration: f64,
     step: f64,
-    range: f64,
     area: (f64, f64),
     seed: u64,
     start: impl FnMut(u32, &mut ChaCha20Rng) -> (f64, f64),
     next: impl FnMut(u32, &mut ChaCha20Rng, bool) -> Leg,
 ) -> Vec<ContactEvent> {
     let steps = (duration / step).ceil() as u64;
+    let nodes = u32::try_from(ranges.len()).expect("node count fits u32");
     let ways = crate::kinetic::ways(nodes, steps, step, seed, start, next);
-    let ranges = vec![range; nodes as usize];
     crate::kinetic::contacts(
         &ways,
-        &ranges,
+        ranges,
         step,
         steps,
         crate::engine::ms(duration),
@@ -248,10 +243,9 @@ pub fn market_day(m: &MarketDay, nodes: u32, duration: f64, seed: u64) -> Vec<Co
     // Agents alternate: odd legs to the signal, even legs back into the market.
     let mut legs = vec![0u32; nodes as usize];
     walk(
-        nodes,
+        &vec![m.range; nodes as usize],
         duration,
         m.step,
-        m.range,
         (
             m.width + m.signal_distance + 10.0,
             m.height.max(signal.1 + 10.0),

@@ -8,8 +8,9 @@
 //! - `CreatedMessagesReport` and `DeliveredMessagesReport`: one line per message created, and
 //!   per message delivered (its first arrival).
 //!
-//! Hosts are named as The ONE names the hosts of a group `p` (`p12`). Times are seconds with
-//! four decimals, as The ONE's `Report.format` writes them.
+//! Hosts are named as The ONE names them: their group's id and their number (`p12`; see
+//! [`crate::groups`]). Times are seconds with four decimals, as The ONE's `Report.format`
+//! writes them.
 
 use crate::engine::Outcome;
 use crate::trace::{ContactEvent, Link};
@@ -101,12 +102,12 @@ pub fn created_messages(outcome: &Outcome, ttl_s: f64) -> String {
     for m in list {
         let _ = writeln!(
             s,
-            "{} {} {} p{} p{} {} N ",
+            "{} {} {} {} {} {} N ",
             secs(m.created_ms),
             m.name,
             m.size,
-            m.from,
-            m.to,
+            outcome.hosts.name(m.from),
+            outcome.hosts.name(m.to),
             ttl(ttl_s)
         );
     }
@@ -135,21 +136,20 @@ pub fn delivered_messages(outcome: &Outcome, ttl_s: f64) -> String {
         } else {
             "n/a".to_owned()
         };
+        let (from, to) = (outcome.hosts.name(m.from), outcome.hosts.name(m.to));
         let path = if hops <= 1 {
-            format!("p{}->p{}", m.from, m.to)
+            format!("{from}->{to}")
         } else {
-            format!("p{}->…->p{}", m.from, m.to)
+            format!("{from}->…->{to}")
         };
         let _ = writeln!(
             s,
-            "{} {} {} {} {} p{} p{} {} N {}",
+            "{} {} {} {} {} {from} {to} {} N {}",
             secs(t),
             m.name,
             m.size,
             hops,
             secs(t - m.created_ms),
-            m.from,
-            m.to,
             remaining,
             path
         );

@@ -26,6 +26,10 @@ pub struct Scenario {
     pub routing: RoutingConfig,
     /// The payments workload.
     pub payments: Payments,
+    /// Host groups with their own speeds, radio and router ([`crate::groups`]); none: one
+    /// group of all the nodes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<crate::groups::Group>,
 }
 
 /// The payments workload: vendors, gateways and shoppers with real wallets (node indices in
@@ -78,6 +82,7 @@ impl Default for Scenario {
             workload: Workload::default(),
             routing: RoutingConfig::default(),
             payments: Payments::default(),
+            groups: Vec::new(),
         }
     }
 }
@@ -204,6 +209,37 @@ fn check_walkers(
         return bad("pause_max_s >= 0 and step_s > 0");
     }
     Ok(())
+}
+
+impl Mobility {
+    /// How walkers walk, for the models that have them (random waypoint, random walk, map).
+    pub fn walking(&self) -> Option<crate::groups::Walking> {
+        match self {
+            Mobility::RandomWaypoint {
+                speed_min,
+                speed_max,
+                pause_max_s,
+                ..
+            }
+            | Mobility::RandomWalk {
+                speed_min,
+                speed_max,
+                pause_max_s,
+                ..
+            }
+            | Mobility::Map {
+                speed_min,
+                speed_max,
+                pause_max_s,
+                ..
+            } => Some(crate::groups::Walking {
+                speed_min: *speed_min,
+                speed_max: *speed_max,
+                pause_max: *pause_max_s,
+            }),
+            Mobility::Market { .. } | Mobility::Trace { .. } => None,
+        }
+    }
 }
 
 impl Default for Mobility {
@@ -554,6 +590,10 @@ impl Scenario {
                 "routing: \"epidemic\", \"spray-and-wait\", \"direct\", \"prophet\" or \"spray-and-focus\"",
             );
         }
+        if !self.groups.is_empty() && matches!(self.mobility, Mobility::Market { .. }) {
+            return bad("groups: not with market mobility, whose roles are its own");
+        }
+        crate::groups::Hosts::of(self)?;
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 
 use crate::clock::now;
 use crate::engine::{Node, RunError, ms};
+use crate::groups::{Hosts, Walking};
 use crate::market::{Market, Role};
 use crate::mobility::{self, Waypoint};
 use crate::scenario::{Mobility, Scenario};
@@ -12,7 +13,6 @@ use meshpay_protocol::bundle::{Bundle, BundleKind, Content, MAX_BUNDLE, PlainMes
 use meshpay_protocol::codec::{Blob, VERSION};
 use meshpay_protocol::device::{Device, DeviceConfig, DeviceInit};
 use meshpay_protocol::store::{BundleStore, StoreConfig};
-use meshpay_protocol::sync::Routing;
 use meshpay_protocol::wallet::{HeldAllowance, Wallet};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -29,8 +29,8 @@ fn read(path: &std::path::Path) -> Result<String, RunError> {
 fn map_contacts(
     scenario: &Scenario,
     files: &[std::path::PathBuf],
-    walk: &crate::map::MapWalk,
-    warmup_s: f64,
+    hosts: (&[Walking], &[f64]),
+    (step_s, warmup_s): (f64, f64),
 ) -> Result<Vec<ContactEvent>, RunError> {
     let texts = files
         .iter()
@@ -45,8 +45,8 @@ fn map_contacts(
     })?;
     let walked = crate::map::map_walk(
         &map,
-        walk,
-        scenario.nodes,
+        hosts,
+        step_s,
         scenario.duration_s + warmup_s,
         scenario.seed,
     );
@@ -56,25 +56,23 @@ fn map_contacts(
 /// The contacts a run replays: from the mobility model (drawn from the seed) or a trace.
 pub(crate) fn contacts(
     scenario: &Scenario,
+    hosts: &Hosts,
     duration_ms: u64,
 ) -> Result<Vec<ContactEvent>, RunError> {
     let n = scenario.nodes;
+    let ranges = hosts.ranges();
+    let walking: Vec<Walking> = (0..n).filter_map(|i| hosts.of_host(i).walking).collect();
     Ok(match &scenario.mobility {
         Mobility::RandomWaypoint {
             width_m,
             height_m,
-            speed_min,
-            speed_max,
-            pause_max_s,
             step_s,
             warmup_s,
+            ..
         }
         | Mobility::RandomWalk {
             width_m,
             height_m,
-            speed_min,
-            speed_max,
-            pause_max_s,
             step_s,
             warmup_s,
             ..
@@ -82,18 +80,14 @@ pub(crate) fn contacts(
             let w = Waypoint {
                 width: *width_m,
                 height: *height_m,
-                speed_min: *speed_min,
-                speed_max: *speed_max,
-                pause_max: *pause_max_s,
                 step: *step_s,
-                range: scenario.radio.range_m,
             };
             let (duration, seed) = (scenario.duration_s + warmup_s, scenario.seed);
             let walked = match &scenario.mobility {
                 Mobility::RandomWalk { distance_max_m, .. } => {
-                    mobility::random_walk(&w, *distance_max_m, n, duration, seed)
+                    mobility::random_walk(&w, *distance_max_m, (&walking, &ranges), duration, seed)
                 }
-                _ => mobility::random_waypoint(&w, n, duration, seed),
+                _ => mobility::random_waypoint(&w, &walking, &ranges, duration, seed),
             };
             mobility::after_warmup(walked, crate::engine::ms(*warmup_s))
         }
@@ -128,23 +122,10 @@ pub(crate) fn contacts(
         ),
         Mobility::Map {
             files,
-            speed_min,
-            speed_max,
-            pause_max_s,
             step_s,
             warmup_s,
-        } => map_contacts(
-            scenario,
-            files,
-            &crate::map::MapWalk {
-                speed_min: *speed_min,
-                speed_max: *speed_max,
-                pause_max: *pause_max_s,
-                step: *step_s,
-                range: scenario.radio.range_m,
-            },
-            *warmup_s,
-        )?,
+            ..
+        } => map_contacts(scenario, files, (&walking, &ranges), (*step_s, *warmup_s))?,
         Mobility::Trace { path } => {
             let c = crate::trace::parse_connections(&read(path)?).map_err(|e| RunError::Trace {
                 path: path.display().to_string(),
@@ -162,23 +143,24 @@ pub(crate) fn contacts(
 /// payments run), a bundle store of the scenario's buffer size, and no timers of its own.
 pub(crate) fn devices(
     scenario: &Scenario,
-    routing: Routing,
+    hosts: &Hosts,
     seeds: &[[u8; 32]],
     market: Option<&Market>,
 ) -> Vec<Node> {
-    let config = DeviceConfig {
-        routing,
-        // Timers are the engine's: sessions run at contacts and on its re-sync ticks.
-        resend_every: None,
-        sync_every: None,
-        request_ttl_secs: 600,
-        ..DeviceConfig::default()
-    };
     // The devices' own choices draw from a stream of their own, so the workload drawn
     // below is the same whatever the devices do.
     let mut device_rng = ChaCha20Rng::seed_from_u64(scenario.seed ^ 0x6465_7669_6365);
     (0..scenario.nodes)
         .map(|i| {
+            let host = hosts.of_host(i);
+            let config = DeviceConfig {
+                routing: host.routing,
+                // Timers are the engine's: sessions run at contacts and on its re-sync ticks.
+                resend_every: None,
+                sync_every: None,
+                request_ttl_secs: 600,
+                ..DeviceConfig::default()
+            };
             let mut seed = [0u8; 32];
             device_rng.fill_bytes(&mut seed);
             let init = DeviceInit {
@@ -202,9 +184,9 @@ pub(crate) fn devices(
                 requests: Vec::new(),
                 store: {
                     let mut store = BundleStore::new(StoreConfig {
-                        max_bytes: scenario.routing.buffer_kb << 10,
+                        max_bytes: host.buffer_kb << 10,
                         max_bundles: usize::MAX,
-                        max_bytes_per_origin: scenario.routing.buffer_kb << 10,
+                        max_bytes_per_origin: host.buffer_kb << 10,
                         issuers: None,
                         bodies_in_memory: true,
                         accept_messages: true,
@@ -215,7 +197,7 @@ pub(crate) fn devices(
                 seed,
                 secrets: Box::new(ChaCha20Rng::from_seed(seed.map(|b| b ^ 0x5a))),
             };
-            let mut device = Device::new(init, config.clone());
+            let mut device = Device::new(init, config);
             device.start(now(0));
             if let Some(m) = market.filter(|m| m.role(i) == Role::Gateway) {
                 device.set_gateway_for(vec![m.issuer()]);

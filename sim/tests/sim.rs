@@ -42,7 +42,7 @@ fn small(seed: u64) -> Scenario {
             ..Workload::default()
         },
         routing: RoutingConfig::default(),
-        payments: meshpay_sim::scenario::Payments::default(),
+        ..Scenario::default()
     }
 }
 
@@ -90,7 +90,7 @@ fn epidemic_latency_matches_the_exponential_meeting_model() {
                 buffer_kb: 100_000,
                 ..RoutingConfig::default()
             },
-            payments: meshpay_sim::scenario::Payments::default(),
+            ..Scenario::default()
         };
         let st = run(&s);
         assert_eq!(st.delivered, st.created, "every message arrives: {st:?}");
@@ -148,7 +148,7 @@ fn traced_with(
             copies: 2,
             ..RoutingConfig::default()
         },
-        payments: meshpay_sim::scenario::Payments::default(),
+        ..Scenario::default()
     };
     edit(&mut s);
     run(&s)
@@ -437,6 +437,7 @@ fn market_properties_hold_across_seeds() {
                 allowance: 3_000,
                 clones: 2,
             },
+            ..Scenario::default()
         };
         let st = run(&s);
         let p = st.payments.expect("payments ran");
@@ -522,6 +523,7 @@ fn a_clone_is_refused_by_a_vendor_that_carries_its_twin_notice() {
             allowance: 3_000,
             clones: 1,
         },
+        ..Scenario::default()
     };
     let p = run(&s).payments.expect("payments ran");
     assert_eq!(p.cloned_allowances, 1);

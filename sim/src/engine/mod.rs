@@ -33,6 +33,7 @@
 //!   seed, which also draws every key and session salt.
 
 use crate::clock::{EPOCH, now};
+use crate::groups::Hosts;
 use crate::market::{Market, Order, Role};
 use crate::scenario::{Duplex, Scenario};
 use crate::setup::{check_sizes, contacts, devices, sized_message, workload};
@@ -114,6 +115,8 @@ pub struct Outcome {
     pub contacts: Vec<ContactEvent>,
     /// The payments workload's statistics, if it ran.
     pub payments: Option<crate::market::PaymentStats>,
+    /// The hosts' groups, for their names.
+    pub hosts: Hosts,
 }
 
 /// A contact that is up.
@@ -213,7 +216,7 @@ pub enum RunError {
 /// A simulation, ready to run.
 pub struct Sim {
     scenario: Scenario,
-    routing: Routing,
+    hosts: Hosts,
     nodes: Vec<Node>,
     keys: Vec<DeviceSecret>,
     market: Option<Market>,
@@ -259,7 +262,7 @@ impl Sim {
         scenario
             .check()
             .map_err(|e| RunError::Scenario(e.to_string()))?;
-        let routing = scenario.routing().expect("checked");
+        let hosts = Hosts::of(scenario).map_err(|e| RunError::Scenario(e.to_string()))?;
         let mut rng = ChaCha20Rng::seed_from_u64(scenario.seed);
         let n = scenario.nodes;
         let mut seeds: Vec<[u8; 32]> = (0..n)
@@ -282,14 +285,14 @@ impl Sim {
         let market = pay
             .enabled
             .then(|| Market::new(pay, n, scenario.seed, &keys));
-        let nodes = devices(scenario, routing, &seeds, market.as_ref());
+        let nodes = devices(scenario, &hosts, &seeds, market.as_ref());
         let duration_ms = ms(scenario.duration_s);
-        let contacts = contacts(scenario, duration_ms)?;
+        let contacts = contacts(scenario, &hosts, duration_ms)?;
         let creations = workload(scenario, &mut rng, duration_ms)?;
         check_sizes(&creations)?;
         Ok(Self {
             scenario: scenario.clone(),
-            routing,
+            hosts,
             nodes,
             keys,
             market,
@@ -318,12 +321,21 @@ impl Sim {
         })
     }
 
-    /// Whether the routing keeps delivery predictabilities, which change at every encounter.
-    fn predicts(&self) -> bool {
-        matches!(
-            self.routing,
-            Routing::Prophet | Routing::SprayAndFocus { .. }
-        )
+    /// Whether either node of `pair` routes by delivery predictabilities, which change at
+    /// every encounter.
+    fn predicts(&self, (a, b): (u32, u32)) -> bool {
+        let by = |n: u32| {
+            matches!(
+                self.hosts.of_host(n).routing,
+                Routing::Prophet | Routing::SprayAndFocus { .. }
+            )
+        };
+        by(a) || by(b)
+    }
+
+    /// The hosts' groups and settings.
+    pub fn hosts(&self) -> &Hosts {
+        &self.hosts
     }
 
     /// The contacts this run will replay.
@@ -409,6 +421,7 @@ impl Sim {
             nodes: self.scenario.nodes,
             duration_ms,
             contacts: self.contacts,
+            hosts: self.hosts,
         }
     }
 
@@ -479,7 +492,7 @@ impl Sim {
                 // Two nodes that met before and changed nothing since have nothing to say
                 // (contacts at the edge of range flicker), unless their routing counts
                 // encounters: then a session tells each the other's predictabilities.
-                synced: if self.predicts() {
+                synced: if self.predicts(pair) {
                     None
                 } else {
                     self.met.get(&pair).copied()
@@ -688,7 +701,7 @@ impl Sim {
         });
         self.parts.push(0);
         self.held.insert((m.from, idx), (0, t));
-        let copies = self.routing.initial_copies();
+        let copies = self.hosts.of_host(m.from).routing.initial_copies();
         for bundle in &bundles {
             self.by_id.insert(bundle.id(), idx);
             let node = &mut self.nodes[m.from as usize];

@@ -102,7 +102,7 @@ impl Sim {
                 continue;
             };
             let (from, to) = r.direction(f);
-            let air_ms = self.air_ms(f);
+            let air_ms = self.air_ms(pair, f);
             let reserved = air_ms > 0;
             if reserved && !self.free(from, to) {
                 continue;
@@ -159,17 +159,18 @@ impl Sim {
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss
     )]
-    pub(super) fn air_ms(&self, f: Flight) -> u64 {
+    pub(super) fn air_ms(&self, (a, b): (u32, u32), f: Flight) -> u64 {
         let r = &self.scenario.radio;
+        let bitrate = self.hosts.bitrate(a, b);
         let bytes = if r.control_on_air {
             f.bytes
         } else {
             f.bundle_bytes
         };
-        if r.bitrate_bps == 0 || bytes == 0 {
+        if bitrate == 0 || bytes == 0 {
             return 0;
         }
-        let rate = r.bitrate_bps as f64 * (1.0 - r.loss);
+        let rate = bitrate as f64 * (1.0 - r.loss);
         (bytes as f64 * 8000.0 / rate).ceil() as u64
     }
 
@@ -300,7 +301,7 @@ impl Sim {
     /// ONE's routers look at every connection again after each change).
     pub(super) fn finish(&mut self, pair: (u32, u32), r: &Running, t: u64) {
         let v = (r.opened.0 + r.own.0, r.opened.1 + r.own.1);
-        let encounter = self.predicts() && self.up.get(&pair).is_some_and(|u| !u.encountered);
+        let encounter = self.predicts(pair) && self.up.get(&pair).is_some_and(|u| !u.encountered);
         if encounter {
             self.version[pair.0 as usize] += 1;
             self.version[pair.1 as usize] += 1;

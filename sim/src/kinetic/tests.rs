@@ -30,15 +30,16 @@ struct Walker {
 // One time-stepped loop: move, then find who is in range.
 #[allow(clippy::too_many_lines)]
 fn stepped(
-    nodes: u32,
+    ranges: &[f64],
     duration: f64,
     step: f64,
-    range: f64,
     (width, height): (f64, f64),
     seed: u64,
     mut start: impl FnMut(u32, &mut ChaCha20Rng) -> (f64, f64),
     mut next: impl FnMut(u32, &mut ChaCha20Rng, bool) -> Leg,
 ) -> Vec<ContactEvent> {
+    let nodes = u32::try_from(ranges.len()).unwrap();
+    let range = ranges.iter().copied().fold(0.0, f64::max);
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x6d6f_6269_6c69_7479);
     let mut walkers: Vec<Walker> = (0..nodes)
         .map(|i| {
@@ -57,7 +58,6 @@ fn stepped(
     let cell = range;
     let cols = (width / cell).ceil().max(1.0) as i64;
     let rows = (height / cell).ceil().max(1.0) as i64;
-    let r2 = range * range;
     let steps = (duration / step).ceil() as u64;
     let mut up: BTreeSet<(u32, u32)> = BTreeSet::new();
     let mut events = Vec::new();
@@ -118,7 +118,8 @@ fn stepped(
         let mut now: BTreeSet<(u32, u32)> = BTreeSet::new();
         let close = |a: u32, b: u32| {
             let (p, q) = (&walkers[a as usize], &walkers[b as usize]);
-            (p.x - q.x).powi(2) + (p.y - q.y).powi(2) <= r2
+            let r = ranges[a as usize].min(ranges[b as usize]);
+            (p.x - q.x).powi(2) + (p.y - q.y).powi(2) <= r * r
         };
         for &c in &occupied {
             let (cx, cy) = (c as i64 % cols, c as i64 / cols);
@@ -184,6 +185,10 @@ fn stepped(
 /// Random-waypoint walkers in a `side` square, every fifth one stopping for good after its
 /// first leg: the contacts from legs must be those of stepping, event for event.
 fn compare(nodes: u32, duration: f64, step: f64, range: f64, side: f64, seed: u64) {
+    compare_ranges(&vec![range; nodes as usize], duration, step, side, seed);
+}
+
+fn compare_ranges(ranges: &[f64], duration: f64, step: f64, side: f64, seed: u64) {
     let start = |_: u32, rng: &mut ChaCha20Rng| (uniform(rng, 0.0, side), uniform(rng, 0.0, side));
     let next = |i: u32, rng: &mut ChaCha20Rng, first: bool| Leg {
         x: uniform(rng, 0.0, side),
@@ -197,8 +202,8 @@ fn compare(nodes: u32, duration: f64, step: f64, range: f64, side: f64, seed: u6
         pause: if first { 0.0 } else { uniform(rng, 0.0, 60.0) },
     };
     let area = (side, side);
-    let want = stepped(nodes, duration, step, range, area, seed, start, next);
-    let got = crate::mobility::walk(nodes, duration, step, range, area, seed, start, next);
+    let want = stepped(ranges, duration, step, area, seed, start, next);
+    let got = crate::mobility::walk(ranges, duration, step, area, seed, start, next);
     assert!(want.len() > 20, "a case with contacts: {}", want.len());
     if got != want {
         let (g, w): (BTreeSet<_>, BTreeSet<_>) = (got.iter().collect(), want.iter().collect());
@@ -230,4 +235,10 @@ fn fine_steps_and_odd_durations_give_the_contacts_of_stepping() {
 fn crowded_and_static_walkers_give_the_contacts_of_stepping() {
     compare(60, 600.0, 1.0, 10.0, 60.0, 9);
     compare(10, 0.0, 1.0, 10.0, 20.0, 10);
+}
+
+#[test]
+fn hosts_with_their_own_ranges_meet_within_the_shorter() {
+    let ranges: Vec<f64> = (0..40).map(|i| [5.0, 10.0, 30.0][i % 3]).collect();
+    compare_ranges(&ranges, 3_600.0, 1.0, 300.0, 11);
 }
