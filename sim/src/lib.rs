@@ -13,7 +13,8 @@
 //! - [`engine`]: the event loop and its model of a contact.
 //! - [`market`]: the payments workload: wallets, spend books, the issuer's ledger, clones.
 //! - [`report`]: The ONE's `MessageStatsReport` statistics, JSON and CSV.
-//! - [`one_reports`]: The ONE's per-message and contact-time reports, in its text formats.
+//! - [`one_reports`]: The ONE's per-message, contact-time and event-log reports, in its text
+//!   formats.
 //! - [`plot`]: SVG charts of delivery over time and the latency CDF.
 //!
 //! One seed reproduces a run byte for byte: there is no wall-clock read and no ambient

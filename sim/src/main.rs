@@ -51,7 +51,9 @@ enum Command {
         plot_dir: Option<PathBuf>,
         /// Write The ONE's reports here, in its formats: `MessageStatsReport.txt`,
         /// `CreatedMessagesReport.txt`, `DeliveredMessagesReport.txt`,
-        /// `ContactTimesReport.txt` and `InterContactTimesReport.txt` (1 s bins).
+        /// `ContactTimesReport.txt` and `InterContactTimesReport.txt` (1 s bins), and
+        /// `EventLogReport.txt` (one line per contact, message created, bundle sent, aborted or
+        /// arrived, copy dropped or removed; one line per bundle for a message in several).
         #[arg(long)]
         reports_dir: Option<PathBuf>,
         /// No progress bar.
@@ -355,6 +357,7 @@ fn write_reports(
             "InterContactTimesReport",
             r::inter_contact_times(&outcome.contacts, 1.0),
         ),
+        ("EventLogReport", r::event_log(outcome)),
     ] {
         std::fs::write(dir.join(format!("{name}.txt")), text)?;
     }
@@ -399,7 +402,10 @@ fn main() -> Result<()> {
             if let Some(seed) = seed {
                 s.seed = seed;
             }
-            let sim = Sim::new(&s)?;
+            let mut sim = Sim::new(&s)?;
+            if reports_dir.is_some() {
+                sim.record_events();
+            }
             if let Some(p) = contacts_out {
                 std::fs::write(&p, meshpay_sim::trace::write_connections(sim.contacts()))?;
             }

@@ -6,13 +6,37 @@
 //!   ended within the run;
 //! - `InterContactTimesReport`: the same for the gaps between two contacts of one pair;
 //! - `CreatedMessagesReport` and `DeliveredMessagesReport`: one line per message created, and
-//!   per message delivered (its first arrival).
+//!   per message delivered (its first arrival);
+//! - `EventLogReport`: one line per event, as The ONE's GUI event log shows them (see
+//!   [`event_log`]).
 //!
 //! Hosts are named as The ONE names them: their group's id and their number (`p12`; see
-//! [`crate::groups`]). Times are seconds with four decimals, as The ONE's `Report.format`
-//! writes them.
+//! [`crate::groups`]). Times are seconds with four decimals, as The ONE's `Report.format` writes them, except in `EventLogReport`, which
+//! prints The ONE's clock as Java prints a number (`2.5`, `10.0`).
+//!
+//! ## `EventLogReport`: bundles, not messages
+//!
+//! meshpay sends bundles, and one sync message may carry several, while The ONE sends whole
+//! messages one at a time. The log has one `S`, `A`, `DE`, `DR` and `R` line per bundle,
+//! named by its message:
+//!
+//! - a flight carrying several bundles writes an `S` line for each when it goes on the air
+//!   (in the order the sync message carries them), and a `DE` or `A` line for each when it
+//!   lands or is lost: every `S` line is closed by exactly one `DE` or `A` line of the same
+//!   hosts and message. A bundle its receiver refuses on arrival (it took it meanwhile over
+//!   another link, or has no room) closes with `A`, as The ONE never starts such a transfer;
+//! - a message larger than 981 bytes travels in several bundles, so its `S`, `A`, `DE` and
+//!   `DR` lines repeat, one per bundle. Its `DE … D` line is written once, for the bundle
+//!   that completes it at its destination, at the time `DeliveredMessagesReport` gives; its
+//!   other bundles reaching the destination before that are written `DE … R` (each is
+//!   relayed towards the destination; `A` stays for arrivals after the delivery). So the
+//!   `D` lines count delivered messages, the `DE` lines `relayed` and the `DR` lines
+//!   `dropped` as `MessageStatsReport` counts them (bundles), and the `S` lines bundles sent;
+//! - the `DE` and `A` lines of a landing come before what it set off at the same time (a
+//!   copy dropped to make room, or a copy handed on leaving its sender), as The ONE logs a
+//!   transfer's end before its consequences.
 
-use crate::engine::Outcome;
+use crate::engine::{Arrival, Event, Outcome};
 use crate::trace::{ContactEvent, Link};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -157,6 +181,95 @@ pub fn delivered_messages(outcome: &Outcome, ttl_s: f64) -> String {
     s
 }
 
+/// Seconds as Java prints a `double` (`Double.toString`), for a whole number of ms: the
+/// shortest decimal with at least one digit after the point, and from 10^7 s on one digit
+/// before the point and an exponent (`1.00000005E7`).
+fn java_secs(ms: u64) -> String {
+    let (s, frac) = (ms / 1000, ms % 1000);
+    if s < 10_000_000 {
+        let frac = format!("{frac:03}");
+        let frac = frac.trim_end_matches('0');
+        return format!("{s}.{}", if frac.is_empty() { "0" } else { frac });
+    }
+    let digits = format!("{s}{frac:03}");
+    let rest = digits[1..].trim_end_matches('0');
+    let exponent = s.ilog10();
+    format!(
+        "{}.{}E{exponent}",
+        &digits[..1],
+        if rest.is_empty() { "0" } else { rest }
+    )
+}
+
+/// `EventLogReport`: one line per event, `time code hosts… [message] [extra]`, in the order
+/// the run met them, with The ONE's codes:
+///
+/// - `CONN p1 p2 up` and `CONN p1 p2 down`: a contact, hosts in the order the contact's event
+///   names them;
+/// - `C p1 M7`: a message created at its source;
+/// - `S p1 p2 M7`: a transfer started (a bundle went on the air);
+/// - `A p1 p2 M7`: a transfer aborted, written after the `CONN … down` that caused it;
+/// - `DE p1 p2 M7 D`: a transfer done, with `D` for the message's first delivery, `A` for a
+///   delivery again, `R` for a relay;
+/// - `DR p1 M7`: a copy dropped (expired, or evicted from a full buffer, or refused by its
+///   source's full buffer when created), and `R p1 M7`: a copy removed without being dropped
+///   (handed on by spray-and-focus).
+///
+/// How bundles map onto The ONE's messages: see the [module doc](self).
+///
+/// The time is The ONE's clock as Java prints it (`2.5`, `10.0`, `1.0E7`), not `Report.format`.
+pub fn event_log(outcome: &Outcome) -> String {
+    let mut s = String::new();
+    let name = |i: usize| &outcome.messages[i].name;
+    let h = |n: u32| outcome.hosts.name(n);
+    for e in &outcome.events {
+        let t = java_secs(e.t_ms);
+        let _ = match e.event {
+            Event::Connection { a, b, up } => {
+                writeln!(
+                    s,
+                    "{t} CONN {} {} {}",
+                    h(a),
+                    h(b),
+                    if up { "up" } else { "down" }
+                )
+            }
+            Event::Created { message } => {
+                let from = outcome.messages[message].from;
+                writeln!(s, "{t} C {} {}", h(from), name(message))
+            }
+            Event::Started { from, to, message } => {
+                writeln!(s, "{t} S {} {} {}", h(from), h(to), name(message))
+            }
+            Event::Aborted { from, to, message } => {
+                writeln!(s, "{t} A {} {} {}", h(from), h(to), name(message))
+            }
+            Event::Arrived {
+                from,
+                to,
+                message,
+                how,
+            } => {
+                let extra = match how {
+                    Arrival::Delivered => "D",
+                    Arrival::Again => "A",
+                    Arrival::Relayed => "R",
+                };
+                writeln!(s, "{t} DE {} {} {} {extra}", h(from), h(to), name(message))
+            }
+            Event::Deleted {
+                at,
+                message,
+                dropped,
+            } => {
+                let code = if dropped { "DR" } else { "R" };
+                writeln!(s, "{t} {code} {} {}", h(at), name(message))
+            }
+        };
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +324,19 @@ mod tests {
         assert_eq!(secs(12_345), "12.3450");
         assert_eq!(ttl(18_000.0), "300");
         assert_eq!(ttl(0.0), "n/a");
+    }
+
+    /// As Java 17's `Double.toString` prints these seconds.
+    #[test]
+    fn event_times_print_as_java_prints_a_double() {
+        assert_eq!(java_secs(0), "0.0");
+        assert_eq!(java_secs(2_500), "2.5");
+        assert_eq!(java_secs(10_000), "10.0");
+        assert_eq!(java_secs(12_345), "12.345");
+        assert_eq!(java_secs(1), "0.001");
+        assert_eq!(java_secs(9_999_999_999), "9999999.999");
+        assert_eq!(java_secs(10_000_000_000), "1.0E7");
+        assert_eq!(java_secs(10_000_000_500), "1.00000005E7");
+        assert_eq!(java_secs(123_456_789_000), "1.23456789E8");
     }
 }

@@ -49,7 +49,10 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
+mod events;
 mod radio;
+
+pub use events::{Arrival, Event, Logged};
 
 /// One message's fate.
 #[derive(Debug, Clone)]
@@ -117,6 +120,8 @@ pub struct Outcome {
     pub payments: Option<crate::market::PaymentStats>,
     /// The hosts' groups, for their names.
     pub hosts: Hosts,
+    /// The run's events in order, if recorded ([`Sim::record_events`]).
+    pub events: Vec<Logged>,
 }
 
 /// A contact that is up.
@@ -254,6 +259,8 @@ pub struct Sim {
     /// Copies a node handed on in a message its peer is answering now (spray-and-focus):
     /// they leave its store without being dropped.
     handed_on: BTreeSet<(u32, Hash)>,
+    /// The run's events, if recorded.
+    log: Option<Vec<Logged>>,
 }
 
 impl Sim {
@@ -318,6 +325,7 @@ impl Sim {
             contacts,
             creations,
             handed_on: BTreeSet::new(),
+            log: None,
         })
     }
 
@@ -422,6 +430,7 @@ impl Sim {
             duration_ms,
             contacts: self.contacts,
             hosts: self.hosts,
+            events: self.log.unwrap_or_default(),
         }
     }
 
@@ -502,6 +511,7 @@ impl Sim {
         );
         self.peers[c.a as usize].insert(c.b);
         self.peers[c.b as usize].insert(c.a);
+        self.connection(c, t);
         // A new contact: its first session is a PRoPHET encounter for both.
         let (ka, kb) = (
             self.keys[c.a as usize].public(),
@@ -524,6 +534,7 @@ impl Sim {
             return;
         };
         self.counters.contact_ms += t.saturating_sub(link.start_ms);
+        self.connection(contact, t);
         self.peers[a as usize].remove(&b);
         self.peers[b as usize].remove(&a);
         if let Some(running) = link.running {
@@ -654,9 +665,9 @@ impl Sim {
         for id in &w.removed {
             if let Some(&idx) = self.by_id.get(id) {
                 // A copy handed on (spray-and-focus) was moved, not dropped.
-                if !self.handed_on.remove(&(n, *id)) {
-                    self.counters.dropped += 1;
-                }
+                let dropped = !self.handed_on.remove(&(n, *id));
+                self.counters.dropped += u64::from(dropped);
+                self.deleted(n, idx, dropped, t);
                 if let Some((_, since)) = self.held.remove(&(n, idx)) {
                     self.counters.buffer_ms.push(t.saturating_sub(since));
                 }
@@ -700,6 +711,7 @@ impl Sim {
             id: bundles[0].id(),
         });
         self.parts.push(0);
+        self.note(t, Event::Created { message: idx });
         self.held.insert((m.from, idx), (0, t));
         let copies = self.hosts.of_host(m.from).routing.initial_copies();
         for bundle in &bundles {
@@ -710,6 +722,7 @@ impl Sim {
                 Admission::Added(_)
             ) {
                 self.counters.dropped += 1;
+                self.deleted(m.from, idx, true, t);
             }
         }
         self.drive(&[m.from], t);
@@ -722,13 +735,16 @@ impl Sim {
                 let h = self.held.get(&(from, idx)).map_or(0, |c| c.0) + 1;
                 self.held.entry((to, idx)).or_insert((h, at));
                 let m = &mut self.messages[idx];
+                let mut first = false;
                 if m.to == to && m.delivered_ms.is_none() && self.at_destination.insert(*id) {
                     self.parts[idx] += 1;
                     if self.parts[idx] == m.fragments {
                         m.delivered_ms = Some(at.max(m.created_ms));
                         m.hops = Some(h);
+                        first = true;
                     }
                 }
+                self.arrived((from, to), idx, first, at);
             }
         }
         !ids.is_empty()

@@ -23,6 +23,7 @@ impl Sim {
             if flight.bundle_bytes > 0 {
                 self.counters.aborted += 1;
             }
+            self.lost(&running, t);
         }
         let (x, y) = running.ends;
         let (first, second) = pair_mut(&mut self.nodes, x as usize, y as usize);
@@ -122,6 +123,7 @@ impl Sim {
             r.queued = None;
             r.on_air = Some(Air { seq, reserved });
             self.later(t + air_ms, LAND, seq, pair);
+            self.started(pair, t);
         }
     }
 
@@ -200,10 +202,12 @@ impl Sim {
             run.exchange.initiator().forwarding()
         };
         self.handed_on.extend(handing.iter().map(|id| (to, *id)));
+        let flown = self.flown(&run);
         let (first, second) = pair_mut(&mut self.nodes, x as usize, y as usize);
         let result = run
             .exchange
             .deliver(&mut first.device, &mut second.device, now(t));
+        let mark = self.noted();
         self.drive(&[x, y], t);
         self.handed_on.clear();
         let after = (self.version[pair.0 as usize], self.version[pair.1 as usize]);
@@ -213,6 +217,7 @@ impl Sim {
         self.counters.bundle_bytes += flight.bundle_bytes;
         if result.is_err() {
             // Honest simulated peers never break the protocol; end the session.
+            self.landed((from, to), &flown, &[], (mark, self.noted()), t);
             self.finish(pair, &run, t);
             return;
         }
@@ -228,7 +233,9 @@ impl Sim {
             new
         };
         self.counters.relayed += count_messages(&self.by_id, &admitted);
+        let took_from = self.noted();
         let took = self.took(to, from, &admitted, t);
+        self.landed((from, to), &flown, &admitted, (mark, took_from), t);
         if run.exchange.flight().is_some() && run.hurry {
             // News for a peer came in while this message was on the air: start over.
             self.restart(pair, run, t);
