@@ -1,32 +1,57 @@
-//! Wall time and peak memory of three runs (each in a fresh process, so the peaks are its own):
+//! Wall time and peak memory of meshpay-sim on the runs The ONE is measured on, each in a fresh
+//! process so the peak is its own, and, where The ONE is at hand, The ONE on the same run in
+//! the same bench for the ratio.
 //!
-//! 1. 100 nodes, random waypoint in 1 km², 10 m radios, 12 simulated hours, a 500-byte
-//!    message every ~30 s, epidemic;
-//! 2. 1,000 nodes in 9 km², the same radios and traffic, spray-and-wait with 6 copies;
-//! 3. 10,000 nodes in 90 km² (the same density), spray-and-wait with 6 copies.
+//! Every run: random waypoint in a square (0.5–1.5 m/s, pauses up to 120 s), 10 m radios of
+//! 250 kB/s, 12 simulated hours at a 0.1 s time resolution, a 500-byte message every 25–35 s
+//! between random hosts, a 300-minute TTL, 5 MB buffers, and the The ONE-like link and
+//! forwarding options (sim/compare/the-one.sh) so both do the same work:
+//!
+//! | case | hosts | area | router | contacts |
+//! |---|---|---|---|---|
+//! | 1 | 100 | 1 km² | epidemic | replayed from a trace |
+//! | 2 | 100 | 1 km² | epidemic | generated |
+//! | 3 | 1,000 | 9 km² | spray-and-wait (6) | generated |
+//! | 4 | 1,000 | 9 km² | epidemic | replayed from a trace |
+//! | 5 | 10,000 | 90 km² | spray-and-wait (6) | generated (meshpay-sim only) |
 //!
 //! ```sh
-//! cargo bench -p meshpay-sim --bench scale            # all three
-//! SCALE_CASES=1,2 cargo bench -p meshpay-sim --bench scale
+//! cargo bench -p meshpay-sim --bench scale                 # cases 1, 2, 3, 5
+//! SCALE_CASES=1,4 cargo bench -p meshpay-sim --bench scale
+//! THE_ONE=/path/to/the-one cargo bench -p meshpay-sim --bench scale   # with The ONE
 //! ```
+//!
+//! `THE_ONE` is a checkout of The ONE (github.com/akeranen/the-one) compiled with its
+//! `compile.sh`; it runs as its `one.sh` runs it (`java -Xmx512M`, batch mode), with the same
+//! contacts and messages for the replayed cases and the same settings for the generated ones
+//! (its own random draws). Case 4 takes The ONE about half an hour.
 
 // Figures for printing.
 #![allow(clippy::cast_precision_loss)]
 
 use meshpay_sim::scenario::{Mobility, Radio, RoutingConfig, Workload};
-use meshpay_sim::{Scenario, Sim, Stats};
+use meshpay_sim::{Scenario, Sim, Stats, trace};
+use std::path::Path;
 use std::time::Instant;
 
-fn case(n: u32) -> Scenario {
-    let (nodes, side, routing, hours) = match n {
-        1 => (100, 1000.0, "epidemic", 12.0),
-        2 => (1000, 3000.0, "spray-and-wait", 12.0),
-        _ => (10_000, 9487.0, "spray-and-wait", 12.0),
-    };
+/// (hosts, side of the square in m, router, replayed)
+fn shape(n: u32) -> (u32, f64, &'static str, bool) {
+    match n {
+        1 => (100, 1000.0, "epidemic", true),
+        2 => (100, 1000.0, "epidemic", false),
+        3 => (1000, 3000.0, "spray-and-wait", false),
+        4 => (1000, 3000.0, "epidemic", true),
+        _ => (10_000, 9487.0, "spray-and-wait", false),
+    }
+}
+
+/// The generated run of case `n` (a replayed case replays its contacts and messages).
+fn generated(n: u32) -> Scenario {
+    let (nodes, side, routing, _) = shape(n);
     Scenario {
         name: format!("case-{n}"),
         seed: 1,
-        duration_s: hours * 3600.0,
+        duration_s: 43_200.0,
         nodes,
         mobility: Mobility::RandomWaypoint {
             width_m: side,
@@ -34,31 +59,132 @@ fn case(n: u32) -> Scenario {
             speed_min: 0.5,
             speed_max: 1.5,
             pause_max_s: 120.0,
-            step_s: 1.0,
+            step_s: 0.1,
             warmup_s: 0.0,
         },
         radio: Radio {
             range_m: 10.0,
-            bitrate_bps: 250_000,
-            setup_s: 1.0,
+            bitrate_bps: 2_000_000,
+            setup_s: 0.0,
             loss: 0.0,
+            control_on_air: false,
             ..Radio::default()
         },
         workload: Workload {
             interval_min_s: 25.0,
             interval_max_s: 35.0,
             size: 500,
+            ttl_s: 18_000.0,
             ..Workload::default()
         },
         routing: RoutingConfig {
             routing: routing.into(),
             copies: 6,
             buffer_kb: 5120,
-            resync_s: 0.0,
+            bundles_per_message: 1,
+            order: "random".into(),
+            destination_first: true,
+            relay_delivered: false,
+            halve_to_destination: true,
+            drop: "oldest".into(),
             ..RoutingConfig::default()
         },
         ..Scenario::default()
     }
+}
+
+/// Case `n` as meshpay-sim runs it, its trace files written into `dir` if it replays.
+fn case(n: u32, dir: &Path) -> Scenario {
+    let mut s = generated(n);
+    if shape(n).3 {
+        let contacts = dir.join(format!("case-{n}-contacts.txt"));
+        let messages = dir.join(format!("case-{n}-messages.txt"));
+        if !contacts.exists() || !messages.exists() {
+            let sim = Sim::new(&s).expect("valid");
+            std::fs::write(&contacts, trace::write_connections(sim.contacts())).expect("write");
+            std::fs::write(&messages, trace::write_messages(sim.creations())).expect("write");
+        }
+        s.mobility = Mobility::Trace { path: contacts };
+        s.workload.trace = Some(messages);
+    }
+    s
+}
+
+/// The ONE's settings for case `n`, reports into `dir`.
+fn one_settings(n: u32, dir: &Path) -> String {
+    let (nodes, side, routing, replayed) = shape(n);
+    let router = match routing {
+        "epidemic" => "EpidemicRouter",
+        _ => "SprayAndWaitRouter",
+    };
+    let d = dir.display();
+    let common = format!(
+        "Scenario.name = case-{n}\nScenario.updateInterval = 0.1\nScenario.endTime = 43200\n\
+         Scenario.nrofHostGroups = 1\nbtInterface.type = SimpleBroadcastInterface\n\
+         btInterface.transmitRange = 10\nbtInterface.transmitSpeed = 250k\n\
+         Group.groupID = p\nGroup.nrofHosts = {nodes}\nGroup.nrofInterfaces = 1\n\
+         Group.interface1 = btInterface\nGroup.bufferSize = 5M\nGroup.msgTtl = 300\n\
+         Group.router = {router}\nGroup.speed = 0.5, 1.5\nGroup.waitTime = 0, 120\n\
+         MovementModel.worldSize = {side}, {side}\nMovementModel.rngSeed = 1\n\
+         MovementModel.warmup = 0\nSprayAndWaitRouter.nrofCopies = 6\n\
+         SprayAndWaitRouter.binaryMode = true\nReport.nrofReports = 1\n\
+         Report.reportDir = {d}/\nReport.report1 = MessageStatsReport\n"
+    );
+    let own = if replayed {
+        format!(
+            "Scenario.simulateConnections = false\nGroup.movementModel = StationaryMovement\n\
+             Group.nodeLocation = 10, 10\nEvents.nrof = 2\n\
+             Events1.class = ExternalEventsQueue\nEvents1.filePath = {d}/case-{n}-contacts.txt\n\
+             Events2.class = ExternalEventsQueue\nEvents2.filePath = {d}/case-{n}-messages.txt\n"
+        )
+    } else {
+        format!(
+            "Scenario.simulateConnections = true\nGroup.movementModel = RandomWaypoint\n\
+             Events.nrof = 1\nEvents1.class = MessageEventGenerator\n\
+             Events1.interval = 25, 35\nEvents1.size = 500\nEvents1.hosts = 0, {nodes}\n\
+             Events1.prefix = M\n"
+        )
+    };
+    common + &own
+}
+
+/// Runs The ONE on case `n`: its wall time, and its delivered count and mean latency.
+fn run_one(one: &Path, n: u32, dir: &Path) -> Option<(f64, String)> {
+    let settings = dir.join(format!("one-case-{n}.txt"));
+    std::fs::write(&settings, one_settings(n, dir)).ok()?;
+    let cp = ["target", "lib/ECLA.jar", "lib/DTNConsoleConnection.jar"]
+        .map(|p| one.join(p).display().to_string())
+        .join(":");
+    let started = Instant::now();
+    let status = std::process::Command::new("java")
+        .args(["-Xmx512M", "-cp", &cp, "core.DTNSim", "-b", "1"])
+        .arg(&settings)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    let wall = started.elapsed().as_secs_f64();
+    if !status.success() {
+        eprintln!("The ONE failed on case {n}: {status}");
+        return None;
+    }
+    let report =
+        std::fs::read_to_string(dir.join(format!("case-{n}_MessageStatsReport.txt"))).ok()?;
+    let field = |k: &str| {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map_or("?", str::trim)
+            .to_owned()
+    };
+    Some((
+        wall,
+        format!(
+            "delivered {}  latency avg {} s",
+            field("delivered:"),
+            field("latency_avg:")
+        ),
+    ))
 }
 
 fn peak_mb() -> f64 {
@@ -71,41 +197,81 @@ fn peak_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// One case of meshpay-sim in this process: prints its figures and, on the last line, its
+/// wall time.
+fn child(n: u32, dir: &Path) {
+    let s = case(n, dir);
+    let started = Instant::now();
+    let sim = Sim::new(&s).expect("valid");
+    let setup_s = started.elapsed().as_secs_f64();
+    let outcome = sim.run(|_| {});
+    let total = started.elapsed().as_secs_f64();
+    let st = Stats::of(&outcome, &s.name, s.seed);
+    println!(
+        "  meshpay-sim {total:>8.1} s wall ({setup_s:.1} s set-up), peak {:>6.1} MB | contacts {}  created {}  delivered {}  latency avg {:.0} s  relayed {}",
+        peak_mb(),
+        st.contacts,
+        st.created,
+        st.delivered,
+        st.latency_avg,
+        st.relayed
+    );
+    println!("{total}");
+}
+
 fn main() {
+    let dir = std::env::var_os("SCALE_DIR").map_or_else(
+        || std::env::temp_dir().join("meshpay-sim-scale"),
+        std::path::PathBuf::from,
+    );
+    std::fs::create_dir_all(&dir).expect("work directory");
     if let Ok(n) = std::env::var("SCALE_CASE") {
-        let s = case(n.parse().expect("case number"));
-        let started = Instant::now();
-        let sim = Sim::new(&s).expect("valid");
-        let contacts_s = started.elapsed().as_secs_f64();
-        let outcome = sim.run(|_| {});
-        let total = started.elapsed().as_secs_f64();
-        let st = Stats::of(&outcome, &s.name, s.seed);
-        println!(
-            "{:>6} nodes {:>15}  {:>7.1} s wall ({:>6.1} s contacts)  peak {:>7.1} MB  | contacts {:>8}  created {:>5}  delivered {:>5} ({:.3})  latency avg {:>7.0} s  relayed {:>9}",
-            s.nodes,
-            s.routing.routing,
-            total,
-            contacts_s,
-            peak_mb(),
-            st.contacts,
-            st.created,
-            st.delivered,
-            st.delivery_prob,
-            st.latency_avg,
-            st.relayed
-        );
+        child(n.parse().expect("case number"), &dir);
         return;
     }
-    let cases = std::env::var("SCALE_CASES").unwrap_or_else(|_| "1,2,3".into());
-    println!("meshpay-sim scale benchmark, 12 simulated hours each, one process per run, one core");
-    for c in cases.split(',') {
-        let status = std::process::Command::new(std::env::current_exe().expect("exe"))
-            .env("SCALE_CASE", c.trim())
-            .status()
-            .expect("run a case");
-        assert!(status.success(), "case {c} failed");
-    }
+    let one = std::env::var_os("THE_ONE")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.join("target/core/DTNSim.class").exists());
+    let cases = std::env::var("SCALE_CASES").unwrap_or_else(|_| "1,2,3,5".into());
     println!(
-        "target: the 100-node run in about a second on one core; 10,000 nodes feasible on one machine"
+        "meshpay-sim scale benchmark: 12 simulated hours a case, one process each, one core; The ONE {}",
+        one.as_ref()
+            .map_or("not given (THE_ONE=dir)".into(), |p| format!(
+                "at {}",
+                p.display()
+            ))
     );
+    for c in cases.split(',') {
+        let n: u32 = c.trim().parse().expect("case number");
+        let (nodes, _, routing, replayed) = shape(n);
+        println!(
+            "case {n}: {nodes} hosts, {routing}, {}",
+            if replayed {
+                "trace replay"
+            } else {
+                "generated random waypoint"
+            }
+        );
+        // Trace files first, outside the timed child.
+        let _ = case(n, &dir);
+        let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .env("SCALE_CASE", n.to_string())
+            .env("SCALE_DIR", &dir)
+            .output()
+            .expect("run a case");
+        assert!(out.status.success(), "case {n} failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines: Vec<&str> = text.lines().collect();
+        let ours: f64 = lines.pop().and_then(|l| l.parse().ok()).expect("wall time");
+        for l in lines {
+            println!("{l}");
+        }
+        if n == 5 {
+            continue;
+        }
+        if let Some((theirs, figures)) = one.as_ref().and_then(|p| run_one(p, n, &dir)) {
+            println!("  The ONE     {theirs:>8.1} s wall | {figures}");
+            println!("  ratio       {:>8.1}×", theirs / ours);
+        }
+    }
 }

@@ -2,6 +2,10 @@
 # meshpay-sim against The ONE on the same contacts and messages, bandwidth-limited and not.
 #
 #   sim/compare/the-one.sh THE_ONE_DIR [WORK_DIR]
+#   RUNS="1000 EpidemicRouter epidemic;100 EpidemicRouter epidemic" sim/compare/the-one.sh ...
+#
+# RUNS picks the runs, separated by ";": bytes per second, The ONE's router, meshpay-sim's
+# routing, and "source" for source spray-and-wait (default: all seven below).
 #
 # THE_ONE_DIR is a checkout of The ONE (github.com/akeranen/the-one), compiled with its
 # compile.sh (Java 17 is enough). The script makes one random-waypoint trace of 100 nodes
@@ -78,10 +82,15 @@ Report.report1 = MessageStatsReport
 ONE
 
 printf '%-10s %-24s %22s %22s\n' "B/s" routing "The ONE" meshpay-sim
-for run in "31250 EpidemicRouter epidemic" "1000 EpidemicRouter epidemic" \
-  "100 EpidemicRouter epidemic" "1000 SprayAndWaitRouter spray-and-wait" \
-  "100 SprayAndWaitRouter spray-and-wait" "31250 ProphetRouter prophet" \
-  "31250 SprayAndWaitRouter spray-and-wait source"; do
+runs=${RUNS:-"31250 EpidemicRouter epidemic;1000 EpidemicRouter epidemic;\
+100 EpidemicRouter epidemic;1000 SprayAndWaitRouter spray-and-wait;\
+100 SprayAndWaitRouter spray-and-wait;31250 ProphetRouter prophet;\
+31250 SprayAndWaitRouter spray-and-wait source"}
+old_ifs=$IFS
+IFS=';'
+set -f
+for run in $runs; do
+  IFS=$old_ifs
   set -- $run
   mode=${4:-binary}
   name="cmp_$2_${mode}_$1"
