@@ -62,10 +62,37 @@ pub(crate) fn verify(
     msg: &[u8],
     sig: &Signature,
 ) -> Result<(), BadSignature> {
-    let key = VerifyingKey::from_bytes(key).map_err(|_| BadSignature)?;
+    let key = verifying_key(key)?;
     let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
     key.verify_strict(&tagged(tag, msg), &sig)
         .map_err(|_| BadSignature)
+}
+
+/// Most public keys a thread keeps decompressed; past it the cache starts over.
+const KEY_CACHE: usize = 4096;
+
+std::thread_local! {
+    static KEYS: std::cell::RefCell<std::collections::HashMap<[u8; 32], VerifyingKey>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// The Ed25519 public key `bytes` encode. Decompressing a point is a third of a signature
+/// check, and a device checks the same few keys (its peers', its issuers') again and again,
+/// so each thread keeps the last [`KEY_CACHE`] it decoded; a key that does not decode is
+/// never kept.
+fn verifying_key(bytes: &[u8; 32]) -> Result<VerifyingKey, BadSignature> {
+    if let Some(k) = KEYS.with(|c| c.borrow().get(bytes).copied()) {
+        return Ok(k);
+    }
+    let key = VerifyingKey::from_bytes(bytes).map_err(|_| BadSignature)?;
+    KEYS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= KEY_CACHE {
+            c.clear();
+        }
+        c.insert(*bytes, key);
+    });
+    Ok(key)
 }
 
 fn sign_with(key: &SigningKey, tag: &str, msg: &[u8]) -> Signature {
@@ -445,6 +472,39 @@ mod tests {
 
     fn device() -> DeviceKey {
         DeviceSecret::from_seed(&[7u8; 32]).public()
+    }
+
+    /// A key kept decompressed checks signatures exactly as a fresh one: the right one
+    /// passes, a wrong one or another message fails, again and again; a key that does not
+    /// decode fails every time; the cache stays bounded.
+    #[test]
+    fn kept_keys_check_signatures_as_fresh_ones() {
+        let secret = DeviceSecret::from_seed(&[7u8; 32]);
+        let sig = secret.sign_link_key(&[1u8; 32]);
+        for _ in 0..3 {
+            assert_eq!(device().verify_link_key(&[1u8; 32], &sig), Ok(()));
+            assert_eq!(
+                device().verify_link_key(&[2u8; 32], &sig),
+                Err(BadSignature)
+            );
+            let other = DeviceSecret::from_seed(&[8u8; 32]).public();
+            assert_eq!(other.verify_link_key(&[1u8; 32], &sig), Err(BadSignature));
+        }
+        // Not a point on the curve (y = 2 has no x).
+        let mut bad = [0u8; 32];
+        bad[0] = 2;
+        for _ in 0..2 {
+            assert_eq!(
+                DeviceKey(bad).verify_link_key(&[1u8; 32], &sig),
+                Err(BadSignature)
+            );
+        }
+        for i in 0..u32::try_from(KEY_CACHE + 10).unwrap() {
+            let mut seed = [0u8; 32];
+            seed[..4].copy_from_slice(&i.to_le_bytes());
+            let _ = verifying_key(&DeviceSecret::from_seed(&seed).public().0);
+        }
+        assert!(KEYS.with(|c| c.borrow().len()) <= KEY_CACHE);
     }
 
     #[test]
