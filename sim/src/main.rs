@@ -132,7 +132,8 @@ const NOTES: &[(&str, &str)] = &[
     ),
     (
         "destination_first",
-        "hand a peer what it is the destination of before anything else",
+        "deliver before relaying, both ways: hand a peer what it is the destination of first,\n\
+         # and relay only once the peer has nothing left for this node",
     ),
     (
         "relay_delivered",
@@ -489,7 +490,7 @@ mod tests {
     fn the_example_explains_the_link_keys_and_still_parses() {
         let text = annotate(&toml::to_string(&Scenario::default()).unwrap());
         assert!(text.contains("# \"half\": a radio sends or receives"));
-        assert!(text.contains("# hand a peer what it is the destination of"));
+        assert!(text.contains("# deliver before relaying, both ways"));
         assert!(
             text.contains("\"source\" (only the\n# source gives"),
             "{text}"

@@ -397,7 +397,9 @@ pub struct RoutingConfig {
     /// Order of what a peer lacks: "meshpay" (urgent kinds first, then oldest made),
     /// "fifo" (first come, first sent) or "random" (a fresh order each session).
     pub order: String,
-    /// Hand a peer what it is the destination of before anything else.
+    /// Deliver before relaying, both ways: hand a peer what it is the destination of first,
+    /// and relay only once the peer has nothing left for this node (The ONE's routers
+    /// exchange deliverable messages before any other).
     pub destination_first: bool,
     /// A message that reached its destination is handed on from there too.
     pub relay_delivered: bool,

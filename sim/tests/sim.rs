@@ -535,6 +535,16 @@ fn a_clone_is_refused_by_a_vendor_that_carries_its_twin_notice() {
     assert_eq!(p.accepted_after_proof, 0);
 }
 
+/// An epidemic replay over a ONE-like half-duplex 1 kB/s link, a bundle a message, with
+/// deliveries first.
+fn destination_first(dir: &std::path::Path, contacts: &str, messages: &str) -> Stats {
+    let radio = one_like(0.0, Duplex::Half);
+    traced_with(dir, contacts, messages, radio, "epidemic", |s| {
+        one_a_message(s);
+        s.routing.destination_first = true;
+    })
+}
+
 #[test]
 fn destination_first_hands_a_peer_its_own_message_before_older_relays() {
     let dir = tempfile::tempdir().unwrap();
@@ -551,20 +561,30 @@ fn destination_first_hands_a_peer_its_own_message_before_older_relays() {
         one_a_message,
     );
     assert_eq!((oldest.relayed, oldest.delivered), (2, 0), "{oldest:?}");
-    let first = traced_with(
-        dir.path(),
-        contact,
-        &messages,
-        one_like(0.0, Duplex::Half),
-        "epidemic",
-        |s| {
-            one_a_message(s);
-            s.routing.destination_first = true;
-        },
-    );
+    let first = destination_first(dir.path(), contact, &messages);
     assert_eq!((first.relayed, first.delivered), (2, 1), "{first:?}");
     // M6, made at 6 s, lands first, at 101.5 s.
     assert!((first.latency_avg - 95.5).abs() < 1e-9, "{first:?}");
+}
+
+/// Deliveries go before any relaying whichever side holds them, as in The ONE: one side holds
+/// five relays for node 3, the other, newer, a message for its peer; a contact of two bundles'
+/// air time delivers it first, whether the relays are with the lower node or the higher.
+#[test]
+fn destination_first_delivers_before_the_peer_relays_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let contact = "100 CONN 0 1 up\n102 CONN 0 1 down\n";
+    for (relays, to) in [(0, 0), (1, 1)] {
+        let (holder, peer) = (1 - to, to);
+        let messages = format!("{}\n6 C M6 {holder} {peer} 500", burst(5, relays, 3, 1));
+        let st = destination_first(dir.path(), contact, &messages);
+        assert_eq!(st.delivered, 1, "relays at {relays}: {st:?}");
+        // M6, made at 6 s, lands first, at 101.5 s.
+        assert!(
+            (st.latency_avg - 95.5).abs() < 1e-9,
+            "relays at {relays}: {st:?}"
+        );
+    }
 }
 
 #[test]

@@ -142,7 +142,9 @@ pub struct Policy {
     /// The order of what the peer lacks.
     pub order: Order,
     /// Bundles the peer is the destination of go first (messages addressed to it, records
-    /// of an issuer it is a gateway for), each group in `order`.
+    /// of an issuer it is a gateway for), each group in `order`, and, as in The ONE, before
+    /// anything is relayed either way: a side relays only once the peer's last transfer
+    /// message carried nothing for it (until then it sends its own deliveries, or nothing).
     pub destination_first: bool,
     /// A message that reached its destination is handed on from there (false: it stops
     /// there, as a delivered message does in The ONE).
@@ -320,6 +322,9 @@ pub struct Session {
     first_vector: Vec<u8>,
     /// Single copies handed on (spray-and-focus), dropped here once the peer answers.
     forwarding: Vec<Hash>,
+    /// Under [`Policy::destination_first`]: whether the peer's last transfer message carried
+    /// something this node is the destination of (`None` before its first one).
+    peer_delivering: Option<bool>,
 }
 
 impl Session {
@@ -366,6 +371,7 @@ impl Session {
             own_endpoints: Vec::new(),
             first_vector: Vec::new(),
             forwarding: Vec::new(),
+            peer_delivering: None,
         }
     }
 

@@ -33,6 +33,18 @@ impl Session {
         self.to_send.extend(rest);
     }
 
+    /// Whether this node is `entry`'s destination: a gateway of a record's issuer, the
+    /// addressee of a message.
+    fn to_me(&self, entry: &Entry, store: &BundleStore) -> bool {
+        match entry.meta.kind {
+            BundleKind::Record => self.cfg.gateway_for.contains(&entry.meta.issuer),
+            BundleKind::Message => store
+                .destination(&entry.meta.id)
+                .is_some_and(|to| to == self.cfg.me),
+            _ => false,
+        }
+    }
+
     /// Whether the peer is `entry`'s destination: the gateway of a record's issuer, the
     /// addressee of a message.
     fn to_destination(&self, entry: &Entry, store: &BundleStore) -> bool {
@@ -119,6 +131,9 @@ impl Session {
             0 => usize::MAX,
             n => n as usize,
         };
+        // Deliveries first, both ways: relay only once the peer has shown it has none left.
+        let deliveries_only =
+            self.cfg.policy.destination_first && self.peer_delivering != Some(false);
         while self.send_pos < self.to_send.len() && !self.budget_spent && m.bundles.len() < most {
             let id = self.to_send[self.send_pos];
             let Some(entry) = store.get(&id) else {
@@ -126,6 +141,9 @@ impl Session {
                 self.send_pos += 1;
                 continue;
             };
+            if deliveries_only && !self.to_destination(entry, store) {
+                break;
+            }
             let Some((give, keep)) = self.offer(entry, store) else {
                 self.send_pos += 1;
                 continue;
@@ -193,6 +211,7 @@ impl Session {
                 self.peer_want_done = true;
             }
         }
+        let before = self.admitted.len();
         for c in &m.bundles {
             if c.bundle.0.len() > MAX_BUNDLE {
                 return Err(SyncError::BadBundle(BundleError::Decode(
@@ -222,6 +241,13 @@ impl Session {
             }
         }
         self.peer_done = m.done;
+        if self.cfg.policy.destination_first {
+            self.peer_delivering = Some(
+                self.admitted[before..]
+                    .iter()
+                    .any(|id| store.get(id).is_some_and(|e| self.to_me(e, store))),
+            );
+        }
         Ok(())
     }
 
