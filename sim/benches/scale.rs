@@ -84,6 +84,7 @@ fn generated(n: u32) -> Scenario {
             bundles_per_message: 1,
             order: "random".into(),
             destination_first: true,
+            keep_link: true,
             relay_delivered: false,
             halve_to_destination: true,
             drop: "oldest".into(),

@@ -127,6 +127,7 @@ buffer_kb = 5120
 bundles_per_message = 1
 order = "random"
 destination_first = true
+keep_link = true
 relay_delivered = false
 halve_to_destination = true
 drop = "oldest"

@@ -136,6 +136,10 @@ const NOTES: &[(&str, &str)] = &[
          # and relay only once the peer has nothing left for this node",
     ),
     (
+        "keep_link",
+        "the side relaying goes on until it has nothing more for its peer (The ONE's routers)",
+    ),
+    (
         "relay_delivered",
         "false: a message that reached its destination goes no further",
     ),

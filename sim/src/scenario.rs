@@ -374,6 +374,8 @@ impl Default for Workload {
 /// Routing and buffers.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
+// The forwarding switches are independent options, one key each in the file.
+#[allow(clippy::struct_excessive_bools)]
 pub struct RoutingConfig {
     /// "epidemic" (meshpay's own, the default), "spray-and-wait", "direct", "prophet"
     /// (PRoPHET with Lindgren's and The ONE's parameters: `P_init` 0.75, β 0.25, γ 0.98 per
@@ -401,6 +403,9 @@ pub struct RoutingConfig {
     /// and relay only once the peer has nothing left for this node (The ONE's routers
     /// exchange deliverable messages before any other).
     pub destination_first: bool,
+    /// The side relaying keeps the link until it has nothing more for its peer, then the
+    /// other side relays (The ONE's routers start their next transfer as soon as one ends).
+    pub keep_link: bool,
     /// A message that reached its destination is handed on from there too.
     pub relay_delivered: bool,
     /// Spray-and-wait halves a holder's copies on a hand-over to the destination too.
@@ -423,6 +428,7 @@ impl RoutingConfig {
                 _ => return None,
             },
             destination_first: self.destination_first,
+            keep_link: self.keep_link,
             relay_delivered: self.relay_delivered,
             halve_to_destination: self.halve_to_destination,
         })
@@ -440,6 +446,7 @@ impl Default for RoutingConfig {
             bundles_per_message: 0,
             order: "meshpay".into(),
             destination_first: false,
+            keep_link: false,
             relay_delivered: true,
             halve_to_destination: false,
             drop: "meshpay".into(),

@@ -274,3 +274,38 @@ fn the_log_agrees_with_the_run_and_changes_nothing() {
         "{on_air} transfers never closed"
     );
 }
+
+/// Each side holds three messages for node 2 and meets the other for long enough: keeping the
+/// link, one side hands over all three before the other starts (as The ONE's routers do);
+/// otherwise the two take turns.
+#[test]
+fn the_side_relaying_keeps_the_link() {
+    let contacts = "10 CONN 0 1 up\n100 CONN 0 1 down\n";
+    let messages = "1 C M1 0 2 500\n2 C M2 0 2 500\n3 C M3 0 2 500\n\
+                    4 C M4 1 2 500\n5 C M5 1 2 500\n6 C M6 1 2 500\n";
+    let senders = |keep_link: bool| {
+        let routing = RoutingConfig {
+            bundles_per_message: 1,
+            keep_link,
+            ..RoutingConfig::default()
+        };
+        let log = one_reports::event_log(&traced(contacts, messages, 0.0, routing));
+        log.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (f[1] == "S").then(|| f[2].to_owned())
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let kept = senders(true);
+    assert!(
+        kept == "p0 p0 p0 p1 p1 p1" || kept == "p1 p1 p1 p0 p0 p0",
+        "{kept}"
+    );
+    let turns = senders(false);
+    assert!(
+        turns == "p0 p1 p0 p1 p0 p1" || turns == "p1 p0 p1 p0 p1 p0",
+        "{turns}"
+    );
+}

@@ -134,6 +134,8 @@ pub enum Order {
 /// exist so a simulation can reproduce the forwarding of other DTN simulators (The ONE's
 /// `ActiveRouter`) on the same sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Each switch is one independent rule of another simulator's forwarding.
+#[allow(clippy::struct_excessive_bools)]
 pub struct Policy {
     /// Most bundles one transfer message carries (0: as many as fit). One a message makes a
     /// link that breaks mid-session lose at most the bundle on the air, as a store-and-forward
@@ -149,6 +151,11 @@ pub struct Policy {
     /// A message that reached its destination is handed on from there (false: it stops
     /// there, as a delivered message does in The ONE).
     pub relay_delivered: bool,
+    /// The side relaying keeps the link: it relays only while the peer's last transfer
+    /// message carried no bundles, so one side hands over all it has before the other starts
+    /// (The ONE's routers start their next transfer as soon as one ends). Deliveries under
+    /// `destination_first` still go at once.
+    pub keep_link: bool,
     /// Spray-and-wait gives up copies on a hand-over to the destination too, as on any other
     /// (The ONE's router does so on every transfer: half in binary mode, one in source mode);
     /// otherwise the holder keeps them all.
@@ -161,6 +168,7 @@ impl Default for Policy {
             per_message: 0,
             order: Order::Priority,
             destination_first: false,
+            keep_link: false,
             relay_delivered: true,
             halve_to_destination: false,
         }
@@ -322,9 +330,10 @@ pub struct Session {
     first_vector: Vec<u8>,
     /// Single copies handed on (spray-and-focus), dropped here once the peer answers.
     forwarding: Vec<Hash>,
-    /// Under [`Policy::destination_first`]: whether the peer's last transfer message carried
-    /// something this node is the destination of (`None` before its first one).
-    peer_delivering: Option<bool>,
+    /// Under [`Policy::destination_first`] or [`Policy::keep_link`]: whether the peer's last
+    /// transfer message carried any bundle, and any this node is the destination of (`None`
+    /// before its first one).
+    peer_carried: Option<(bool, bool)>,
 }
 
 impl Session {
@@ -371,7 +380,7 @@ impl Session {
             own_endpoints: Vec::new(),
             first_vector: Vec::new(),
             forwarding: Vec::new(),
-            peer_delivering: None,
+            peer_carried: None,
         }
     }
 

@@ -131,9 +131,14 @@ impl Session {
             0 => usize::MAX,
             n => n as usize,
         };
-        // Deliveries first, both ways: relay only once the peer has shown it has none left.
-        let deliveries_only =
-            self.cfg.policy.destination_first && self.peer_delivering != Some(false);
+        // Deliveries first, both ways: relay only once the peer has shown it has none left;
+        // keeping the link, only once it sends nothing.
+        let policy = self.cfg.policy;
+        let may_relay = match self.peer_carried {
+            _ if !policy.destination_first && !policy.keep_link => true,
+            Some((any, for_me)) => !(policy.keep_link && any || policy.destination_first && for_me),
+            None => false,
+        };
         while self.send_pos < self.to_send.len() && !self.budget_spent && m.bundles.len() < most {
             let id = self.to_send[self.send_pos];
             let Some(entry) = store.get(&id) else {
@@ -141,7 +146,7 @@ impl Session {
                 self.send_pos += 1;
                 continue;
             };
-            if deliveries_only && !self.to_destination(entry, store) {
+            if !(may_relay || policy.destination_first && self.to_destination(entry, store)) {
                 break;
             }
             let Some((give, keep)) = self.offer(entry, store) else {
@@ -241,12 +246,11 @@ impl Session {
             }
         }
         self.peer_done = m.done;
-        if self.cfg.policy.destination_first {
-            self.peer_delivering = Some(
-                self.admitted[before..]
-                    .iter()
-                    .any(|id| store.get(id).is_some_and(|e| self.to_me(e, store))),
-            );
+        if self.cfg.policy.destination_first || self.cfg.policy.keep_link {
+            let for_me = self.admitted[before..]
+                .iter()
+                .any(|id| store.get(id).is_some_and(|e| self.to_me(e, store)));
+            self.peer_carried = Some((!m.bundles.is_empty(), for_me));
         }
         Ok(())
     }
