@@ -81,7 +81,13 @@ pub trait Wire: Serialize + DeserializeOwned {
 /// Encodes a value. Infallible for the types of this crate: they hold no maps with
 /// non-string keys and no floats, the only things serde_cbor can refuse.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_cbor::to_vec(value).expect("meshpay wire types always encode")
+    encode_into(value, Vec::with_capacity(128))
+}
+
+/// [`encode`] into `out` (whose capacity saves the regrowing of a growing buffer).
+pub fn encode_into<T: Serialize>(value: &T, mut out: Vec<u8>) -> Vec<u8> {
+    serde_cbor::to_writer(&mut out, value).expect("meshpay wire types always encode");
+    out
 }
 
 /// Decodes bytes into `T` under its size limit, field checks and the canonical-encoding rule.

@@ -164,7 +164,7 @@ impl SyncMessage {
 
     /// Encodes it.
     pub fn encode(&self) -> Vec<u8> {
-        codec::encode(self)
+        codec::encode_into(self, Vec::with_capacity(self.encoded_len()))
     }
 
     /// The length of [`SyncMessage::encode`]'s output, computed without encoding.
