@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 
 use super::message::{Step, SyncMessage, pack_keys, unpack_keys};
 
+mod maxprop;
 mod predict;
 mod transfer;
 
@@ -60,6 +61,12 @@ pub enum Routing {
         /// Tokens a new record starts with.
         copies: u32,
     },
+    /// MaxProp (Burgess et al., INFOCOM 2006): the two sides exchange meeting likelihoods
+    /// ([`crate::maxprop`]) and hand over what the peer lacks, as epidemic does (the holder
+    /// keeps its copy), in MaxProp's order: what the peer is the destination of, then bundles
+    /// with fewer hops than the adaptive threshold by hop count, then the rest by the cost of
+    /// their destination from the peer.
+    MaxProp,
 }
 
 /// How spray-and-wait shares copy tokens with a peer that lacks the record.
@@ -86,8 +93,8 @@ impl Spray {
 
 impl Routing {
     /// The routing a configuration file names: `"epidemic"`, `"spray-and-wait"` (with
-    /// `spray` `"binary"` or `"source"`), `"direct"`, `"prophet"` or `"spray-and-focus"`, the
-    /// sprays with `copies` tokens (at least 1). `None` for any other name or mode.
+    /// `spray` `"binary"` or `"source"`), `"direct"`, `"prophet"`, `"spray-and-focus"` or
+    /// `"maxprop"`, the sprays with `copies` tokens (at least 1). `None` for any other name or mode.
     pub fn named(name: &str, copies: u32, spray: &str) -> Option<Self> {
         let copies = copies.max(1);
         Some(match name {
@@ -103,6 +110,7 @@ impl Routing {
             "direct" => Routing::Direct,
             "prophet" => Routing::Prophet,
             "spray-and-focus" => Routing::SprayAndFocus { copies },
+            "maxprop" => Routing::MaxProp,
             _ => return None,
         })
     }
@@ -113,7 +121,7 @@ impl Routing {
             Routing::SprayAndWait { copies, .. } | Routing::SprayAndFocus { copies } => {
                 copies.max(1)
             }
-            Routing::Epidemic | Routing::Direct | Routing::Prophet => 0,
+            Routing::Epidemic | Routing::Direct | Routing::Prophet | Routing::MaxProp => 0,
         }
     }
 }
@@ -318,6 +326,8 @@ pub struct Session {
     own_endpoints: Vec<u64>,
     /// Responder: its predictability vector, for its first answer.
     first_vector: Vec<u8>,
+    /// Responder: its likelihood vectors (MaxProp), for its first answer.
+    first_likelihoods: Vec<u8>,
     /// Single copies handed on (spray-and-focus), dropped here once the peer answers.
     forwarding: Vec<Hash>,
 }
@@ -365,6 +375,7 @@ impl Session {
             peer_predictions: std::collections::BTreeMap::new(),
             own_endpoints: Vec::new(),
             first_vector: Vec::new(),
+            first_likelihoods: Vec::new(),
             forwarding: Vec::new(),
         }
     }
@@ -378,6 +389,7 @@ impl Session {
         m.gateway_for = s.cfg.gateway_for.iter().take(4).copied().collect();
         m.room = s.room;
         m.predictions = Blob(s.own_vector(store));
+        m.likelihoods = Blob(s.own_likelihoods(store));
         if s.keys.len() <= LIST_MAX {
             m.keys = pack_keys(&s.keys.keys().collect::<Vec<_>>());
             m.last = true;
@@ -416,6 +428,7 @@ impl Session {
         s.peer_room = Some(open.room);
         // Our vector as it was before this meeting, as the initiator's is.
         s.first_vector = s.own_vector(store);
+        s.first_likelihoods = s.own_likelihoods(store);
         s.learn(open, store);
         let theirs = open.symbols.0.is_empty();
         let answer = if theirs {
@@ -510,6 +523,7 @@ impl Session {
             (Side::Initiator, State::Closing, Step::Close) => {
                 self.take_close(msg);
                 self.state = State::Finished;
+                self.sample(store);
                 None
             }
             (Side::Responder, State::Decoding, Step::Symbols) => {
@@ -523,6 +537,7 @@ impl Session {
             (Side::Responder, State::Transfer, Step::Close) => {
                 self.take_close(msg);
                 self.state = State::Finished;
+                self.sample(store);
                 Some(self.close(key))
             }
             _ => return Err(SyncError::Unexpected(step)),
@@ -541,6 +556,7 @@ impl Session {
             m.gateway_for = self.cfg.gateway_for.iter().take(4).copied().collect();
             m.room = self.room;
             m.predictions = Blob(std::mem::take(&mut self.first_vector));
+            m.likelihoods = Blob(std::mem::take(&mut self.first_likelihoods));
             self.told_role = true;
         }
         self.stats.messages_sent += 1;
@@ -561,9 +577,9 @@ impl Session {
     }
 
     /// Bytes of symbols, keys or bundles the next message may carry: less, in the
-    /// responder's first answer, the predictability vector it carries.
+    /// responder's first answer, the predictability or likelihood vectors it carries.
     fn room(&self) -> usize {
-        ROOM - self.first_vector.len()
+        ROOM - self.first_vector.len() - self.first_likelihoods.len()
     }
 
     fn take_symbols(

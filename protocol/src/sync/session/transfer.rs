@@ -16,26 +16,35 @@ impl Session {
         rest.extend(more);
         rest.sort_unstable();
         rest.dedup();
+        if self.cfg.routing == Routing::MaxProp {
+            self.maxprop_order(&mut rest, store);
+            self.to_send.truncate(self.send_pos);
+            self.to_send.extend(rest);
+            return;
+        }
         let policy = self.cfg.policy;
-        let salt = self.salt;
         rest.sort_by_cached_key(|id| {
             store.get(id).map(|e| {
                 let first = policy.destination_first && !self.to_destination(e, store);
-                let rank = match policy.order {
-                    Order::Priority => 0,
-                    Order::Fifo => e.arrival,
-                    Order::Random => shuffle(salt, id),
-                };
-                (first, rank, priority(&e.meta))
+                (first, self.order_rank(e), priority(&e.meta))
             })
         });
         self.to_send.truncate(self.send_pos);
         self.to_send.extend(rest);
     }
 
+    /// `entry`'s place in the policy's [`Order`] (0 for all under [`Order::Priority`]).
+    pub(super) fn order_rank(&self, entry: &Entry) -> u64 {
+        match self.cfg.policy.order {
+            Order::Priority => 0,
+            Order::Fifo => entry.arrival,
+            Order::Random => shuffle(self.salt, &entry.meta.id),
+        }
+    }
+
     /// Whether the peer is `entry`'s destination: the gateway of a record's issuer, the
     /// addressee of a message.
-    fn to_destination(&self, entry: &Entry, store: &BundleStore) -> bool {
+    pub(super) fn to_destination(&self, entry: &Entry, store: &BundleStore) -> bool {
         match entry.meta.kind {
             BundleKind::Record => self.peer_gateways.contains(&entry.meta.issuer),
             BundleKind::Message => store
@@ -71,7 +80,7 @@ impl Session {
             return Some((entry.copies.min(1), keep));
         }
         match self.cfg.routing {
-            Routing::Epidemic => Some((0, entry.copies)),
+            Routing::Epidemic | Routing::MaxProp => Some((0, entry.copies)),
             Routing::Direct => None,
             Routing::SprayAndWait { spray, .. } => match entry.copies {
                 0 => Some((0, 0)),
@@ -131,6 +140,7 @@ impl Session {
                 continue;
             };
             let entry_copies = entry.copies;
+            let hops = entry.hops;
             let urgent = entry.meta.kind.class() == 0;
             let Some(body) = store.body(&id) else {
                 // The driver lost the body: skip it (the mesh has other copies).
@@ -161,6 +171,7 @@ impl Session {
             m.bundles.push(Carried {
                 copies: give,
                 bundle: Blob(body.to_vec()),
+                hops,
             });
             self.given.push(id);
             self.given_bytes += len as u64;
@@ -212,7 +223,10 @@ impl Session {
                 c.copies,
                 self.cfg.now,
             ) {
-                Admission::Added(_) => self.admitted.push(id),
+                Admission::Added(_) => {
+                    store.set_hops(&id, c.hops.saturating_add(1));
+                    self.admitted.push(id);
+                }
                 Admission::Refused(
                     e @ (BundleError::Decode(_)
                     | BundleError::BadSignature(_)
