@@ -81,9 +81,14 @@ printf '%-10s %-24s %22s %22s\n' "B/s" routing "The ONE" meshpay-sim
 for run in "31250 EpidemicRouter epidemic" "1000 EpidemicRouter epidemic" \
   "100 EpidemicRouter epidemic" "1000 SprayAndWaitRouter spray-and-wait" \
   "100 SprayAndWaitRouter spray-and-wait" "31250 ProphetRouter prophet" \
-  "31250 SprayAndWaitRouter spray-and-wait source"; do
+  "31250 SprayAndWaitRouter spray-and-wait source" "31250 MaxPropRouter maxprop"; do
   set -- $run
   mode=${4:-binary}
+  # MaxPropRouter drops by its own order on a full buffer; the other routers the oldest.
+  drop=oldest
+  if [ "$3" = maxprop ]; then
+    drop=maxprop
+  fi
   name="cmp_$2_${mode}_$1"
   printf 'Group.router = %s\nbtInterface.transmitSpeed = %s\nScenario.name = %s\n' "$2" "$1" "$name" \
     > "$work/one-$name.txt"
@@ -120,7 +125,7 @@ order = "random"
 destination_first = true
 relay_delivered = false
 halve_to_destination = true
-drop = "oldest"
+drop = "$drop"
 TOML
   ours=$("$sim" run "$work/sim-$3-$mode-$1.toml" --quiet --format csv | awk -F, 'NR == 2 {printf "%d, %.0f s", $8, $11}')
   printf '%-10s %-24s %22s %22s\n' "$1" "$3${4:+ ($4)}" "$theirs" "$ours"

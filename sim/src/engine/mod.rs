@@ -125,7 +125,7 @@ struct Up {
     running: Option<Running>,
     /// The two stores' versions after the last session (smaller node first).
     synced: Option<(u64, u64)>,
-    /// A session over it finished: under PRoPHET and spray-and-focus, the encounter.
+    /// A session over it finished: under PRoPHET, spray-and-focus and MaxProp, the encounter.
     encountered: bool,
 }
 
@@ -318,11 +318,12 @@ impl Sim {
         })
     }
 
-    /// Whether the routing keeps delivery predictabilities, which change at every encounter.
+    /// Whether the routing keeps state that changes at every encounter (PRoPHET's delivery
+    /// predictabilities, MaxProp's meeting likelihoods).
     fn predicts(&self) -> bool {
         matches!(
             self.routing,
-            Routing::Prophet | Routing::SprayAndFocus { .. }
+            Routing::Prophet | Routing::SprayAndFocus { .. } | Routing::MaxProp
         )
     }
 
@@ -478,7 +479,8 @@ impl Sim {
                 running: None,
                 // Two nodes that met before and changed nothing since have nothing to say
                 // (contacts at the edge of range flicker), unless their routing counts
-                // encounters: then a session tells each the other's predictabilities.
+                // encounters: then a session tells each the other's predictabilities or meeting
+                // likelihoods.
                 synced: if self.predicts() {
                     None
                 } else {
@@ -489,7 +491,7 @@ impl Sim {
         );
         self.peers[c.a as usize].insert(c.b);
         self.peers[c.b as usize].insert(c.a);
-        // A new contact: its first session is a PRoPHET encounter for both.
+        // A new contact: its first session is an encounter for both (PRoPHET, MaxProp).
         let (ka, kb) = (
             self.keys[c.a as usize].public(),
             self.keys[c.b as usize].public(),
