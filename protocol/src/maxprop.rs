@@ -26,8 +26,8 @@
 //! ([`Likelihoods::threshold`]). Here a sample is the bundle bytes of one finished sync session
 //! that moved any (a contact's sessions are counted apart), not of a whole contact.
 //!
-//! Bounds: a node's own vector keeps at most [`MAX_OWN`] endpoints (The ONE's default
-//! `probSetMaxSize`: past it, the least likely goes); a vector on the wire carries at most
+//! Bounds: a node's own vector keeps fewer than [`MAX_OWN`] endpoints (The ONE's default
+//! `probSetMaxSize`: a meeting that brings it to 50 drops the least likely); a vector on the wire carries at most
 //! [`MAX_WIRE_ENTRIES`] entries and all of them at most [`MAX_LIKELIHOOD_BYTES`] bytes; a node
 //! remembers at most [`MAX_KNOWN`] learned vectors, the newest. Everything here is soft state,
 //! never written, and only a routing hint: a peer can claim any likelihood and so attract
@@ -39,7 +39,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 /// `α`, what a meeting adds before renormalising (the paper's and The ONE's 1).
 pub const ALPHA: f64 = 1.0;
-/// Most endpoints a node's own vector keeps (The ONE's default `probSetMaxSize`).
+/// The size at which a node's own vector drops its least likely endpoint (The ONE's default
+/// `probSetMaxSize`): it keeps at most 49.
 pub const MAX_OWN: usize = 50;
 /// Most entries one vector carries on the wire (a sender sends its likeliest).
 pub const MAX_WIRE_ENTRIES: usize = 32;
@@ -187,12 +188,14 @@ impl Likelihoods {
         }
     }
 
-    /// The vectors to send at `now` from the node whose device endpoint is `me`, packed for
-    /// the wire (SPEC.md §11.2): its own first, then the learned ones newest first (ties: the
-    /// smaller source), each cut to its [`MAX_WIRE_ENTRIES`] likeliest, while they fit in
+    /// The vectors to send at `now` from the node whose device endpoint is `me` to the one
+    /// whose device endpoint is `to`, packed for the wire (SPEC.md §11.2): its own first,
+    /// then the learned ones but `to`'s own (it has that) newest first (ties: the smaller
+    /// source), each cut to its [`MAX_WIRE_ENTRIES`] likeliest, while they fit in
     /// [`MAX_LIKELIHOOD_BYTES`]; sent in ascending order of source.
-    pub fn pack(&self, me: u64, now: UnixTime) -> Vec<u8> {
-        let mut learned: Vec<(&u64, &Learned)> = self.known.iter().collect();
+    pub fn pack(&self, me: u64, to: u64, now: UnixTime) -> Vec<u8> {
+        let mut learned: Vec<(&u64, &Learned)> =
+            self.known.iter().filter(|(s, _)| **s != to).collect();
         learned.sort_by_key(|(s, l)| (Reverse(l.updated), **s));
         let candidates = std::iter::once((me, self.own_updated, self.own().collect::<Vec<_>>()))
             .chain(
@@ -312,8 +315,8 @@ impl Likelihoods {
 }
 
 /// Incremental averaging: the first endpoint starts at 1; after that `f(e) += α` and the
-/// vector is divided by `1 + α`. Past [`MAX_OWN`] endpoints the least likely goes (ties: the
-/// larger endpoint).
+/// vector is divided by `1 + α`. A vector that reaches [`MAX_OWN`] endpoints drops its least
+/// likely (ties: the larger endpoint), as The ONE's `MeetingProbabilitySet` does.
 fn update(f: &mut BTreeMap<u64, f64>, e: u64) {
     if f.is_empty() {
         f.insert(e, 1.0);
@@ -323,7 +326,7 @@ fn update(f: &mut BTreeMap<u64, f64>, e: u64) {
     for v in f.values_mut() {
         *v /= 1.0 + ALPHA;
     }
-    if f.len() > MAX_OWN {
+    if f.len() >= MAX_OWN {
         let least = f
             .iter()
             .min_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))

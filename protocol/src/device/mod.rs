@@ -160,7 +160,8 @@ pub struct Device {
     received: BTreeMap<Hash, ReceivedPayment>,
     requests: BTreeMap<Nonce, OpenRequest>,
     peers: BTreeSet<DeviceKey>,
-    /// Peers met anew whose first sync session has not started yet (a PRoPHET encounter).
+    /// Peers met anew whose first sync session has not started yet (a PRoPHET encounter, a
+    /// MaxProp meeting).
     fresh: BTreeSet<DeviceKey>,
     gateway_for: Vec<IssuerId>,
     rng: rand_chacha::ChaCha20Rng,
@@ -412,7 +413,8 @@ impl Device {
     }
 
     /// A new contact with `peer` began: the next sync session with it, either way, counts as
-    /// an encounter under PRoPHET and spray-and-focus ([`crate::sync::SessionConfig`]).
+    /// an encounter under PRoPHET, spray-and-focus and MaxProp
+    /// ([`crate::sync::SessionConfig`]).
     /// [`Device::peer_up`] does this itself; a driver that runs sessions through
     /// [`Exchange`] or [`contact`] calls it when a contact comes up.
     pub fn met(&mut self, peer: DeviceKey) {

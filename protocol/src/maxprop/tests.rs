@@ -37,14 +37,14 @@ fn a_meeting_adds_alpha_and_renormalises() {
 }
 
 #[test]
-fn the_own_vector_keeps_the_fifty_likeliest() {
+fn the_own_vector_keeps_the_forty_nine_likeliest() {
     let mut l = Likelihoods::default();
     l.meet(&[1], T);
     l.meet(&[1], T);
     for e in 2..100 {
         l.meet(&[e], T);
     }
-    assert_eq!(l.own().count(), MAX_OWN);
+    assert_eq!(l.own().count(), MAX_OWN - 1);
     // The oldest meetings are the least likely, and go.
     assert!(close(l.get(99), 0.5));
     assert!(close(l.get(1), 0.0) && close(l.get(2), 0.0));
@@ -62,7 +62,10 @@ fn vectors_pack_as_the_spec_says_and_unpack_back() {
         false,
         T - 20,
     );
-    let packed = l.pack(1, T);
+    // 8's own vector is not sent back to 8.
+    l.learn(&[vector(8, 0, &[(1, 1.0)])], &[8], &[1], false, T - 20);
+    assert_eq!(l.learned(8), Some(&[(1, 1.0)][..]));
+    let packed = l.pack(1, 8, T);
     let wire = |source: u64, age: u32, entries: &[(u64, u16)]| {
         let mut v = [&source.to_le_bytes()[..], &age.to_le_bytes()].concat();
         v.push(u8::try_from(entries.len()).expect("a few"));
@@ -89,7 +92,7 @@ fn vectors_pack_as_the_spec_says_and_unpack_back() {
     // 1 is at most 2^16 − 1 units.
     let mut one = Likelihoods::default();
     one.meet(&[2], T);
-    assert_eq!(&one.pack(1, T)[21..], &u16::MAX.to_le_bytes());
+    assert_eq!(&one.pack(1, 8, T)[21..], &u16::MAX.to_le_bytes());
 }
 
 #[test]
@@ -102,7 +105,7 @@ fn packing_stays_within_the_byte_bound() {
         let entries: Vec<(u64, f64)> = (0..32).map(|e| (e, 0.03)).collect();
         l.learn(&[vector(s, 0, &entries)], &[99], &[1000], false, T + s);
     }
-    let packed = l.pack(1000, T + 200);
+    let packed = l.pack(1000, 8, T + 200);
     assert!(packed.len() <= MAX_LIKELIHOOD_BYTES);
     let v = unpack(&packed).expect("well formed");
     // Our own (its entries above 2^-17) and the two newest learned ones (333 bytes each)

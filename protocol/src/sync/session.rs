@@ -190,8 +190,8 @@ pub struct SessionConfig {
     pub policy: Policy,
     /// The first session with the peer since their link came up: under PRoPHET and
     /// spray-and-focus it counts as an encounter (eq. 1 and transitivity, once per contact as
-    /// in Lindgren et al. and The ONE); later sessions over the same link only age the table
-    /// and read the peer's vector.
+    /// in Lindgren et al. and The ONE), under MaxProp as a meeting (incremental averaging);
+    /// later sessions over the same link only age the table and read the peer's vectors.
     pub encounter: bool,
     /// Wall-clock time, for expiry and the hand-over receipt.
     pub now: UnixTime,

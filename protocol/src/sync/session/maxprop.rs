@@ -19,9 +19,11 @@ impl Session {
     /// This side's likelihood vectors as of now, packed (empty unless under MaxProp).
     pub(super) fn own_likelihoods(&self, store: &BundleStore) -> Vec<u8> {
         if self.maxprop() {
-            store
-                .likelihoods()
-                .pack(device_endpoint(&self.cfg.me), self.cfg.now)
+            store.likelihoods().pack(
+                device_endpoint(&self.cfg.me),
+                device_endpoint(&self.cfg.peer),
+                self.cfg.now,
+            )
         } else {
             Vec::new()
         }
