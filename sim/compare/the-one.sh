@@ -7,7 +7,7 @@
 # compile.sh (Java 17 is enough). The script makes one random-waypoint trace of 100 nodes
 # over 12 hours and 1,445 messages of 500 B with meshpay-sim, replays both in The ONE
 # (connections from the trace only, Epidemic, binary and source Spray-and-Wait with 6 copies,
-# PRoPHET with 30 s time units) and
+# PRoPHET with 30 s time units, MaxProp) and
 # in meshpay-sim with the ONE-like options, and prints delivered and mean latency side by
 # side. The ONE is only run, never linked or copied.
 set -eu
