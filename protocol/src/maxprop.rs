@@ -27,9 +27,10 @@
 //! that moved any (a contact's sessions are counted apart), not of a whole contact.
 //!
 //! Bounds: a node's own vector keeps fewer than [`MAX_OWN`] endpoints (The ONE's default
-//! `probSetMaxSize`: a meeting that brings it to 50 drops the least likely); a vector on the wire carries at most
-//! [`MAX_WIRE_ENTRIES`] entries and all of them at most [`MAX_LIKELIHOOD_BYTES`] bytes; a node
-//! remembers at most [`MAX_KNOWN`] learned vectors, the newest. Everything here is soft state,
+//! `probSetMaxSize`: a meeting that brings it to 50 drops the least likely); a vector on the
+//! wire carries at most [`MAX_WIRE_ENTRIES`] entries and all of them at most
+//! [`MAX_LIKELIHOOD_BYTES`] bytes; a node remembers at most [`MAX_KNOWN`] learned vectors, the
+//! newest. Everything here is soft state,
 //! never written, and only a routing hint: a peer can claim any likelihood and so attract
 //! copies, but it cannot make a node keep more than these bounds or evict a bundle.
 
@@ -122,11 +123,11 @@ impl Likelihoods {
         }
     }
 
-    /// Takes the vectors `theirs` a peer sent at `now`. `peer` is the peer's device endpoint,
-    /// `mine` this node's own endpoints (its device first, then its gateway issuers), and
-    /// `encounter` says this is the first session of a contact: then the meeting is counted
-    /// in this node's own vector for `peer_endpoints` and, as the peer counts it too, in the
-    /// peer's vector for `mine`.
+    /// Takes the vectors `theirs` a peer sent at `now`. `peer_endpoints` are the peer's (its
+    /// device first, then the issuers it is a gateway for), `mine` this node's own (the same
+    /// way), and `encounter` says this is the first session of a contact: then the meeting is
+    /// counted in this node's own vector for `peer_endpoints` and, as the peer counts it too,
+    /// in the peer's vector for `mine`.
     pub fn learn(
         &mut self,
         theirs: &[Vector],
