@@ -97,7 +97,7 @@ pub struct BundleStore {
     changes: Changes,
     /// Simulation only: when full, drop the bundle that arrived first (The ONE's policy).
     drop_oldest: bool,
-    /// Simulation only: when full, drop the costliest under MaxProp (`maxprop.rs`).
+    /// Simulation only: when full, drop the costliest under MaxProp (`store/maxprop.rs`).
     drop_costliest: bool,
     /// Arrival order of every held bundle, kept when `drop_oldest` is set.
     by_arrival: BTreeSet<(u64, Hash)>,

@@ -18,17 +18,15 @@ impl Session {
         rest.dedup();
         if self.cfg.routing == Routing::MaxProp {
             self.maxprop_order(&mut rest, store);
-            self.to_send.truncate(self.send_pos);
-            self.to_send.extend(rest);
-            return;
+        } else {
+            let first = self.cfg.policy.destination_first;
+            rest.sort_by_cached_key(|id| {
+                store.get(id).map(|e| {
+                    let later = first && !self.to_destination(e, store);
+                    (later, self.order_rank(e), priority(&e.meta))
+                })
+            });
         }
-        let policy = self.cfg.policy;
-        rest.sort_by_cached_key(|id| {
-            store.get(id).map(|e| {
-                let first = policy.destination_first && !self.to_destination(e, store);
-                (first, self.order_rank(e), priority(&e.meta))
-            })
-        });
         self.to_send.truncate(self.send_pos);
         self.to_send.extend(rest);
     }
