@@ -23,8 +23,10 @@
 //! the mean of the last ten non-zero samples and `b` the buffer size, `p = x` if `x < b/2`,
 //! `min(x, b − x)` if `b/2 ≤ x < b` and no threshold otherwise; the threshold is one more than
 //! the hop count of the bundle that fills the first `p` bytes of the buffer in hop-count order
-//! ([`Likelihoods::threshold`]). Here a sample is the bundle bytes of one finished sync session
-//! that moved any (a contact's sessions are counted apart), not of a whole contact.
+//! ([`Likelihoods::threshold`]). A sample is the bundle bytes a contact moved both ways, as
+//! far as the other side's answers confirm them ([`Likelihoods::moved`]), taken when the
+//! contact ends ([`Likelihoods::parted`]) or, if the driver does not say, at the next encounter
+//! with the same peer.
 //!
 //! Bounds: a node's own vector keeps fewer than [`MAX_OWN`] endpoints (The ONE's default
 //! `probSetMaxSize`: a meeting that brings it to 50 drops the least likely); a vector on the
@@ -83,6 +85,8 @@ pub struct Likelihoods {
     next_sample: usize,
     /// This node's own endpoints, as its last session named them.
     mine: Vec<u64>,
+    /// Bundle bytes moved so far in the current contact with each peer (by device endpoint).
+    contacts: BTreeMap<u64, u64>,
 }
 
 impl Likelihoods {
@@ -137,10 +141,14 @@ impl Likelihoods {
         now: UnixTime,
     ) {
         self.mine = mine.to_vec();
+        let peer = peer_endpoints.first().copied();
         if encounter {
             self.meet(peer_endpoints, now);
+            // A contact whose end the driver did not report is over now.
+            if let Some(p) = peer {
+                self.parted(p);
+            }
         }
-        let peer = peer_endpoints.first().copied();
         for v in theirs {
             if mine.contains(&v.source) || Some(v.source) == peer {
                 continue;
@@ -270,7 +278,23 @@ impl Likelihoods {
         dist
     }
 
-    /// Records the bundle bytes one sync session moved (both ways); zero is not a sample.
+    /// Counts `bytes` of bundles moved (either way) in the current contact with `peer` (a
+    /// device endpoint). At most [`MAX_KNOWN`] contacts are counted at once.
+    pub fn moved(&mut self, peer: u64, bytes: u64) {
+        if bytes == 0 || (self.contacts.len() >= MAX_KNOWN && !self.contacts.contains_key(&peer)) {
+            return;
+        }
+        *self.contacts.entry(peer).or_default() += bytes;
+    }
+
+    /// The contact with `peer` ended: the bytes it moved are a sample.
+    pub fn parted(&mut self, peer: u64) {
+        if let Some(bytes) = self.contacts.remove(&peer) {
+            self.sample(bytes);
+        }
+    }
+
+    /// Records the bundle bytes one contact moved (both ways); zero is not a sample.
     pub fn sample(&mut self, bytes: u64) {
         if bytes == 0 {
             return;

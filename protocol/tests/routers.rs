@@ -494,8 +494,14 @@ fn maxprop_offers_by_destination_hops_and_dijkstra_cost_on_a_graph_worked_by_han
     let given = maxprop_offer(&mut s, &mut p);
     assert_eq!(given, [receipt, to_p, to_z, to_x, to_y, to_w]);
     assert_eq!(p.get(&to_x).map(|e| e.hops), Some(4));
-    // The session moved bundles: its bytes are the next sample.
-    assert!(s.likelihoods().mean_transfer() > 1);
+    // The contact moved six bundles: once it ends, their bytes are the next sample.
+    assert_eq!(s.likelihoods().mean_transfer(), 1);
+    s.likelihoods_mut().parted(ep(2));
+    let moved: u64 = ids
+        .iter()
+        .map(|id| u64::from(s.get(id).unwrap().meta.size))
+        .sum();
+    assert_eq!(s.likelihoods().mean_transfer(), u64::midpoint(1, moved));
 }
 
 #[test]

@@ -421,8 +421,19 @@ impl Device {
         self.fresh.insert(peer);
     }
 
+    /// The contact with `peer` ended: under MaxProp, the bundle bytes it moved are a sample
+    /// of the hop-count threshold ([`crate::maxprop`]). [`Device::peer_down`] does this itself;
+    /// a driver that runs sessions through [`Exchange`] or [`contact`] calls it when a contact
+    /// ends.
+    pub fn parted(&mut self, peer: DeviceKey) {
+        self.store
+            .likelihoods_mut()
+            .parted(crate::prophet::device_endpoint(&peer));
+    }
+
     /// The link to `peer` went down: its unfinished incoming session is forgotten.
     pub fn peer_down(&mut self, _now: Now, peer: DeviceKey) {
+        self.parted(peer);
         self.peers.remove(&peer);
         self.fresh.remove(&peer);
         self.responders.remove(&peer);

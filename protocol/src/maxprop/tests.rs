@@ -231,6 +231,18 @@ fn the_threshold_follows_the_bytes_sessions_move() {
     assert_eq!(l.threshold(300, held.clone()), 1);
     // A session moves the whole buffer: no threshold.
     assert_eq!(l.threshold(200, held), 0);
+    // A contact's bytes add up until it ends; a new encounter ends one left open.
+    let mut c = Likelihoods::default();
+    c.moved(7, 100);
+    c.moved(7, 50);
+    c.moved(8, 10);
+    assert_eq!(c.mean_transfer(), 0);
+    c.parted(7);
+    assert_eq!(c.mean_transfer(), 150);
+    c.learn(&[], &[8], &[1], true, T);
+    assert_eq!(c.mean_transfer(), 80);
+    c.parted(8);
+    assert_eq!(c.mean_transfer(), 80);
     // Only the last ten samples count.
     for _ in 0..SAMPLES {
         l.sample(10);

@@ -330,6 +330,8 @@ pub struct Session {
     first_likelihoods: Vec<u8>,
     /// Single copies handed on (spray-and-focus), dropped here once the peer answers.
     forwarding: Vec<Hash>,
+    /// Bundle bytes of the last message sent, until the peer's answer shows it arrived.
+    unconfirmed: u64,
 }
 
 impl Session {
@@ -377,6 +379,7 @@ impl Session {
             first_vector: Vec::new(),
             first_likelihoods: Vec::new(),
             forwarding: Vec::new(),
+            unconfirmed: 0,
         }
     }
 
@@ -461,6 +464,7 @@ impl Session {
         key: &DeviceSecret,
     ) -> Result<Option<SyncMessage>, SyncError> {
         self.received(msg);
+        self.count_moved(msg, store);
         // The peer answered: it has what we handed on.
         for id in std::mem::take(&mut self.forwarding) {
             store.remove(&id);
@@ -523,7 +527,6 @@ impl Session {
             (Side::Initiator, State::Closing, Step::Close) => {
                 self.take_close(msg);
                 self.state = State::Finished;
-                self.sample(store);
                 None
             }
             (Side::Responder, State::Decoding, Step::Symbols) => {
@@ -537,7 +540,6 @@ impl Session {
             (Side::Responder, State::Transfer, Step::Close) => {
                 self.take_close(msg);
                 self.state = State::Finished;
-                self.sample(store);
                 Some(self.close(key))
             }
             _ => return Err(SyncError::Unexpected(step)),
@@ -559,6 +561,7 @@ impl Session {
             m.likelihoods = Blob(std::mem::take(&mut self.first_likelihoods));
             self.told_role = true;
         }
+        self.unconfirmed = m.bundle_bytes() as u64;
         self.stats.messages_sent += 1;
         self.stats.bytes_sent += m.encoded_len() as u64;
         self.stats.bundle_bytes += m.bundle_bytes() as u64;

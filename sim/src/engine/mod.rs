@@ -518,6 +518,13 @@ impl Sim {
         if let Some(running) = link.running {
             self.stop(pair, running, t);
         }
+        // The contact is over: under MaxProp, what it moved is a threshold sample.
+        let (ka, kb) = (
+            self.keys[a as usize].public(),
+            self.keys[b as usize].public(),
+        );
+        self.nodes[a as usize].device.parted(kb);
+        self.nodes[b as usize].device.parted(ka);
     }
 
     /// A shopper meeting a vendor may pay: the shopper's device asks the vendor's for a

@@ -2,7 +2,8 @@
 //! others in its first message (SPEC.md §11.2), takes the peer's on the peer's first message
 //! ([`crate::maxprop::Likelihoods::learn`], counting the meeting in the first session of a
 //! contact), and hands over what the peer lacks in MaxProp's order (`maxprop_order`).
-//! A finished session's bundle bytes are a sample of the hop-count threshold.
+//! The bundle bytes each message moved count towards the contact's sample of the hop-count
+//! threshold once the other side's answer shows it arrived.
 
 use super::{Routing, Session};
 use crate::objects::Hash;
@@ -48,10 +49,15 @@ impl Session {
             .learn(&theirs, &peer, &mine, self.cfg.encounter, self.cfg.now);
     }
 
-    /// The session is over: under MaxProp, its bundle bytes are a threshold sample.
-    pub(super) fn sample(&self, store: &mut BundleStore) {
+    /// The peer's message `m` arrived, so the one we sent before it did too: under MaxProp,
+    /// the bundle bytes of both count for this contact's threshold sample.
+    pub(super) fn count_moved(&mut self, m: &SyncMessage, store: &mut BundleStore) {
+        let confirmed = std::mem::take(&mut self.unconfirmed);
         if self.maxprop() {
-            store.likelihoods_mut().sample(self.stats.bundle_bytes);
+            store.likelihoods_mut().moved(
+                device_endpoint(&self.cfg.peer),
+                m.bundle_bytes() as u64 + confirmed,
+            );
         }
     }
 
