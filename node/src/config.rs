@@ -126,8 +126,8 @@ pub struct MeshConfig {
     pub sync_secs: u64,
     /// Most kilobytes of bundles handed to one peer per sync.
     pub budget_kb: u64,
-    /// Record routing: "epidemic", "spray-and-wait", "direct", "prophet" or
-    /// "spray-and-focus" (SPEC §11.4).
+    /// Record routing: "epidemic", "spray-and-wait", "direct", "prophet", "spray-and-focus"
+    /// or "maxprop" (SPEC §11.4).
     pub routing: String,
     /// Copies a record starts with under spray-and-wait and spray-and-focus.
     pub copies: u32,
@@ -177,7 +177,7 @@ pub enum ConfigError {
     },
     /// `[mesh] routing` names no routing.
     #[error(
-        "[mesh] routing = {0:?}: use \"epidemic\", \"spray-and-wait\" (spray_mode \"binary\" or \"source\"), \"direct\", \"prophet\" or \"spray-and-focus\""
+        "[mesh] routing = {0:?}: use \"epidemic\", \"spray-and-wait\" (spray_mode \"binary\" or \"source\"), \"direct\", \"prophet\", \"spray-and-focus\" or \"maxprop\""
     )]
     Routing(String),
 }
@@ -274,8 +274,9 @@ sync_secs = 30
 budget_kb = 4096
 # How records travel: "epidemic" (to everyone, until a receipt purges them), "spray-and-wait"
 # (at most `copies` carriers, then only to a gateway), "direct" (only to a gateway), "prophet"
-# (to a peer likelier to meet a gateway) or "spray-and-focus" (`copies` carriers, then the
-# last copy moves to a likelier one).
+# (to a peer likelier to meet a gateway), "spray-and-focus" (`copies` carriers, then the
+# last copy moves to a likelier one) or "maxprop" (to everyone, the likeliest to reach a
+# gateway first).
 routing = "epidemic"
 copies = 6
 # Spray-and-wait: "binary" (each carrier passes on half its copies) or "source" (only the
@@ -470,6 +471,7 @@ mod tests {
             "direct",
             "prophet",
             "spray-and-focus",
+            "maxprop",
         ] {
             mesh.routing = name.into();
             assert!(mesh.routing().is_ok(), "{name}");

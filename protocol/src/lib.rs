@@ -39,6 +39,7 @@ pub mod device;
 pub mod iou;
 pub mod keys;
 pub mod ledger;
+pub mod maxprop;
 pub mod message;
 pub mod objects;
 pub mod payee;

@@ -1,7 +1,8 @@
 //! The routers against contact traces worked out by hand, each node a bundle store meeting
 //! others through whole sync sessions.
 
-use meshpay_protocol::bundle::{Bundle, Content};
+use meshpay_protocol::bundle::{Bundle, Content, PlainMessage};
+use meshpay_protocol::maxprop::Vector;
 use meshpay_protocol::objects::UnixTime;
 use meshpay_protocol::prophet::{device_endpoint, issuer_endpoint};
 use meshpay_protocol::store::{BundleStore, Origin, StoreConfig};
@@ -236,10 +237,19 @@ fn prophet_vectors_fill_the_first_messages_within_the_size_limit() {
     // Both sides know 200 endpoints (they send their 96 likeliest) and hold enough bundles
     // that the responder lists its keys: every message still decodes (at most 2000 bytes).
     let many: Vec<(u64, f64)> = (0..200u64).map(|e| (e + 10, 0.5)).collect();
+    fills_the_first_messages(Routing::Prophet, |s| {
+        s.predictions_mut().meet(&[1], &many, &[], T0 - 100);
+    });
+}
+
+/// Two stores that `prime` gave routing state, holding 100 and 360 receipts (40 shared, so
+/// the responder lists its keys), sync under `routing`: every message decodes, and both end
+/// with all 400.
+fn fills_the_first_messages(routing: Routing, prime: impl Fn(&mut BundleStore)) {
     let mut a = BundleStore::new(StoreConfig::default());
     let mut b = BundleStore::new(StoreConfig::default());
     for (s, ids) in [(&mut a, 0..100u64), (&mut b, 40..400u64)] {
-        s.predictions_mut().meet(&[1], &many, &[], T0 - 100);
+        prime(s);
         for i in ids {
             s.insert(
                 meshpay_protocol::testkit::receipt_bundle(i).bytes(),
@@ -249,19 +259,21 @@ fn prophet_vectors_fill_the_first_messages_within_the_size_limit() {
             );
         }
     }
-    routed((&mut a, 1), (&mut b, 2), Routing::Prophet, Vec::new(), 1);
+    routed((&mut a, 1), (&mut b, 2), routing, Vec::new(), 1);
     assert_eq!((a.len(), b.len()), (400, 400));
+}
+
+/// The `open` of an initiator that holds nothing, under `routing`.
+fn empty_open(routing: Routing) -> SyncMessage {
+    let mut cfg = session_config(1, 2, u64::MAX);
+    cfg.routing = routing;
+    let store = BundleStore::new(StoreConfig::default());
+    meshpay_protocol::sync::Session::initiate(cfg, &store, 1).1
 }
 
 #[test]
 fn vectors_too_long_ragged_or_out_of_order_are_refused() {
-    let mut cfg = session_config(1, 2, u64::MAX);
-    cfg.routing = Routing::Prophet;
-    let (_, open) = meshpay_protocol::sync::Session::initiate(
-        cfg,
-        &BundleStore::new(StoreConfig::default()),
-        1,
-    );
+    let open = empty_open(Routing::Prophet);
     let with = |entries: &[(u64, u32)], extra: usize| {
         let mut m = open.clone();
         m.predictions.0 = entries
@@ -355,5 +367,244 @@ fn configuration_names_pick_each_router_and_refuse_others() {
         Some(Routing::SprayAndFocus { copies: 4 })
     );
     assert_eq!(Routing::named("spray-and-wait", 6, "both"), None);
-    assert_eq!(Routing::named("maxprop", 6, "binary"), None);
+    assert_eq!(
+        Routing::named("maxprop", 6, "binary"),
+        Some(Routing::MaxProp)
+    );
+    assert_eq!(Routing::named("max-prop", 6, "binary"), None);
+}
+
+/// A plain message from device 1 to device `to`.
+fn message_to(to: u8) -> Bundle {
+    message_with(to, to)
+}
+
+/// A plain message from device 1 to device `to` whose 10 bytes of payload are `fill`.
+fn message_with(to: u8, fill: u8) -> Bundle {
+    Bundle::new(Content::Message(Box::new(PlainMessage {
+        version: 1,
+        from: device(1).public(),
+        to: device(to).public(),
+        created: T0,
+        expires: T0 + 3600,
+        payload: meshpay_protocol::codec::Blob(vec![fill; 10]),
+    })))
+}
+
+fn ep(d: u8) -> u64 {
+    device_endpoint(&device(d).public())
+}
+
+/// S (device 1) holds a receipt and messages to P (2), X (3), Y (4), Z (5) and W (6), and has
+/// met nobody. P met X, Y, then X again, so f_P = {X: 0.75, Y: 0.25}, and learned Y's vector
+/// {X: 0.5, Z: 0.5}.
+fn maxprop_pair() -> (BundleStore, BundleStore, Vec<Hash>) {
+    let config = StoreConfig {
+        accept_messages: true,
+        ..StoreConfig::default()
+    };
+    let mut s = BundleStore::new(config.clone());
+    let mut p = BundleStore::new(config);
+    let receipt = meshpay_protocol::testkit::receipt_bundle(1);
+    let mut ids = vec![receipt.id()];
+    s.insert(receipt.bytes(), Origin::Local, 0, T0);
+    for to in 2..=6 {
+        let m = message_to(to);
+        s.insert(m.bytes(), Origin::Local, 0, T0);
+        ids.push(m.id());
+    }
+    for d in [3, 4, 3] {
+        p.likelihoods_mut().meet(&[ep(d)], T0 - 100);
+    }
+    let mut y = vec![(ep(3), 0.5), (ep(5), 0.5)];
+    y.sort_unstable_by_key(|e| e.0);
+    let y = Vector {
+        source: ep(4),
+        age: 0,
+        entries: y,
+    };
+    p.likelihoods_mut()
+        .learn(&[y], &[ep(4)], &[ep(2)], false, T0 - 50);
+    (s, p, ids)
+}
+
+/// The order S hands its bundles to P in a first MaxProp session, and the stores after.
+fn maxprop_offer(s: &mut BundleStore, p: &mut BundleStore) -> Vec<Hash> {
+    let mut ca = session_config(1, 2, u64::MAX);
+    let mut cb = session_config(2, 1, u64::MAX);
+    ca.routing = Routing::MaxProp;
+    cb.routing = Routing::MaxProp;
+    let (ka, kb) = (device(1), device(2));
+    let c = contact(
+        Party {
+            store: s,
+            cfg: ca,
+            key: &ka,
+        },
+        Party {
+            store: p,
+            cfg: cb,
+            key: &kb,
+        },
+        1,
+        u32::MAX,
+    )
+    .expect("honest");
+    c.initiator.given().to_vec()
+}
+
+#[test]
+fn maxprop_offers_by_destination_hops_and_dijkstra_cost_on_a_graph_worked_by_hand() {
+    let (mut s, mut p, ids) = maxprop_pair();
+    let [receipt, to_p, to_x, to_y, to_z, to_w] = ids[..] else {
+        panic!("six bundles")
+    };
+    let given = maxprop_offer(&mut s, &mut p);
+    // Both count the meeting: S met P only, so f_S = {P: 1}; P divides by 2 and adds S:
+    // {S: 0.5, X: 0.375, Y: 0.125}. S takes P's vector with the meeting counted, and Y's.
+    let (s1, p2) = (ep(1), ep(2));
+    assert!(close(s.likelihoods().get(p2), 1.0));
+    assert!(close(p.likelihoods().get(s1), 0.5));
+    assert!(close(p.likelihoods().get(ep(3)), 0.375));
+    let mut want_p = [(s1, 0.5), (ep(3), 0.375), (ep(4), 0.125)];
+    want_p.sort_unstable_by_key(|e| e.0);
+    assert_eq!(s.likelihoods().learned(p2), Some(&want_p[..]));
+    assert!(s.likelihoods().learned(ep(4)).is_some());
+    // Costs from P, edges 1 − f: S 0.5, X 0.625 (not 0.875 + 0.5 through Y), Y 0.875,
+    // Z 0.875 + 0.5 = 1.375 through Y; nobody knows W.
+    let costs = s.likelihoods().costs(s1, &[p2]);
+    for (d, c) in [(1, 0.5), (3, 0.625), (4, 0.875), (5, 1.375)] {
+        assert!(close(costs[&ep(d)], c), "{d}: {}", costs[&ep(d)]);
+    }
+    assert!(!costs.contains_key(&ep(6)));
+    // No transfer sample yet, so no hop threshold: the receipt (an acknowledgement), the
+    // message for P itself, then by cost; S keeps its copies, and P holds them one hop on.
+    assert_eq!(given, [receipt, to_p, to_x, to_y, to_z, to_w]);
+    assert_eq!(s.len(), 6);
+    assert_eq!(p.get(&to_x).map(|e| e.hops), Some(1));
+
+    // The same meeting once S has seen sessions move 1 byte on average, with the message for
+    // Z made here (0 hops) and the others come 3 hops: p = 1 byte of the buffer in hop order
+    // is Z's message, so the threshold is 1 and Z's message goes before the costs.
+    let (mut s, mut p, _) = maxprop_pair();
+    s.likelihoods_mut().sample(1);
+    for id in [to_p, to_x, to_y, to_w] {
+        s.set_hops(&id, 3);
+    }
+    let given = maxprop_offer(&mut s, &mut p);
+    assert_eq!(given, [receipt, to_p, to_z, to_x, to_y, to_w]);
+    assert_eq!(p.get(&to_x).map(|e| e.hops), Some(4));
+    // The contact moved six bundles: once it ends, their bytes are the next sample.
+    assert_eq!(s.likelihoods().mean_transfer(), 1);
+    s.likelihoods_mut().parted(ep(2));
+    let moved: u64 = ids
+        .iter()
+        .map(|id| u64::from(s.get(id).unwrap().meta.size))
+        .sum();
+    assert_eq!(s.likelihoods().mean_transfer(), u64::midpoint(1, moved));
+}
+
+#[test]
+fn maxprop_vectors_fill_the_first_messages_within_the_size_limit() {
+    // Both sides know many vectors (each sends over 800 bytes of them): every message still
+    // decodes.
+    fills_the_first_messages(Routing::MaxProp, |s| {
+        for e in 0..40 {
+            s.likelihoods_mut().meet(&[e + 10], T0 - 100);
+        }
+        for src in 0..10u64 {
+            let entries = (0..32).map(|e| (e, 0.03)).collect();
+            let v = Vector {
+                source: 1000 + src,
+                age: 0,
+                entries,
+            };
+            s.likelihoods_mut().learn(&[v], &[9], &[8], false, T0 - 50);
+        }
+    });
+}
+
+#[test]
+fn malformed_likelihoods_are_refused_as_invalid_fields() {
+    let open = empty_open(Routing::MaxProp);
+    let with = |bytes: Vec<u8>| {
+        let mut m = open.clone();
+        m.likelihoods.0 = bytes;
+        match decode::<SyncMessage>(&m.encode()) {
+            Ok(_) => "ok",
+            Err(DecodeError::InvalidField { field, .. }) => field,
+            Err(_) => "other",
+        }
+    };
+    let vector = |source: u64, n: u8| {
+        let mut v = source.to_le_bytes().to_vec();
+        v.extend(0u32.to_le_bytes());
+        v.push(n);
+        for e in 0..u64::from(n) {
+            v.extend(e.to_le_bytes());
+            v.extend(1u16.to_le_bytes());
+        }
+        v
+    };
+    assert_eq!(with(vector(5, 32)), "ok");
+    assert_eq!(with(vector(5, 33)), "1 to 32 likelihoods a vector");
+    assert_eq!(with(vector(5, 0)), "1 to 32 likelihoods a vector");
+    let mut cut = vector(5, 2);
+    cut.pop();
+    assert_eq!(with(cut), "likelihood vector cut short");
+    assert_eq!(
+        with([vector(6, 1), vector(5, 1)].concat()),
+        "likelihood vector sources ascending"
+    );
+    let four: Vec<u8> = (0..4).flat_map(|s| vector(s, 32)).collect();
+    assert_eq!(with(four), "likelihoods at most 1152 bytes");
+}
+
+#[test]
+fn a_full_maxprop_buffer_drops_the_costliest_as_a_simulation_option() {
+    // S's bundles as in the test above, in a buffer just big enough for them; S has met P,
+    // whose vector (with S counted) and Y's it knows: costs from S are P 0, X 0.625,
+    // Y 0.875, Z 1.375, W unknown. No samples, so no hop threshold.
+    let (full, _, ids) = maxprop_pair();
+    let [receipt, to_p, to_x, to_y, to_z, to_w] = ids[..] else {
+        panic!("six bundles")
+    };
+    let mut s = BundleStore::new(StoreConfig {
+        accept_messages: true,
+        max_bytes: full.bytes(),
+        ..StoreConfig::default()
+    });
+    s.set_drop_costliest(true);
+    for id in &ids {
+        let e = full.get(id).expect("held");
+        s.insert(&full.body(id).expect("in memory"), Origin::Local, 0, T0);
+        assert_eq!(s.get(id).map(|x| x.arrival), Some(e.arrival));
+    }
+    let mut p = vec![(ep(3), 0.75), (ep(4), 0.25)];
+    p.sort_unstable_by_key(|e| e.0);
+    let mut y = vec![(ep(3), 0.5), (ep(5), 0.5)];
+    y.sort_unstable_by_key(|e| e.0);
+    let vectors = [
+        Vector {
+            source: ep(2),
+            age: 0,
+            entries: p,
+        },
+        Vector {
+            source: ep(4),
+            age: 0,
+            entries: y,
+        },
+    ];
+    s.likelihoods_mut()
+        .learn(&vectors, &[ep(2)], &[ep(1)], true, T0);
+    // Two more messages for X (each the size of the others): W's goes, then Z's.
+    s.insert(message_with(3, 30).bytes(), Origin::Local, 0, T0);
+    assert!(!s.contains(&to_w));
+    s.insert(message_with(3, 31).bytes(), Origin::Local, 0, T0);
+    assert!(!s.contains(&to_z));
+    for id in [receipt, to_p, to_x, to_y] {
+        assert!(s.contains(&id));
+    }
+    assert_eq!(s.len(), 6);
 }

@@ -724,6 +724,7 @@ fn rebuild_sync(v: &Value, bundle_vector: &Value) {
         handover: None,
         room: int(o, "room"),
         predictions: Blob(bytes(o, "predictions")),
+        likelihoods: Blob(bytes(o, "likelihoods")),
     };
     assert_eq!(h(&open.encode()), text(v, "open_encoded"));
     // Under PRoPHET, an initiator that met device 2 once sends its vector: device 2's
@@ -742,9 +743,27 @@ fn rebuild_sync(v: &Value, bundle_vector: &Value) {
     predictions.extend(0xC000_0000_u32.to_le_bytes());
     let prophet_open = SyncMessage {
         predictions: Blob(predictions),
-        ..open
+        ..open.clone()
     };
     assert_eq!(h(&prophet_open.encode()), text(v, "prophet_open_encoded"));
+    // Under MaxProp, an initiator that met device 2 once sends its own vector: its device
+    // endpoint, age 0, one entry, device 2's endpoint with likelihood 1 (2^16 − 1 units).
+    let giver = device_from(seeds, "giver_seed").public();
+    let giver_endpoint = u64::from_le_bytes(
+        tagged_hash(tags::PROPHET_DEVICE, &giver.0)[..8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    let mut likelihoods = giver_endpoint.to_le_bytes().to_vec();
+    likelihoods.extend(0u32.to_le_bytes());
+    likelihoods.push(1);
+    likelihoods.extend(endpoint.to_le_bytes());
+    likelihoods.extend(u16::MAX.to_le_bytes());
+    let maxprop_open = SyncMessage {
+        likelihoods: Blob(likelihoods),
+        ..open
+    };
+    assert_eq!(h(&maxprop_open.encode()), text(v, "maxprop_open_encoded"));
 
     // The taker (device 2) took both bundles from the giver (device 1).
     let mut taken = ids[..2].to_vec();
@@ -803,7 +822,8 @@ fn simple_values_and_subset_edges() {
         }
     }
     // The `open` of sync.json ends `… last: f5, bundles: 80, done: f4, handover: f6, room,
-    // predictions: 40`; `n` is where the room hint (an unsigned integer) starts.
+    // predictions: 40, likelihoods: 40`; `n` is where the room hint (an unsigned integer)
+    // starts.
     let vector = load("sync");
     let open = bytes(&vector, "open_encoded");
     let room = int(&vector["open_fields"], "room");
@@ -814,7 +834,7 @@ fn simple_values_and_subset_edges() {
         0x1_0000..=0xffff_ffff => 5,
         _ => 9,
     };
-    let n = open.len() - 1 - room_len;
+    let n = open.len() - 2 - room_len;
     assert_eq!(&open[n - 4..n], [0xf5, 0x80, 0xf4, 0xf6]);
     let sync = |at: usize, byte: u8| {
         let mut m = open.clone();
@@ -1300,6 +1320,11 @@ fn mesh_vectors() {
     let mut prophet = testkit::session_config(1, 2, 1 << 20);
     prophet.routing = sync::Routing::Prophet;
     let (_, prophet_open) = Session::initiate(prophet, &store, salt);
+    // And under MaxProp, from an initiator that met device 2 once at T0.
+    store.likelihoods_mut().meet(&[met], T0);
+    let mut maxprop = testkit::session_config(1, 2, 1 << 20);
+    maxprop.routing = sync::Routing::MaxProp;
+    let (_, maxprop_open) = Session::initiate(maxprop, &store, salt);
     // The hand-over receipt device 2 signs after taking both bundles from device 1.
     let mut taker = BundleStore::new(StoreConfig::default());
     let (k1, k2) = (testkit::device(1), testkit::device(2));
@@ -1343,12 +1368,14 @@ fn mesh_vectors() {
             "version": open.version, "step": open.step, "salt": open.salt, "count": open.count,
             "gateway_for": open.gateway_for.iter().map(|i| h(&i.0)).collect::<Vec<_>>(),
             "symbols": h(&open.symbols.0), "keys": h(&open.keys.0), "last": open.last,
-            "bundles": open.bundles.iter().map(|b| json!([b.copies, h(&b.bundle.0)])).collect::<Vec<_>>(),
+            "bundles": open.bundles.iter().map(|b| json!([b.copies, h(&b.bundle.0), b.hops])).collect::<Vec<_>>(),
             "done": open.done, "handover": open.handover.as_ref().map(|o| h(&encode(o))),
             "room": open.room, "predictions": h(&open.predictions.0),
+            "likelihoods": h(&open.likelihoods.0),
         },
         "prophet_device_2_endpoint": format!("{met:016x}"),
         "prophet_open_encoded": h(&prophet_open.encode()),
+        "maxprop_open_encoded": h(&maxprop_open.encode()),
         "hand_over_ids_input": h(&taken.iter().flat_map(|i| i.0).collect::<Vec<_>>()),
         "hand_over": signed(&handover, &json!({
             "version": hb.version, "giver": h(&hb.giver.0), "taker": h(&hb.taker.0),

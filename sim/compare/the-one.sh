@@ -5,13 +5,13 @@
 #   RUNS="1000 EpidemicRouter epidemic;100 EpidemicRouter epidemic" sim/compare/the-one.sh ...
 #
 # RUNS picks the runs, separated by ";": bytes per second, The ONE's router, meshpay-sim's
-# routing, and "source" for source spray-and-wait (default: all seven below).
+# routing, and "source" for source spray-and-wait (default: all eight below).
 #
 # THE_ONE_DIR is a checkout of The ONE (github.com/akeranen/the-one), compiled with its
 # compile.sh (Java 17 is enough). The script makes one random-waypoint trace of 100 nodes
 # over 12 hours and 1,445 messages of 500 B with meshpay-sim, replays both in The ONE
 # (connections from the trace only, Epidemic, binary and source Spray-and-Wait with 6 copies,
-# PRoPHET with 30 s time units) and
+# PRoPHET with 30 s time units, MaxProp) and
 # in meshpay-sim with the ONE-like options, and prints delivered and mean latency side by
 # side. The ONE is only run, never linked or copied.
 set -eu
@@ -85,7 +85,8 @@ printf '%-10s %-24s %22s %22s\n' "B/s" routing "The ONE" meshpay-sim
 runs=${RUNS:-"31250 EpidemicRouter epidemic;1000 EpidemicRouter epidemic;\
 100 EpidemicRouter epidemic;1000 SprayAndWaitRouter spray-and-wait;\
 100 SprayAndWaitRouter spray-and-wait;31250 ProphetRouter prophet;\
-31250 SprayAndWaitRouter spray-and-wait source"}
+31250 SprayAndWaitRouter spray-and-wait source;\
+31250 MaxPropRouter maxprop"}
 old_ifs=$IFS
 IFS=';'
 set -f
@@ -93,6 +94,11 @@ for run in $runs; do
   IFS=$old_ifs
   set -- $run
   mode=${4:-binary}
+  # MaxPropRouter drops by its own order on a full buffer; the other routers the oldest.
+  drop=oldest
+  if [ "$3" = maxprop ]; then
+    drop=maxprop
+  fi
   name="cmp_$2_${mode}_$1"
   printf 'Group.router = %s\nbtInterface.transmitSpeed = %s\nScenario.name = %s\n' "$2" "$1" "$name" \
     > "$work/one-$name.txt"
@@ -130,7 +136,7 @@ destination_first = true
 keep_link = true
 relay_delivered = false
 halve_to_destination = true
-drop = "oldest"
+drop = "$drop"
 TOML
   ours=$("$sim" run "$work/sim-$3-$mode-$1.toml" --quiet --format csv | awk -F, 'NR == 2 {printf "%d, %.0f s", $8, $11}')
   printf '%-10s %-24s %22s %22s\n' "$1" "$3${4:+ ($4)}" "$theirs" "$ours"

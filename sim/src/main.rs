@@ -90,8 +90,9 @@ const NOTES: &[(&str, &str)] = &[
     (
         "routing",
         "\"epidemic\" (meshpay's own), \"spray-and-wait\", \"direct\", \"prophet\" (PRoPHET:\n\
-         # P_init 0.75, beta 0.25, gamma 0.98 per 30 s) or \"spray-and-focus\" (spray `copies`,\n\
-         # then hand the last one to a peer likelier to meet the destination)",
+         # P_init 0.75, beta 0.25, gamma 0.98 per 30 s), \"spray-and-focus\" (spray `copies`,\n\
+         # then hand the last one to a peer likelier to meet the destination) or \"maxprop\"\n\
+         # (MaxProp: epidemic copies, sent by hop count, then by path cost to the destination)",
     ),
     (
         "copies",
@@ -145,7 +146,8 @@ const NOTES: &[(&str, &str)] = &[
     ),
     (
         "drop",
-        "full buffer: \"meshpay\" (refuse the newcomer, fair shares) or \"oldest\" (The ONE's)",
+        "full buffer: \"meshpay\" (refuse the newcomer, fair shares), \"oldest\" (The ONE's)\n\
+         # or \"maxprop\" (the costliest by MaxProp's order, as The ONE's MaxPropRouter)",
     ),
     (
         "halve_to_destination",

@@ -379,8 +379,10 @@ impl Default for Workload {
 pub struct RoutingConfig {
     /// "epidemic" (meshpay's own, the default), "spray-and-wait", "direct", "prophet"
     /// (PRoPHET with Lindgren's and The ONE's parameters: `P_init` 0.75, β 0.25, γ 0.98 per
-    /// 30 s) or "spray-and-focus" (binary spray of `copies`, then the last copy goes to a
-    /// peer with a greater PRoPHET predictability for the destination).
+    /// 30 s), "spray-and-focus" (binary spray of `copies`, then the last copy goes to a
+    /// peer with a greater PRoPHET predictability for the destination) or "maxprop" (MaxProp:
+    /// copies as epidemic, what the peer is the destination of first, then by hop count under
+    /// the adaptive threshold, then by path cost over the exchanged meeting likelihoods).
     pub routing: String,
     /// Copies under spray-and-wait and spray-and-focus.
     pub copies: u32,
@@ -411,7 +413,9 @@ pub struct RoutingConfig {
     /// Spray-and-wait halves a holder's copies on a hand-over to the destination too.
     pub halve_to_destination: bool,
     /// When a buffer is full: "meshpay" (refuse a newcomer rather than evict, with fair
-    /// shares per sender) or "oldest" (drop what arrived first, as The ONE does).
+    /// shares per sender), "oldest" (drop what arrived first, as The ONE does) or "maxprop"
+    /// (drop what MaxProp would send last: the most hops or the costliest destination, as
+    /// The ONE's `MaxPropRouter` does).
     pub drop: String,
 }
 
@@ -585,8 +589,8 @@ impl Scenario {
                 "payments: vendors >= 1, vendors + gateways < nodes, 0 <= pay_prob <= 1, 1 <= amount_min <= amount_max <= allowance",
             );
         }
-        if !matches!(self.routing.drop.as_str(), "meshpay" | "oldest") {
-            return bad("routing.drop: \"meshpay\" or \"oldest\"");
+        if !matches!(self.routing.drop.as_str(), "meshpay" | "oldest" | "maxprop") {
+            return bad("routing.drop: \"meshpay\", \"oldest\" or \"maxprop\"");
         }
         if self.routing.policy().is_none() {
             return bad("routing.order: \"meshpay\", \"fifo\" or \"random\"");
@@ -596,7 +600,7 @@ impl Scenario {
         }
         if self.routing().is_none() {
             return bad(
-                "routing: \"epidemic\", \"spray-and-wait\", \"direct\", \"prophet\" or \"spray-and-focus\"",
+                "routing: \"epidemic\", \"spray-and-wait\", \"direct\", \"prophet\", \"spray-and-focus\" or \"maxprop\"",
             );
         }
         if !self.groups.is_empty() && matches!(self.mobility, Mobility::Market { .. }) {

@@ -192,6 +192,7 @@ pub(crate) fn devices(
                         accept_messages: true,
                     });
                     store.set_drop_oldest(scenario.routing.drop == "oldest");
+                    store.set_drop_costliest(scenario.routing.drop == "maxprop");
                     store
                 },
                 seed,

@@ -704,3 +704,47 @@ fn spray_and_focus_hands_its_last_copy_to_a_likelier_carrier() {
     );
     assert_eq!((w.relayed, w.delivered), (1, 0), "{w:?}");
 }
+
+#[test]
+fn maxprop_sends_first_what_the_peer_reaches_at_the_least_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 meets 3 at 10 s. Node 0 holds M1 for 2 (made first) and M2 for 3; at 100 s it meets
+    // 1 for 1.6 s at 1 kB/s after 1 s of set-up: one 500-byte bundle. 1 then meets 3 at
+    // 200 s. Under MaxProp, 1's vector is {3: 0.5, 0: 0.5} once it has met 0: 3 costs 0.5
+    // from 1 and nobody knows 2, so M2 goes and arrives at 201.5 s, 199.5 s after it was
+    // made. Epidemic hands over the oldest, M1, which 1 passes to 3 but never to 2.
+    let contacts = "10 CONN 1 3 up\n20 CONN 1 3 down\n100 CONN 0 1 up\n101.6 CONN 0 1 down\n\
+                    200 CONN 1 3 up\n210 CONN 1 3 down\n";
+    let messages = "1 C M1 0 2 500\n2 C M2 0 3 500\n";
+    let over = |routing: &str| {
+        traced_with(
+            dir.path(),
+            contacts,
+            messages,
+            one_like(0.0, Duplex::Half),
+            routing,
+            one_a_message,
+        )
+    };
+    let m = over("maxprop");
+    assert_eq!((m.relayed, m.delivered), (2, 1), "{m:?}");
+    assert!((m.latency_avg - 199.5).abs() < 1e-9, "{m:?}");
+    let e = over("epidemic");
+    assert_eq!((e.relayed, e.delivered), (2, 0), "{e:?}");
+}
+
+#[test]
+fn maxprop_delivers_on_random_waypoint_with_and_without_its_drop_policy() {
+    let mut s = small(3);
+    s.routing.routing = "maxprop".into();
+    let m = run(&s);
+    let e = run(&small(3));
+    assert!(m.created > 50 && m.delivered > 0, "{m:?}");
+    // Replication is epidemic's: on the same contacts with room to spare, as many arrive.
+    assert!(m.delivered * 10 >= e.delivered * 9, "{m:?} {e:?}");
+    // Buffers of two messages: a full one drops the costliest, and messages still arrive.
+    s.routing.buffer_kb = 1;
+    s.routing.drop = "maxprop".into();
+    let d = run(&s);
+    assert!(d.delivered > 0 && d.dropped > 0, "{d:?}");
+}

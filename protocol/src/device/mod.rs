@@ -160,7 +160,8 @@ pub struct Device {
     received: BTreeMap<Hash, ReceivedPayment>,
     requests: BTreeMap<Nonce, OpenRequest>,
     peers: BTreeSet<DeviceKey>,
-    /// Peers met anew whose first sync session has not started yet (a PRoPHET encounter).
+    /// Peers met anew whose first sync session has not started yet (a PRoPHET encounter, a
+    /// MaxProp meeting).
     fresh: BTreeSet<DeviceKey>,
     gateway_for: Vec<IssuerId>,
     rng: rand_chacha::ChaCha20Rng,
@@ -412,15 +413,27 @@ impl Device {
     }
 
     /// A new contact with `peer` began: the next sync session with it, either way, counts as
-    /// an encounter under PRoPHET and spray-and-focus ([`crate::sync::SessionConfig`]).
+    /// an encounter under PRoPHET, spray-and-focus and MaxProp
+    /// ([`crate::sync::SessionConfig`]).
     /// [`Device::peer_up`] does this itself; a driver that runs sessions through
     /// [`Exchange`] or [`contact`] calls it when a contact comes up.
     pub fn met(&mut self, peer: DeviceKey) {
         self.fresh.insert(peer);
     }
 
+    /// The contact with `peer` ended: under MaxProp, the bundle bytes it moved are a sample
+    /// of the hop-count threshold ([`crate::maxprop`]). [`Device::peer_down`] does this itself;
+    /// a driver that runs sessions through [`Exchange`] or [`contact`] calls it when a contact
+    /// ends.
+    pub fn parted(&mut self, peer: DeviceKey) {
+        self.store
+            .likelihoods_mut()
+            .parted(crate::prophet::device_endpoint(&peer));
+    }
+
     /// The link to `peer` went down: its unfinished incoming session is forgotten.
     pub fn peer_down(&mut self, _now: Now, peer: DeviceKey) {
+        self.parted(peer);
         self.peers.remove(&peer);
         self.fresh.remove(&peer);
         self.responders.remove(&peer);

@@ -50,6 +50,9 @@ pub use types::{
 };
 use types::{EvictKey, rank};
 
+mod maxprop;
+pub use maxprop::HopCostRank;
+
 /// Sync keys and their ids in key order.
 type SyncList = Arc<[(u64, Hash)]>;
 
@@ -94,10 +97,14 @@ pub struct BundleStore {
     changes: Changes,
     /// Simulation only: when full, drop the bundle that arrived first (The ONE's policy).
     drop_oldest: bool,
+    /// Simulation only: when full, drop the costliest under MaxProp (`store/maxprop.rs`).
+    drop_costliest: bool,
     /// Arrival order of every held bundle, kept when `drop_oldest` is set.
     by_arrival: BTreeSet<(u64, Hash)>,
     /// Delivery predictabilities (PRoPHET's routing state: soft, never written).
     predictions: crate::prophet::Predictions,
+    /// Meeting likelihoods (MaxProp's routing state: soft, never written).
+    likelihoods: crate::maxprop::Likelihoods,
 }
 
 impl std::fmt::Debug for BundleStore {
@@ -136,6 +143,16 @@ impl BundleStore {
     /// The delivery predictabilities, to change (sessions meet peers through this).
     pub fn predictions_mut(&mut self) -> &mut crate::prophet::Predictions {
         &mut self.predictions
+    }
+
+    /// The meeting likelihoods sync sessions keep under MaxProp.
+    pub fn likelihoods(&self) -> &crate::maxprop::Likelihoods {
+        &self.likelihoods
+    }
+
+    /// The meeting likelihoods, to change (sessions meet peers through this).
+    pub fn likelihoods_mut(&mut self) -> &mut crate::maxprop::Likelihoods {
+        &mut self.likelihoods
     }
 
     /// Installs the reader of bodies the driver stores.
@@ -447,6 +464,7 @@ impl BundleStore {
                 origin,
                 copies,
                 arrival,
+                hops: u8::from(origin != Origin::Local),
             },
         );
     }
@@ -552,17 +570,23 @@ impl BundleStore {
     /// `false` (and evicts nothing more) when the newcomer is to be refused.
     fn make_room(&mut self, meta: &Meta, origin: Origin) -> bool {
         let size = u64::from(meta.size);
-        if self.drop_oldest {
+        if self.drop_oldest || self.drop_costliest {
             if size > self.config.max_bytes {
                 return false;
             }
+            let mut costliest: Option<Vec<Hash>> = None;
             while self.bytes + size > self.config.max_bytes
                 || self.entries.len() >= self.config.max_bundles
             {
-                let Some(&(_, oldest)) = self.by_arrival.first() else {
+                let victim = if self.drop_costliest {
+                    costliest.get_or_insert_with(|| self.costliest_last()).pop()
+                } else {
+                    self.by_arrival.first().map(|v| v.1)
+                };
+                let Some(victim) = victim else {
                     return false;
                 };
-                self.remove(&oldest);
+                self.remove(&victim);
             }
             return true;
         }
@@ -659,6 +683,14 @@ impl BundleStore {
                 e.copies = copies;
                 self.changes.added.push(*id);
             }
+        }
+    }
+
+    /// Sets the hops a bundle made before it reached this node (soft state: not a change
+    /// the driver writes).
+    pub fn set_hops(&mut self, id: &Hash, hops: u8) {
+        if let Some(e) = self.entries.get_mut(id) {
+            e.hops = hops;
         }
     }
 

@@ -74,6 +74,11 @@ pub struct Entry {
     pub copies: u32,
     /// When it arrived, in this store's own order (1, 2, 3, …): what eviction ranks by.
     pub arrival: u64,
+    /// Hand-overs it made before it reached this node, at most 255: 0 for its own, the
+    /// giver's count plus one for a bundle a sync session took ([`super::BundleStore::set_hops`]),
+    /// 1 for others' bundles read back from disk (soft state, not written). MaxProp orders by
+    /// it.
+    pub hops: u8,
 }
 
 /// Eviction key of an entry: its kind's rank and its arrival (the greatest goes first).

@@ -1,8 +1,8 @@
 //! Sync messages and their wire rules (SPEC.md §11.2): one message type for every step of a
 //! session, with the fields a step does not use left empty, so any request–response link
 //! carries sync as one more message kind. Decoding checks the version, the step code, the key
-//! packing, the number of gateway issuers, the predictability vector's packing and the
-//! hand-over receipt's fields; the session ([`super::Session`]) decides whether a step fits
+//! packing, the number of gateway issuers, the packing of the predictability and likelihood
+//! vectors and the hand-over receipt's fields; the session ([`super::Session`]) decides whether a step fits
 //! its state.
 
 use crate::codec::{self, Blob, DecodeError, VERSION, Wire, check_version};
@@ -14,13 +14,17 @@ use serde_tuple::{Deserialize_tuple, Serialize_tuple};
 /// Largest sync message, in bytes (it travels inside a link message of at most 2 KiB).
 pub const MAX_SYNC: usize = 2000;
 
-/// A bundle handed over, with the spray-and-wait tokens that go with it (0: no limit).
+/// A bundle handed over, with the spray-and-wait tokens that go with it (0: no limit) and
+/// the hops it has made so far.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
 pub struct Carried {
     /// Copy tokens.
     pub copies: u32,
     /// The bundle's encoding.
     pub bundle: Blob,
+    /// Hand-overs from the node that made it to the sender, at most 255 (MaxProp orders by
+    /// it; the taker holds it at one more).
+    pub hops: u8,
 }
 
 /// Message steps.
@@ -103,6 +107,11 @@ pub struct SyncMessage {
     /// delivery predictabilities, packed ([`crate::prophet`]: 12 bytes an entry, at most
     /// [`crate::prophet::MAX_PREDICTIONS`], endpoints ascending). Empty otherwise.
     pub predictions: Blob,
+    /// Open, and the responder's first answer, under MaxProp: the sender's meeting
+    /// likelihoods and those it learned of other nodes, packed ([`crate::maxprop::unpack`]:
+    /// vectors of 13 bytes and 10 an entry, at most [`crate::maxprop::MAX_LIKELIHOOD_BYTES`]).
+    /// Empty otherwise.
+    pub likelihoods: Blob,
 }
 
 impl Wire for SyncMessage {
@@ -131,6 +140,7 @@ impl Wire for SyncMessage {
         if !prophet::unpack(p).windows(2).all(|w| w[0].0 < w[1].0) {
             return Err(bad("prediction endpoints ascending"));
         }
+        crate::maxprop::unpack(&self.likelihoods.0).map_err(bad)?;
         if let Some(h) = &self.handover {
             Body::check(h.body())?;
         }
@@ -154,6 +164,7 @@ impl SyncMessage {
             handover: None,
             room: 0,
             predictions: Blob(Vec::new()),
+            likelihoods: Blob(Vec::new()),
         }
     }
 
@@ -184,7 +195,7 @@ impl SyncMessage {
         let bundles: usize = self
             .bundles
             .iter()
-            .map(|c| 1 + uint(u64::from(c.copies)) + bstr(c.bundle.0.len()))
+            .map(|c| 1 + uint(u64::from(c.copies)) + bstr(c.bundle.0.len()) + uint(c.hops.into()))
             .sum();
         1 + uint(u64::from(self.version))
             + uint(u64::from(self.step))
@@ -201,6 +212,7 @@ impl SyncMessage {
             + self.handover.as_ref().map_or(1, |h| codec::encode(h).len())
             + uint(self.room)
             + bstr(self.predictions.0.len())
+            + bstr(self.likelihoods.0.len())
     }
 
     /// Bytes of bundles it carries.

@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 
 use super::message::{Step, SyncMessage, pack_keys, unpack_keys};
 
+mod maxprop;
 mod predict;
 mod transfer;
 
@@ -60,6 +61,12 @@ pub enum Routing {
         /// Tokens a new record starts with.
         copies: u32,
     },
+    /// MaxProp (Burgess et al., INFOCOM 2006): the two sides exchange meeting likelihoods
+    /// ([`crate::maxprop`]) and hand over what the peer lacks, as epidemic does (the holder
+    /// keeps its copy), in MaxProp's order: what the peer is the destination of, then bundles
+    /// with fewer hops than the adaptive threshold by hop count, then the rest by the cost of
+    /// their destination from the peer.
+    MaxProp,
 }
 
 /// How spray-and-wait shares copy tokens with a peer that lacks the record.
@@ -86,8 +93,8 @@ impl Spray {
 
 impl Routing {
     /// The routing a configuration file names: `"epidemic"`, `"spray-and-wait"` (with
-    /// `spray` `"binary"` or `"source"`), `"direct"`, `"prophet"` or `"spray-and-focus"`, the
-    /// sprays with `copies` tokens (at least 1). `None` for any other name or mode.
+    /// `spray` `"binary"` or `"source"`), `"direct"`, `"prophet"`, `"spray-and-focus"` or
+    /// `"maxprop"`, the sprays with `copies` tokens (at least 1). `None` for any other name or mode.
     pub fn named(name: &str, copies: u32, spray: &str) -> Option<Self> {
         let copies = copies.max(1);
         Some(match name {
@@ -103,6 +110,7 @@ impl Routing {
             "direct" => Routing::Direct,
             "prophet" => Routing::Prophet,
             "spray-and-focus" => Routing::SprayAndFocus { copies },
+            "maxprop" => Routing::MaxProp,
             _ => return None,
         })
     }
@@ -113,7 +121,7 @@ impl Routing {
             Routing::SprayAndWait { copies, .. } | Routing::SprayAndFocus { copies } => {
                 copies.max(1)
             }
-            Routing::Epidemic | Routing::Direct | Routing::Prophet => 0,
+            Routing::Epidemic | Routing::Direct | Routing::Prophet | Routing::MaxProp => 0,
         }
     }
 }
@@ -192,8 +200,8 @@ pub struct SessionConfig {
     pub policy: Policy,
     /// The first session with the peer since their link came up: under PRoPHET and
     /// spray-and-focus it counts as an encounter (eq. 1 and transitivity, once per contact as
-    /// in Lindgren et al. and The ONE); later sessions over the same link only age the table
-    /// and read the peer's vector.
+    /// in Lindgren et al. and The ONE), under MaxProp as a meeting (incremental averaging);
+    /// later sessions over the same link only age the table and read the peer's vectors.
     pub encounter: bool,
     /// Wall-clock time, for expiry and the hand-over receipt.
     pub now: UnixTime,
@@ -328,12 +336,16 @@ pub struct Session {
     own_endpoints: Vec<u64>,
     /// Responder: its predictability vector, for its first answer.
     first_vector: Vec<u8>,
+    /// Responder: its likelihood vectors (MaxProp), for its first answer.
+    first_likelihoods: Vec<u8>,
     /// Single copies handed on (spray-and-focus), dropped here once the peer answers.
     forwarding: Vec<Hash>,
     /// Under [`Policy::destination_first`] or [`Policy::keep_link`]: whether the peer's last
     /// transfer message carried any bundle, and any this node is the destination of (`None`
     /// before its first one).
     peer_carried: Option<(bool, bool)>,
+    /// Bundle bytes of the last message sent, until the peer's answer shows it arrived.
+    unconfirmed: u64,
 }
 
 impl Session {
@@ -379,8 +391,10 @@ impl Session {
             peer_predictions: std::collections::BTreeMap::new(),
             own_endpoints: Vec::new(),
             first_vector: Vec::new(),
+            first_likelihoods: Vec::new(),
             forwarding: Vec::new(),
             peer_carried: None,
+            unconfirmed: 0,
         }
     }
 
@@ -393,6 +407,7 @@ impl Session {
         m.gateway_for = s.cfg.gateway_for.iter().take(4).copied().collect();
         m.room = s.room;
         m.predictions = Blob(s.own_vector(store));
+        m.likelihoods = Blob(s.own_likelihoods(store));
         if s.keys.len() <= LIST_MAX {
             m.keys = pack_keys(&s.keys.keys().collect::<Vec<_>>());
             m.last = true;
@@ -431,6 +446,7 @@ impl Session {
         s.peer_room = Some(open.room);
         // Our vector as it was before this meeting, as the initiator's is.
         s.first_vector = s.own_vector(store);
+        s.first_likelihoods = s.own_likelihoods(store);
         s.learn(open, store);
         let theirs = open.symbols.0.is_empty();
         let answer = if theirs {
@@ -463,6 +479,7 @@ impl Session {
         key: &DeviceSecret,
     ) -> Result<Option<SyncMessage>, SyncError> {
         self.received(msg);
+        self.count_moved(msg, store);
         // The peer answered: it has what we handed on.
         for id in std::mem::take(&mut self.forwarding) {
             store.remove(&id);
@@ -556,8 +573,10 @@ impl Session {
             m.gateway_for = self.cfg.gateway_for.iter().take(4).copied().collect();
             m.room = self.room;
             m.predictions = Blob(std::mem::take(&mut self.first_vector));
+            m.likelihoods = Blob(std::mem::take(&mut self.first_likelihoods));
             self.told_role = true;
         }
+        self.unconfirmed = m.bundle_bytes() as u64;
         self.stats.messages_sent += 1;
         self.stats.bytes_sent += m.encoded_len() as u64;
         self.stats.bundle_bytes += m.bundle_bytes() as u64;
@@ -576,9 +595,9 @@ impl Session {
     }
 
     /// Bytes of symbols, keys or bundles the next message may carry: less, in the
-    /// responder's first answer, the predictability vector it carries.
+    /// responder's first answer, the predictability or likelihood vectors it carries.
     fn room(&self) -> usize {
-        ROOM - self.first_vector.len()
+        ROOM - self.first_vector.len() - self.first_likelihoods.len()
     }
 
     fn take_symbols(

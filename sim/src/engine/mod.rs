@@ -133,7 +133,7 @@ struct Up {
     running: Option<Running>,
     /// The two stores' versions after the last session (smaller node first).
     synced: Option<(u64, u64)>,
-    /// A session over it finished: under PRoPHET and spray-and-focus, the encounter.
+    /// A session over it finished: under PRoPHET, spray-and-focus and MaxProp, the encounter.
     encountered: bool,
 }
 
@@ -329,13 +329,13 @@ impl Sim {
         })
     }
 
-    /// Whether either node of `pair` routes by delivery predictabilities, which change at
-    /// every encounter.
+    /// Whether either node of `pair` keeps routing state that changes at every encounter
+    /// (PRoPHET's delivery predictabilities, MaxProp's meeting likelihoods).
     fn predicts(&self, (a, b): (u32, u32)) -> bool {
         let by = |n: u32| {
             matches!(
                 self.hosts.of_host(n).routing,
-                Routing::Prophet | Routing::SprayAndFocus { .. }
+                Routing::Prophet | Routing::SprayAndFocus { .. } | Routing::MaxProp
             )
         };
         by(a) || by(b)
@@ -500,7 +500,8 @@ impl Sim {
                 running: None,
                 // Two nodes that met before and changed nothing since have nothing to say
                 // (contacts at the edge of range flicker), unless their routing counts
-                // encounters: then a session tells each the other's predictabilities.
+                // encounters: then a session tells each the other's predictabilities or meeting
+                // likelihoods.
                 synced: if self.predicts(pair) {
                     None
                 } else {
@@ -512,7 +513,7 @@ impl Sim {
         self.peers[c.a as usize].insert(c.b);
         self.peers[c.b as usize].insert(c.a);
         self.connection(c, t);
-        // A new contact: its first session is a PRoPHET encounter for both.
+        // A new contact: its first session is an encounter for both (PRoPHET, MaxProp).
         let (ka, kb) = (
             self.keys[c.a as usize].public(),
             self.keys[c.b as usize].public(),
@@ -540,6 +541,13 @@ impl Sim {
         if let Some(running) = link.running {
             self.stop(pair, running, t);
         }
+        // The contact is over: under MaxProp, what it moved is a threshold sample.
+        let (ka, kb) = (
+            self.keys[a as usize].public(),
+            self.keys[b as usize].public(),
+        );
+        self.nodes[a as usize].device.parted(kb);
+        self.nodes[b as usize].device.parted(ka);
     }
 
     /// A shopper meeting a vendor may pay: the shopper's device asks the vendor's for a

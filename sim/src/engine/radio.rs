@@ -302,10 +302,10 @@ impl Sim {
 
     /// A session ended: the pair is in sync as of its start plus what it moved itself; if
     /// either side took something from elsewhere meanwhile, they sync again.
-    /// The first session of a contact under PRoPHET or spray-and-focus is an encounter: both
-    /// ends' predictabilities changed, which is news for their other peers in range and for
-    /// each other (a second session compares the predictabilities after the encounter, as The
-    /// ONE's routers look at every connection again after each change).
+    /// The first session of a contact under PRoPHET, spray-and-focus or MaxProp is an
+    /// encounter: both ends' predictabilities (or meeting likelihoods) changed, which is news
+    /// for their other peers in range and for each other (a second session compares them after
+    /// the encounter, as The ONE's routers look at every connection again after each change).
     pub(super) fn finish(&mut self, pair: (u32, u32), r: &Running, t: u64) {
         let v = (r.opened.0 + r.own.0, r.opened.1 + r.own.1);
         let encounter = self.predicts(pair) && self.up.get(&pair).is_some_and(|u| !u.encountered);

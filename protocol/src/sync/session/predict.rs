@@ -30,6 +30,7 @@ impl Session {
     /// The peer's first message `m`: keep its vector and, in the first session of a contact,
     /// count the meeting.
     pub(super) fn learn(&mut self, m: &SyncMessage, store: &mut BundleStore) {
+        self.learn_likelihoods(m, store);
         if !self.predicts() {
             return;
         }

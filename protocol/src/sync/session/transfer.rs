@@ -16,19 +16,17 @@ impl Session {
         rest.extend(more);
         rest.sort_unstable();
         rest.dedup();
-        let policy = self.cfg.policy;
-        let salt = self.salt;
-        rest.sort_by_cached_key(|id| {
-            store.get(id).map(|e| {
-                let first = policy.destination_first && !self.to_destination(e, store);
-                let rank = match policy.order {
-                    Order::Priority => 0,
-                    Order::Fifo => e.arrival,
-                    Order::Random => shuffle(salt, id),
-                };
-                (first, rank, priority(&e.meta))
-            })
-        });
+        if self.cfg.routing == Routing::MaxProp {
+            self.maxprop_order(&mut rest, store);
+        } else {
+            let first = self.cfg.policy.destination_first;
+            rest.sort_by_cached_key(|id| {
+                store.get(id).map(|e| {
+                    let later = first && !self.to_destination(e, store);
+                    (later, self.order_rank(e), priority(&e.meta))
+                })
+            });
+        }
         self.to_send.truncate(self.send_pos);
         self.to_send.extend(rest);
     }
@@ -45,9 +43,18 @@ impl Session {
         }
     }
 
+    /// `entry`'s place in the policy's [`Order`] (0 for all under [`Order::Priority`]).
+    pub(super) fn order_rank(&self, entry: &Entry) -> u64 {
+        match self.cfg.policy.order {
+            Order::Priority => 0,
+            Order::Fifo => entry.arrival,
+            Order::Random => shuffle(self.salt, &entry.meta.id),
+        }
+    }
+
     /// Whether the peer is `entry`'s destination: the gateway of a record's issuer, the
     /// addressee of a message.
-    fn to_destination(&self, entry: &Entry, store: &BundleStore) -> bool {
+    pub(super) fn to_destination(&self, entry: &Entry, store: &BundleStore) -> bool {
         match entry.meta.kind {
             BundleKind::Record => self.peer_gateways.contains(&entry.meta.issuer),
             BundleKind::Message => store
@@ -83,7 +90,7 @@ impl Session {
             return Some((entry.copies.min(1), keep));
         }
         match self.cfg.routing {
-            Routing::Epidemic => Some((0, entry.copies)),
+            Routing::Epidemic | Routing::MaxProp => Some((0, entry.copies)),
             Routing::Direct => None,
             Routing::SprayAndWait { spray, .. } => match entry.copies {
                 0 => Some((0, 0)),
@@ -154,6 +161,7 @@ impl Session {
                 continue;
             };
             let entry_copies = entry.copies;
+            let hops = entry.hops;
             let urgent = entry.meta.kind.class() == 0;
             let Some(body) = store.body(&id) else {
                 // The driver lost the body: skip it (the mesh has other copies).
@@ -184,6 +192,7 @@ impl Session {
             m.bundles.push(Carried {
                 copies: give,
                 bundle: Blob(body.to_vec()),
+                hops,
             });
             self.given.push(id);
             self.given_bytes += len as u64;
@@ -236,7 +245,10 @@ impl Session {
                 c.copies,
                 self.cfg.now,
             ) {
-                Admission::Added(_) => self.admitted.push(id),
+                Admission::Added(_) => {
+                    store.set_hops(&id, c.hops.saturating_add(1));
+                    self.admitted.push(id);
+                }
                 Admission::Refused(
                     e @ (BundleError::Decode(_)
                     | BundleError::BadSignature(_)
