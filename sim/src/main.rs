@@ -124,6 +124,11 @@ const NOTES: &[(&str, &str)] = &[
         "message lifetime, s (0: the whole run); copies are dropped when it runs out",
     ),
     (
+        "response_size",
+        "bytes each generated message asks back: its destination answers R_<id> on delivery\n\
+         # (0: none); response_prob and rtt_* measure them, as in The ONE",
+    ),
+    (
         "bundles_per_message",
         "bundles per sync message (0: as many as fit); a lost message loses them all",
     ),
@@ -171,7 +176,8 @@ const OPTIONAL: &[(&str, &str)] = &[
     ),
     (
         "until_s = ",
-        "# Messages from a file in The ONE's format (`<time> C <id> <from> <to> <size>`) instead\n\
+        "# Messages from a file in The ONE's format (`<time> C <id> <from> <to> <size>`, and an\n\
+         # optional response size) instead\n\
          # of generated ones; sizes are honoured exactly (86 bytes to 16 MiB) or refused:\n\
          # trace = \"messages.txt\"\n",
     ),

@@ -47,6 +47,12 @@ pub struct Stats {
     pub buffertime_avg: f64,
     /// Median of the same, s.
     pub buffertime_med: f64,
+    /// Responses delivered per message that asked for one (The ONE's `response_prob`).
+    pub response_prob: f64,
+    /// Mean time from a request's creation to its response's delivery, s (`rtt_avg`).
+    pub rtt_avg: f64,
+    /// Median of the same, s.
+    pub rtt_med: f64,
     /// Median of the same.
     pub hopcount_med: f64,
     /// Contacts that came up.
@@ -116,6 +122,19 @@ impl Stats {
             .collect();
         let mut buffered: Vec<f64> = c.buffer_ms.iter().map(|&b| b as f64 / 1000.0).collect();
         let delivered = latencies.len() as u64;
+        let asked = outcome
+            .messages
+            .iter()
+            .filter(|m| m.response_size > 0)
+            .count();
+        let mut rtts: Vec<f64> = outcome
+            .messages
+            .iter()
+            .filter_map(|m| {
+                let request = &outcome.messages[m.request?];
+                Some((m.delivered_ms? - request.created_ms) as f64 / 1000.0)
+            })
+            .collect();
         let n = f64::from(outcome.nodes);
         let secs = outcome.duration_ms as f64 / 1000.0;
         Self {
@@ -147,6 +166,13 @@ impl Stats {
             hopcount_med: median(&mut hops),
             buffertime_avg: mean(&buffered),
             buffertime_med: median(&mut buffered),
+            response_prob: if asked == 0 {
+                0.0
+            } else {
+                rtts.len() as f64 / asked as f64
+            },
+            rtt_avg: mean(&rtts),
+            rtt_med: median(&mut rtts),
             contacts: c.contacts,
             contact_avg_s: if c.contacts == 0 {
                 f64::NAN
@@ -184,7 +210,7 @@ impl Stats {
         let _ = writeln!(s, "removed: {}", self.removed);
         let _ = writeln!(s, "delivered: {}", self.delivered);
         let _ = writeln!(s, "delivery_prob: {}", f(self.delivery_prob));
-        let _ = writeln!(s, "response_prob: 0.0000");
+        let _ = writeln!(s, "response_prob: {}", f(self.response_prob));
         let _ = writeln!(s, "overhead_ratio: {}", f(self.overhead_ratio));
         let _ = writeln!(s, "latency_avg: {}", f(self.latency_avg));
         let _ = writeln!(s, "latency_med: {}", f(self.latency_med));
@@ -192,10 +218,9 @@ impl Stats {
         let _ = writeln!(s, "hopcount_med: {}", f(self.hopcount_med));
         let _ = writeln!(s, "buffertime_avg: {}", f(self.buffertime_avg));
         let _ = writeln!(s, "buffertime_med: {}", f(self.buffertime_med));
-        // Round trips are of request–response messages, which no workload here makes: The
-        // ONE prints NaN for them too.
-        let _ = writeln!(s, "rtt_avg: NaN");
-        let _ = writeln!(s, "rtt_med: NaN");
+        // NaN when no message asked for a response, as The ONE prints it.
+        let _ = writeln!(s, "rtt_avg: {}", f(self.rtt_avg));
+        let _ = writeln!(s, "rtt_med: {}", f(self.rtt_med));
         let _ = writeln!(s, "# meshpay");
         let _ = writeln!(s, "latency_p90: {}", f(self.latency_p90));
         let _ = writeln!(s, "contacts: {}", self.contacts);

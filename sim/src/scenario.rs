@@ -355,6 +355,11 @@ pub struct Workload {
     pub trace: Option<PathBuf>,
     /// Stop creating messages after this many seconds (0: until the end).
     pub until_s: f64,
+    /// Each generated message asks for a response of this many bytes (0: none): its
+    /// destination sends one back on delivery, `R_<id>`, as The ONE's request messages do,
+    /// and the report's `response_prob` and `rtt_*` measure them. A message trace gives it
+    /// per message (an optional last column).
+    pub response_size: u32,
 }
 
 impl Default for Workload {
@@ -367,6 +372,7 @@ impl Default for Workload {
             ttl_s: 0.0,
             trace: None,
             until_s: 0.0,
+            response_size: 0,
         }
     }
 }
@@ -570,6 +576,9 @@ impl Scenario {
             && !(w.interval_min_s > 0.0 && w.interval_max_s >= w.interval_min_s)
         {
             return bad("workload: 0 < interval_min_s <= interval_max_s");
+        }
+        if w.response_size != 0 && !(86..=crate::setup::MAX_MESSAGE).contains(&w.response_size) {
+            return bad("workload.response_size: 0 (none), or 86 bytes to 16 MiB");
         }
         if !(86..=crate::setup::MAX_MESSAGE).contains(&w.size) {
             return bad(

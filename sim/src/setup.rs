@@ -245,6 +245,7 @@ pub(crate) fn workload(
                 from,
                 to,
                 size: w.size,
+                response_size: w.response_size,
             });
             t += ms(gap(rng, w.interval_min_s, w.interval_max_s)).max(1);
         }
@@ -376,6 +377,7 @@ mod tests {
             from: 0,
             to: 1,
             size,
+            response_size: 0,
         };
         assert!(super::check_sizes(&[event(500), event(1024), event(86)]).is_ok());
         assert!(super::check_sizes(&[event(5000), event(1_000_000)]).is_ok());

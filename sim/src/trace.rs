@@ -2,7 +2,7 @@
 //! ONE and from real-world data sets (converted to it) can be replayed, and ours exported.
 //!
 //! - Connection events (`StandardEventsReader`): `<time> CONN <host1> <host2> up|down`.
-//! - Message creation: `<time> C <msgId> <from> <to> <size>`.
+//! - Message creation: `<time> C <msgId> <from> <to> <size> [<responseSize>]`.
 //!
 //! Times are seconds (decimals allowed); hosts are integers, optionally with a letter prefix
 //! as The ONE writes them (`p12` is host 12). Lines starting with `#` and blank lines are
@@ -45,6 +45,9 @@ pub struct MessageEvent {
     pub to: u32,
     /// Size, bytes.
     pub size: u32,
+    /// Size of the response its destination sends back on delivery (0: none), as The ONE's
+    /// optional last column.
+    pub response_size: u32,
 }
 
 /// A line that does not parse.
@@ -137,6 +140,10 @@ pub fn parse_messages(text: &str) -> Result<Vec<MessageEvent>, TraceError> {
             from: host(f[3]).ok_or_else(|| err("bad host"))?,
             to: host(f[4]).ok_or_else(|| err("bad host"))?,
             size: f[5].parse().map_err(|_| err("bad size"))?,
+            response_size: match f.get(6) {
+                Some(r) => r.parse().map_err(|_| err("bad response size"))?,
+                None => 0,
+            },
         });
     }
     out.sort_by_key(|e| e.t_ms);
@@ -167,7 +174,7 @@ pub fn write_connections(events: &[ContactEvent]) -> String {
 pub fn write_messages(events: &[MessageEvent]) -> String {
     let mut s = String::new();
     for e in events {
-        let _ = writeln!(
+        let _ = write!(
             s,
             "{} C {} {} {} {}",
             secs(e.t_ms),
@@ -176,6 +183,10 @@ pub fn write_messages(events: &[MessageEvent]) -> String {
             e.to,
             e.size
         );
+        if e.response_size > 0 {
+            let _ = write!(s, " {}", e.response_size);
+        }
+        s.push('\n');
     }
     s
 }
@@ -221,9 +232,15 @@ mod tests {
             ]
         );
         assert_eq!(parse_connections(&write_connections(&c)), Ok(c));
-        let m = parse_messages("10 C M1 0 4 500\n").expect("parses");
+        let m = parse_messages("10 C M1 0 4 500\n11 C M2 4 0 500 300\n").expect("parses");
         assert_eq!(m[0].id, "M1");
+        assert_eq!((m[0].response_size, m[1].response_size), (0, 300));
+        assert_eq!(
+            write_messages(&m),
+            "10.000 C M1 0 4 500\n11.000 C M2 4 0 500 300\n"
+        );
         assert_eq!(parse_messages(&write_messages(&m)), Ok(m));
+        assert!(parse_messages("1 C M1 0 1 500 lots").is_err());
         assert!(parse_connections("1 CONN 1 2 sideways").is_err());
         assert!(parse_connections("x CONN 1 2 up").is_err());
     }

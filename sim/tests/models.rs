@@ -272,3 +272,60 @@ fn a_full_buffer_drops_the_oldest_or_refuses_the_newcomer() {
     bad.routing.drop = "newest".into();
     assert!(Sim::new(&bad).is_err());
 }
+
+/// Requests and responses, as The ONE's: M1 (500 B) asks node 1 for 300 B back and M2 asks
+/// node 2, which nobody meets. At 1 kB/s with no set-up, M1 lands at 10.5 s and node 1 makes
+/// `R_M1` then; M2, relayed to node 1, is on the air until 11 s, and `R_M1` lands at 11.3 s:
+/// one response of two asked, a round trip of 11.3 s.
+#[test]
+fn responses_are_made_on_delivery_and_timed_from_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, m) = (dir.path().join("c.txt"), dir.path().join("m.txt"));
+    std::fs::write(&c, "10 CONN 0 1 up\n100 CONN 0 1 down\n").unwrap();
+    std::fs::write(&m, "0 C M1 0 1 500 300\n1 C M2 0 2 500 300\n").unwrap();
+    let s = Scenario {
+        nodes: 3,
+        duration_s: 200.0,
+        mobility: Mobility::Trace { path: c },
+        workload: Workload {
+            trace: Some(m),
+            ..Workload::default()
+        },
+        radio: meshpay_sim::scenario::Radio {
+            bitrate_bps: 8_000,
+            setup_s: 0.0,
+            control_on_air: false,
+            ..meshpay_sim::scenario::Radio::default()
+        },
+        ..Scenario::default()
+    };
+    let sim = Sim::new(&s).unwrap();
+    let outcome = sim.run(|_| {});
+    let names: Vec<&str> = outcome.messages.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["M1", "M2", "R_M1"]);
+    let response = &outcome.messages[2];
+    assert_eq!((response.from, response.to, response.size), (1, 0, 300));
+    assert_eq!(response.request, Some(0));
+    assert_eq!(response.delivered_ms, Some(11_300));
+    let report = meshpay_sim::Stats::of(&outcome, "rtt", 1).one_report();
+    for line in [
+        "response_prob: 0.5000",
+        "rtt_avg: 11.3000",
+        "rtt_med: 11.3000",
+    ] {
+        assert!(report.contains(line), "{line} in\n{report}");
+    }
+    let quiet = Scenario {
+        workload: Workload::default(),
+        mobility: Mobility::default(),
+        nodes: 10,
+        duration_s: 600.0,
+        ..s
+    };
+    let report =
+        meshpay_sim::Stats::of(&Sim::new(&quiet).unwrap().run(|_| {}), "q", 1).one_report();
+    assert!(
+        report.contains("rtt_avg: NaN") && report.contains("response_prob: 0.0000"),
+        "{report}"
+    );
+}

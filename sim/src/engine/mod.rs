@@ -74,6 +74,10 @@ pub struct MessageRecord {
     pub delivered_ms: Option<u64>,
     /// Hops of the copy that arrived first.
     pub hops: Option<u32>,
+    /// Size of the response it asks for (0: none).
+    pub response_size: u32,
+    /// The request it answers, if it is a response (an index into the messages).
+    pub request: Option<usize>,
     /// Bundle id.
     pub id: Hash,
 }
@@ -187,6 +191,7 @@ const READY: u8 = 3;
 const CREATE: u8 = 4;
 const RESYNC: u8 = 5;
 const EXPIRE: u8 = 6;
+const RESPOND: u8 = 7;
 
 pub(crate) struct Node {
     pub(crate) device: Device,
@@ -259,6 +264,8 @@ pub struct Sim {
     /// Copies a node handed on in a message its peer is answering now (spray-and-focus):
     /// they leave its store without being dropped.
     handed_on: BTreeSet<(u32, Hash)>,
+    /// Responses made on delivery, with the request each answers.
+    responses: Vec<(usize, MessageEvent)>,
     /// The run's events, if recorded.
     log: Option<Vec<Logged>>,
 }
@@ -325,6 +332,7 @@ impl Sim {
             contacts,
             creations,
             handed_on: BTreeSet::new(),
+            responses: Vec::new(),
             log: None,
         })
     }
@@ -452,9 +460,17 @@ impl Sim {
                     self.kick(first, if first == pair.0 { pair.1 } else { pair.0 }, t);
                 }
             }
-            CREATE => {
-                let m = self.creations[i].clone();
+            CREATE | RESPOND => {
+                let (request, m) = if kind == CREATE {
+                    (None, self.creations[i].clone())
+                } else {
+                    let (request, m) = self.responses[i].clone();
+                    (Some(request), m)
+                };
                 self.create(&m, t);
+                if let Some(record) = self.messages.last_mut() {
+                    record.request = request;
+                }
                 if self.scenario.routing.destination_first
                     && self.peers[m.from as usize].contains(&m.to)
                 {
@@ -717,6 +733,8 @@ impl Sim {
             delivered_ms: None,
             hops: None,
             id: bundles[0].id(),
+            response_size: m.response_size,
+            request: None,
         });
         self.parts.push(0);
         self.note(t, Event::Created { message: idx });
@@ -736,6 +754,18 @@ impl Sim {
         self.drive(&[m.from], t);
     }
 
+    /// The destination of request `request` makes `response` now, as The ONE's routers do on
+    /// delivery; it expires as a created message does.
+    fn respond(&mut self, request: usize, response: MessageEvent, at: u64) {
+        let seq = self.responses.len() as u64;
+        self.responses.push((request, response));
+        self.later(at, RESPOND, seq, (0, 0));
+        let ttl = self.scenario.workload.ttl_s;
+        if ttl > 0.0 {
+            self.later((at / 1000 + ms(ttl) / 1000 + 1) * 1000, EXPIRE, 0, (0, 0));
+        }
+    }
+
     /// Node `to` took `ids` from `from` at `at`: deliveries and hop counts.
     fn took(&mut self, to: u32, from: u32, ids: &[Hash], at: u64) -> bool {
         for id in ids {
@@ -744,15 +774,29 @@ impl Sim {
                 self.held.entry((to, idx)).or_insert((h, at));
                 let m = &mut self.messages[idx];
                 let mut first = false;
+                let mut response = None;
                 if m.to == to && m.delivered_ms.is_none() && self.at_destination.insert(*id) {
                     self.parts[idx] += 1;
                     if self.parts[idx] == m.fragments {
                         m.delivered_ms = Some(at.max(m.created_ms));
                         m.hops = Some(h);
                         first = true;
+                        if m.response_size > 0 && m.request.is_none() {
+                            response = Some(MessageEvent {
+                                t_ms: at,
+                                id: format!("R_{}", m.name),
+                                from: m.to,
+                                to: m.from,
+                                size: m.response_size,
+                                response_size: 0,
+                            });
+                        }
                     }
                 }
                 self.arrived((from, to), idx, first, at);
+                if let Some(r) = response {
+                    self.respond(idx, r, at);
+                }
             }
         }
         !ids.is_empty()
