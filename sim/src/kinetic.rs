@@ -36,6 +36,11 @@ pub(crate) type Point = [f64; 3];
     clippy::cast_precision_loss
 )]
 fn scan_at_or_after(t: f64, step: f64) -> u64 {
+    // Beyond 2^53 scans (a walker that would take longer than any run to arrive) there is no
+    // exact scan to name.
+    if t.is_nan() || t / step >= 9.0e15 {
+        return u64::MAX;
+    }
     let mut k = (t / step).ceil().max(0.0) as u64;
     while k > 0 && (k - 1) as f64 * step >= t {
         k -= 1;
@@ -55,6 +60,9 @@ fn scan_at_or_after(t: f64, step: f64) -> u64 {
 fn scan_at_or_before(t: f64, step: f64) -> Option<u64> {
     if t < 0.0 {
         return None;
+    }
+    if t.is_nan() || t / step >= 9.0e15 {
+        return Some(u64::MAX - 1);
     }
     let mut k = (t / step).floor().max(0.0) as u64;
     while k as f64 * step > t {

@@ -242,3 +242,19 @@ fn hosts_with_their_own_ranges_meet_within_the_shorter() {
     let ranges: Vec<f64> = (0..40).map(|i| [5.0, 10.0, 30.0][i % 3]).collect();
     compare_ranges(&ranges, 3_600.0, 1.0, 300.0, 11);
 }
+
+/// A walker so slow it would arrive after any run: its leg ends beyond every scan, and the
+/// contacts are still found (no overflow).
+#[test]
+fn a_walker_too_slow_to_arrive_is_no_trouble() {
+    let start = |i: u32, _: &mut ChaCha20Rng| (f64::from(i) * 5.0, 0.0);
+    let next = |_: u32, _: &mut ChaCha20Rng, _: bool| Leg {
+        x: 100.0,
+        y: 0.0,
+        speed: 1e-300,
+        pause: 0.0,
+    };
+    let got = crate::mobility::walk(&[10.0, 10.0], 60.0, 1.0, (200.0, 200.0), 1, start, next);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(super::scan_at_or_after(f64::INFINITY, 0.1), u64::MAX);
+}
