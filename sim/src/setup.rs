@@ -12,7 +12,7 @@ use meshpay_protocol::DeviceSecret;
 use meshpay_protocol::bundle::{Bundle, BundleKind, Content, MAX_BUNDLE, PlainMessage};
 use meshpay_protocol::codec::{Blob, VERSION};
 use meshpay_protocol::device::{Device, DeviceConfig, DeviceInit};
-use meshpay_protocol::store::{BundleStore, StoreConfig};
+use meshpay_protocol::store::{BodyPool, BundleStore, StoreConfig};
 use meshpay_protocol::wallet::{HeldAllowance, Wallet};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -150,6 +150,7 @@ pub(crate) fn devices(
     // The devices' own choices draw from a stream of their own, so the workload drawn
     // below is the same whatever the devices do.
     let mut device_rng = ChaCha20Rng::seed_from_u64(scenario.seed ^ 0x6465_7669_6365);
+    let bodies = BodyPool::new();
     (0..scenario.nodes)
         .map(|i| {
             let host = hosts.of_host(i);
@@ -192,6 +193,8 @@ pub(crate) fn devices(
                         accept_messages: true,
                     });
                     store.set_drop_oldest(scenario.routing.drop == "oldest");
+                    // Every node holds copies of the same bundles: keep each body once.
+                    store.share_bodies(bodies.clone());
                     store.set_drop_costliest(scenario.routing.drop == "maxprop");
                     store
                 },

@@ -53,6 +53,9 @@ use types::{EvictKey, rank};
 mod maxprop;
 pub use maxprop::HopCostRank;
 
+mod pool;
+pub use pool::BodyPool;
+
 /// Sync keys and their ids in key order.
 type SyncList = Arc<[(u64, Hash)]>;
 
@@ -105,6 +108,8 @@ pub struct BundleStore {
     predictions: crate::prophet::Predictions,
     /// Meeting likelihoods (MaxProp's routing state: soft, never written).
     likelihoods: crate::maxprop::Likelihoods,
+    /// Bodies shared with other stores of the process (simulation).
+    pool: Option<BodyPool>,
 }
 
 impl std::fmt::Debug for BundleStore {
@@ -132,6 +137,13 @@ impl BundleStore {
     /// their records out. Set it before the first insert.
     pub fn set_drop_oldest(&mut self, on: bool) {
         self.drop_oldest = on;
+    }
+
+    /// Keeps bodies in `pool`, shared with the other stores that use it: one copy of each
+    /// bundle however many stores hold it (a simulation's nodes). Set it before the first
+    /// insert.
+    pub fn share_bodies(&mut self, pool: BodyPool) {
+        self.pool = Some(pool);
     }
 
     /// The delivery predictabilities sync sessions keep under PRoPHET and
@@ -423,6 +435,10 @@ impl BundleStore {
         copies: u32,
         arrival: Option<u64>,
     ) {
+        let bytes = match &self.pool {
+            Some(pool) => pool.intern(&meta.id, bytes),
+            None => bytes,
+        };
         self.sync_add(meta.id);
         let size = u64::from(meta.size);
         self.bytes += size;

@@ -299,3 +299,50 @@ fn drop_oldest_makes_room_by_arrival() {
         "the node's own record was evicted"
     );
 }
+
+/// Stores sharing a pool hold one copy of a body however many of them hold the bundle; a store
+/// without the pool keeps its own; the pool forgets bodies nobody holds as it grows.
+#[test]
+fn stores_sharing_a_pool_hold_one_copy_of_each_body() {
+    let pool = BodyPool::new();
+    let rs = records(2);
+    let mut stores: Vec<BundleStore> = (0..3)
+        .map(|_| {
+            let mut s = BundleStore::new(StoreConfig::default());
+            s.share_bodies(pool.clone());
+            s
+        })
+        .collect();
+    let mut own = BundleStore::new(StoreConfig::default());
+    for (k, s) in stores
+        .iter_mut()
+        .chain(std::iter::once(&mut own))
+        .enumerate()
+    {
+        for r in &rs {
+            let from = Origin::Peer([u8::try_from(k).unwrap() + 1; 32]);
+            assert!(matches!(
+                s.insert(r.bytes(), from, 0, T0),
+                Admission::Added(_)
+            ));
+        }
+    }
+    let id = rs[0].id();
+    let first = stores[0].body(&id).unwrap();
+    assert!(
+        stores
+            .iter()
+            .all(|s| Arc::ptr_eq(&s.body(&id).unwrap(), &first))
+    );
+    assert!(!Arc::ptr_eq(&own.body(&id).unwrap(), &first));
+    assert_eq!(&first[..], rs[0].bytes());
+    assert_eq!(pool.len(), 2);
+    drop(first);
+    drop(stores);
+    for i in 0..3000u32 {
+        let mut h = [0u8; 32];
+        h[..4].copy_from_slice(&i.to_le_bytes());
+        let _ = pool.intern(&Hash(h), Arc::from(&b"x"[..]));
+    }
+    assert!(pool.len() < 2100, "{}", pool.len());
+}
