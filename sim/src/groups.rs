@@ -25,7 +25,7 @@
 //! host's own: a group's hosts route by it whoever they meet (spray-and-wait's copies count
 //! from where a message is made).
 
-use crate::mobility::uniform;
+use crate::mobility::{Leg, uniform};
 use crate::scenario::{Scenario, ScenarioError};
 use meshpay_protocol::sync::Routing;
 use rand_chacha::ChaCha20Rng;
@@ -94,6 +94,17 @@ impl Walking {
             0.0
         } else {
             uniform(rng, self.speed_min, self.speed_max)
+        }
+    }
+
+    /// A leg to `(x, y)` at a drawn speed, then a drawn pause.
+    pub fn leg(&self, rng: &mut ChaCha20Rng, (x, y): (f64, f64), first: bool) -> Leg {
+        let speed = self.speed(rng);
+        Leg {
+            x,
+            y,
+            speed,
+            pause: self.pause(rng, first),
         }
     }
 
@@ -242,10 +253,5 @@ impl Hosts {
             (0, r) | (r, 0) => r,
             (x, y) => x.min(y),
         }
-    }
-
-    /// Whether any host keeps delivery predictabilities.
-    pub fn any(&self, f: impl Fn(&Settled) -> bool) -> bool {
-        self.groups.iter().any(f)
     }
 }

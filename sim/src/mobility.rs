@@ -92,13 +92,8 @@ pub fn random_waypoint(
         seed,
         |_, rng| (uniform(rng, 0.0, width), uniform(rng, 0.0, height)),
         |i, rng, first| {
-            let h = &walking[i as usize];
-            Leg {
-                x: uniform(rng, 0.0, width),
-                y: uniform(rng, 0.0, height),
-                speed: h.speed(rng),
-                pause: h.pause(rng, first),
-            }
+            let to = (uniform(rng, 0.0, width), uniform(rng, 0.0, height));
+            walking[i as usize].leg(rng, to, first)
         },
     )
 }
@@ -152,13 +147,7 @@ pub fn random_walk(
             let from = ends[i as usize];
             let (x, y) = walk_leg(rng, from, distance_max, (width, height));
             ends[i as usize] = (x, y);
-            let h = &walking[i as usize];
-            Leg {
-                x,
-                y,
-                speed: h.speed(rng),
-                pause: h.pause(rng, first),
-            }
+            walking[i as usize].leg(rng, (x, y), first)
         },
     )
 }

@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 pub type HopCostRank = (u8, u64, u64);
 
 impl BundleStore {
-    /// The endpoint `entry` is for: its issuer's for a record, its addressee's for a message.
+    /// The endpoint `entry` is for: its issuer's for a record, its addressee's for a message
+    /// (PRoPHET's and MaxProp's destination).
     pub fn endpoint_of(&self, entry: &Entry) -> Option<u64> {
         match entry.meta.kind {
             BundleKind::Record => Some(issuer_endpoint(&entry.meta.issuer)),

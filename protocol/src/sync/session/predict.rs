@@ -4,7 +4,6 @@
 //! only to a peer that is more likely to deliver it.
 
 use super::{Routing, Session};
-use crate::bundle::BundleKind;
 use crate::prophet::{self, device_endpoint, issuer_endpoint};
 use crate::store::{BundleStore, Entry};
 use crate::sync::message::SyncMessage;
@@ -54,13 +53,8 @@ impl Session {
     /// Whether the peer's predictability for `entry`'s destination (the issuer of a record,
     /// the addressee of a message) is greater than ours. Never when we are the destination.
     pub(super) fn peer_is_better(&self, entry: &Entry, store: &BundleStore) -> bool {
-        let to = match entry.meta.kind {
-            BundleKind::Record => issuer_endpoint(&entry.meta.issuer),
-            BundleKind::Message => match store.destination(&entry.meta.id) {
-                Some(d) => device_endpoint(&d),
-                None => return false,
-            },
-            _ => return false,
+        let Some(to) = store.endpoint_of(entry) else {
+            return false;
         };
         if self.own_endpoints.contains(&to) {
             return false;

@@ -5,7 +5,7 @@
 use super::{Order, Routing, Session, State, SyncError};
 use crate::bundle::{BundleError, BundleKind, MAX_BUNDLE};
 use crate::codec::{Blob, DecodeError, VERSION};
-use crate::keys::DeviceSecret;
+use crate::keys::{DeviceKey, DeviceSecret, IssuerId};
 use crate::objects::{HandOverBody, Hash, Signed, ids_digest};
 use crate::store::{Admission, BundleStore, Entry, Origin, priority};
 use crate::sync::message::{Carried, Step, SyncMessage, pack_keys, unpack_keys};
@@ -34,13 +34,7 @@ impl Session {
     /// Whether this node is `entry`'s destination: a gateway of a record's issuer, the
     /// addressee of a message.
     fn to_me(&self, entry: &Entry, store: &BundleStore) -> bool {
-        match entry.meta.kind {
-            BundleKind::Record => self.cfg.gateway_for.contains(&entry.meta.issuer),
-            BundleKind::Message => store
-                .destination(&entry.meta.id)
-                .is_some_and(|to| to == self.cfg.me),
-            _ => false,
-        }
+        destined(entry, store, &self.cfg.gateway_for, &self.cfg.me)
     }
 
     /// `entry`'s place in the policy's [`Order`] (0 for all under [`Order::Priority`]).
@@ -55,13 +49,7 @@ impl Session {
     /// Whether the peer is `entry`'s destination: the gateway of a record's issuer, the
     /// addressee of a message.
     pub(super) fn to_destination(&self, entry: &Entry, store: &BundleStore) -> bool {
-        match entry.meta.kind {
-            BundleKind::Record => self.peer_gateways.contains(&entry.meta.issuer),
-            BundleKind::Message => store
-                .destination(&entry.meta.id)
-                .is_some_and(|to| to == self.cfg.peer),
-            _ => false,
-        }
+        destined(entry, store, &self.peer_gateways, &self.cfg.peer)
     }
 
     /// Copies to give with `entry` to this peer and to keep, or `None` if routing keeps it
@@ -300,6 +288,18 @@ impl Session {
                 self.proof = Some(h.clone());
             }
         }
+    }
+}
+
+/// Whether `entry` is for the device `device`, a gateway of `gateways`: a record of one of
+/// their issuers, or a message addressed to it.
+fn destined(entry: &Entry, store: &BundleStore, gateways: &[IssuerId], device: &DeviceKey) -> bool {
+    match entry.meta.kind {
+        BundleKind::Record => gateways.contains(&entry.meta.issuer),
+        BundleKind::Message => store
+            .destination(&entry.meta.id)
+            .is_some_and(|to| to == *device),
+        _ => false,
     }
 }
 
