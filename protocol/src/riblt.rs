@@ -296,15 +296,15 @@ pub fn coded_symbols(keys: &[u64], n: usize) -> Vec<u8> {
     out
 }
 
-/// A session's keys and the ids they stand for, sorted by key.
+/// A session's keys, sorted: the store's as the session opened.
 #[derive(Debug, Default)]
-pub(crate) struct KeyIndex(Arc<[(u64, Hash)]>);
+pub(crate) struct KeyIndex(Arc<[u64]>);
 
 impl KeyIndex {
-    /// An index over `entries`: keys and their ids, sorted by key, one id per key (as the
-    /// store's `sync_entries` lists them).
-    pub(crate) fn new(entries: Arc<[(u64, Hash)]>) -> Self {
-        Self(entries)
+    /// An index over `keys`, sorted (as the store's `sync_entries` lists them). The ids they
+    /// stand for are the store's to tell (`BundleStore::sync_id`).
+    pub(crate) fn new(keys: Arc<[u64]>) -> Self {
+        Self(keys)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -312,22 +312,11 @@ impl KeyIndex {
     }
 
     pub(crate) fn keys(&self) -> impl Iterator<Item = u64> + '_ {
-        self.0.iter().map(|e| e.0)
-    }
-
-    pub(crate) fn get(&self, key: u64) -> Option<&Hash> {
-        self.0
-            .binary_search_by_key(&key, |e| e.0)
-            .ok()
-            .map(|i| &self.0[i].1)
+        self.0.iter().copied()
     }
 
     pub(crate) fn contains_key(&self, key: u64) -> bool {
-        self.get(key).is_some()
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &Hash)> + '_ {
-        self.0.iter().map(|e| (e.0, &e.1))
+        self.0.binary_search(&key).is_ok()
     }
 }
 

@@ -209,13 +209,14 @@ fn child(n: u32, dir: &Path) {
     let total = started.elapsed().as_secs_f64();
     let st = Stats::of(&outcome, &s.name, s.seed);
     println!(
-        "  meshpay-sim {total:>8.1} s wall ({setup_s:.1} s set-up), peak {:>6.1} MB | contacts {}  created {}  delivered {}  latency avg {:.0} s  relayed {}",
+        "  meshpay-sim {total:>8.1} s wall ({setup_s:.1} s set-up), peak {:>6.1} MB | contacts {}  created {}  delivered {}  latency avg {:.0} s  relayed {}  sessions {}",
         peak_mb(),
         st.contacts,
         st.created,
         st.delivered,
         st.latency_avg,
-        st.relayed
+        st.relayed,
+        st.sessions
     );
     println!("{total}");
 }

@@ -56,8 +56,8 @@ pub use maxprop::HopCostRank;
 mod pool;
 pub use pool::BodyPool;
 
-/// Sync keys and their ids in key order.
-type SyncList = Arc<[(u64, Hash)]>;
+/// Sync keys in order.
+type SyncList = Arc<[u64]>;
 
 /// The store. See the module docs for its rules.
 #[derive(Default)]
@@ -65,7 +65,6 @@ pub struct BundleStore {
     loader: Option<BodyLoader>,
     config: StoreConfig,
     entries: BTreeMap<Hash, Entry>,
-    order: BTreeSet<Priority>,
     expiry: BTreeSet<(UnixTime, Hash)>,
     by_subject: BTreeSet<(Hash, Hash)>,
     /// Settled records: (issuer, record id) and until when they are remembered.
@@ -75,11 +74,11 @@ pub struct BundleStore {
     /// a notice under a made-up issuer's certificate for a genuine allowance id cannot take
     /// the genuine notice's slot and hide its fork.
     notices: BTreeMap<(IssuerId, AllowanceId, u32), Hash>,
-    destinations: BTreeMap<Hash, crate::keys::DeviceKey>,
     per_origin: BTreeMap<Origin, u64>,
     /// Bytes held per origin other than [`Origin::Local`], heaviest last.
     weights: BTreeSet<(u64, Origin)>,
-    /// Eviction keys of the bundles of every origin other than [`Origin::Local`].
+    /// Eviction keys of the bundles of every origin other than [`Origin::Local`] (not kept
+    /// under the simulation's drop policies, which evict by their own order).
     evictable: BTreeSet<EvictKey>,
     /// … per origin.
     by_origin: BTreeMap<Origin, BTreeSet<EvictKey>>,
@@ -102,8 +101,10 @@ pub struct BundleStore {
     drop_oldest: bool,
     /// Simulation only: when full, drop the costliest under MaxProp (`store/maxprop.rs`).
     drop_costliest: bool,
-    /// Arrival order of every held bundle, kept when `drop_oldest` is set.
-    by_arrival: BTreeSet<(u64, Hash)>,
+    /// Kept when `drop_oldest` is set: every bundle put, in order of arrival, with its
+    /// arrival number; those no longer held (or held under a later arrival) are skipped when
+    /// met and swept when they outnumber the held ones.
+    by_arrival: std::collections::VecDeque<(u64, Hash)>,
     /// Delivery predictabilities (PRoPHET's routing state: soft, never written).
     predictions: crate::prophet::Predictions,
     /// Meeting likelihoods (MaxProp's routing state: soft, never written).
@@ -189,11 +190,41 @@ impl BundleStore {
         copies: u32,
         now: UnixTime,
     ) -> Admission {
+        if let Some((meta, to, body)) = self.pool.as_ref().and_then(|p| p.message(bytes)) {
+            return self.insert_message(meta, to, body, origin, copies, now);
+        }
         let bundle = match Bundle::decode(bytes) {
             Ok(b) => b,
             Err(e) => return Admission::Refused(BundleError::Decode(e)),
         };
         self.insert_bundle(&bundle, origin, copies, now)
+    }
+
+    /// [`BundleStore::insert`] of a plain message another store of the pool decoded: the
+    /// checks of [`BundleStore::insert_bundle`] that a message's metadata decides.
+    fn insert_message(
+        &mut self,
+        meta: Meta,
+        to: crate::keys::DeviceKey,
+        body: Arc<[u8]>,
+        origin: Origin,
+        copies: u32,
+        now: UnixTime,
+    ) -> Admission {
+        if self.entries.contains_key(&meta.id) {
+            return Admission::Duplicate;
+        }
+        if !self.config.accept_messages {
+            return Admission::Refused(BundleError::PlainMessage);
+        }
+        if meta.expires < now {
+            return Admission::Refused(BundleError::Expired);
+        }
+        if !self.make_room(&meta, origin) {
+            return Admission::Full;
+        }
+        self.put(body, meta, origin, copies, None, Some(to));
+        Admission::Added(meta)
     }
 
     /// [`BundleStore::insert`] for a bundle already decoded.
@@ -237,7 +268,11 @@ impl BundleStore {
         if !self.make_room(&meta, origin) {
             return Admission::Full;
         }
-        self.put(bundle.bytes().into(), meta, origin, copies, None);
+        let to = match bundle.content() {
+            Content::Message(m) => Some(m.to),
+            _ => None,
+        };
+        self.put(bundle.bytes().into(), meta, origin, copies, None, to);
         // Nothing acts on a plain message: only the store routes it.
         if meta.kind != BundleKind::Message {
             self.changes.admitted.push(Admitted {
@@ -249,9 +284,6 @@ impl BundleStore {
         match bundle.content() {
             Content::Fraud(p) => {
                 self.proofs.insert((meta.issuer, p.allowance()), meta.id);
-            }
-            Content::Message(m) => {
-                self.destinations.insert(meta.id, m.to);
             }
             Content::Receipt(_) => {
                 let subject = meta.subject.expect("receipts have a subject");
@@ -273,7 +305,7 @@ impl BundleStore {
                                 && !self.entries.contains_key(&m.id)
                                 && self.make_room(&m, Origin::Local)
                             {
-                                self.put(b.bytes().into(), m, Origin::Local, 0, None);
+                                self.put(b.bytes().into(), m, Origin::Local, 0, None, None);
                                 self.proofs.insert((m.issuer, allowance), m.id);
                                 self.changes.admitted.push(Admitted {
                                     meta: m,
@@ -316,12 +348,17 @@ impl BundleStore {
         if self.entries.contains_key(&meta.id) {
             return true;
         }
+        let to = match bundle.content() {
+            Content::Message(m) => Some(m.to),
+            _ => None,
+        };
         self.put(
             bytes.into(),
             meta,
             origin,
             copies,
             (arrival > 0).then_some(arrival),
+            to,
         );
         match bundle.content() {
             Content::Fraud(p) => {
@@ -333,9 +370,6 @@ impl BundleStore {
                 self.notices
                     .entry((meta.issuer, n.notice.allowance, n.notice.counter))
                     .or_insert(meta.id);
-            }
-            Content::Message(m) => {
-                self.destinations.insert(meta.id, m.to);
             }
             _ => {}
         }
@@ -395,17 +429,21 @@ impl BundleStore {
         }
     }
 
-    /// Sync keys and their ids, in key order (ids sharing a key are left out): one shared
-    /// list until the held set changes, so sessions that start on an unchanged store do not
-    /// copy it.
+    /// Sync keys, in order (keys that ids share are left out): one shared list until the
+    /// held set changes, so sessions that start on an unchanged store do not copy it.
     pub(crate) fn sync_entries(&self) -> SyncList {
         let mut cached = self
             .sync_snapshot
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         cached
-            .get_or_insert_with(|| self.sync_keys.iter().map(|(k, id)| (*k, *id)).collect())
+            .get_or_insert_with(|| self.sync_keys.keys().copied().collect())
             .clone()
+    }
+
+    /// The id held under sync key `key`, if one is, alone on it.
+    pub(crate) fn sync_id(&self, key: u64) -> Option<Hash> {
+        self.sync_keys.get(&key).copied()
     }
 
     /// The first coded symbols of the held set (SPEC.md §11.3).
@@ -434,9 +472,10 @@ impl BundleStore {
         origin: Origin,
         copies: u32,
         arrival: Option<u64>,
+        to: Option<crate::keys::DeviceKey>,
     ) {
         let bytes = match &self.pool {
-            Some(pool) => pool.intern(&meta.id, bytes),
+            Some(pool) => pool.intern(&meta, to, bytes),
             None => bytes,
         };
         self.sync_add(meta.id);
@@ -455,15 +494,19 @@ impl BundleStore {
             self.arrivals
         };
         if self.drop_oldest {
-            self.by_arrival.insert((arrival, meta.id));
+            if self.by_arrival.len() > 2 * self.entries.len() + 1024 {
+                let entries = &self.entries;
+                self.by_arrival
+                    .retain(|(a, id)| entries.get(id).is_some_and(|e| e.arrival == *a));
+            }
+            self.by_arrival.push_back((arrival, meta.id));
         }
-        if origin != Origin::Local {
+        if origin != Origin::Local && !self.drop_oldest && !self.drop_costliest {
             let key = (rank(meta.kind), arrival, meta.id);
             self.evictable.insert(key);
             self.by_origin.entry(origin).or_default().insert(key);
             self.by_issuer.entry(meta.issuer).or_default().insert(key);
         }
-        self.order.insert(priority(&meta));
         self.expiry.insert((meta.expires, meta.id));
         if meta.kind == BundleKind::Record {
             if let Some(s) = meta.subject {
@@ -481,6 +524,7 @@ impl BundleStore {
                 copies,
                 arrival,
                 hops: u8::from(origin != Origin::Local),
+                to,
             },
         );
     }
@@ -509,8 +553,7 @@ impl BundleStore {
             }
             self.set_weight(e.origin, before, after);
         }
-        self.by_arrival.remove(&(e.arrival, e.meta.id));
-        if e.origin != Origin::Local {
+        if e.origin != Origin::Local && !self.drop_oldest && !self.drop_costliest {
             let key = (rank(e.meta.kind), e.arrival, e.meta.id);
             self.evictable.remove(&key);
             if let Some(set) = self.by_origin.get_mut(&e.origin) {
@@ -529,7 +572,6 @@ impl BundleStore {
         if e.meta.kind == BundleKind::Fraud {
             self.proofs.retain(|_, id| id != &e.meta.id);
         }
-        self.order.remove(&priority(&e.meta));
         self.expiry.remove(&(e.meta.expires, e.meta.id));
         if let Some(s) = e.meta.subject {
             self.by_subject.remove(&(s, e.meta.id));
@@ -552,7 +594,6 @@ impl BundleStore {
                 }
             }
         }
-        self.destinations.remove(id);
         self.changes.removed.push(*id);
         Some(e)
     }
@@ -582,6 +623,17 @@ impl BundleStore {
         self.changes.tombstoned.push((issuer, subject, until));
     }
 
+    /// The bundle held that arrived first (under `drop_oldest`).
+    fn oldest(&mut self) -> Option<Hash> {
+        while let Some(&(arrival, id)) = self.by_arrival.front() {
+            if self.entries.get(&id).is_some_and(|e| e.arrival == arrival) {
+                return Some(id);
+            }
+            self.by_arrival.pop_front();
+        }
+        None
+    }
+
     /// Makes room for `meta` from `origin` by the eviction rules of the module docs. Returns
     /// `false` (and evicts nothing more) when the newcomer is to be refused.
     fn make_room(&mut self, meta: &Meta, origin: Origin) -> bool {
@@ -597,7 +649,7 @@ impl BundleStore {
                 let victim = if self.drop_costliest {
                     costliest.get_or_insert_with(|| self.costliest_last()).pop()
                 } else {
-                    self.by_arrival.first().map(|v| v.1)
+                    self.oldest()
                 };
                 let Some(victim) = victim else {
                     return false;
@@ -692,6 +744,14 @@ impl BundleStore {
         }
     }
 
+    /// The earliest expiry of a held bundle or tombstone: [`BundleStore::expire`] drops
+    /// nothing before it has passed.
+    pub fn next_expiry(&self) -> Option<UnixTime> {
+        let bundle = self.expiry.first().map(|e| e.0);
+        let tomb = self.tomb_expiry.first().map(|e| e.0);
+        bundle.into_iter().chain(tomb).min()
+    }
+
     /// Sets a bundle's spray-and-wait copy count.
     pub fn set_copies(&mut self, id: &Hash, copies: u32) {
         if let Some(e) = self.entries.get_mut(id) {
@@ -731,7 +791,7 @@ impl BundleStore {
 
     /// The destination of a held plain message.
     pub fn destination(&self, id: &Hash) -> Option<crate::keys::DeviceKey> {
-        self.destinations.get(id).copied()
+        self.entries.get(id).and_then(|e| e.to)
     }
 
     /// True if `id` is held.
@@ -751,7 +811,9 @@ impl BundleStore {
 
     /// Held bundles in forwarding order.
     pub fn in_order(&self) -> impl Iterator<Item = &Entry> {
-        self.order.iter().filter_map(|p| self.entries.get(&p.2))
+        let mut held: Vec<&Entry> = self.entries.values().collect();
+        held.sort_unstable_by_key(|e| priority(&e.meta));
+        held.into_iter()
     }
 
     /// Tombstones: issuer and settled record id, and until when it is remembered.

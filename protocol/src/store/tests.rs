@@ -277,6 +277,14 @@ fn drop_oldest_makes_room_by_arrival() {
     let held: Vec<Hash> = [2, 3, 4].iter().map(|&i| rs[i].id()).collect();
     assert!(held.iter().all(|id| s.contains(id)));
     assert_eq!(s.len(), 3);
+    // What left meanwhile is not dropped again: the oldest still held goes.
+    assert!(s.remove(&rs[2].id()).is_some());
+    for r in [&rs[0], &rs[1]] {
+        assert!(matches!(s.insert(r.bytes(), p, 0, T0), Admission::Added(_)));
+    }
+    assert_eq!(s.take_changes().removed, vec![rs[2].id(), rs[3].id()]);
+    let held: Vec<Hash> = [4, 0, 1].iter().map(|&i| rs[i].id()).collect();
+    assert!(held.iter().all(|id| s.contains(id)));
     // Without the option, the same inserts refuse instead (q already holds its quota).
     let mut fair = BundleStore::new(StoreConfig {
         max_bytes: size * 3 + 16,
@@ -342,7 +350,75 @@ fn stores_sharing_a_pool_hold_one_copy_of_each_body() {
     for i in 0..3000u32 {
         let mut h = [0u8; 32];
         h[..4].copy_from_slice(&i.to_le_bytes());
-        let _ = pool.intern(&Hash(h), Arc::from(&b"x"[..]));
+        let mut meta = *rs[0].meta();
+        meta.id = Hash(h);
+        let _ = pool.intern(&meta, None, Arc::from(&b"x"[..]));
     }
     assert!(pool.len() < 2100, "{}", pool.len());
+}
+
+fn message(n: u8, expires: u64) -> Bundle {
+    Bundle::new(Content::Message(Box::new(crate::bundle::PlainMessage {
+        version: crate::codec::VERSION,
+        from: device(1).public(),
+        to: device(2).public(),
+        created: T0,
+        expires,
+        payload: crate::codec::Blob(vec![n; 300]),
+    })))
+}
+
+/// A message another store of the pool decoded is taken from the pool as decoding would take
+/// it: the same entry and addressee, and the same refusals (expired, messages not accepted,
+/// duplicate); bytes the pool does not know are decoded as ever.
+#[test]
+fn a_pooled_message_is_admitted_as_a_decoded_one() {
+    let pool = BodyPool::new();
+    let config = StoreConfig {
+        accept_messages: true,
+        ..StoreConfig::default()
+    };
+    let store = |config: &StoreConfig| {
+        let mut s = BundleStore::new(config.clone());
+        s.share_bodies(pool.clone());
+        s
+    };
+    let m = message(7, T0 + 100);
+    let from = Origin::Peer([9; 32]);
+    let mut first = store(&config);
+    assert!(pool.message(m.bytes()).is_none());
+    assert_eq!(
+        first.insert(m.bytes(), from, 3, T0),
+        Admission::Added(*m.meta())
+    );
+    assert!(pool.message(m.bytes()).is_some());
+    let mut second = store(&config);
+    assert_eq!(
+        second.insert(m.bytes(), from, 3, T0),
+        Admission::Added(*m.meta())
+    );
+    assert_eq!(second.insert(m.bytes(), from, 3, T0), Admission::Duplicate);
+    let (a, b) = (first.get(&m.id()).unwrap(), second.get(&m.id()).unwrap());
+    assert_eq!((a.meta, a.to, a.copies), (b.meta, b.to, b.copies));
+    assert_eq!(b.to, Some(device(2).public()));
+    assert!(Arc::ptr_eq(
+        a.bytes.as_ref().unwrap(),
+        b.bytes.as_ref().unwrap()
+    ));
+    assert_eq!(
+        store(&config).insert(m.bytes(), from, 0, T0 + 101),
+        Admission::Refused(BundleError::Expired)
+    );
+    assert_eq!(
+        store(&StoreConfig::default()).insert(m.bytes(), from, 0, T0),
+        Admission::Refused(BundleError::PlainMessage)
+    );
+    // Other bytes, even one flipped, are not the pooled message.
+    let mut other = m.bytes().to_vec();
+    *other.last_mut().unwrap() ^= 1;
+    assert!(pool.message(&other).is_none());
+    assert!(matches!(
+        store(&config).insert(&other, from, 0, T0),
+        Admission::Refused(BundleError::Decode(_)) | Admission::Added(_)
+    ));
 }

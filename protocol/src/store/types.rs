@@ -79,6 +79,8 @@ pub struct Entry {
     /// 1 for others' bundles read back from disk (soft state, not written). MaxProp orders by
     /// it.
     pub hops: u8,
+    /// The addressee, for a plain message.
+    pub to: Option<crate::keys::DeviceKey>,
 }
 
 /// Eviction key of an entry: its kind's rank and its arrival (the greatest goes first).

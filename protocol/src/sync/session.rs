@@ -452,7 +452,7 @@ impl Session {
         let answer = if theirs {
             // The initiator listed all its keys.
             s.peer_keys = unpack_keys(&open.keys);
-            s.learn_from_list();
+            s.learn_from_list(store);
             s.transfer(store)
         } else {
             let n_mine = s.keys.len();
@@ -521,7 +521,7 @@ impl Session {
                 self.role_of(msg, store);
                 self.peer_keys.extend(unpack_keys(&msg.keys));
                 if msg.last {
-                    self.learn_from_list();
+                    self.learn_from_list(store);
                     Some(self.transfer(store))
                 } else {
                     self.stats.reconcile_round_trips += 1;
@@ -623,7 +623,7 @@ impl Session {
             let give: Vec<Hash> = found
                 .iter()
                 .filter(|f| f.1 < 0)
-                .filter_map(|f| self.keys.get(f.0).copied())
+                .filter_map(|f| store.sync_id(f.0))
                 .collect();
             self.known = true;
             self.peer_want_done = true;
@@ -662,7 +662,7 @@ impl Session {
     }
 
     /// We hold the peer's whole key list: compute both differences.
-    fn learn_from_list(&mut self) {
+    fn learn_from_list(&mut self, store: &BundleStore) {
         let theirs: BTreeSet<u64> = self.peer_keys.iter().copied().collect();
         self.want = theirs
             .iter()
@@ -671,9 +671,9 @@ impl Session {
             .collect();
         let give: Vec<Hash> = self
             .keys
-            .iter()
-            .filter(|(k, _)| !theirs.contains(k))
-            .map(|(_, id)| *id)
+            .keys()
+            .filter(|k| !theirs.contains(k))
+            .filter_map(|k| store.sync_id(k))
             .collect();
         self.to_send = give;
         self.known = true;

@@ -46,6 +46,7 @@ use meshpay_protocol::sync::Routing;
 use meshpay_protocol::{DeviceSecret, Hash};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 mod events;
@@ -134,7 +135,7 @@ struct Up {
     /// Set-up done: messages may go on the air.
     ready: bool,
     /// The session running over it.
-    running: Option<Running>,
+    running: Option<Box<Running>>,
     /// The two stores' versions after the last session (smaller node first).
     synced: Option<(u64, u64)>,
     /// A session over it finished: under PRoPHET, spray-and-focus and MaxProp, the encounter.
@@ -251,13 +252,13 @@ pub struct Sim {
     /// Store versions at each pair's last session.
     met: BTreeMap<(u32, u32), (u64, u64)>,
     messages: Vec<MessageRecord>,
-    by_id: BTreeMap<Hash, usize>,
+    by_id: FxHashMap<Hash, usize>,
     /// Bundles of each message at its destination so far, and which.
     parts: Vec<u32>,
-    at_destination: BTreeSet<Hash>,
+    at_destination: FxHashSet<Hash>,
     /// Each copy a node holds: its hops from the source, and when it arrived (ms), for its
     /// time in the buffer when it leaves.
-    held: BTreeMap<(u32, usize), (u32, u64)>,
+    held: FxHashMap<(u32, usize), (u32, u64)>,
     counters: Counters,
     contacts: Vec<ContactEvent>,
     creations: Vec<MessageEvent>,
@@ -324,10 +325,10 @@ impl Sim {
             version: vec![0; n as usize],
             met: BTreeMap::new(),
             messages: Vec::new(),
-            by_id: BTreeMap::new(),
+            by_id: FxHashMap::default(),
             parts: Vec::new(),
-            at_destination: BTreeSet::new(),
-            held: BTreeMap::new(),
+            at_destination: FxHashSet::default(),
+            held: FxHashMap::default(),
             counters: Counters::default(),
             contacts,
             creations,
@@ -488,9 +489,13 @@ impl Sim {
                 }
             }
             _ => {
+                let at = now(t);
                 for n in 0..self.scenario.nodes {
-                    self.nodes[n as usize].device.expire(now(t));
-                    self.drive(&[n], t);
+                    let device = &mut self.nodes[n as usize].device;
+                    if device.store().next_expiry().is_some_and(|e| e < at.unix) {
+                        device.expire(at);
+                        self.drive(&[n], t);
+                    }
                 }
             }
         }
@@ -700,7 +705,7 @@ impl Sim {
     }
 }
 
-fn count_messages(by_id: &BTreeMap<Hash, usize>, ids: &[Hash]) -> u64 {
+fn count_messages(by_id: &FxHashMap<Hash, usize>, ids: &[Hash]) -> u64 {
     ids.iter().filter(|id| by_id.contains_key(id)).count() as u64
 }
 

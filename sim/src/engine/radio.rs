@@ -10,7 +10,7 @@ use super::{
 impl Sim {
     /// Ends a session whose next message will never land: off the air or out of the queue,
     /// and its sender takes back what it gave with it.
-    pub(super) fn stop(&mut self, pair: (u32, u32), running: Running, t: u64) {
+    pub(super) fn stop(&mut self, pair: (u32, u32), running: Box<Running>, t: u64) {
         if let Some(q) = running.queued {
             self.waiting.remove(&(q.0, q.1, pair));
         }
@@ -59,7 +59,7 @@ impl Sim {
         self.counters.sessions += 1;
         let opened = (self.version[pair.0 as usize], self.version[pair.1 as usize]);
         let u = self.up.get_mut(&pair).expect("checked above");
-        u.running = Some(Running {
+        u.running = Some(Box::new(Running {
             exchange,
             ends: (x, y),
             opened,
@@ -68,7 +68,7 @@ impl Sim {
             on_air: None,
             queued: None,
             hurry: false,
-        });
+        }));
         self.queue(pair, t);
     }
 
@@ -290,7 +290,7 @@ impl Sim {
     }
 
     /// Drops a session whose next message is not on the air, and opens a new one.
-    pub(super) fn restart(&mut self, pair: (u32, u32), run: Running, t: u64) {
+    pub(super) fn restart(&mut self, pair: (u32, u32), run: Box<Running>, t: u64) {
         let ends = run.ends;
         self.stop(pair, run, t);
         if let Some(u) = self.up.get_mut(&pair) {

@@ -79,7 +79,7 @@ impl Session {
             store.get(id).map(|e| {
                 (
                     e.meta.kind.class() != 0,
-                    !self.to_destination(e, store),
+                    !self.to_destination(e),
                     store.hop_cost_rank(e, &costs, threshold),
                     self.order_rank(e),
                     priority(&e.meta),
