@@ -89,7 +89,9 @@ pub struct BundleStore {
     /// The last arrival number given.
     arrivals: u64,
     /// Sync keys of ids alone on their key, and ids sharing a key (left out of sync).
-    sync_keys: BTreeMap<u64, Hash>,
+    sync_keys: std::collections::HashMap<u64, Hash>,
+    /// The keys of `sync_keys`, in order.
+    sync_sorted: Vec<u64>,
     sync_shared: BTreeMap<u64, Vec<Hash>>,
     /// The first coded symbols of the keys in `sync_keys`.
     head: Vec<crate::riblt::Symbol>,
@@ -190,9 +192,34 @@ impl BundleStore {
         copies: u32,
         now: UnixTime,
     ) -> Admission {
-        if let Some((meta, to, body)) = self.pool.as_ref().and_then(|p| p.message(bytes)) {
+        if self.pool.is_some() {
+            return self.insert_as(&crate::bundle::bundle_id(bytes), bytes, origin, copies, now);
+        }
+        self.decode_and_insert(bytes, origin, copies, now)
+    }
+
+    /// [`BundleStore::insert`] of bytes whose bundle id `id` the caller worked out already.
+    pub(crate) fn insert_as(
+        &mut self,
+        id: &Hash,
+        bytes: &[u8],
+        origin: Origin,
+        copies: u32,
+        now: UnixTime,
+    ) -> Admission {
+        if let Some((meta, to, body)) = self.pool.as_ref().and_then(|p| p.message(id, bytes)) {
             return self.insert_message(meta, to, body, origin, copies, now);
         }
+        self.decode_and_insert(bytes, origin, copies, now)
+    }
+
+    fn decode_and_insert(
+        &mut self,
+        bytes: &[u8],
+        origin: Origin,
+        copies: u32,
+        now: UnixTime,
+    ) -> Admission {
         let bundle = match Bundle::decode(bytes) {
             Ok(b) => b,
             Err(e) => return Admission::Refused(BundleError::Decode(e)),
@@ -398,6 +425,13 @@ impl BundleStore {
             self.head[usize::try_from(m.index).expect("small")].add(key, sign);
             m.advance();
         }
+        match self.sync_sorted.binary_search(&key) {
+            Err(at) if sign > 0 => self.sync_sorted.insert(at, key),
+            Ok(at) if sign < 0 => {
+                self.sync_sorted.remove(at);
+            }
+            _ => {}
+        }
     }
 
     fn sync_add(&mut self, id: Hash) {
@@ -437,7 +471,7 @@ impl BundleStore {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         cached
-            .get_or_insert_with(|| self.sync_keys.keys().copied().collect())
+            .get_or_insert_with(|| self.sync_sorted.as_slice().into())
             .clone()
     }
 

@@ -61,12 +61,12 @@ impl BodyPool {
         bytes
     }
 
-    /// A plain message some store of the pool holds, if `bytes` are its encoding: its
-    /// metadata, addressee and shared body. (The same bytes decode to the same message.)
-    pub fn message(&self, bytes: &[u8]) -> Option<(Meta, DeviceKey, Arc<[u8]>)> {
-        let id = crate::bundle::bundle_id(bytes);
+    /// A plain message some store of the pool holds, if `bytes` are its encoding (and `id`
+    /// their bundle id): its metadata, addressee and shared body. (The same bytes decode to
+    /// the same message.)
+    pub fn message(&self, id: &Hash, bytes: &[u8]) -> Option<(Meta, DeviceKey, Arc<[u8]>)> {
         let pool = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let held = pool.bodies.get(&id)?;
+        let held = pool.bodies.get(id)?;
         let (meta, to) = held.message?;
         let body = held.body.upgrade()?;
         (body[..] == *bytes).then_some((meta, to, body))

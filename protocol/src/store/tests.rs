@@ -386,12 +386,12 @@ fn a_pooled_message_is_admitted_as_a_decoded_one() {
     let m = message(7, T0 + 100);
     let from = Origin::Peer([9; 32]);
     let mut first = store(&config);
-    assert!(pool.message(m.bytes()).is_none());
+    assert!(pool.message(&m.id(), m.bytes()).is_none());
     assert_eq!(
         first.insert(m.bytes(), from, 3, T0),
         Admission::Added(*m.meta())
     );
-    assert!(pool.message(m.bytes()).is_some());
+    assert!(pool.message(&m.id(), m.bytes()).is_some());
     let mut second = store(&config);
     assert_eq!(
         second.insert(m.bytes(), from, 3, T0),
@@ -416,7 +416,10 @@ fn a_pooled_message_is_admitted_as_a_decoded_one() {
     // Other bytes, even one flipped, are not the pooled message.
     let mut other = m.bytes().to_vec();
     *other.last_mut().unwrap() ^= 1;
-    assert!(pool.message(&other).is_none());
+    assert!(
+        pool.message(&crate::bundle::bundle_id(&other), &other)
+            .is_none()
+    );
     assert!(matches!(
         store(&config).insert(&other, from, 0, T0),
         Admission::Refused(BundleError::Decode(_)) | Admission::Added(_)

@@ -230,7 +230,8 @@ impl Session {
             let id = crate::bundle::bundle_id(&c.bundle.0);
             self.taken.push(id);
             self.taken_bytes += c.bundle.0.len() as u64;
-            match store.insert(
+            match store.insert_as(
+                &id,
                 &c.bundle.0,
                 Origin::Peer(self.cfg.peer.0),
                 c.copies,
