@@ -64,7 +64,9 @@ type SyncList = Arc<[u64]>;
 pub struct BundleStore {
     loader: Option<BodyLoader>,
     config: StoreConfig,
-    entries: BTreeMap<Hash, Entry>,
+    /// Held bundles by id (a hash map under a random key: whatever ids peers choose, and
+    /// whatever walks it sorts what it finds).
+    entries: std::collections::HashMap<Hash, Box<Entry>>,
     expiry: BTreeSet<(UnixTime, Hash)>,
     by_subject: BTreeSet<(Hash, Hash)>,
     /// Settled records: (issuer, record id) and until when they are remembered.
@@ -551,7 +553,7 @@ impl BundleStore {
         self.changes.bodies.push((meta.id, Arc::clone(&bytes)));
         self.entries.insert(
             meta.id,
-            Entry {
+            Box::new(Entry {
                 bytes: Some(bytes),
                 meta,
                 origin,
@@ -559,7 +561,7 @@ impl BundleStore {
                 arrival,
                 hops: u8::from(origin != Origin::Local),
                 to,
-            },
+            }),
         );
     }
 
@@ -574,7 +576,7 @@ impl BundleStore {
 
     /// Removes a bundle. Returns it if it was held.
     pub fn remove(&mut self, id: &Hash) -> Option<Entry> {
-        let e = self.entries.remove(id)?;
+        let e = *self.entries.remove(id)?;
         self.sync_remove(id);
         let size = u64::from(e.meta.size);
         self.bytes -= size;
@@ -820,7 +822,7 @@ impl BundleStore {
 
     /// A held bundle.
     pub fn get(&self, id: &Hash) -> Option<&Entry> {
-        self.entries.get(id)
+        self.entries.get(id).map(AsRef::as_ref)
     }
 
     /// The destination of a held plain message.
@@ -840,12 +842,14 @@ impl BundleStore {
 
     /// Held bundle ids, in id order.
     pub fn ids(&self) -> impl Iterator<Item = &Hash> {
-        self.entries.keys()
+        let mut ids: Vec<&Hash> = self.entries.keys().collect();
+        ids.sort_unstable();
+        ids.into_iter()
     }
 
     /// Held bundles in forwarding order.
     pub fn in_order(&self) -> impl Iterator<Item = &Entry> {
-        let mut held: Vec<&Entry> = self.entries.values().collect();
+        let mut held: Vec<&Entry> = self.entries.values().map(AsRef::as_ref).collect();
         held.sort_unstable_by_key(|e| priority(&e.meta));
         held.into_iter()
     }
