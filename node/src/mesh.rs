@@ -218,11 +218,14 @@ impl MeshDisk {
     }
 
     /// Hand-over receipts peers signed for what this node carried to them, newest first.
+    /// Receipts are kept as they came (SPEC.md §11.4): only those whose signature holds are
+    /// proof of carriage, and only those are listed.
     pub fn handovers(&self, limit: usize) -> Vec<HandOver> {
         self.handovers
             .iter()
             .filter_map(Result::ok)
             .filter_map(|(_, v)| decode::<HandOver>(&v).ok())
+            .filter(|h| h.verify().is_ok())
             .take(limit)
             .collect()
     }

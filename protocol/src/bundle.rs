@@ -280,7 +280,7 @@ impl Bundle {
             kind: kind.code(),
             body: Blob(body),
         });
-        let meta = meta_of(&content, kind, &bytes);
+        let meta = meta_of(&content, kind, &bytes, bundle_id(&bytes));
         Self {
             content,
             bytes,
@@ -299,6 +299,11 @@ impl Bundle {
 
     /// Decodes a bundle (shape and field rules only; see [`Bundle::verify`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Self::decode_as(bytes, bundle_id(bytes))
+    }
+
+    /// [`Bundle::decode`] of bytes whose bundle id (`bundle_id(bytes)`) the caller has.
+    pub(crate) fn decode_as(bytes: &[u8], id: Hash) -> Result<Self, DecodeError> {
         let env: Envelope = codec::decode(bytes)?;
         let kind = BundleKind::from_code(env.kind).expect("checked at decode");
         let body = &env.body.0;
@@ -311,7 +316,7 @@ impl Bundle {
             BundleKind::Descriptor => Content::Descriptor(Box::new(codec::decode(body)?)),
             BundleKind::Message => Content::Message(Box::new(codec::decode(body)?)),
         };
-        let meta = meta_of(&content, kind, bytes);
+        let meta = meta_of(&content, kind, bytes, id);
         Ok(Self {
             content,
             bytes: bytes.to_vec(),
@@ -443,7 +448,7 @@ pub fn unpack_file(file: &[u8]) -> Result<Vec<&[u8]>, FileError> {
     Ok(out)
 }
 
-fn meta_of(content: &Content, kind: BundleKind, bytes: &[u8]) -> Meta {
+fn meta_of(content: &Content, kind: BundleKind, bytes: &[u8], id: Hash) -> Meta {
     let (issuer, created, expires, subject) = match content {
         Content::Record(r) => (r.issuer, r.created, r.expires, Some(r.id)),
         Content::Receipt(r) => {
@@ -485,7 +490,7 @@ fn meta_of(content: &Content, kind: BundleKind, bytes: &[u8]) -> Meta {
         Content::Message(m) => (IssuerId([0; 32]), m.created, m.expires, None),
     };
     Meta {
-        id: bundle_id(bytes),
+        id,
         kind,
         issuer,
         created,

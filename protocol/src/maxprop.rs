@@ -315,8 +315,9 @@ impl Likelihoods {
 
     /// The hop-count threshold for a buffer of `capacity` bytes holding bundles of the given
     /// (hop count, size): bundles with fewer hops go before the others, by hop count. 0 (no
-    /// threshold) before any sample, or when a session carries the buffer's worth or more.
-    pub fn threshold(&self, capacity: u64, mut held: Vec<(u8, u64)>) -> u32 {
+    /// threshold) before any sample, or when a session carries the buffer's worth or more
+    /// (then `held` is not read).
+    pub fn threshold(&self, capacity: u64, held: impl IntoIterator<Item = (u8, u64)>) -> u32 {
         let x = self.mean_transfer();
         let b = capacity;
         let mut p = if x == 0 || x >= b {
@@ -326,6 +327,7 @@ impl Likelihoods {
         } else {
             x.min(b - x)
         };
+        let mut held: Vec<(u8, u64)> = held.into_iter().collect();
         held.sort_unstable();
         let mut last = None;
         for (hops, size) in held {

@@ -32,7 +32,7 @@ use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 
 /// One group of hosts.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Group {
     /// Prefix of the group's host names in reports (The ONE's `groupID`).
@@ -150,14 +150,7 @@ impl Hosts {
         let whole = [Group {
             id: default_id(),
             nodes: s.nodes,
-            speed_min: None,
-            speed_max: None,
-            pause_max_s: None,
-            range_m: None,
-            bitrate_bps: None,
-            routing: None,
-            copies: None,
-            buffer_kb: None,
+            ..Group::default()
         }];
         let list = if s.groups.is_empty() {
             &whole[..]

@@ -138,14 +138,19 @@ struct Cursor {
 
 impl Cursor {
     fn seek(&mut self, way: &[Point], t: f64) {
-        while self.at + 1 < way.len() && way[self.at + 1][0] <= t {
-            self.at += 1;
-        }
+        seek(way, &mut self.at, t);
     }
 
     /// Position at `t` (at or after the last seek).
     fn position(&self, way: &[Point], t: f64) -> (f64, f64) {
         position(way, self.at, t)
+    }
+}
+
+/// Moves `at` forward to the last point of `way` at or before `t`.
+fn seek(way: &[Point], at: &mut usize, t: f64) {
+    while *at + 1 < way.len() && way[*at + 1][0] <= t {
+        *at += 1;
     }
 }
 
@@ -179,12 +184,8 @@ fn in_range(
     }
     let mut at = from;
     while at < to {
-        while ia + 1 < wa.len() && wa[ia + 1][0] <= at {
-            ia += 1;
-        }
-        while ib + 1 < wb.len() && wb[ib + 1][0] <= at {
-            ib += 1;
-        }
+        seek(wa, &mut ia, at);
+        seek(wb, &mut ib, at);
         let na = wa.get(ia + 1).map_or(f64::INFINITY, |p| p[0]);
         let nb = wb.get(ib + 1).map_or(f64::INFINITY, |p| p[0]);
         let end = to.min(na).min(nb);

@@ -555,6 +555,11 @@ impl Scenario {
 
     /// Checks ranges.
     pub fn check(&self) -> Result<(), ScenarioError> {
+        self.check_hosts().map(drop)
+    }
+
+    /// Checks ranges, and returns the hosts' settings it settled on the way.
+    pub(crate) fn check_hosts(&self) -> Result<crate::groups::Hosts, ScenarioError> {
         let bad = |m: &str| Err(ScenarioError::Invalid(m.to_owned()));
         if self.nodes < 2 {
             return bad("nodes: at least 2");
@@ -615,8 +620,7 @@ impl Scenario {
         if !self.groups.is_empty() && matches!(self.mobility, Mobility::Market { .. }) {
             return bad("groups: not with market mobility, whose roles are its own");
         }
-        crate::groups::Hosts::of(self)?;
-        Ok(())
+        crate::groups::Hosts::of(self)
     }
 
     /// The routing choice.

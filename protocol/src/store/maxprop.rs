@@ -31,8 +31,7 @@ impl BundleStore {
             .entries
             .values()
             .filter(|e| matches!(e.meta.kind, BundleKind::Record | BundleKind::Message))
-            .map(|e| (e.hops, u64::from(e.meta.size)))
-            .collect();
+            .map(|e| (e.hops, u64::from(e.meta.size)));
         self.likelihoods.threshold(self.config.max_bytes, held)
     }
 

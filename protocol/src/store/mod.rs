@@ -45,16 +45,19 @@ use std::sync::Arc;
 
 mod types;
 
+use types::EvictKey;
 pub use types::{
     Admission, Admitted, BodyLoader, Changes, Entry, Origin, Priority, StoreConfig, priority,
 };
-use types::{EvictKey, rank};
 
 mod maxprop;
 pub use maxprop::HopCostRank;
 
 mod pool;
 pub use pool::BodyPool;
+
+mod evict;
+mod sync_keys;
 
 /// Sync keys in order.
 type SyncList = Arc<[u64]>;
@@ -194,10 +197,7 @@ impl BundleStore {
         copies: u32,
         now: UnixTime,
     ) -> Admission {
-        if self.pool.is_some() {
-            return self.insert_as(&crate::bundle::bundle_id(bytes), bytes, origin, copies, now);
-        }
-        self.decode_and_insert(bytes, origin, copies, now)
+        self.insert_as(&crate::bundle::bundle_id(bytes), bytes, origin, copies, now)
     }
 
     /// [`BundleStore::insert`] of bytes whose bundle id `id` the caller worked out already.
@@ -212,25 +212,15 @@ impl BundleStore {
         if let Some((meta, to, body)) = self.pool.as_ref().and_then(|p| p.message(id, bytes)) {
             return self.insert_message(meta, to, body, origin, copies, now);
         }
-        self.decode_and_insert(bytes, origin, copies, now)
+        match Bundle::decode_as(bytes, *id) {
+            Ok(bundle) => self.insert_bundle(&bundle, origin, copies, now),
+            Err(e) => Admission::Refused(BundleError::Decode(e)),
+        }
     }
 
-    fn decode_and_insert(
-        &mut self,
-        bytes: &[u8],
-        origin: Origin,
-        copies: u32,
-        now: UnixTime,
-    ) -> Admission {
-        let bundle = match Bundle::decode(bytes) {
-            Ok(b) => b,
-            Err(e) => return Admission::Refused(BundleError::Decode(e)),
-        };
-        self.insert_bundle(&bundle, origin, copies, now)
-    }
-
-    /// [`BundleStore::insert`] of a plain message another store of the pool decoded: the
-    /// checks of [`BundleStore::insert_bundle`] that a message's metadata decides.
+    /// A plain message, decoded (here or, through the pool, by another store), to `to`:
+    /// everything a carrier can check of one is in its metadata, and nothing acts on it but
+    /// the store's routing.
     fn insert_message(
         &mut self,
         meta: Meta,
@@ -268,6 +258,9 @@ impl BundleStore {
         if self.entries.contains_key(&meta.id) {
             return Admission::Duplicate;
         }
+        if let Content::Message(m) = bundle.content() {
+            return self.insert_message(meta, m.to, bundle.bytes().into(), origin, copies, now);
+        }
         if let Content::Fraud(p) = bundle.content() {
             // One proof refuses an allowance everywhere; more for it would only take room.
             // (Keyed by issuer too: anyone can make an issuer key and a proof under it for
@@ -276,11 +269,8 @@ impl BundleStore {
                 return Admission::Duplicate;
             }
         }
-        if meta.kind == BundleKind::Message && !self.config.accept_messages {
-            return Admission::Refused(BundleError::PlainMessage);
-        }
         if let Some(issuers) = &self.config.issuers {
-            if meta.kind != BundleKind::Message && !issuers.contains(&meta.issuer) {
+            if !issuers.contains(&meta.issuer) {
                 return Admission::ForeignIssuer;
             }
         }
@@ -297,19 +287,12 @@ impl BundleStore {
         if !self.make_room(&meta, origin) {
             return Admission::Full;
         }
-        let to = match bundle.content() {
-            Content::Message(m) => Some(m.to),
-            _ => None,
-        };
-        self.put(bundle.bytes().into(), meta, origin, copies, None, to);
-        // Nothing acts on a plain message: only the store routes it.
-        if meta.kind != BundleKind::Message {
-            self.changes.admitted.push(Admitted {
-                meta,
-                origin,
-                content: bundle.content().clone(),
-            });
-        }
+        self.put(bundle.bytes().into(), meta, origin, copies, None, None);
+        self.changes.admitted.push(Admitted {
+            meta,
+            origin,
+            content: bundle.content().clone(),
+        });
         match bundle.content() {
             Content::Fraud(p) => {
                 self.proofs.insert((meta.issuer, p.allowance()), meta.id);
@@ -414,83 +397,6 @@ impl BundleStore {
         self.tomb_expiry.insert((expires, issuer, subject));
     }
 
-    fn sync_toggle(&mut self, key: u64, sign: i64) {
-        *self
-            .sync_snapshot
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner()) = None;
-        if self.head.is_empty() {
-            self.head = vec![crate::riblt::Symbol::default(); crate::riblt::KEPT_SYMBOLS];
-        }
-        let mut m = crate::riblt::Mapping::new(key);
-        while m.index < crate::riblt::KEPT_SYMBOLS as u64 {
-            self.head[usize::try_from(m.index).expect("small")].add(key, sign);
-            m.advance();
-        }
-        match self.sync_sorted.binary_search(&key) {
-            Err(at) if sign > 0 => self.sync_sorted.insert(at, key),
-            Ok(at) if sign < 0 => {
-                self.sync_sorted.remove(at);
-            }
-            _ => {}
-        }
-    }
-
-    fn sync_add(&mut self, id: Hash) {
-        let key = crate::riblt::key_of(&id);
-        if let Some(shared) = self.sync_shared.get_mut(&key) {
-            shared.push(id);
-        } else if let Some(other) = self.sync_keys.remove(&key) {
-            self.sync_toggle(key, -1);
-            self.sync_shared.insert(key, vec![other, id]);
-        } else {
-            self.sync_keys.insert(key, id);
-            self.sync_toggle(key, 1);
-        }
-    }
-
-    fn sync_remove(&mut self, id: &Hash) {
-        let key = crate::riblt::key_of(id);
-        if let Some(shared) = self.sync_shared.get_mut(&key) {
-            shared.retain(|x| x != id);
-            if shared.len() == 1 {
-                let last = shared[0];
-                self.sync_shared.remove(&key);
-                self.sync_keys.insert(key, last);
-                self.sync_toggle(key, 1);
-            }
-        } else if self.sync_keys.get(&key) == Some(id) {
-            self.sync_keys.remove(&key);
-            self.sync_toggle(key, -1);
-        }
-    }
-
-    /// Sync keys, in order (keys that ids share are left out): one shared list until the
-    /// held set changes, so sessions that start on an unchanged store do not copy it.
-    pub(crate) fn sync_entries(&self) -> SyncList {
-        let mut cached = self
-            .sync_snapshot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        cached
-            .get_or_insert_with(|| self.sync_sorted.as_slice().into())
-            .clone()
-    }
-
-    /// The id held under sync key `key`, if one is, alone on it.
-    pub(crate) fn sync_id(&self, key: u64) -> Option<Hash> {
-        self.sync_keys.get(&key).copied()
-    }
-
-    /// The first coded symbols of the held set (SPEC.md §11.3).
-    pub(crate) fn sync_head(&self) -> Vec<crate::riblt::Symbol> {
-        if self.head.is_empty() {
-            vec![crate::riblt::Symbol::default(); crate::riblt::KEPT_SYMBOLS]
-        } else {
-            self.head.clone()
-        }
-    }
-
     fn set_weight(&mut self, origin: Origin, before: u64, after: u64) {
         if origin == Origin::Local {
             return;
@@ -537,12 +443,7 @@ impl BundleStore {
             }
             self.by_arrival.push_back((arrival, meta.id));
         }
-        if origin != Origin::Local && !self.drop_oldest && !self.drop_costliest {
-            let key = (rank(meta.kind), arrival, meta.id);
-            self.evictable.insert(key);
-            self.by_origin.entry(origin).or_default().insert(key);
-            self.by_issuer.entry(meta.issuer).or_default().insert(key);
-        }
+        self.index_evictable(&meta, origin, arrival, true);
         self.expiry.insert((meta.expires, meta.id));
         if meta.kind == BundleKind::Record {
             if let Some(s) = meta.subject {
@@ -589,22 +490,7 @@ impl BundleStore {
             }
             self.set_weight(e.origin, before, after);
         }
-        if e.origin != Origin::Local && !self.drop_oldest && !self.drop_costliest {
-            let key = (rank(e.meta.kind), e.arrival, e.meta.id);
-            self.evictable.remove(&key);
-            if let Some(set) = self.by_origin.get_mut(&e.origin) {
-                set.remove(&key);
-                if set.is_empty() {
-                    self.by_origin.remove(&e.origin);
-                }
-            }
-            if let Some(set) = self.by_issuer.get_mut(&e.meta.issuer) {
-                set.remove(&key);
-                if set.is_empty() {
-                    self.by_issuer.remove(&e.meta.issuer);
-                }
-            }
-        }
+        self.index_evictable(&e.meta, e.origin, e.arrival, false);
         if e.meta.kind == BundleKind::Fraud {
             self.proofs.retain(|_, id| id != &e.meta.id);
         }
@@ -657,103 +543,6 @@ impl BundleStore {
         }
         self.tomb_expiry.insert((until, issuer, subject));
         self.changes.tombstoned.push((issuer, subject, until));
-    }
-
-    /// The bundle held that arrived first (under `drop_oldest`).
-    fn oldest(&mut self) -> Option<Hash> {
-        while let Some(&(arrival, id)) = self.by_arrival.front() {
-            if self.entries.get(&id).is_some_and(|e| e.arrival == arrival) {
-                return Some(id);
-            }
-            self.by_arrival.pop_front();
-        }
-        None
-    }
-
-    /// Makes room for `meta` from `origin` by the eviction rules of the module docs. Returns
-    /// `false` (and evicts nothing more) when the newcomer is to be refused.
-    fn make_room(&mut self, meta: &Meta, origin: Origin) -> bool {
-        let size = u64::from(meta.size);
-        if self.drop_oldest || self.drop_costliest {
-            if size > self.config.max_bytes {
-                return false;
-            }
-            let mut costliest: Option<Vec<Hash>> = None;
-            while self.bytes + size > self.config.max_bytes
-                || self.entries.len() >= self.config.max_bundles
-            {
-                let victim = if self.drop_costliest {
-                    costliest.get_or_insert_with(|| self.costliest_last()).pop()
-                } else {
-                    self.oldest()
-                };
-                let Some(victim) = victim else {
-                    return false;
-                };
-                self.remove(&victim);
-            }
-            return true;
-        }
-        if origin != Origin::Local
-            && self.per_origin.get(&origin).copied().unwrap_or(0) + size
-                > self.config.max_bytes_per_origin
-        {
-            return false;
-        }
-        while self.bytes + size > self.config.max_bytes
-            || self.entries.len() >= self.config.max_bundles
-        {
-            let Some(victim) = self.victim(meta, origin, size) else {
-                return false;
-            };
-            self.remove(&victim);
-        }
-        true
-    }
-
-    /// The bundle a newcomer `meta` of `size` bytes from `origin` may push out.
-    fn victim(&self, meta: &Meta, origin: Origin, size: u64) -> Option<Hash> {
-        let new_rank = rank(meta.kind);
-        if origin == Origin::Local {
-            // The node's own: the least urgent of others', the latest.
-            return self.evictable.last().map(|k| k.2);
-        }
-        // A less urgent kind of the same issuer: urgent kinds are signed by their issuer, so
-        // nobody can push out an issuer's records with bundles signed under another key.
-        if let Some(least) = self.by_issuer.get(&meta.issuer).and_then(BTreeSet::last) {
-            if least.0 > new_rank {
-                return Some(least.2);
-            }
-        }
-        // The same kind: only from the heaviest origin, if it holds more than the newcomer's
-        // origin would.
-        let &(heaviest, from) = self.weights.last()?;
-        let mine = self.per_origin.get(&origin).copied().unwrap_or(0);
-        if from == origin || heaviest <= mine + size {
-            return None;
-        }
-        let key = self.by_origin.get(&from)?.last()?;
-        (key.0 >= new_rank).then_some(key.2)
-    }
-
-    /// About how many bytes of bundles other than the urgent kinds (fraud proofs, revocations,
-    /// receipts) this store would take from `origin` now, by its quotas and eviction rules:
-    /// the room hint a sync session sends the peer (SPEC.md §11.2).
-    pub fn room_for(&self, origin: Origin) -> u64 {
-        let held = self.per_origin.get(&origin).copied().unwrap_or(0);
-        let per_origin = self.config.max_bytes_per_origin.saturating_sub(held);
-        let free = self.config.max_bytes.saturating_sub(self.bytes);
-        // What fairness would let it take from the heaviest other origin.
-        let reclaim = match self.weights.last() {
-            Some(&(weight, from)) if from != origin => weight.saturating_sub(held) / 2,
-            _ => 0,
-        };
-        let by_count = if self.entries.len() >= self.config.max_bundles && reclaim == 0 {
-            0
-        } else {
-            u64::MAX
-        };
-        per_origin.min(free + reclaim).min(by_count)
     }
 
     /// Drops bundles and tombstones past their expiry at `now`.
@@ -823,11 +612,6 @@ impl BundleStore {
     /// A held bundle.
     pub fn get(&self, id: &Hash) -> Option<&Entry> {
         self.entries.get(id).map(AsRef::as_ref)
-    }
-
-    /// The destination of a held plain message.
-    pub fn destination(&self, id: &Hash) -> Option<crate::keys::DeviceKey> {
-        self.entries.get(id).and_then(|e| e.to)
     }
 
     /// True if `id` is held.

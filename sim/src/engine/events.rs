@@ -166,6 +166,9 @@ impl Sim {
 
     /// The flight of the session on `pair` went on the air: a start per bundle.
     pub(super) fn started(&mut self, pair: (u32, u32), t: u64) {
+        if self.log.is_none() {
+            return;
+        }
         let Some(run) = self.up.get(&pair).and_then(|u| u.running.as_ref()) else {
             return;
         };

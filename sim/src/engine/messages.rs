@@ -6,7 +6,15 @@ use crate::setup::sized_message;
 use meshpay_protocol::store::Admission;
 
 impl Sim {
-    pub(super) fn create(&mut self, m: &MessageEvent, t: u64) {
+    /// When the copies of a message created at `t` are dropped: once the clock's second is
+    /// past its expiry (see `create`); never without a TTL.
+    pub(super) fn expiry_tick(&self, t: u64) -> Option<u64> {
+        let ttl = self.scenario.workload.ttl_s;
+        (ttl > 0.0).then(|| (t / 1000 + ms(ttl) / 1000 + 1) * 1000)
+    }
+
+    /// Message `m` is made at its source at `t`; `request` is the message it answers, if any.
+    pub(super) fn create(&mut self, m: &MessageEvent, request: Option<usize>, t: u64) {
         let idx = self.messages.len();
         let created = EPOCH + t / 1000;
         let ttl = self.scenario.workload.ttl_s;
@@ -41,7 +49,7 @@ impl Sim {
             hops: None,
             id: bundles[0].id(),
             response_size: m.response_size,
-            request: None,
+            request,
         });
         self.parts.push(0);
         self.note(t, Event::Created { message: idx });
@@ -67,16 +75,16 @@ impl Sim {
         let seq = self.responses.len() as u64;
         self.responses.push((request, response));
         self.later(at, RESPOND, seq, (0, 0));
-        let ttl = self.scenario.workload.ttl_s;
-        if ttl > 0.0 {
-            self.later((at / 1000 + ms(ttl) / 1000 + 1) * 1000, EXPIRE, 0, (0, 0));
+        if let Some(expiry) = self.expiry_tick(at) {
+            self.later(expiry, EXPIRE, 0, (0, 0));
         }
     }
 
-    /// Node `to` took `ids` from `from` at `at`: deliveries and hop counts.
+    /// Node `to` took `ids` from `from` at `at`: copies relayed, deliveries and hop counts.
     pub(super) fn took(&mut self, to: u32, from: u32, ids: &[Hash], at: u64) -> bool {
         for id in ids {
             if let Some(&idx) = self.by_id.get(id) {
+                self.counters.relayed += 1;
                 let h = self.held.get(&(from, idx)).map_or(0, |c| c.0) + 1;
                 self.held.entry((to, idx)).or_insert((h, at));
                 let m = &mut self.messages[idx];
@@ -88,7 +96,8 @@ impl Sim {
                         m.delivered_ms = Some(at.max(m.created_ms));
                         m.hops = Some(h);
                         first = true;
-                        if m.response_size > 0 && m.request.is_none() {
+                        // A response asks for none (its `response_size` is 0).
+                        if m.response_size > 0 {
                             response = Some(MessageEvent {
                                 t_ms: at,
                                 id: format!("R_{}", m.name),

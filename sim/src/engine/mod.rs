@@ -274,10 +274,9 @@ pub struct Sim {
 impl Sim {
     /// Prepares a run: contacts and messages are generated (or read) now, from the seed.
     pub fn new(scenario: &Scenario) -> Result<Self, RunError> {
-        scenario
-            .check()
+        let hosts = scenario
+            .check_hosts()
             .map_err(|e| RunError::Scenario(e.to_string()))?;
-        let hosts = Hosts::of(scenario).map_err(|e| RunError::Scenario(e.to_string()))?;
         let mut rng = ChaCha20Rng::seed_from_u64(scenario.seed);
         let n = scenario.nodes;
         let mut seeds: Vec<[u8; 32]> = (0..n)
@@ -350,11 +349,6 @@ impl Sim {
         by(a) || by(b)
     }
 
-    /// The hosts' groups and settings.
-    pub fn hosts(&self) -> &Hosts {
-        &self.hosts
-    }
-
     /// The contacts this run will replay.
     pub fn contacts(&self) -> &[ContactEvent] {
         &self.contacts
@@ -374,14 +368,10 @@ impl Sim {
         for (i, c) in self.contacts.iter().enumerate() {
             order.push((c.t_ms, if c.link == Link::Down { DOWN } else { UP }, i));
         }
-        let ttl = self.scenario.workload.ttl_s;
         let mut expiries = BTreeSet::new();
         for (i, m) in self.creations.iter().enumerate() {
             order.push((m.t_ms, CREATE, i));
-            if ttl > 0.0 {
-                // A bundle goes once the clock's second is past its expiry (see `create`).
-                expiries.insert((m.t_ms / 1000 + ms(ttl) / 1000 + 1) * 1000);
-            }
+            expiries.extend(self.expiry_tick(m.t_ms));
         }
         order.extend(expiries.into_iter().map(|t| (t, EXPIRE, 0)));
         let resync = ms(self.scenario.routing.resync_s);
@@ -468,10 +458,7 @@ impl Sim {
                     let (request, m) = self.responses[i].clone();
                     (Some(request), m)
                 };
-                self.create(&m, t);
-                if let Some(record) = self.messages.last_mut() {
-                    record.request = request;
-                }
+                self.create(&m, request, t);
                 if self.scenario.routing.destination_first
                     && self.peers[m.from as usize].contains(&m.to)
                 {
@@ -489,16 +476,24 @@ impl Sim {
                 }
             }
             _ => {
-                let at = now(t);
                 for n in 0..self.scenario.nodes {
-                    let device = &mut self.nodes[n as usize].device;
-                    if device.store().next_expiry().is_some_and(|e| e < at.unix) {
-                        device.expire(at);
+                    if self.expire_due(n, t) {
                         self.drive(&[n], t);
                     }
                 }
             }
         }
+    }
+
+    /// Runs node `n`'s expiry at `t` if it holds something past its expiry; whether it did.
+    pub(super) fn expire_due(&mut self, n: u32, t: u64) -> bool {
+        let at = now(t);
+        let device = &mut self.nodes[n as usize].device;
+        let due = device.store().next_expiry().is_some_and(|e| e < at.unix);
+        if due {
+            device.expire(at);
+        }
+        due
     }
 
     fn later(&mut self, t: u64, kind: u8, seq: u64, pair: (u32, u32)) {
@@ -703,10 +698,6 @@ impl Sim {
             }
         }
     }
-}
-
-fn count_messages(by_id: &FxHashMap<Hash, usize>, ids: &[Hash]) -> u64 {
-    ids.iter().filter(|id| by_id.contains_key(id)).count() as u64
 }
 
 fn pair_mut(nodes: &mut [Node], x: usize, y: usize) -> (&mut Node, &mut Node) {

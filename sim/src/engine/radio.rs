@@ -3,8 +3,7 @@
 //! pair over to the next one.
 
 use super::{
-    Air, BTreeSet, Duplex, Exchange, Flight, Hash, LAND, RngCore, Running, Sim, count_messages,
-    now, pair_mut,
+    Air, BTreeSet, Duplex, Exchange, Flight, Hash, LAND, RngCore, Running, Sim, now, pair_mut,
 };
 
 impl Sim {
@@ -43,7 +42,7 @@ impl Sim {
             _ => return,
         }
         for n in [x, y] {
-            self.nodes[n as usize].device.expire(now(t));
+            self.expire_due(n, t);
         }
         self.drive(&[x, y], t);
         let salt = self.rng.next_u64();
@@ -232,7 +231,6 @@ impl Sim {
             run.seen.0 = all.len();
             new
         };
-        self.counters.relayed += count_messages(&self.by_id, &admitted);
         let took_from = self.noted();
         let took = self.took(to, from, &admitted, t);
         self.landed((from, to), &flown, &admitted, (mark, took_from), t);

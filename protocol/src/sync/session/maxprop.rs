@@ -7,7 +7,7 @@
 
 use super::{Routing, Session};
 use crate::objects::Hash;
-use crate::prophet::{device_endpoint, issuer_endpoint};
+use crate::prophet::device_endpoint;
 use crate::store::{BundleStore, priority};
 use crate::sync::message::SyncMessage;
 
@@ -38,12 +38,7 @@ impl Session {
         }
         // The decoder refused malformed vectors; a message built in memory may still hold any.
         let theirs = crate::maxprop::unpack(&m.likelihoods.0).unwrap_or_default();
-        let peer: Vec<u64> = std::iter::once(device_endpoint(&self.cfg.peer))
-            .chain(self.peer_gateways.iter().map(issuer_endpoint))
-            .collect();
-        let mine: Vec<u64> = std::iter::once(device_endpoint(&self.cfg.me))
-            .chain(self.cfg.gateway_for.iter().map(issuer_endpoint))
-            .collect();
+        let (peer, mine) = (self.peer_endpoints(), self.my_endpoints());
         store
             .likelihoods_mut()
             .learn(&theirs, &peer, &mine, self.cfg.encounter, self.cfg.now);
@@ -68,9 +63,7 @@ impl Session {
     /// order, on equal costs). Costs are shortest paths from the peer (its device and the
     /// issuers it is a gateway for) over the known vectors, as in The ONE.
     pub(super) fn maxprop_order(&self, ids: &mut [Hash], store: &BundleStore) {
-        let from: Vec<u64> = std::iter::once(device_endpoint(&self.cfg.peer))
-            .chain(self.peer_gateways.iter().map(issuer_endpoint))
-            .collect();
+        let from = self.peer_endpoints();
         let costs = store
             .likelihoods()
             .costs(device_endpoint(&self.cfg.me), &from);

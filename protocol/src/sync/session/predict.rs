@@ -17,6 +17,21 @@ impl Session {
         )
     }
 
+    /// The peer's endpoints (SPEC.md §11.2): its device's, then those of the issuers it is a
+    /// gateway for.
+    pub(super) fn peer_endpoints(&self) -> Vec<u64> {
+        std::iter::once(device_endpoint(&self.cfg.peer))
+            .chain(self.peer_gateways.iter().map(issuer_endpoint))
+            .collect()
+    }
+
+    /// This node's endpoints, likewise.
+    pub(super) fn my_endpoints(&self) -> Vec<u64> {
+        std::iter::once(device_endpoint(&self.cfg.me))
+            .chain(self.cfg.gateway_for.iter().map(issuer_endpoint))
+            .collect()
+    }
+
     /// This side's vector as of now, packed (empty if the routing does not use one).
     pub(super) fn own_vector(&self, store: &BundleStore) -> Vec<u8> {
         if self.predicts() {
@@ -35,16 +50,12 @@ impl Session {
         }
         let theirs = prophet::unpack(&m.predictions.0);
         self.peer_predictions = theirs.iter().copied().collect();
-        self.own_endpoints = std::iter::once(device_endpoint(&self.cfg.me))
-            .chain(self.cfg.gateway_for.iter().map(issuer_endpoint))
-            .collect();
+        self.own_endpoints = self.my_endpoints();
         if !self.cfg.encounter {
             store.predictions_mut().age(self.cfg.now);
             return;
         }
-        let peer: Vec<u64> = std::iter::once(device_endpoint(&self.cfg.peer))
-            .chain(self.peer_gateways.iter().map(issuer_endpoint))
-            .collect();
+        let peer = self.peer_endpoints();
         store
             .predictions_mut()
             .meet(&peer, &theirs, &self.own_endpoints, self.cfg.now);

@@ -11,9 +11,14 @@ use crate::store::{Admission, BundleStore, Entry, Origin, priority};
 use crate::sync::message::{Carried, Step, SyncMessage, pack_keys, unpack_keys};
 
 impl Session {
+    /// Adds `more` to what is to be sent, in forwarding order once the transfer has started
+    /// (entering it, [`Session::transfer`] orders everything queued before).
     pub(super) fn queue(&mut self, more: Vec<Hash>, store: &BundleStore) {
-        if more.is_empty() && self.state == State::Transfer && self.cfg.routing != Routing::MaxProp
-        {
+        if self.state != State::Transfer {
+            self.to_send.extend(more);
+            return;
+        }
+        if more.is_empty() && self.cfg.routing != Routing::MaxProp {
             // The order's keys are fixed for the session (MaxProp's move with the store):
             // what is queued is in order already.
             return;
@@ -22,7 +27,9 @@ impl Session {
         rest.extend(more);
         rest.sort_unstable();
         rest.dedup();
-        if self.cfg.routing == Routing::MaxProp {
+        if rest.len() < 2 {
+            // Nothing to order.
+        } else if self.cfg.routing == Routing::MaxProp {
             self.maxprop_order(&mut rest, store);
         } else {
             let first = self.cfg.policy.destination_first;
