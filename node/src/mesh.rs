@@ -243,7 +243,7 @@ pub fn export(store: &BundleStore) -> Vec<u8> {
 /// Counts per kind, bytes, tombstones (the carried list is left empty).
 pub fn summary(store: &BundleStore, write_errors: u64) -> crate::api::MeshInfo {
     let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
-    for e in store.in_order() {
+    for e in store.iter() {
         *by_kind.entry(e.meta.kind.name().to_owned()).or_default() += 1;
     }
     crate::api::MeshInfo {

@@ -95,13 +95,11 @@ pub struct BundleStore {
     arrivals: u64,
     /// Sync keys of ids alone on their key, and ids sharing a key (left out of sync).
     sync_keys: std::collections::HashMap<u64, Hash>,
-    /// The keys of `sync_keys`, in order.
-    sync_sorted: Vec<u64>,
     sync_shared: BTreeMap<u64, Vec<Hash>>,
     /// The first coded symbols of the keys in `sync_keys`.
     head: Vec<crate::riblt::Symbol>,
-    /// `sync_keys` as a sorted list, shared by the sessions that start while it is current.
-    sync_snapshot: std::sync::Mutex<Option<SyncList>>,
+    /// The keys of `sync_keys` in order, for the sessions that open on the store.
+    sync_order: std::sync::Mutex<sync_keys::SyncOrder>,
     bytes: u64,
     changes: Changes,
     /// Simulation only: when full, drop the bundle that arrived first (The ONE's policy).
@@ -629,6 +627,11 @@ impl BundleStore {
         let mut ids: Vec<&Hash> = self.entries.keys().collect();
         ids.sort_unstable();
         ids.into_iter()
+    }
+
+    /// Held bundles, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values().map(AsRef::as_ref)
     }
 
     /// Held bundles in forwarding order.

@@ -4,13 +4,80 @@
 
 use super::{BundleStore, SyncList};
 use crate::objects::Hash;
+use std::sync::PoisonError;
+
+/// The sync keys in order, as sessions take them: a sorted list, and the changes since it
+/// was last brought up to date. A change costs a push; bringing the list up to date, a sort
+/// of the changes and one merge, done when a session takes the list (or when the changes
+/// outnumber the keys).
+#[derive(Debug, Default)]
+pub(super) struct SyncOrder {
+    sorted: Vec<u64>,
+    /// Keys that came (`true`) or went (`false`) since, in the order they did.
+    changes: Vec<(u64, bool)>,
+    /// The list as sessions take it, shared by those that open while it is current.
+    snapshot: Option<SyncList>,
+}
+
+impl SyncOrder {
+    /// Key `key` came into the set (`present`) or left it.
+    fn change(&mut self, key: u64, present: bool) {
+        self.snapshot = None;
+        self.changes.push((key, present));
+        if self.changes.len() > self.sorted.len() + 1024 {
+            self.apply();
+        }
+    }
+
+    /// Applies the changes to the sorted list: each key as its last change left it.
+    fn apply(&mut self) {
+        if self.changes.is_empty() {
+            return;
+        }
+        let mut changes = std::mem::take(&mut self.changes);
+        // Latest first, then by key (the sort is stable): the first of each key is its last.
+        changes.reverse();
+        changes.sort_by_key(|c| c.0);
+        changes.dedup_by_key(|c| c.0);
+        let mut merged = Vec::with_capacity(self.sorted.len() + changes.len());
+        let mut changes = changes.into_iter().peekable();
+        for &key in &self.sorted {
+            let mut keep = true;
+            while let Some(&(changed, present)) = changes.peek() {
+                if changed > key {
+                    break;
+                }
+                changes.next();
+                if changed == key {
+                    keep = present;
+                } else if present {
+                    merged.push(changed);
+                }
+            }
+            if keep {
+                merged.push(key);
+            }
+        }
+        merged.extend(changes.filter(|c| c.1).map(|c| c.0));
+        self.sorted = merged;
+    }
+
+    /// The keys in order.
+    fn snapshot(&mut self) -> SyncList {
+        self.apply();
+        let sorted = &self.sorted;
+        self.snapshot
+            .get_or_insert_with(|| sorted.as_slice().into())
+            .clone()
+    }
+}
 
 impl BundleStore {
     fn sync_toggle(&mut self, key: u64, sign: i64) {
-        *self
-            .sync_snapshot
+        self.sync_order
             .get_mut()
-            .unwrap_or_else(|e| e.into_inner()) = None;
+            .unwrap_or_else(PoisonError::into_inner)
+            .change(key, sign > 0);
         if self.head.is_empty() {
             self.head = vec![crate::riblt::Symbol::default(); crate::riblt::KEPT_SYMBOLS];
         }
@@ -18,13 +85,6 @@ impl BundleStore {
         while m.index < crate::riblt::KEPT_SYMBOLS as u64 {
             self.head[usize::try_from(m.index).expect("small")].add(key, sign);
             m.advance();
-        }
-        match self.sync_sorted.binary_search(&key) {
-            Err(at) if sign > 0 => self.sync_sorted.insert(at, key),
-            Ok(at) if sign < 0 => {
-                self.sync_sorted.remove(at);
-            }
-            _ => {}
         }
     }
 
@@ -60,13 +120,10 @@ impl BundleStore {
     /// Sync keys, in order (keys that ids share are left out): one shared list until the
     /// held set changes, so sessions that start on an unchanged store do not copy it.
     pub(crate) fn sync_entries(&self) -> SyncList {
-        let mut cached = self
-            .sync_snapshot
+        self.sync_order
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        cached
-            .get_or_insert_with(|| self.sync_sorted.as_slice().into())
-            .clone()
+            .unwrap_or_else(PoisonError::into_inner)
+            .snapshot()
     }
 
     /// The id held under sync key `key`, if one is, alone on it.
@@ -80,6 +137,39 @@ impl BundleStore {
             vec![crate::riblt::Symbol::default(); crate::riblt::KEPT_SYMBOLS]
         } else {
             self.head.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SyncOrder;
+    use std::collections::BTreeSet;
+
+    /// Whatever the changes and whenever the list is taken, it is the set the changes left,
+    /// in order.
+    #[test]
+    fn the_ordered_keys_follow_every_change() {
+        let mut order = SyncOrder::default();
+        let mut model = BTreeSet::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for step in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Few distinct keys, so keys come and go many times.
+            let key = x % 1500;
+            let present = !model.contains(&key);
+            if present {
+                model.insert(key);
+            } else {
+                model.remove(&key);
+            }
+            order.change(key, present);
+            if step % 97 == 0 || step == 19_999 {
+                let want: Vec<u64> = model.iter().copied().collect();
+                assert_eq!(&order.snapshot()[..], &want[..], "at step {step}");
+            }
         }
     }
 }
