@@ -383,6 +383,13 @@ impl Bundle {
     }
 }
 
+/// The kind an encoding declares, if it reads as a bundle envelope (its body unchecked).
+pub(crate) fn kind_of(bytes: &[u8]) -> Option<BundleKind> {
+    codec::decode::<Envelope>(bytes)
+        .ok()
+        .and_then(|env| BundleKind::from_code(env.kind))
+}
+
 /// The bundle id of an encoding.
 pub fn bundle_id(bytes: &[u8]) -> Hash {
     hash(BUNDLE_ID_TAG, bytes)

@@ -120,6 +120,21 @@ pub fn sealed(issuer: &IssuerSecret, iou: &Iou) -> crate::SealedRecord {
     .expect("the test issuer's seal key is valid")
 }
 
+/// A plain message from device 1 to device `to`, valid for an hour from [`T0`], whose 10
+/// bytes of payload are `fill`.
+pub fn plain_message(to: u8, fill: u8) -> crate::bundle::Bundle {
+    crate::bundle::Bundle::new(crate::bundle::Content::Message(Box::new(
+        crate::bundle::PlainMessage {
+            version: VERSION,
+            from: device(1).public(),
+            to: device(to).public(),
+            created: T0,
+            expires: T0 + 3600,
+            payload: crate::codec::Blob(vec![fill; 10]),
+        },
+    )))
+}
+
 /// A final receipt bundle from the test issuer for a made-up record number `n`: cheap,
 /// distinct bundles for sync tests and benchmarks.
 pub fn receipt_bundle(n: u64) -> crate::bundle::Bundle {

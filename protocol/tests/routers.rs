@@ -1,7 +1,7 @@
 //! The routers against contact traces worked out by hand, each node a bundle store meeting
 //! others through whole sync sessions.
 
-use meshpay_protocol::bundle::{Bundle, Content, PlainMessage};
+use meshpay_protocol::bundle::{Bundle, Content};
 use meshpay_protocol::maxprop::Vector;
 use meshpay_protocol::objects::UnixTime;
 use meshpay_protocol::prophet::{device_endpoint, issuer_endpoint};
@@ -381,14 +381,7 @@ fn message_to(to: u8) -> Bundle {
 
 /// A plain message from device 1 to device `to` whose 10 bytes of payload are `fill`.
 fn message_with(to: u8, fill: u8) -> Bundle {
-    Bundle::new(Content::Message(Box::new(PlainMessage {
-        version: 1,
-        from: device(1).public(),
-        to: device(to).public(),
-        created: T0,
-        expires: T0 + 3600,
-        payload: meshpay_protocol::codec::Blob(vec![fill; 10]),
-    })))
+    meshpay_protocol::testkit::plain_message(to, fill)
 }
 
 fn ep(d: u8) -> u64 {

@@ -5,7 +5,8 @@ use meshpay_protocol::bundle::{Bundle, BundleKind, Content};
 use meshpay_protocol::store::{Admission, BundleStore, Origin, StoreConfig};
 use meshpay_protocol::sync::{Contact, Party, SyncError, contact};
 use meshpay_protocol::testkit::{
-    T0, allowance, device, issuer, pay, receipt_bundle, request, sealed, session_config, wallet,
+    T0, allowance, device, issuer, pay, plain_message, receipt_bundle, request, sealed,
+    session_config, wallet,
 };
 use meshpay_protocol::{Hash, ReceiptStatus, SettlementReceipt};
 use proptest::prelude::*;
@@ -128,6 +129,55 @@ fn urgent_bundles_go_first_and_the_budget_holds() {
     // A second contact carries on where the budget stopped.
     assert!(sync(&mut a, &mut b, u64::MAX, u32::MAX, 2));
     assert_eq!(b.len(), 21);
+}
+
+/// Hand-over receipts leave plain messages out, whether the taker kept them or refused them:
+/// a contact that moves only messages signs nothing, and one that moves receipts and messages
+/// signs for the receipts alone, matching what the giver counts.
+#[test]
+fn hand_over_receipts_cover_all_but_plain_messages() {
+    let carrying = StoreConfig {
+        accept_messages: true,
+        ..StoreConfig::default()
+    };
+    let messages: Vec<Bundle> = (0..3).map(|n| plain_message(3, n)).collect();
+    let mut a = BundleStore::new(carrying.clone());
+    for m in &messages {
+        assert!(matches!(
+            a.insert(m.bytes(), Origin::Local, 0, T0),
+            Admission::Added(_)
+        ));
+    }
+    let mut b = BundleStore::new(carrying.clone());
+    let c = meet(&mut a, &mut b, u64::MAX, u32::MAX, 3).expect("honest");
+    assert!(c.completed);
+    assert_eq!(c.initiator.given().len(), 3);
+    assert_eq!(b.len(), 3);
+    assert!(c.initiator.proof().is_none(), "only messages moved");
+
+    // Receipts and messages, to a taker that keeps both and to one that refuses messages.
+    for taker in [carrying.clone(), StoreConfig::default()] {
+        let mut a = BundleStore::new(carrying.clone());
+        for m in (0..2).map(receipt_bundle).chain(messages.iter().cloned()) {
+            assert!(matches!(
+                a.insert(m.bytes(), Origin::Local, 0, T0),
+                Admission::Added(_)
+            ));
+        }
+        let keeps = taker.accept_messages;
+        let mut b = BundleStore::new(taker);
+        let c = meet(&mut a, &mut b, u64::MAX, u32::MAX, 4).expect("honest");
+        assert!(c.completed);
+        assert_eq!(c.initiator.given().len(), 5);
+        assert_eq!(b.len(), if keeps { 5 } else { 2 });
+        let proof = c.initiator.proof().expect("a receipt for the receipts");
+        assert_eq!(proof.body().count, 2, "messages kept: {keeps}");
+        let receipts: u64 = (0..2)
+            .map(|i| u64::from(receipt_bundle(i).meta().size))
+            .sum();
+        assert_eq!(proof.body().bytes, receipts);
+        assert!(proof.verify().is_ok());
+    }
 }
 
 #[test]

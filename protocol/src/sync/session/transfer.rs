@@ -164,6 +164,7 @@ impl Session {
             let entry_copies = entry.copies;
             let hops = entry.hops;
             let urgent = entry.meta.kind.class() == 0;
+            let covered = entry.meta.kind != BundleKind::Message;
             let Some(body) = store.body(&id) else {
                 // The driver lost the body: skip it (the mesh has other copies).
                 self.send_pos += 1;
@@ -196,7 +197,10 @@ impl Session {
                 hops,
             });
             self.given.push(id);
-            self.given_bytes += len as u64;
+            if covered {
+                self.covered_given.push(id);
+                self.covered_given_bytes += len as u64;
+            }
             if keep == 0 && entry_copies > 0 {
                 self.forwarding.push(id);
             } else if keep != entry_copies {
@@ -235,15 +239,24 @@ impl Session {
                 )));
             }
             let id = crate::bundle::bundle_id(&c.bundle.0);
-            self.taken.push(id);
-            self.taken_bytes += c.bundle.0.len() as u64;
-            match store.insert_as(
+            let admission = store.insert_as(
                 &id,
                 &c.bundle.0,
                 Origin::Peer(self.cfg.peer.0),
                 c.copies,
                 self.cfg.now,
-            ) {
+            );
+            let kind = match &admission {
+                Admission::Added(meta) => Some(meta.kind),
+                Admission::Duplicate => store.get(&id).map(|e| e.meta.kind),
+                _ => None,
+            }
+            .or_else(|| crate::bundle::kind_of(&c.bundle.0));
+            if kind != Some(BundleKind::Message) {
+                self.covered_taken.push(id);
+                self.covered_taken_bytes += c.bundle.0.len() as u64;
+            }
+            match admission {
                 Admission::Added(_) => {
                     store.set_hops(&id, c.hops.saturating_add(1));
                     self.admitted.push(id);
@@ -268,15 +281,15 @@ impl Session {
 
     pub(super) fn close(&mut self, key: &DeviceSecret) -> SyncMessage {
         let mut m = SyncMessage::new(Step::Close);
-        if !self.taken.is_empty() {
+        if !self.covered_taken.is_empty() {
             m.handover = Some(Signed::by_device(
                 HandOverBody {
                     version: VERSION,
                     giver: self.cfg.peer,
                     taker: self.cfg.me,
-                    count: u32::try_from(self.taken.len()).unwrap_or(u32::MAX),
-                    bytes: self.taken_bytes,
-                    ids: ids_digest(&self.taken),
+                    count: u32::try_from(self.covered_taken.len()).unwrap_or(u32::MAX),
+                    bytes: self.covered_taken_bytes,
+                    ids: ids_digest(&self.covered_taken),
                     at: self.cfg.now,
                 },
                 key,
@@ -293,9 +306,9 @@ impl Session {
             let b = h.body();
             if b.taker == self.cfg.peer
                 && b.giver == self.cfg.me
-                && b.count as usize == self.given.len()
-                && b.bytes == self.given_bytes
-                && b.ids == ids_digest(&self.given)
+                && b.count as usize == self.covered_given.len()
+                && b.bytes == self.covered_given_bytes
+                && b.ids == ids_digest(&self.covered_given)
             {
                 self.proof = Some(h.clone());
             }
