@@ -9,8 +9,23 @@ use std::collections::BTreeSet;
 
 impl BundleStore {
     /// Whether a simulation's drop policy makes room instead of the eviction rules.
-    fn drops(&self) -> bool {
+    pub(super) fn drops(&self) -> bool {
         self.drop_oldest || self.drop_costliest
+    }
+
+    /// The origin other than [`Origin::Local`] holding the most bytes, with its bytes (the
+    /// greater origin on a tie). Under a drop policy only the room hint asks, once a session,
+    /// so it is found then rather than kept in order through every change.
+    fn heaviest(&self) -> Option<(u64, Origin)> {
+        if self.drops() {
+            return self
+                .per_origin
+                .iter()
+                .filter(|(o, _)| **o != Origin::Local)
+                .map(|(o, w)| (*w, *o))
+                .max();
+        }
+        self.weights.last().copied()
     }
 
     /// Adds a bundle to (`add`), or takes it from, the indexes the eviction rules read: every
@@ -109,7 +124,7 @@ impl BundleStore {
         }
         // The same kind: only from the heaviest origin, if it holds more than the newcomer's
         // origin would.
-        let &(heaviest, from) = self.weights.last()?;
+        let (heaviest, from) = self.heaviest()?;
         let mine = self.per_origin.get(&origin).copied().unwrap_or(0);
         if from == origin || heaviest <= mine + size {
             return None;
@@ -126,8 +141,8 @@ impl BundleStore {
         let per_origin = self.config.max_bytes_per_origin.saturating_sub(held);
         let free = self.config.max_bytes.saturating_sub(self.bytes);
         // What fairness would let it take from the heaviest other origin.
-        let reclaim = match self.weights.last() {
-            Some(&(weight, from)) if from != origin => weight.saturating_sub(held) / 2,
+        let reclaim = match self.heaviest() {
+            Some((weight, from)) if from != origin => weight.saturating_sub(held) / 2,
             _ => 0,
         };
         let by_count = if self.entries.len() >= self.config.max_bundles && reclaim == 0 {

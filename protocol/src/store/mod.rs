@@ -71,6 +71,9 @@ pub struct BundleStore {
     /// whatever walks it sorts what it finds).
     entries: std::collections::HashMap<Hash, Box<Entry>>,
     expiry: BTreeSet<(UnixTime, Hash)>,
+    /// The first of `expiry` and `tomb_expiry`, kept as they change: a simulation asks every
+    /// store for it at every expiry tick.
+    earliest: Option<UnixTime>,
     by_subject: BTreeSet<(Hash, Hash)>,
     /// Settled records: (issuer, record id) and until when they are remembered.
     tombstones: BTreeMap<(IssuerId, Hash), UnixTime>,
@@ -79,8 +82,9 @@ pub struct BundleStore {
     /// a notice under a made-up issuer's certificate for a genuine allowance id cannot take
     /// the genuine notice's slot and hide its fork.
     notices: BTreeMap<(IssuerId, AllowanceId, u32), Hash>,
-    per_origin: BTreeMap<Origin, u64>,
-    /// Bytes held per origin other than [`Origin::Local`], heaviest last.
+    per_origin: std::collections::HashMap<Origin, u64>,
+    /// Bytes held per origin other than [`Origin::Local`], heaviest last (not kept under the
+    /// simulation's drop policies: see [`BundleStore::heaviest`]).
     weights: BTreeSet<(u64, Origin)>,
     /// Eviction keys of the bundles of every origin other than [`Origin::Local`] (not kept
     /// under the simulation's drop policies, which evict by their own order).
@@ -393,10 +397,18 @@ impl BundleStore {
     pub fn restore_tombstone(&mut self, issuer: IssuerId, subject: Hash, expires: UnixTime) {
         self.tombstones.insert((issuer, subject), expires);
         self.tomb_expiry.insert((expires, issuer, subject));
+        self.refresh_earliest();
+    }
+
+    /// Works out [`BundleStore::next_expiry`] again after expiries went.
+    fn refresh_earliest(&mut self) {
+        let bundle = self.expiry.first().map(|e| e.0);
+        let tomb = self.tomb_expiry.first().map(|e| e.0);
+        self.earliest = bundle.into_iter().chain(tomb).min();
     }
 
     fn set_weight(&mut self, origin: Origin, before: u64, after: u64) {
-        if origin == Origin::Local {
+        if origin == Origin::Local || self.drops() {
             return;
         }
         self.weights.remove(&(before, origin));
@@ -443,6 +455,7 @@ impl BundleStore {
         }
         self.index_evictable(&meta, origin, arrival, true);
         self.expiry.insert((meta.expires, meta.id));
+        self.earliest = Some(self.earliest.map_or(meta.expires, |t| t.min(meta.expires)));
         if meta.kind == BundleKind::Record {
             if let Some(s) = meta.subject {
                 self.by_subject.insert((s, meta.id));
@@ -475,7 +488,13 @@ impl BundleStore {
 
     /// Removes a bundle. Returns it if it was held.
     pub fn remove(&mut self, id: &Hash) -> Option<Entry> {
-        let e = *self.entries.remove(id)?;
+        self.remove_held(id, true).map(|e| *e)
+    }
+
+    /// [`BundleStore::remove`], taking the bundle out of the expiry index too unless
+    /// `indexed` is off (the caller took it out already).
+    fn remove_held(&mut self, id: &Hash, indexed: bool) -> Option<Box<Entry>> {
+        let e = self.entries.remove(id)?;
         self.sync_remove(id);
         let size = u64::from(e.meta.size);
         self.bytes -= size;
@@ -492,7 +511,12 @@ impl BundleStore {
         if e.meta.kind == BundleKind::Fraud {
             self.proofs.retain(|_, id| id != &e.meta.id);
         }
-        self.expiry.remove(&(e.meta.expires, e.meta.id));
+        if indexed {
+            self.expiry.remove(&(e.meta.expires, e.meta.id));
+            if self.earliest == Some(e.meta.expires) {
+                self.refresh_earliest();
+            }
+        }
         if let Some(s) = e.meta.subject {
             self.by_subject.remove(&(s, e.meta.id));
         }
@@ -540,19 +564,16 @@ impl BundleStore {
             self.tomb_expiry.remove(&(old, issuer, subject));
         }
         self.tomb_expiry.insert((until, issuer, subject));
+        self.refresh_earliest();
         self.changes.tombstoned.push((issuer, subject, until));
     }
 
     /// Drops bundles and tombstones past their expiry at `now`.
     pub fn expire(&mut self, now: UnixTime) {
-        let gone: Vec<Hash> = self
-            .expiry
-            .iter()
-            .take_while(|(t, _)| *t < now)
-            .map(|(_, id)| *id)
-            .collect();
-        for id in gone {
-            self.remove(&id);
+        let kept = self.expiry.split_off(&(now, Hash([0; 32])));
+        let gone = std::mem::replace(&mut self.expiry, kept);
+        for (_, id) in gone {
+            self.remove_held(&id, false);
         }
         let tombs: Vec<(UnixTime, IssuerId, Hash)> = self
             .tomb_expiry
@@ -565,14 +586,13 @@ impl BundleStore {
             self.tombstones.remove(&(issuer, s));
             self.changes.untombstoned.push((issuer, s));
         }
+        self.refresh_earliest();
     }
 
     /// The earliest expiry of a held bundle or tombstone: [`BundleStore::expire`] drops
     /// nothing before it has passed.
     pub fn next_expiry(&self) -> Option<UnixTime> {
-        let bundle = self.expiry.first().map(|e| e.0);
-        let tomb = self.tomb_expiry.first().map(|e| e.0);
-        bundle.into_iter().chain(tomb).min()
+        self.earliest
     }
 
     /// Sets a bundle's spray-and-wait copy count.

@@ -34,13 +34,13 @@ impl SyncOrder {
         if self.changes.is_empty() {
             return;
         }
-        let mut changes = std::mem::take(&mut self.changes);
+        let changes = &mut self.changes;
         // Latest first, then by key (the sort is stable): the first of each key is its last.
         changes.reverse();
         changes.sort_by_key(|c| c.0);
         changes.dedup_by_key(|c| c.0);
         let mut merged = Vec::with_capacity(self.sorted.len() + changes.len());
-        let mut changes = changes.into_iter().peekable();
+        let mut changes = changes.drain(..).peekable();
         for &key in &self.sorted {
             let mut keep = true;
             while let Some(&(changed, present)) = changes.peek() {

@@ -425,3 +425,65 @@ fn a_pooled_message_is_admitted_as_a_decoded_one() {
         Admission::Refused(BundleError::Decode(_)) | Admission::Added(_)
     ));
 }
+
+/// The earliest expiry the store reports follows its bundles and tombstones through puts,
+/// removals, purges and expiries: it is always the least expiry held.
+#[test]
+fn the_next_expiry_is_the_least_held() {
+    let mut s = BundleStore::new(StoreConfig {
+        accept_messages: true,
+        ..StoreConfig::default()
+    });
+    let least = |s: &BundleStore| {
+        let bundles = s.iter().map(|e| e.meta.expires);
+        let tombs = s.tombstones().map(|(_, t)| *t);
+        bundles.chain(tombs).min()
+    };
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let messages: Vec<Bundle> = (0..60u8)
+        .map(|n| message(n, T0 + 10 + next() % 500))
+        .collect();
+    let record = &records(1)[0];
+    let receipt = Bundle::new(Content::Receipt(SettlementReceipt::issue(
+        &issuer(),
+        record.meta().subject.expect("record"),
+        ReceiptStatus::Settled,
+        T0,
+    )));
+    assert_eq!(s.next_expiry(), None);
+    let mut now = T0;
+    for step in 0..600u32 {
+        let m = &messages[usize::try_from(next() % 60).expect("small")];
+        if step == 300 {
+            // A record, purged by its receipt: a tombstone.
+            assert!(matches!(
+                s.insert(record.bytes(), Origin::Peer([1; 32]), 0, now),
+                Admission::Added(_)
+            ));
+            assert!(matches!(
+                s.insert(receipt.bytes(), Origin::Local, 0, now),
+                Admission::Added(_)
+            ));
+            assert_eq!(s.tombstones().count(), 1);
+        }
+        match next() % 5 {
+            0 => {
+                s.remove(&m.id());
+            }
+            1 if step % 50 == 0 => {
+                now += 40;
+                s.expire(now);
+            }
+            _ => {
+                let _ = s.insert(m.bytes(), Origin::Peer([2; 32]), 0, now);
+            }
+        }
+        assert_eq!(s.next_expiry(), least(&s), "at step {step}");
+    }
+}

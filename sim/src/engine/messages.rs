@@ -53,7 +53,8 @@ impl Sim {
         });
         self.parts.push(0);
         self.note(t, Event::Created { message: idx });
-        self.held.insert((m.from, idx), (0, t));
+        self.held
+            .insert(super::copy(m.from, idx), super::holding(0, t));
         let copies = self.hosts.of_host(m.from).routing.initial_copies();
         for bundle in &bundles {
             self.by_id.insert(bundle.id(), idx);
@@ -85,8 +86,14 @@ impl Sim {
         for id in ids {
             if let Some(&idx) = self.by_id.get(id) {
                 self.counters.relayed += 1;
-                let h = self.held.get(&(from, idx)).map_or(0, |c| c.0) + 1;
-                self.held.entry((to, idx)).or_insert((h, at));
+                let h = self
+                    .held
+                    .get(&super::copy(from, idx))
+                    .map_or(0, |c| super::held(*c).0)
+                    + 1;
+                self.held
+                    .entry(super::copy(to, idx))
+                    .or_insert(super::holding(h, at));
                 let m = &mut self.messages[idx];
                 let mut first = false;
                 let mut response = None;

@@ -256,9 +256,9 @@ pub struct Sim {
     /// Bundles of each message at its destination so far, and which.
     parts: Vec<u32>,
     at_destination: FxHashSet<Hash>,
-    /// Each copy a node holds: its hops from the source, and when it arrived (ms), for its
-    /// time in the buffer when it leaves.
-    held: FxHashMap<(u32, usize), (u32, u64)>,
+    /// Each copy a node holds ([`copy`]): its hops from the source and when it arrived (ms),
+    /// for its time in the buffer when it leaves ([`held`]).
+    held: FxHashMap<u64, u64>,
     counters: Counters,
     contacts: Vec<ContactEvent>,
     creations: Vec<MessageEvent>,
@@ -692,12 +692,30 @@ impl Sim {
                 let dropped = !self.handed_on.remove(&(n, *id));
                 self.counters.dropped += u64::from(dropped);
                 self.deleted(n, idx, dropped, t);
-                if let Some((_, since)) = self.held.remove(&(n, idx)) {
+                if let Some((_, since)) = self.held.remove(&copy(n, idx)).map(held) {
                     self.counters.buffer_ms.push(t.saturating_sub(since));
                 }
             }
         }
     }
+}
+
+/// The key of node `n`'s copy of message `idx` (a run has fewer than 2³² messages).
+fn copy(n: u32, idx: usize) -> u64 {
+    u64::from(n) << 32 | u64::try_from(idx).expect("a message index")
+}
+
+/// A held copy's hops (at most 65,535 counted) and arrival (ms), packed.
+fn holding(hops: u32, at: u64) -> u64 {
+    at << 16 | u64::from(hops.min(0xffff))
+}
+
+/// [`holding`] unpacked.
+fn held(packed: u64) -> (u32, u64) {
+    (
+        u32::try_from(packed & 0xffff).expect("16 bits"),
+        packed >> 16,
+    )
 }
 
 fn pair_mut(nodes: &mut [Node], x: usize, y: usize) -> (&mut Node, &mut Node) {
