@@ -232,6 +232,8 @@ pub struct Meta {
     /// The settlement record it is about: the record's own id for a record, the receipted
     /// record for a receipt. A final receipt purges every bundle with the same subject.
     pub subject: Option<Hash>,
+    /// The addressee, for a plain message (sent in clear).
+    pub to: Option<crate::keys::DeviceKey>,
 }
 
 /// A decoded bundle: its content, its bytes and its metadata.
@@ -504,6 +506,10 @@ fn meta_of(content: &Content, kind: BundleKind, bytes: &[u8], id: Hash) -> Meta 
         expires,
         size: u32::try_from(bytes.len()).expect("bundles are at most 1 KiB"),
         subject,
+        to: match content {
+            Content::Message(m) => Some(m.to),
+            _ => None,
+        },
     }
 }
 

@@ -599,7 +599,7 @@ impl Device {
             .store
             .in_order()
             .filter(|e| e.meta.kind != crate::bundle::BundleKind::Record)
-            .map(|e| (e.meta, e.origin))
+            .map(|e| (*e.meta, e.origin))
             .collect();
         for (meta, origin) in held {
             let Some(body) = self.store.body(&meta.id) else {

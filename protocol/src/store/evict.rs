@@ -56,13 +56,21 @@ impl BundleStore {
         }
     }
 
-    /// The bundle held that arrived first (under `drop_oldest`).
+    /// The bundle held that arrived first (under `drop_oldest`). The first call puts the held
+    /// bundles in order of arrival, and puts keep the order from then on.
     fn oldest(&mut self) -> Option<Hash> {
-        while let Some(&(arrival, id)) = self.by_arrival.front() {
-            if self.entries.get(&id).is_some_and(|e| e.arrival == arrival) {
+        let entries = &self.entries;
+        let by_arrival = self.by_arrival.get_or_insert_with(|| {
+            let mut held: Vec<(u64, Hash)> =
+                entries.values().map(|e| (e.arrival, e.meta.id)).collect();
+            held.sort_unstable();
+            held.into()
+        });
+        while let Some(&(arrival, id)) = by_arrival.front() {
+            if entries.get(&id).is_some_and(|e| e.arrival == arrival) {
                 return Some(id);
             }
-            self.by_arrival.pop_front();
+            by_arrival.pop_front();
         }
         None
     }

@@ -19,7 +19,7 @@ impl BundleStore {
     pub fn endpoint_of(&self, entry: &Entry) -> Option<u64> {
         match entry.meta.kind {
             BundleKind::Record => Some(issuer_endpoint(&entry.meta.issuer)),
-            BundleKind::Message => entry.to.map(|d| device_endpoint(&d)),
+            BundleKind::Message => entry.meta.to.map(|d| device_endpoint(&d)),
             _ => None,
         }
     }

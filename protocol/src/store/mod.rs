@@ -110,10 +110,11 @@ pub struct BundleStore {
     drop_oldest: bool,
     /// Simulation only: when full, drop the costliest under MaxProp (`store/maxprop.rs`).
     drop_costliest: bool,
-    /// Kept when `drop_oldest` is set: every bundle put, in order of arrival, with its
-    /// arrival number; those no longer held (or held under a later arrival) are skipped when
-    /// met and swept when they outnumber the held ones.
-    by_arrival: std::collections::VecDeque<(u64, Hash)>,
+    /// Under `drop_oldest`, from the first time the store is full: every bundle put since, in
+    /// order of arrival, with its arrival number; those no longer held (or held under a later
+    /// arrival) are skipped when met and swept when they outnumber the held ones. (A store
+    /// that is never full never needs it.)
+    by_arrival: Option<std::collections::VecDeque<(u64, Hash)>>,
     /// Delivery predictabilities (PRoPHET's routing state: soft, never written).
     predictions: crate::prophet::Predictions,
     /// Meeting likelihoods (MaxProp's routing state: soft, never written).
@@ -211,8 +212,8 @@ impl BundleStore {
         copies: u32,
         now: UnixTime,
     ) -> Admission {
-        if let Some((meta, to, body)) = self.pool.as_ref().and_then(|p| p.message(id, bytes)) {
-            return self.insert_message(meta, to, body, origin, copies, now);
+        if let Some((meta, body)) = self.pool.as_ref().and_then(|p| p.message(id, bytes)) {
+            return self.insert_message(meta, body, origin, copies, now);
         }
         match Bundle::decode_as(bytes, *id) {
             Ok(bundle) => self.insert_bundle(&bundle, origin, copies, now),
@@ -220,13 +221,12 @@ impl BundleStore {
         }
     }
 
-    /// A plain message, decoded (here or, through the pool, by another store), to `to`:
-    /// everything a carrier can check of one is in its metadata, and nothing acts on it but
-    /// the store's routing.
+    /// A plain message, decoded (here or, through the pool, by another store): everything a
+    /// carrier can check of one is in its metadata, and nothing acts on it but the store's
+    /// routing.
     fn insert_message(
         &mut self,
-        meta: Meta,
-        to: crate::keys::DeviceKey,
+        meta: Arc<Meta>,
         body: Arc<[u8]>,
         origin: Origin,
         copies: u32,
@@ -244,8 +244,9 @@ impl BundleStore {
         if !self.make_room(&meta, origin) {
             return Admission::Full;
         }
-        self.put(body, meta, origin, copies, None, Some(to));
-        Admission::Added(meta)
+        let added = *meta;
+        self.put(body, meta, origin, copies, None);
+        Admission::Added(added)
     }
 
     /// [`BundleStore::insert`] for a bundle already decoded.
@@ -260,8 +261,8 @@ impl BundleStore {
         if self.entries.contains_key(&meta.id) {
             return Admission::Duplicate;
         }
-        if let Content::Message(m) = bundle.content() {
-            return self.insert_message(meta, m.to, bundle.bytes().into(), origin, copies, now);
+        if let Content::Message(_) = bundle.content() {
+            return self.insert_message(meta.into(), bundle.bytes().into(), origin, copies, now);
         }
         if let Content::Fraud(p) = bundle.content() {
             // One proof refuses an allowance everywhere; more for it would only take room.
@@ -289,7 +290,7 @@ impl BundleStore {
         if !self.make_room(&meta, origin) {
             return Admission::Full;
         }
-        self.put(bundle.bytes().into(), meta, origin, copies, None, None);
+        self.put(bundle.bytes().into(), meta.into(), origin, copies, None);
         self.changes.admitted.push(Admitted {
             meta,
             origin,
@@ -319,7 +320,7 @@ impl BundleStore {
                                 && !self.entries.contains_key(&m.id)
                                 && self.make_room(&m, Origin::Local)
                             {
-                                self.put(b.bytes().into(), m, Origin::Local, 0, None, None);
+                                self.put(b.bytes().into(), m.into(), Origin::Local, 0, None);
                                 self.proofs.insert((m.issuer, allowance), m.id);
                                 self.changes.admitted.push(Admitted {
                                     meta: m,
@@ -362,17 +363,12 @@ impl BundleStore {
         if self.entries.contains_key(&meta.id) {
             return true;
         }
-        let to = match bundle.content() {
-            Content::Message(m) => Some(m.to),
-            _ => None,
-        };
         self.put(
             bytes.into(),
-            meta,
+            meta.into(),
             origin,
             copies,
             (arrival > 0).then_some(arrival),
-            to,
         );
         match bundle.content() {
             Content::Fraud(p) => {
@@ -420,15 +416,14 @@ impl BundleStore {
     fn put(
         &mut self,
         bytes: Arc<[u8]>,
-        meta: Meta,
+        meta: Arc<Meta>,
         origin: Origin,
         copies: u32,
         arrival: Option<u64>,
-        to: Option<crate::keys::DeviceKey>,
     ) {
-        let bytes = match &self.pool {
-            Some(pool) => pool.intern(&meta, to, bytes),
-            None => bytes,
+        let (meta, bytes) = match &self.pool {
+            Some(pool) => pool.intern(meta, bytes),
+            None => (meta, bytes),
         };
         self.sync_add(meta.id);
         let size = u64::from(meta.size);
@@ -445,13 +440,12 @@ impl BundleStore {
             self.arrivals += 1;
             self.arrivals
         };
-        if self.drop_oldest {
-            if self.by_arrival.len() > 2 * self.entries.len() + 1024 {
+        if let Some(by_arrival) = &mut self.by_arrival {
+            if by_arrival.len() > 2 * self.entries.len() + 1024 {
                 let entries = &self.entries;
-                self.by_arrival
-                    .retain(|(a, id)| entries.get(id).is_some_and(|e| e.arrival == *a));
+                by_arrival.retain(|(a, id)| entries.get(id).is_some_and(|e| e.arrival == *a));
             }
-            self.by_arrival.push_back((arrival, meta.id));
+            by_arrival.push_back((arrival, meta.id));
         }
         self.index_evictable(&meta, origin, arrival, true);
         self.expiry.insert((meta.expires, meta.id));
@@ -472,7 +466,6 @@ impl BundleStore {
                 copies,
                 arrival,
                 hops: u8::from(origin != Origin::Local),
-                to,
             }),
         );
     }
@@ -619,7 +612,7 @@ impl BundleStore {
         let changes = std::mem::take(&mut self.changes);
         if !self.config.bodies_in_memory {
             for (id, _) in &changes.bodies {
-                if let Some(meta) = self.entries.get(id).map(|e| e.meta) {
+                if let Some(meta) = self.entries.get(id).map(|e| *e.meta) {
                     self.drop_body(&meta);
                 }
             }

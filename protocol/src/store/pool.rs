@@ -3,15 +3,14 @@
 //! distinct body can be kept once however many stores hold it.
 
 use crate::bundle::{BundleKind, Meta};
-use crate::keys::DeviceKey;
 use crate::objects::Hash;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-/// Interns bundle bodies by id, with what decoding a plain message tells a store (its
-/// metadata and addressee), so the next store to take the same bytes need not decode them.
-/// Cloning it shares the pool. Entries whose every holder let go are swept as the pool
-/// grows, so it holds at most about twice the live bodies.
+/// Interns bundle bodies and metadata by id, so the next store to take the same bytes shares
+/// them and, for a plain message (everything a carrier can check of one is in its metadata),
+/// need not decode them. Cloning it shares the pool. Entries whose every holder let go are
+/// swept as the pool grows, so it holds at most about twice the live bodies.
 #[derive(Debug, Clone, Default)]
 pub struct BodyPool(Arc<Mutex<Pool>>);
 
@@ -25,8 +24,7 @@ struct Pool {
 #[derive(Debug)]
 struct Interned {
     body: Weak<[u8]>,
-    /// For a plain message: its metadata and addressee.
-    message: Option<(Meta, DeviceKey)>,
+    meta: Weak<Meta>,
 }
 
 impl BodyPool {
@@ -35,41 +33,43 @@ impl BodyPool {
         Self::default()
     }
 
-    /// The shared copy of `meta`'s body: the one already held somewhere, or `bytes` kept as
-    /// it. `to` is the addressee of a plain message.
-    pub fn intern(&self, meta: &Meta, to: Option<DeviceKey>, bytes: Arc<[u8]>) -> Arc<[u8]> {
+    /// The shared copies of a bundle's metadata and body: those already held somewhere, or
+    /// `meta` and `bytes` kept as they are.
+    pub fn intern(&self, meta: Arc<Meta>, bytes: Arc<[u8]>) -> (Arc<Meta>, Arc<[u8]>) {
         let mut pool = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(held) = pool.bodies.get(&meta.id).and_then(|i| i.body.upgrade()) {
-            if held[..] == bytes[..] {
-                return held;
+        if let Some(i) = pool.bodies.get(&meta.id) {
+            if let (Some(body), Some(held)) = (i.body.upgrade(), i.meta.upgrade()) {
+                if body[..] == bytes[..] {
+                    return (held, body);
+                }
             }
         }
         if pool.bodies.len() >= 2 * pool.swept + 1024 {
             pool.bodies.retain(|_, i| i.body.strong_count() > 0);
             pool.swept = pool.bodies.len();
         }
-        let message = to
-            .filter(|_| meta.kind == BundleKind::Message)
-            .map(|to| (*meta, to));
         pool.bodies.insert(
             meta.id,
             Interned {
                 body: Arc::downgrade(&bytes),
-                message,
+                meta: Arc::downgrade(&meta),
             },
         );
-        bytes
+        (meta, bytes)
     }
 
     /// A plain message some store of the pool holds, if `bytes` are its encoding (and `id`
-    /// their bundle id): its metadata, addressee and shared body. (The same bytes decode to
-    /// the same message.)
-    pub fn message(&self, id: &Hash, bytes: &[u8]) -> Option<(Meta, DeviceKey, Arc<[u8]>)> {
+    /// their bundle id): its shared metadata and body. (The same bytes decode to the same
+    /// message.)
+    pub fn message(&self, id: &Hash, bytes: &[u8]) -> Option<(Arc<Meta>, Arc<[u8]>)> {
         let pool = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let held = pool.bodies.get(id)?;
-        let (meta, to) = held.message?;
+        let meta = held
+            .meta
+            .upgrade()
+            .filter(|m| m.kind == BundleKind::Message)?;
         let body = held.body.upgrade()?;
-        (body[..] == *bytes).then_some((meta, to, body))
+        (body[..] == *bytes).then_some((meta, body))
     }
 
     /// Distinct bodies it knows of (live or not yet swept).

@@ -66,8 +66,8 @@ pub fn priority(meta: &Meta) -> Priority {
 pub struct Entry {
     /// The encoding, unless the driver keeps it ([`BundleStore::body`] reads it either way).
     pub bytes: Option<Arc<[u8]>>,
-    /// Its metadata.
-    pub meta: Meta,
+    /// Its metadata (one copy, shared by the stores of a [`super::BodyPool`] that hold it).
+    pub meta: Arc<Meta>,
     /// Who handed it over.
     pub origin: Origin,
     /// Copies this node may still hand out under spray-and-wait (0: no limit).
@@ -79,8 +79,6 @@ pub struct Entry {
     /// 1 for others' bundles read back from disk (soft state, not written). MaxProp orders by
     /// it.
     pub hops: u8,
-    /// The addressee, for a plain message.
-    pub to: Option<crate::keys::DeviceKey>,
 }
 
 /// Eviction key of an entry: its kind's rank and its arrival (the greatest goes first).

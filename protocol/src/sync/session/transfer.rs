@@ -75,7 +75,7 @@ impl Session {
         }
         if !self.cfg.policy.relay_delivered
             && entry.meta.kind == BundleKind::Message
-            && entry.to == Some(self.cfg.me)
+            && entry.meta.to == Some(self.cfg.me)
         {
             return None;
         }
@@ -321,7 +321,7 @@ impl Session {
 fn destined(entry: &Entry, gateways: &[IssuerId], device: &DeviceKey) -> bool {
     match entry.meta.kind {
         BundleKind::Record => gateways.contains(&entry.meta.issuer),
-        BundleKind::Message => entry.to == Some(*device),
+        BundleKind::Message => entry.meta.to == Some(*device),
         _ => false,
     }
 }
