@@ -298,12 +298,12 @@ pub fn coded_symbols(keys: &[u64], n: usize) -> Vec<u8> {
 
 /// A session's keys, sorted: the store's as the session opened.
 #[derive(Debug, Default)]
-pub(crate) struct KeyIndex(Arc<[u64]>);
+pub(crate) struct KeyIndex(Arc<Vec<u64>>);
 
 impl KeyIndex {
     /// An index over `keys`, sorted (as the store's `sync_entries` lists them). The ids they
     /// stand for are the store's to tell (`BundleStore::sync_id`).
-    pub(crate) fn new(keys: Arc<[u64]>) -> Self {
+    pub(crate) fn new(keys: Arc<Vec<u64>>) -> Self {
         Self(keys)
     }
 

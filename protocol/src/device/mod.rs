@@ -167,7 +167,9 @@ pub struct Device {
     rng: rand_chacha::ChaCha20Rng,
     secrets: Secrets,
     outputs: VecDeque<Output>,
-    then: BTreeMap<CommitId, Then>,
+    /// Writes handed to the driver and not yet reported, with what follows each: a few at a
+    /// time (a step's writes are reported before the next step), so a list.
+    then: Vec<(CommitId, Then)>,
     exchanges: BTreeMap<RequestId, pay::Exchange>,
     initiators: BTreeMap<DeviceKey, carry::Initiator>,
     responders: BTreeMap<DeviceKey, Session>,
@@ -265,7 +267,7 @@ impl Device {
             rng: rand_chacha::ChaCha20Rng::from_seed(init.seed),
             secrets: Secrets(init.secrets),
             outputs: VecDeque::new(),
-            then: BTreeMap::new(),
+            then: Vec::new(),
             exchanges: BTreeMap::new(),
             initiators: BTreeMap::new(),
             responders: BTreeMap::new(),
@@ -498,7 +500,8 @@ impl Device {
 
     /// A write's result. Call after every [`Output::Commit`], before anything else.
     pub fn committed(&mut self, now: Now, id: CommitId, result: Result<(), CommitError>) {
-        if let Some(then) = self.then.remove(&id) {
+        if let Some(at) = self.then.iter().position(|(c, _)| *c == id) {
+            let (_, then) = self.then.swap_remove(at);
             self.resume(now, then, result);
         }
     }
@@ -595,7 +598,7 @@ impl Device {
 
     fn commit(&mut self, change: Change, then: Then) {
         let id = CommitId(self.fresh_id());
-        self.then.insert(id, then);
+        self.then.push((id, then));
         self.outputs.push_back(Output::Commit { id, change });
     }
 

@@ -60,7 +60,7 @@ mod evict;
 mod sync_keys;
 
 /// Sync keys in order.
-type SyncList = Arc<[u64]>;
+type SyncList = Arc<Vec<u64>>;
 
 /// The store. See the module docs for its rules.
 #[derive(Default)]
@@ -563,9 +563,11 @@ impl BundleStore {
 
     /// Drops bundles and tombstones past their expiry at `now`.
     pub fn expire(&mut self, now: UnixTime) {
-        let kept = self.expiry.split_off(&(now, Hash([0; 32])));
-        let gone = std::mem::replace(&mut self.expiry, kept);
-        for (_, id) in gone {
+        while let Some(&(t, id)) = self.expiry.first() {
+            if t >= now {
+                break;
+            }
+            self.expiry.pop_first();
             self.remove_held(&id, false);
         }
         let tombs: Vec<(UnixTime, IssuerId, Hash)> = self

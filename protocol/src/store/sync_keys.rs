@@ -8,21 +8,19 @@ use std::sync::PoisonError;
 
 /// The sync keys in order, as sessions take them: a sorted list, and the changes since it
 /// was last brought up to date. A change costs a push; bringing the list up to date, a sort
-/// of the changes and one merge, done when a session takes the list (or when the changes
-/// outnumber the keys).
+/// of the changes and one merge into a new list, done when a session takes the list (or when
+/// the changes outnumber the keys). Sessions share the list they took: a merge leaves it as
+/// it was.
 #[derive(Debug, Default)]
 pub(super) struct SyncOrder {
-    sorted: Vec<u64>,
+    sorted: SyncList,
     /// Keys that came (`true`) or went (`false`) since, in the order they did.
     changes: Vec<(u64, bool)>,
-    /// The list as sessions take it, shared by those that open while it is current.
-    snapshot: Option<SyncList>,
 }
 
 impl SyncOrder {
     /// Key `key` came into the set (`present`) or left it.
     fn change(&mut self, key: u64, present: bool) {
-        self.snapshot = None;
         self.changes.push((key, present));
         if self.changes.len() > self.sorted.len() + 1024 {
             self.apply();
@@ -41,7 +39,7 @@ impl SyncOrder {
         changes.dedup_by_key(|c| c.0);
         let mut merged = Vec::with_capacity(self.sorted.len() + changes.len());
         let mut changes = changes.drain(..).peekable();
-        for &key in &self.sorted {
+        for &key in self.sorted.iter() {
             let mut keep = true;
             while let Some(&(changed, present)) = changes.peek() {
                 if changed > key {
@@ -59,16 +57,13 @@ impl SyncOrder {
             }
         }
         merged.extend(changes.filter(|c| c.1).map(|c| c.0));
-        self.sorted = merged;
+        self.sorted = merged.into();
     }
 
     /// The keys in order.
     fn snapshot(&mut self) -> SyncList {
         self.apply();
-        let sorted = &self.sorted;
-        self.snapshot
-            .get_or_insert_with(|| sorted.as_slice().into())
-            .clone()
+        SyncList::clone(&self.sorted)
     }
 }
 
