@@ -128,14 +128,32 @@ impl Exchange {
         Ok(())
     }
 
-    /// The ids of the bundles in the message on its way.
+    /// The ids of the bundles in the message on its way: the last its sender's session gave
+    /// (each bundle a session puts in a message is recorded as given, in order).
     pub fn flight_ids(&self) -> Vec<Hash> {
-        self.flight.as_ref().map_or_else(Vec::new, |(_, m)| {
+        let Some((to_responder, m)) = &self.flight else {
+            return Vec::new();
+        };
+        let sender = if *to_responder {
+            Some(&self.initiator)
+        } else {
+            self.responder.as_ref()
+        };
+        let given = sender.map_or(&[][..], Session::given);
+        let hashed = || -> Vec<Hash> {
             m.bundles
                 .iter()
                 .map(|c| bundle::bundle_id(&c.bundle.0))
                 .collect()
-        })
+        };
+        match given.len().checked_sub(m.bundles.len()) {
+            Some(from) => {
+                let ids = given[from..].to_vec();
+                debug_assert_eq!(ids, hashed(), "the sender's last given");
+                ids
+            }
+            None => hashed(),
+        }
     }
 
     /// The message on its way never arrives (its link went down): the session is over, and
