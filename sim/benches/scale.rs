@@ -188,7 +188,7 @@ fn run_one(one: &Path, n: u32, dir: &Path) -> Option<(f64, String)> {
     ))
 }
 
-fn peak_mb() -> f64 {
+fn peak_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
@@ -209,8 +209,8 @@ fn child(n: u32, dir: &Path) {
     let total = started.elapsed().as_secs_f64();
     let st = Stats::of(&outcome, &s.name, s.seed);
     println!(
-        "  meshpay-sim {total:>8.1} s wall ({setup_s:.1} s set-up), peak {:>6.1} MB | contacts {}  created {}  delivered {}  latency avg {:.0} s  relayed {}  sessions {}",
-        peak_mb(),
+        "  meshpay-sim {total:>8.1} s wall ({setup_s:.1} s set-up), peak {:>6.1} MiB | contacts {}  created {}  delivered {}  latency avg {:.0} s  relayed {}  sessions {}",
+        peak_mib(),
         st.contacts,
         st.created,
         st.delivered,
