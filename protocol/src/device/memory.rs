@@ -160,6 +160,7 @@ impl Exchange {
     /// its sender takes back the spray-and-wait copies it gave with it, which nobody got.
     /// Drain both devices' outputs afterwards.
     pub fn lose(self, a: &mut Device, b: &mut Device, now: Now) {
+        let ids = self.flight_ids();
         let Some((to_responder, m)) = self.flight else {
             return;
         };
@@ -170,8 +171,7 @@ impl Exchange {
         };
         // A single copy handed on (spray-and-focus) never left the sender's store.
         let kept = session.map_or(&[][..], Session::forwarding);
-        for c in m.bundles.iter().filter(|c| c.copies > 0) {
-            let id = bundle::bundle_id(&c.bundle.0);
+        for (c, id) in m.bundles.iter().zip(ids).filter(|(c, _)| c.copies > 0) {
             if kept.contains(&id) {
                 continue;
             }

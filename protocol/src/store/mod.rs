@@ -385,7 +385,7 @@ impl BundleStore {
         }
         self.changes.added.pop();
         self.changes.bodies.pop();
-        self.drop_body(&meta);
+        self.drop_body(&meta.id);
         true
     }
 
@@ -471,9 +471,12 @@ impl BundleStore {
     }
 
     /// Forgets a record's body if the driver keeps bodies (it has them in `changes.bodies`).
-    fn drop_body(&mut self, meta: &Meta) {
-        if !self.config.bodies_in_memory && meta.kind == BundleKind::Record {
-            if let Some(e) = self.entries.get_mut(&meta.id) {
+    fn drop_body(&mut self, id: &Hash) {
+        if self.config.bodies_in_memory {
+            return;
+        }
+        if let Some(e) = self.entries.get_mut(id) {
+            if e.meta.kind == BundleKind::Record {
                 e.bytes = None;
             }
         }
@@ -612,12 +615,8 @@ impl BundleStore {
     /// record bodies in [`Changes::bodies`] are no longer held in memory afterwards.
     pub fn take_changes(&mut self) -> Changes {
         let changes = std::mem::take(&mut self.changes);
-        if !self.config.bodies_in_memory {
-            for (id, _) in &changes.bodies {
-                if let Some(meta) = self.entries.get(id).map(|e| *e.meta) {
-                    self.drop_body(&meta);
-                }
-            }
+        for (id, _) in &changes.bodies {
+            self.drop_body(id);
         }
         changes
     }

@@ -27,6 +27,15 @@ struct Interned {
     meta: Weak<Meta>,
 }
 
+impl Pool {
+    /// The metadata and body some store holds under `id`, if `bytes` are that body.
+    fn held(&self, id: &Hash, bytes: &[u8]) -> Option<(Arc<Meta>, Arc<[u8]>)> {
+        let i = self.bodies.get(id)?;
+        let (meta, body) = (i.meta.upgrade()?, i.body.upgrade()?);
+        (body[..] == *bytes).then_some((meta, body))
+    }
+}
+
 impl BodyPool {
     /// A new, empty pool.
     pub fn new() -> Self {
@@ -37,12 +46,8 @@ impl BodyPool {
     /// `meta` and `bytes` kept as they are.
     pub fn intern(&self, meta: Arc<Meta>, bytes: Arc<[u8]>) -> (Arc<Meta>, Arc<[u8]>) {
         let mut pool = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(i) = pool.bodies.get(&meta.id) {
-            if let (Some(body), Some(held)) = (i.body.upgrade(), i.meta.upgrade()) {
-                if body[..] == bytes[..] {
-                    return (held, body);
-                }
-            }
+        if let Some(held) = pool.held(&meta.id, &bytes) {
+            return held;
         }
         if pool.bodies.len() >= 2 * pool.swept + 1024 {
             pool.bodies.retain(|_, i| i.body.strong_count() > 0);
@@ -63,13 +68,8 @@ impl BodyPool {
     /// message.)
     pub fn message(&self, id: &Hash, bytes: &[u8]) -> Option<(Arc<Meta>, Arc<[u8]>)> {
         let pool = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let held = pool.bodies.get(id)?;
-        let meta = held
-            .meta
-            .upgrade()
-            .filter(|m| m.kind == BundleKind::Message)?;
-        let body = held.body.upgrade()?;
-        (body[..] == *bytes).then_some((meta, body))
+        pool.held(id, bytes)
+            .filter(|(meta, _)| meta.kind == BundleKind::Message)
     }
 
     /// Distinct bodies it knows of (live or not yet swept).

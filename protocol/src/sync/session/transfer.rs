@@ -198,8 +198,7 @@ impl Session {
             });
             self.given.push(id);
             if covered {
-                self.covered_given.push(id);
-                self.covered_given_bytes += len as u64;
+                self.covered_given.add(id, len);
             }
             if keep == 0 && entry_copies > 0 {
                 self.forwarding.push(id);
@@ -253,8 +252,7 @@ impl Session {
             }
             .or_else(|| crate::bundle::kind_of(&c.bundle.0));
             if kind != Some(BundleKind::Message) {
-                self.covered_taken.push(id);
-                self.covered_taken_bytes += c.bundle.0.len() as u64;
+                self.covered_taken.add(id, c.bundle.0.len());
             }
             match admission {
                 Admission::Added(_) => {
@@ -281,15 +279,16 @@ impl Session {
 
     pub(super) fn close(&mut self, key: &DeviceSecret) -> SyncMessage {
         let mut m = SyncMessage::new(Step::Close);
-        if !self.covered_taken.is_empty() {
+        if !self.covered_taken.ids.is_empty() {
+            let taken = &self.covered_taken;
             m.handover = Some(Signed::by_device(
                 HandOverBody {
                     version: VERSION,
                     giver: self.cfg.peer,
                     taker: self.cfg.me,
-                    count: u32::try_from(self.covered_taken.len()).unwrap_or(u32::MAX),
-                    bytes: self.covered_taken_bytes,
-                    ids: ids_digest(&self.covered_taken),
+                    count: u32::try_from(taken.ids.len()).unwrap_or(u32::MAX),
+                    bytes: taken.bytes,
+                    ids: ids_digest(&taken.ids),
                     at: self.cfg.now,
                 },
                 key,
@@ -306,13 +305,33 @@ impl Session {
             let b = h.body();
             if b.taker == self.cfg.peer
                 && b.giver == self.cfg.me
-                && b.count as usize == self.covered_given.len()
-                && b.bytes == self.covered_given_bytes
-                && b.ids == ids_digest(&self.covered_given)
+                && self.covered_given.is_covered_by(b)
             {
                 self.proof = Some(h.clone());
             }
         }
+    }
+}
+
+/// The bundles a hand-over receipt covers (SPEC.md §11.4: every bundle a session moved but
+/// plain messages), one way, and their bytes.
+#[derive(Debug, Default)]
+pub(super) struct Covered {
+    ids: Vec<Hash>,
+    bytes: u64,
+}
+
+impl Covered {
+    fn add(&mut self, id: Hash, len: usize) {
+        self.ids.push(id);
+        self.bytes += len as u64;
+    }
+
+    /// Whether receipt body `b` covers exactly these bundles.
+    fn is_covered_by(&self, b: &HandOverBody) -> bool {
+        b.count as usize == self.ids.len()
+            && b.bytes == self.bytes
+            && b.ids == ids_digest(&self.ids)
     }
 }
 
