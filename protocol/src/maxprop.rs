@@ -34,7 +34,11 @@
 //! [`MAX_LIKELIHOOD_BYTES`] bytes; a node remembers at most [`MAX_KNOWN`] learned vectors, the
 //! newest. Everything here is soft state,
 //! never written, and only a routing hint: a peer can claim any likelihood and so attract
-//! copies, but it cannot make a node keep more than these bounds or evict a bundle.
+//! copies, but it cannot make a node keep more than these bounds or evict a bundle. What
+//! deletes a copy is an acknowledgement ([`acks`]), which only the message's destination can
+//! sign.
+
+pub mod acks;
 
 use crate::objects::UnixTime;
 use std::cmp::{Ordering, Reverse};
@@ -87,6 +91,8 @@ pub struct Likelihoods {
     mine: Vec<u64>,
     /// Bundle bytes moved so far in the current contact with each peer (by device endpoint).
     contacts: BTreeMap<u64, u64>,
+    /// Acknowledgements of delivered messages made or checked here ([`acks`]).
+    acks: acks::Acks,
 }
 
 impl Likelihoods {
@@ -109,6 +115,16 @@ impl Likelihoods {
     /// its last MaxProp session named them; empty before any.
     pub fn mine(&self) -> &[u64] {
         &self.mine
+    }
+
+    /// The acknowledgements of delivered messages kept here.
+    pub fn acks(&self) -> &acks::Acks {
+        &self.acks
+    }
+
+    /// The acknowledgements, to add to.
+    pub fn acks_mut(&mut self) -> &mut acks::Acks {
+        &mut self.acks
     }
 
     /// Vectors learned of other nodes.

@@ -36,6 +36,8 @@ pub const HAND_OVER_IDS: &str = "meshpay/v1/hand-over-ids";
 pub const PROPHET_DEVICE: &str = "meshpay/v1/prophet-device";
 /// An issuer's endpoint in PRoPHET predictability vectors (a hash, not a signature).
 pub const PROPHET_ISSUER: &str = "meshpay/v1/prophet-issuer";
+/// A message destination's acknowledgement that it took the message (MaxProp).
+pub const MAXPROP_ACK: &str = "meshpay/v1/maxprop-ack";
 /// A device's signature binding a link session's X25519 static key to it (BLE Noise).
 pub const LINK_KEY: &str = "meshpay/v1/link-key";
 /// HPKE `info` for sealed settlement records.

@@ -471,9 +471,11 @@ fn maxprop_offers_by_destination_hops_and_dijkstra_cost_on_a_graph_worked_by_han
     }
     assert!(!costs.contains_key(&ep(6)));
     // No transfer sample yet, so no hop threshold: the receipt (an acknowledgement), the
-    // message for P itself, then by cost; S keeps its copies, and P holds them one hop on.
+    // message for P itself, then by cost; S keeps its copies but the one P acknowledged, and
+    // P holds them one hop on.
     assert_eq!(given, [receipt, to_p, to_x, to_y, to_z, to_w]);
-    assert_eq!(s.len(), 6);
+    assert_eq!(s.len(), 5);
+    assert!(s.get(&to_p).is_none());
     assert_eq!(p.get(&to_x).map(|e| e.hops), Some(1));
 
     // The same meeting once S has seen sessions move 1 byte on average, with the message for
@@ -492,7 +494,7 @@ fn maxprop_offers_by_destination_hops_and_dijkstra_cost_on_a_graph_worked_by_han
     s.likelihoods_mut().parted(ep(2));
     let moved: u64 = ids
         .iter()
-        .map(|id| u64::from(s.get(id).unwrap().meta.size))
+        .map(|id| u64::from(p.get(id).unwrap().meta.size))
         .sum();
     assert_eq!(s.likelihoods().mean_transfer(), u64::midpoint(1, moved));
 }
@@ -554,6 +556,22 @@ fn malformed_likelihoods_are_refused_as_invalid_fields() {
 }
 
 #[test]
+fn ragged_acknowledgements_are_refused_as_an_invalid_field() {
+    let mut m = empty_open(Routing::MaxProp);
+    let ack = meshpay_protocol::maxprop::acks::Ack::sign(message_to(2).id(), &device(2));
+    m.acks.0 = meshpay_protocol::maxprop::acks::pack(&[ack, ack]);
+    assert!(decode::<SyncMessage>(&m.encode()).is_ok());
+    m.acks.0.pop();
+    assert!(matches!(
+        decode::<SyncMessage>(&m.encode()),
+        Err(DecodeError::InvalidField {
+            field: "acknowledgements are 96 bytes each",
+            ..
+        })
+    ));
+}
+
+#[test]
 fn a_full_maxprop_buffer_drops_the_costliest_as_a_simulation_option() {
     // S's bundles as in the test above, in a buffer just big enough for them; S has met P,
     // whose vector (with S counted) and Y's it knows: costs from S are P 0, X 0.625,
@@ -600,4 +618,79 @@ fn a_full_maxprop_buffer_drops_the_costliest_as_a_simulation_option() {
         assert!(s.contains(&id));
     }
     assert_eq!(s.len(), 6);
+}
+
+/// A store that carries plain messages.
+fn carrier() -> BundleStore {
+    BundleStore::new(StoreConfig {
+        accept_messages: true,
+        ..StoreConfig::default()
+    })
+}
+
+#[test]
+fn maxprop_acknowledgements_delete_delivered_copies_and_stop_them_coming_back() {
+    let m = message_to(2);
+    let id = m.id();
+    let holding = || {
+        let mut s = carrier();
+        s.insert(m.bytes(), Origin::Local, 0, T0);
+        s
+    };
+    // Ann (device 3) and Bea (device 4) carry a message to Dan (device 2).
+    let (mut ann, mut bea, mut dan) = (holding(), holding(), carrier());
+    routed((&mut ann, 3), (&mut dan, 2), Routing::MaxProp, vec![], 1);
+    assert!(dan.get(&id).is_some(), "the destination keeps what it took");
+    let ack = *dan
+        .likelihoods()
+        .acks()
+        .get(&id)
+        .expect("it acknowledged it");
+    assert_eq!(ack.verify(&device(2).public()), Ok(()));
+    assert!(
+        ann.get(&id).is_none(),
+        "the giver deleted the delivered copy"
+    );
+    // Ann no longer holds it: she answers Bea's copy with the acknowledgement, and Bea
+    // deletes it.
+    routed((&mut bea, 4), (&mut ann, 3), Routing::MaxProp, vec![], 2);
+    assert!(bea.get(&id).is_none());
+    // Cal (device 5) never held it, and hears of the delivery unasked from Bea.
+    let mut cal = carrier();
+    routed((&mut bea, 4), (&mut cal, 5), Routing::MaxProp, vec![], 3);
+    assert_eq!(cal.likelihoods().acks().get(&id), Some(&ack));
+    // Eve (device 6) still carries it and hands it to Cal, who checks the acknowledgement
+    // against the copy, does not keep it, and tells Eve, who deletes her copy too.
+    let mut eve = holding();
+    routed((&mut eve, 6), (&mut cal, 5), Routing::MaxProp, vec![], 4);
+    assert!(
+        cal.get(&id).is_none(),
+        "a delivered message is not carried again"
+    );
+    assert!(eve.get(&id).is_none());
+    // Under other routers nothing is acknowledged.
+    let (mut ann, mut dan) = (holding(), carrier());
+    routed((&mut ann, 3), (&mut dan, 2), Routing::Epidemic, vec![], 5);
+    assert!(dan.likelihoods().acks().is_empty());
+    assert!(ann.get(&id).is_some());
+}
+
+#[test]
+fn a_forged_maxprop_acknowledgement_deletes_nothing() {
+    let m = message_to(2);
+    let id = m.id();
+    // F (device 7) signs an acknowledgement of a message to device 2 with its own key and
+    // passes it on as its own; B (device 4) carries the message.
+    let forged = meshpay_protocol::maxprop::acks::Ack::sign(id, &device(7));
+    let mut f = carrier();
+    f.likelihoods_mut().acks_mut().add(forged, true);
+    let mut b = carrier();
+    b.insert(m.bytes(), Origin::Local, 0, T0);
+    routed((&mut f, 7), (&mut b, 4), Routing::MaxProp, vec![], 1);
+    assert!(b.get(&id).is_some(), "B keeps its copy");
+    assert!(b.likelihoods().acks().get(&id).is_none());
+    // F lacked the message and got it from B: the forgery did not check against the copy, so
+    // F keeps the message and forgets the forgery.
+    assert!(f.get(&id).is_some());
+    assert!(f.likelihoods().acks().get(&id).is_none());
 }

@@ -17,6 +17,7 @@
 mod frozen;
 
 use meshpay_protocol::codec::Blob;
+use meshpay_protocol::maxprop::acks;
 use meshpay_protocol::objects::{Body, Signed, tags};
 use meshpay_protocol::testkit::{self, T0};
 use meshpay_protocol::{
@@ -725,6 +726,7 @@ fn rebuild_sync(v: &Value, bundle_vector: &Value) {
         room: int(o, "room"),
         predictions: Blob(bytes(o, "predictions")),
         likelihoods: Blob(bytes(o, "likelihoods")),
+        acks: Blob(bytes(o, "acks")),
     };
     assert_eq!(h(&open.encode()), text(v, "open_encoded"));
     // Under PRoPHET, an initiator that met device 2 once sends its vector: device 2's
@@ -805,6 +807,27 @@ fn rebuild_sync(v: &Value, bundle_vector: &Value) {
     let handover = HandOver::from_parts(body, meshpay_protocol::Signature(sig));
     assert_eq!(h(&encode(&handover)), text(ho, "encoded"));
     assert_eq!(handover.verify(), Ok(()));
+
+    // The MaxProp acknowledgement: device 2 signs the bundle id; on the wire, id ‖ signature.
+    let a = &v["maxprop_ack"];
+    let id = fixed::<32>(a, "id");
+    assert_eq!(text(a, "id"), list("ids")[0].as_str());
+    let input = [tags::MAXPROP_ACK.as_bytes(), &[0], &id].concat();
+    assert_eq!(h(&input), text(a, "signing_input"));
+    let sig = ed25519_dalek::SigningKey::from_bytes(&fixed(seeds, "taker_seed"))
+        .sign(&input)
+        .to_bytes();
+    assert_eq!(h(&sig), text(a, "signature"));
+    assert_eq!(h(&[id.as_slice(), &sig].concat()), text(a, "encoded"));
+    let ack = acks::Ack {
+        id: Hash(id),
+        sig: meshpay_protocol::Signature(sig),
+    };
+    assert_eq!(acks::unpack(&bytes(a, "encoded")), Some(vec![ack]));
+    assert_eq!(
+        ack.verify(&device_from(seeds, "taker_seed").public()),
+        Ok(())
+    );
 }
 
 /// SPEC.md §2.1 rule 3 and §2.3: where `false`, `true` and `null` may appear, and which
@@ -822,8 +845,8 @@ fn simple_values_and_subset_edges() {
         }
     }
     // The `open` of sync.json ends `… last: f5, bundles: 80, done: f4, handover: f6, room,
-    // predictions: 40, likelihoods: 40`; `n` is where the room hint (an unsigned integer)
-    // starts.
+    // predictions: 40, likelihoods: 40, acks: 40`; `n` is where the room hint (an unsigned
+    // integer) starts.
     let vector = load("sync");
     let open = bytes(&vector, "open_encoded");
     let room = int(&vector["open_fields"], "room");
@@ -834,7 +857,7 @@ fn simple_values_and_subset_edges() {
         0x1_0000..=0xffff_ffff => 5,
         _ => 9,
     };
-    let n = open.len() - 2 - room_len;
+    let n = open.len() - 3 - room_len;
     assert_eq!(&open[n - 4..n], [0xf5, 0x80, 0xf4, 0xf6]);
     let sync = |at: usize, byte: u8| {
         let mut m = open.clone();
@@ -1346,6 +1369,10 @@ fn mesh_vectors() {
     let handover = c.initiator.proof().expect("a hand-over receipt").clone();
     assert_eq!(handover.body().ids, ids_digest(&ids[..2]));
     assert_eq!(handover.verify(), Ok(()));
+    // Device 2's MaxProp acknowledgement of the first bundle id (the format; a real one
+    // names a plain message addressed to device 2).
+    let ack = acks::Ack::sign(ids[0], &k2);
+    assert_eq!(ack.verify(&k2.public()), Ok(()));
     let mut taken = ids[..2].to_vec();
     taken.sort_unstable();
     let hb = handover.body();
@@ -1371,11 +1398,17 @@ fn mesh_vectors() {
             "bundles": open.bundles.iter().map(|b| json!([b.copies, h(&b.bundle.0), b.hops])).collect::<Vec<_>>(),
             "done": open.done, "handover": open.handover.as_ref().map(|o| h(&encode(o))),
             "room": open.room, "predictions": h(&open.predictions.0),
-            "likelihoods": h(&open.likelihoods.0),
+            "likelihoods": h(&open.likelihoods.0), "acks": h(&open.acks.0),
         },
         "prophet_device_2_endpoint": format!("{met:016x}"),
         "prophet_open_encoded": h(&prophet_open.encode()),
         "maxprop_open_encoded": h(&maxprop_open.encode()),
+        "maxprop_ack": {
+            "id": h(&ids[0].0),
+            "signing_input": h(&[tags::MAXPROP_ACK.as_bytes(), &[0], &ids[0].0].concat()),
+            "signature": h(&ack.sig.0),
+            "encoded": h(&acks::pack(&[ack])),
+        },
         "hand_over_ids_input": h(&taken.iter().flat_map(|i| i.0).collect::<Vec<_>>()),
         "hand_over": signed(&handover, &json!({
             "version": hb.version, "giver": h(&hb.giver.0), "taker": h(&hb.taker.0),

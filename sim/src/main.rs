@@ -92,7 +92,8 @@ const NOTES: &[(&str, &str)] = &[
         "\"epidemic\" (meshpay's own), \"spray-and-wait\", \"direct\", \"prophet\" (PRoPHET:\n\
          # P_init 0.75, beta 0.25, gamma 0.98 per 30 s), \"spray-and-focus\" (spray `copies`,\n\
          # then hand the last one to a peer likelier to meet the destination) or \"maxprop\"\n\
-         # (MaxProp: epidemic copies, sent by hop count, then by path cost to the destination)",
+         # (MaxProp: epidemic copies, sent by hop count, then by path cost to the destination;\n\
+         # the destination's signed acknowledgements delete the copies they reach)",
     ),
     (
         "copies",

@@ -388,7 +388,8 @@ pub struct RoutingConfig {
     /// 30 s), "spray-and-focus" (binary spray of `copies`, then the last copy goes to a
     /// peer with a greater PRoPHET predictability for the destination) or "maxprop" (MaxProp:
     /// copies as epidemic, what the peer is the destination of first, then by hop count under
-    /// the adaptive threshold, then by path cost over the exchanged meeting likelihoods).
+    /// the adaptive threshold, then by path cost over the exchanged meeting likelihoods; the
+    /// destination's signed acknowledgements delete the copies they reach).
     pub routing: String,
     /// Copies under spray-and-wait and spray-and-focus.
     pub copies: u32,

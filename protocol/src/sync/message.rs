@@ -112,6 +112,9 @@ pub struct SyncMessage {
     /// vectors of 13 bytes and 10 an entry, at most [`crate::maxprop::MAX_LIKELIHOOD_BYTES`]).
     /// Empty otherwise.
     pub likelihoods: Blob,
+    /// Transfer, under MaxProp: acknowledgements of delivered plain messages, packed
+    /// ([`crate::maxprop::acks::unpack`]: 96 bytes each). Empty otherwise.
+    pub acks: Blob,
 }
 
 impl Wire for SyncMessage {
@@ -141,6 +144,9 @@ impl Wire for SyncMessage {
             return Err(bad("prediction endpoints ascending"));
         }
         crate::maxprop::unpack(&self.likelihoods.0).map_err(bad)?;
+        if self.acks.0.len() % crate::maxprop::acks::ACK_LEN != 0 {
+            return Err(bad("acknowledgements are 96 bytes each"));
+        }
         if let Some(h) = &self.handover {
             Body::check(h.body())?;
         }
@@ -165,6 +171,7 @@ impl SyncMessage {
             room: 0,
             predictions: Blob(Vec::new()),
             likelihoods: Blob(Vec::new()),
+            acks: Blob(Vec::new()),
         }
     }
 
@@ -213,6 +220,7 @@ impl SyncMessage {
             + uint(self.room)
             + bstr(self.predictions.0.len())
             + bstr(self.likelihoods.0.len())
+            + bstr(self.acks.0.len())
     }
 
     /// Bytes of bundles it carries.

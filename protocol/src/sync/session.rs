@@ -338,6 +338,9 @@ pub struct Session {
     first_vector: Vec<u8>,
     /// Responder: its likelihood vectors (MaxProp), for its first answer.
     first_likelihoods: Vec<u8>,
+    /// MaxProp acknowledgements to send, and how many are sent.
+    acks_out: Vec<crate::maxprop::acks::Ack>,
+    acks_pos: usize,
     /// Single copies handed on (spray-and-focus), dropped here once the peer answers.
     forwarding: Vec<Hash>,
     /// Under [`Policy::destination_first`] or [`Policy::keep_link`]: whether the peer's last
@@ -391,6 +394,8 @@ impl Session {
             own_endpoints: Vec::new(),
             first_vector: Vec::new(),
             first_likelihoods: Vec::new(),
+            acks_out: Vec::new(),
+            acks_pos: 0,
             forwarding: Vec::new(),
             peer_carried: None,
             unconfirmed: 0,
@@ -530,7 +535,7 @@ impl Session {
             }
             (Side::Initiator, State::Offering | State::Transfer, Step::Transfer) => {
                 self.role_of(msg, store);
-                self.take_transfer(msg, store)?;
+                self.take_transfer(msg, store, key)?;
                 if self.sent_done && self.peer_done && self.nothing_left() {
                     self.state = State::Closing;
                     Some(self.close(key))
@@ -548,7 +553,7 @@ impl Session {
             }
             (Side::Responder, State::Listing, Step::Pull) => Some(self.list_page()),
             (Side::Responder, State::Transfer, Step::Transfer) => {
-                self.take_transfer(msg, store)?;
+                self.take_transfer(msg, store, key)?;
                 Some(self.transfer(store))
             }
             (Side::Responder, State::Transfer, Step::Close) => {
@@ -619,6 +624,7 @@ impl Session {
             let found = dec.take_found();
             // +1: only the initiator has it (we want it); -1: only we have it.
             self.want = found.iter().filter(|f| f.1 > 0).map(|f| f.0).collect();
+            self.answer_with_acks(store);
             let give: Vec<Hash> = found
                 .iter()
                 .filter(|f| f.1 < 0)
@@ -668,6 +674,7 @@ impl Session {
             .filter(|k| !self.keys.contains_key(**k))
             .copied()
             .collect();
+        self.answer_with_acks(store);
         let give: Vec<Hash> = self
             .keys
             .keys()

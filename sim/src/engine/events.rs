@@ -62,7 +62,7 @@ pub enum Event {
         /// The message.
         message: usize,
         /// Dropped (expired, or evicted from a full buffer), else handed on (spray-and-focus
-        /// moves its single copy).
+        /// moves its single copy) or deleted on an acknowledgement of its delivery (MaxProp).
         dropped: bool,
     },
 }

@@ -686,10 +686,13 @@ impl Sim {
             }
         }
         self.counters.peak_buffer = self.counters.peak_buffer.max(store.len());
-        for id in &w.removed {
+        let acks = store.likelihoods().acks();
+        let acked: Vec<bool> = w.removed.iter().map(|id| acks.get(id).is_some()).collect();
+        for (id, acked) in w.removed.iter().zip(acked) {
             if let Some(&idx) = self.by_id.get(id) {
-                // A copy handed on (spray-and-focus) was moved, not dropped.
-                let dropped = !self.handed_on.remove(&(n, *id));
+                // A copy handed on (spray-and-focus) was moved, and one deleted on an
+                // acknowledgement (MaxProp) removed, not dropped.
+                let dropped = !self.handed_on.remove(&(n, *id)) && !acked;
                 self.counters.dropped += u64::from(dropped);
                 self.deleted(n, idx, dropped, t);
                 if let Some((_, since)) = self.held.remove(&copy(n, idx)).map(held) {

@@ -111,6 +111,7 @@ impl Session {
 
     pub(super) fn nothing_left(&self) -> bool {
         self.want_pos >= self.want.len()
+            && self.acks_sent()
             && self.peer_want_done
             && (self.send_pos >= self.to_send.len() || self.budget_spent)
     }
@@ -119,6 +120,7 @@ impl Session {
         if self.state != State::Transfer {
             // Entering the transfer: put what we know to send in forwarding order.
             self.state = State::Transfer;
+            self.flood_acks(store);
             let give = std::mem::take(&mut self.to_send);
             self.queue(give, store);
         }
@@ -207,6 +209,8 @@ impl Session {
             }
             self.send_pos += 1;
         }
+        // Acknowledgements take the room the bundles left.
+        self.send_acks(&mut m, room);
         m.done = self.nothing_left();
         self.sent_done = m.done;
         m
@@ -216,7 +220,9 @@ impl Session {
         &mut self,
         m: &SyncMessage,
         store: &mut BundleStore,
+        key: &DeviceSecret,
     ) -> Result<(), SyncError> {
+        self.take_acks(m, store);
         if !self.known {
             // The peer knows the differences: its want list tells us what to send.
             let want = unpack_keys(&m.keys);
@@ -255,9 +261,13 @@ impl Session {
                 self.covered_taken.add(id, c.bundle.0.len());
             }
             match admission {
-                Admission::Added(_) => {
+                Admission::Added(meta) => {
+                    if self.delivered_already(&meta, store) {
+                        continue;
+                    }
                     store.set_hops(&id, c.hops.saturating_add(1));
                     self.admitted.push(id);
+                    self.acknowledge(&meta, key, store);
                 }
                 Admission::Refused(
                     e @ (BundleError::Decode(_)
