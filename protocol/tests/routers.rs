@@ -3,10 +3,11 @@
 
 use meshpay_protocol::bundle::{Bundle, Content};
 use meshpay_protocol::maxprop::Vector;
+use meshpay_protocol::maxprop::acks::Ack;
 use meshpay_protocol::objects::UnixTime;
 use meshpay_protocol::prophet::{device_endpoint, issuer_endpoint};
 use meshpay_protocol::store::{BundleStore, Origin, StoreConfig};
-use meshpay_protocol::sync::{Party, Routing, Spray, SyncMessage, contact};
+use meshpay_protocol::sync::{Contact, Party, Routing, Spray, SyncMessage, contact};
 use meshpay_protocol::testkit::{
     T0, allowance, device, issuer, pay, request, sealed, session_config, wallet,
 };
@@ -40,8 +41,8 @@ fn routed(
     routing: Routing,
     gateway_for: Vec<IssuerId>,
     salt: u64,
-) {
-    routed_with(a, b, routing, gateway_for, at(salt, T0));
+) -> Contact {
+    routed_with(a, b, routing, gateway_for, at(salt, T0))
 }
 
 /// As [`routed`], at `now`.
@@ -63,7 +64,7 @@ fn routed_with(
     routing: Routing,
     gateway_for: Vec<IssuerId>,
     when: At,
-) {
+) -> Contact {
     let mut ca = session_config(x, y, u64::MAX);
     let mut cb = session_config(y, x, u64::MAX);
     for c in [&mut ca, &mut cb] {
@@ -87,7 +88,7 @@ fn routed_with(
         when.salt,
         when.max,
     )
-    .expect("honest");
+    .expect("honest")
 }
 
 /// A record made by device 1 and held by a new store with `copies` tokens.
@@ -470,7 +471,7 @@ fn maxprop_offers_by_destination_hops_and_dijkstra_cost_on_a_graph_worked_by_han
         assert!(close(costs[&ep(d)], c), "{d}: {}", costs[&ep(d)]);
     }
     assert!(!costs.contains_key(&ep(6)));
-    // No transfer sample yet, so no hop threshold: the receipt (an acknowledgement), the
+    // No transfer sample yet, so no hop threshold: the receipt (urgent), the
     // message for P itself, then by cost; S keeps its copies but the one P acknowledged, and
     // P holds them one hop on.
     assert_eq!(given, [receipt, to_p, to_x, to_y, to_z, to_w]);
@@ -558,7 +559,7 @@ fn malformed_likelihoods_are_refused_as_invalid_fields() {
 #[test]
 fn ragged_acknowledgements_are_refused_as_an_invalid_field() {
     let mut m = empty_open(Routing::MaxProp);
-    let ack = meshpay_protocol::maxprop::acks::Ack::sign(message_to(2).id(), &device(2));
+    let ack = Ack::sign(message_to(2).id(), &device(2));
     m.acks.0 = meshpay_protocol::maxprop::acks::pack(&[ack, ack]);
     assert!(decode::<SyncMessage>(&m.encode()).is_ok());
     m.acks.0.pop();
@@ -628,6 +629,15 @@ fn carrier() -> BundleStore {
     })
 }
 
+/// `n` acknowledgements of made-up bundle ids, signed by device 2, kept as checked: they
+/// fill a store's newest, so what a test looks at is not sent unasked.
+fn bury_acks(s: &mut BundleStore, n: u8) {
+    for i in 0..n {
+        let ack = Ack::sign(Hash([i; 32]), &device(2));
+        s.likelihoods_mut().acks_mut().add_checked(ack);
+    }
+}
+
 #[test]
 fn maxprop_acknowledgements_delete_delivered_copies_and_stop_them_coming_back() {
     let m = message_to(2);
@@ -645,28 +655,41 @@ fn maxprop_acknowledgements_delete_delivered_copies_and_stop_them_coming_back() 
         .likelihoods()
         .acks()
         .get(&id)
-        .expect("it acknowledged it");
+        .expect("it acknowledged it")
+        .0;
     assert_eq!(ack.verify(&device(2).public()), Ok(()));
     assert!(
         ann.get(&id).is_none(),
         "the giver deleted the delivered copy"
     );
-    // Ann no longer holds it: she answers Bea's copy with the acknowledgement, and Bea
-    // deletes it.
-    routed((&mut bea, 4), (&mut ann, 3), Routing::MaxProp, vec![], 2);
-    assert!(bea.get(&id).is_none());
-    // Cal (device 5) never held it, and hears of the delivery unasked from Bea.
+    assert!(ann.likelihoods().acks().is_checked(&id));
+    // Bea lists her keys in her open, so Ann knows the differences, and answers Bea's copy
+    // with the acknowledgement (not among her newest, so not sent unasked) instead of asking
+    // for it.
+    bury_acks(&mut ann, 64);
+    let c = routed((&mut bea, 4), (&mut ann, 3), Routing::MaxProp, vec![], 2);
+    assert!(c.initiator.given().is_empty(), "Ann did not ask for it");
+    assert!(bea.get(&id).is_none(), "Bea deleted her copy");
+    // Cal (device 5) never held it, and hears of the delivery unasked from Bea. He holds 65
+    // receipts, so he opens with coded symbols and Bea answers with her key list: she sends
+    // her newest acknowledgements in the transfer that follows all the same.
     let mut cal = carrier();
-    routed((&mut bea, 4), (&mut cal, 5), Routing::MaxProp, vec![], 3);
-    assert_eq!(cal.likelihoods().acks().get(&id), Some(&ack));
-    // Eve (device 6) still carries it and hands it to Cal, who checks the acknowledgement
-    // against the copy, does not keep it, and tells Eve, who deletes her copy too.
+    for n in 0..65 {
+        let r = meshpay_protocol::testkit::receipt_bundle(n);
+        cal.insert(r.bytes(), Origin::Local, 0, T0);
+    }
+    routed((&mut cal, 5), (&mut bea, 4), Routing::MaxProp, vec![], 3);
+    assert_eq!(cal.likelihoods().acks().get(&id), Some((&ack, false)));
+    // Eve (device 6) still carries it and hands it to Cal. He checks his unchecked
+    // acknowledgement against it, does not take it, and sends the acknowledgement back: Eve
+    // deletes her copy.
     let mut eve = holding();
-    routed((&mut eve, 6), (&mut cal, 5), Routing::MaxProp, vec![], 4);
+    routed((&mut cal, 5), (&mut eve, 6), Routing::MaxProp, vec![], 4);
     assert!(
         cal.get(&id).is_none(),
         "a delivered message is not carried again"
     );
+    assert_eq!(cal.likelihoods().acks().get(&id), Some((&ack, true)));
     assert!(eve.get(&id).is_none());
     // Under other routers nothing is acknowledged.
     let (mut ann, mut dan) = (holding(), carrier());
@@ -679,18 +702,26 @@ fn maxprop_acknowledgements_delete_delivered_copies_and_stop_them_coming_back() 
 fn a_forged_maxprop_acknowledgement_deletes_nothing() {
     let m = message_to(2);
     let id = m.id();
-    // F (device 7) signs an acknowledgement of a message to device 2 with its own key and
-    // passes it on as its own; B (device 4) carries the message.
-    let forged = meshpay_protocol::maxprop::acks::Ack::sign(id, &device(7));
-    let mut f = carrier();
-    f.likelihoods_mut().acks_mut().add(forged, true);
-    let mut b = carrier();
-    b.insert(m.bytes(), Origin::Local, 0, T0);
-    routed((&mut f, 7), (&mut b, 4), Routing::MaxProp, vec![], 1);
-    assert!(b.get(&id).is_some(), "B keeps its copy");
-    assert!(b.likelihoods().acks().get(&id).is_none());
-    // F lacked the message and got it from B: the forgery did not check against the copy, so
-    // F keeps the message and forgets the forgery.
-    assert!(f.get(&id).is_some());
-    assert!(f.likelihoods().acks().get(&id).is_none());
+    // Fay (device 7) claims delivery of a message to device 2 with an acknowledgement she
+    // signed herself; Bea (device 4) carries the message.
+    let forged = Ack::sign(id, &device(7));
+    let fay = || {
+        let mut s = carrier();
+        s.likelihoods_mut().acks_mut().add_checked(forged);
+        s
+    };
+    let mut bea = carrier();
+    bea.insert(m.bytes(), Origin::Local, 0, T0);
+    routed((&mut bea, 4), (&mut fay(), 7), Routing::MaxProp, vec![], 1);
+    assert!(bea.get(&id).is_some(), "Bea keeps her copy");
+    assert!(bea.likelihoods().acks().get(&id).is_none());
+    // Gus (device 8) cannot check what Fay passes on, as he lacks the message: he keeps it
+    // unchecked. Handed the message by Bea, he checks it, keeps the message and forgets it.
+    let mut gus = carrier();
+    routed((&mut gus, 8), (&mut fay(), 7), Routing::MaxProp, vec![], 2);
+    assert_eq!(gus.likelihoods().acks().get(&id), Some((&forged, false)));
+    routed((&mut bea, 4), (&mut gus, 8), Routing::MaxProp, vec![], 3);
+    assert!(gus.get(&id).is_some());
+    assert!(gus.likelihoods().acks().get(&id).is_none());
+    assert!(bea.get(&id).is_some());
 }

@@ -24,7 +24,7 @@
 //! `THE_ONE` is a checkout of The ONE (github.com/akeranen/the-one) compiled with its
 //! `compile.sh`; it runs as its `one.sh` runs it (`java -Xmx512M`, batch mode), with the same
 //! contacts and messages for the replayed cases and the same settings for the generated ones
-//! (its own random draws). Case 4 takes The ONE about half an hour.
+//! (its own random draws). Case 4 takes The ONE 40 minutes or more.
 
 // Figures for printing.
 #![allow(clippy::cast_precision_loss)]

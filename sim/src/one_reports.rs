@@ -213,8 +213,8 @@ fn java_secs(ms: u64) -> String {
 ///   delivery again, `R` for a relay;
 /// - `DR p1 M7`: a copy dropped (expired, or evicted from a full buffer, or refused by its
 ///   source's full buffer when created), and `R p1 M7`: a copy removed without being dropped
-///   (handed on by spray-and-focus, or deleted on an acknowledgement of its delivery under
-///   MaxProp).
+///   (handed on by spray-and-focus, deleted on an acknowledgement of its delivery under
+///   MaxProp, or the destination's own copy of a message delivered).
 ///
 /// How bundles map onto The ONE's messages: see the [module doc](self).
 ///

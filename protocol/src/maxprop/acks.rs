@@ -1,14 +1,18 @@
 //! MaxProp's acknowledgements (SPEC.md §11.4): the destination of a plain message signs its
-//! bundle id when it takes the message, and the acknowledgement travels back to the nodes that
+//! bundle id when it takes the message, and the acknowledgement travels to the nodes that
 //! still hold a copy, which delete it, so scarce contacts carry what is not delivered yet.
 //!
 //! An acknowledgement is `id ‖ signature` (96 bytes on the wire), the signature by the
 //! message's destination device over `"meshpay/v1/maxprop-ack" ‖ 0x00 ‖ id`. A node checks it
 //! against the destination its own copy names before it deletes or refuses a copy, so only
 //! the device a message is addressed to can have it deleted: a peer cannot make a node drop a
-//! copy by claiming it was delivered. A node keeps the last [`MAX_ACKS`] acknowledgements it
-//! made, checked or was sent, passes its newest on, and answers a peer that still holds a
-//! message with the acknowledgement.
+//! copy by claiming it was delivered.
+//!
+//! A node keeps two pools ([`Acks`]): the **checked** ones (it made them, or checked them
+//! against a copy it held), the last [`MAX_ACKS`], which answer a peer's want list; and the
+//! **unchecked** ones peers passed on, the last [`MAX_UNCHECKED`], kept only to pass on and to
+//! check a copy against when one arrives. Unchecked ones never push out checked ones, so a
+//! peer sending junk can at worst crowd out other unchecked ones.
 
 use crate::keys::{BadSignature, DeviceKey, DeviceSecret, Signature};
 use crate::objects::Hash;
@@ -18,10 +22,16 @@ use std::collections::{HashMap, VecDeque};
 
 /// Bytes of one acknowledgement on the wire: the bundle id (32), the signature (64).
 pub const ACK_LEN: usize = 96;
-/// Most acknowledgements a node keeps (past it, the oldest go).
+/// Most checked acknowledgements a node keeps (past it, the oldest go).
 pub const MAX_ACKS: usize = 4096;
-/// Acknowledgements a side sends unasked in a session: its newest.
+/// Most unchecked acknowledgements a node keeps (past it, the oldest go).
+pub const MAX_UNCHECKED: usize = 1024;
+/// Acknowledgements a side sends unasked in a session: its newest, checked ones first.
 pub const FLOOD: usize = 64;
+/// Most acknowledgements a side takes from the peer in one session; the rest are ignored.
+pub const MAX_TAKEN: usize = 4 * FLOOD;
+/// Most acknowledgements a side queues for the peer in one session.
+pub const MAX_SENT: usize = 4 * FLOOD;
 
 /// One acknowledgement: a delivered message's bundle id and its destination's signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,83 +83,116 @@ pub fn unpack(bytes: &[u8]) -> Option<Vec<Ack>> {
     )
 }
 
-/// The acknowledgements a node keeps, by sync key (SPEC.md §11.3): the last [`MAX_ACKS`]
-/// it made, checked or was sent. Only those made or checked here (**checked**) answer a
-/// peer's want list; any may be passed on, and each is checked before it deletes or refuses a
-/// copy.
+/// The last `cap` acknowledgements put in, by bundle id, oldest out.
 #[derive(Debug, Clone, Default)]
-pub struct Acks {
-    /// By sync key: the acknowledgement, whether it is checked, and when it came.
-    by_key: HashMap<u64, (Ack, bool, u64)>,
-    /// Keys in the order they came, with when (a key forgotten and kept again comes twice).
-    order: VecDeque<(u64, u64)>,
+struct Pool {
+    by_id: HashMap<Hash, (Ack, u64)>,
+    /// Ids in the order they came, with when (an id taken out and put in again comes twice).
+    order: VecDeque<(Hash, u64)>,
     next: u64,
 }
 
-impl Acks {
-    /// Keeps `ack`, `checked` if this node made or checked it (the oldest goes past
-    /// [`MAX_ACKS`]). An acknowledgement of an id already kept only marks it checked; one of
-    /// a second id with the same sync key is not kept.
-    pub fn add(&mut self, ack: Ack, checked: bool) {
-        let key = key_of(&ack.id);
-        if let Some(kept) = self.by_key.get_mut(&key) {
-            if kept.0 == ack && checked {
-                kept.1 = true;
-            }
-            return;
-        }
-        self.by_key.insert(key, (ack, checked, self.next));
-        self.order.push_back((key, self.next));
+impl Pool {
+    /// Puts `ack` in (replacing one of the same id); the ids pushed out past `cap`.
+    fn put(&mut self, ack: Ack, cap: usize) -> Vec<Hash> {
+        self.by_id.insert(ack.id, (ack, self.next));
+        self.order.push_back((ack.id, self.next));
         self.next += 1;
-        while self.by_key.len() > MAX_ACKS || self.order.len() > 2 * MAX_ACKS {
+        let mut out = Vec::new();
+        while self.by_id.len() > cap || self.order.len() > 2 * cap {
             let Some((old, at)) = self.order.pop_front() else {
                 break;
             };
-            if self.by_key.get(&old).is_some_and(|k| k.2 == at) {
-                self.by_key.remove(&old);
+            if self.by_id.get(&old).is_some_and(|k| k.1 == at) {
+                self.by_id.remove(&old);
+                out.push(old);
+            }
+        }
+        out
+    }
+
+    fn get(&self, id: &Hash) -> Option<&Ack> {
+        self.by_id.get(id).map(|k| &k.0)
+    }
+
+    fn newest(&self) -> impl Iterator<Item = &Ack> {
+        self.order
+            .iter()
+            .rev()
+            .filter_map(|(id, at)| self.by_id.get(id).filter(|k| k.1 == *at))
+            .map(|k| &k.0)
+    }
+}
+
+/// The acknowledgements a node keeps: checked and unchecked (see the module docs).
+#[derive(Debug, Clone, Default)]
+pub struct Acks {
+    checked: Pool,
+    /// Checked ids by sync key (SPEC.md §11.3), to answer a want list.
+    by_key: HashMap<u64, Hash>,
+    unchecked: Pool,
+}
+
+impl Acks {
+    /// Keeps `ack` as checked: this node made it, or checked it against a copy it held.
+    pub fn add_checked(&mut self, ack: Ack) {
+        if self.checked.get(&ack.id) == Some(&ack) {
+            return;
+        }
+        self.unchecked.by_id.remove(&ack.id);
+        self.by_key.entry(key_of(&ack.id)).or_insert(ack.id);
+        for old in self.checked.put(ack, MAX_ACKS) {
+            let key = key_of(&old);
+            if self.by_key.get(&key) == Some(&old) {
+                self.by_key.remove(&key);
             }
         }
     }
 
-    /// Forgets the acknowledgement of `id` (it did not check).
-    pub fn remove(&mut self, id: &Hash) {
-        let key = key_of(id);
-        if self.by_key.get(&key).is_some_and(|k| k.0.id == *id) {
-            self.by_key.remove(&key);
+    /// Keeps `ack`, which a peer passed on, as unchecked, unless a checked one of its id is
+    /// kept.
+    pub fn add_unchecked(&mut self, ack: Ack) {
+        if self.checked.get(&ack.id).is_none() {
+            self.unchecked.put(ack, MAX_UNCHECKED);
         }
     }
 
-    /// The acknowledgement of bundle `id`, if kept.
-    pub fn get(&self, id: &Hash) -> Option<&Ack> {
-        self.by_key
-            .get(&key_of(id))
-            .map(|k| &k.0)
-            .filter(|a| a.id == *id)
+    /// Forgets the unchecked acknowledgement of `id` (it did not check).
+    pub fn forget_unchecked(&mut self, id: &Hash) {
+        self.unchecked.by_id.remove(id);
+    }
+
+    /// The acknowledgement of bundle `id`, checked or not, and whether it is checked.
+    pub fn get(&self, id: &Hash) -> Option<(&Ack, bool)> {
+        self.checked
+            .get(id)
+            .map(|a| (a, true))
+            .or_else(|| self.unchecked.get(id).map(|a| (a, false)))
+    }
+
+    /// Whether a checked acknowledgement of bundle `id` is kept.
+    pub fn is_checked(&self, id: &Hash) -> bool {
+        self.checked.get(id).is_some()
     }
 
     /// The checked acknowledgement of the bundle whose sync key is `key`, if kept.
     pub fn checked_for_key(&self, key: u64) -> Option<&Ack> {
-        self.by_key.get(&key).filter(|k| k.1).map(|k| &k.0)
+        self.by_key.get(&key).and_then(|id| self.checked.get(id))
     }
 
-    /// The last `n` kept, newest first.
+    /// The newest `n` kept: checked ones first, newest first, then unchecked ones.
     pub fn newest(&self, n: usize) -> impl Iterator<Item = &Ack> {
-        self.order
-            .iter()
-            .rev()
-            .filter_map(|(k, at)| self.by_key.get(k).filter(|kept| kept.2 == *at))
-            .take(n)
-            .map(|k| &k.0)
+        self.checked.newest().chain(self.unchecked.newest()).take(n)
     }
 
-    /// How many are kept.
+    /// How many are kept, checked and unchecked.
     pub fn len(&self) -> usize {
-        self.by_key.len()
+        self.checked.by_id.len() + self.unchecked.by_id.len()
     }
 
     /// Whether none are kept.
     pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.len() == 0
     }
 }
 
@@ -174,36 +217,47 @@ mod tests {
     }
 
     #[test]
-    fn the_kept_acks_are_bounded_oldest_out() {
+    fn checked_acks_are_bounded_oldest_out_and_junk_never_pushes_them_out() {
         let bob = DeviceSecret::from_seed(&[2; 32]);
         let mut acks = Acks::default();
-        let id = |i: usize| {
-            let mut h = [0; 32];
+        let id = |i: usize, tail: u8| {
+            let mut h = [tail; 32];
             h[..8].copy_from_slice(&(i as u64).to_le_bytes());
             Hash(h)
         };
-        let first = Ack::sign(id(0), &bob);
-        acks.add(first, false);
+        let first = Ack::sign(id(0, 0), &bob);
+        acks.add_unchecked(first);
+        assert_eq!(acks.get(&first.id), Some((&first, false)));
         assert_eq!(acks.checked_for_key(key_of(&first.id)), None);
-        acks.add(first, true);
+        acks.add_checked(first);
+        acks.add_unchecked(first);
         assert_eq!(acks.len(), 1);
+        assert_eq!(acks.get(&first.id), Some((&first, true)));
         assert_eq!(acks.checked_for_key(key_of(&first.id)), Some(&first));
-        acks.remove(&first.id);
-        assert!(acks.is_empty());
-        acks.add(first, true);
-        for i in 1..=MAX_ACKS {
-            acks.add(
-                Ack {
-                    id: id(i),
-                    sig: first.sig,
-                },
-                false,
-            );
+        // Junk with the same sync key, and a flood of junk, leave the checked one alone.
+        for i in 0..=MAX_UNCHECKED {
+            acks.add_unchecked(Ack {
+                id: id(i, 9),
+                sig: first.sig,
+            });
         }
-        assert_eq!(acks.len(), MAX_ACKS);
-        assert!(acks.get(&first.id).is_none());
-        assert!(acks.get(&id(1)).is_some());
+        assert_eq!(acks.checked_for_key(key_of(&first.id)), Some(&first));
+        assert_eq!(acks.len(), 1 + MAX_UNCHECKED);
+        assert_eq!(acks.newest(1).next(), Some(&first), "checked ones go first");
+        assert!(acks.get(&id(0, 9)).is_none(), "the oldest junk went");
+        acks.forget_unchecked(&id(1, 9));
+        assert!(acks.get(&id(1, 9)).is_none());
+        // Past the bound the oldest checked one goes, and its key with it.
+        for i in 1..=MAX_ACKS {
+            acks.add_checked(Ack {
+                id: id(i, 0),
+                sig: first.sig,
+            });
+        }
+        assert!(!acks.is_checked(&first.id));
+        assert_eq!(acks.checked_for_key(key_of(&first.id)), None);
+        assert!(acks.is_checked(&id(1, 0)));
         let newest: Vec<Hash> = acks.newest(2).map(|a| a.id).collect();
-        assert_eq!(newest, [id(MAX_ACKS), id(MAX_ACKS - 1)]);
+        assert_eq!(newest, [id(MAX_ACKS, 0), id(MAX_ACKS - 1, 0)]);
     }
 }

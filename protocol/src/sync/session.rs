@@ -338,9 +338,8 @@ pub struct Session {
     first_vector: Vec<u8>,
     /// Responder: its likelihood vectors (MaxProp), for its first answer.
     first_likelihoods: Vec<u8>,
-    /// MaxProp acknowledgements to send, and how many are sent.
-    acks_out: Vec<crate::maxprop::acks::Ack>,
-    acks_pos: usize,
+    /// MaxProp acknowledgements to send and taken.
+    acks: maxprop::SessionAcks,
     /// Single copies handed on (spray-and-focus), dropped here once the peer answers.
     forwarding: Vec<Hash>,
     /// Under [`Policy::destination_first`] or [`Policy::keep_link`]: whether the peer's last
@@ -394,8 +393,7 @@ impl Session {
             own_endpoints: Vec::new(),
             first_vector: Vec::new(),
             first_likelihoods: Vec::new(),
-            acks_out: Vec::new(),
-            acks_pos: 0,
+            acks: maxprop::SessionAcks::default(),
             forwarding: Vec::new(),
             peer_carried: None,
             unconfirmed: 0,

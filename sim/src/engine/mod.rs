@@ -687,12 +687,15 @@ impl Sim {
         }
         self.counters.peak_buffer = self.counters.peak_buffer.max(store.len());
         let acks = store.likelihoods().acks();
-        let acked: Vec<bool> = w.removed.iter().map(|id| acks.get(id).is_some()).collect();
+        let acked: Vec<bool> = w.removed.iter().map(|id| acks.is_checked(id)).collect();
         for (id, acked) in w.removed.iter().zip(acked) {
             if let Some(&idx) = self.by_id.get(id) {
-                // A copy handed on (spray-and-focus) was moved, and one deleted on an
-                // acknowledgement (MaxProp) removed, not dropped.
-                let dropped = !self.handed_on.remove(&(n, *id)) && !acked;
+                // Not dropped but removed: a copy handed on (spray-and-focus), one deleted on an
+                // acknowledgement (MaxProp), and the destination's own copy of a message
+                // delivered (The ONE keeps none, so never drops one).
+                let m = &self.messages[idx];
+                let delivered_here = m.to == n && m.delivered_ms.is_some();
+                let dropped = !self.handed_on.remove(&(n, *id)) && !acked && !delivered_here;
                 self.counters.dropped += u64::from(dropped);
                 self.deleted(n, idx, dropped, t);
                 if let Some((_, since)) = self.held.remove(&copy(n, idx)).map(held) {

@@ -79,6 +79,12 @@ impl Session {
         {
             return None;
         }
+        if self.cfg.routing == Routing::MaxProp
+            && store.likelihoods().acks().is_checked(&entry.meta.id)
+        {
+            // Delivered: its acknowledgement goes instead.
+            return None;
+        }
         if self.to_destination(entry) {
             let keep = match self.cfg.routing {
                 Routing::SprayAndWait { spray, .. }
@@ -120,10 +126,10 @@ impl Session {
         if self.state != State::Transfer {
             // Entering the transfer: put what we know to send in forwarding order.
             self.state = State::Transfer;
-            self.flood_acks(store);
             let give = std::mem::take(&mut self.to_send);
             self.queue(give, store);
         }
+        self.flood_acks(store);
         let mut m = SyncMessage::new(Step::Transfer);
         let mut room = self.room();
         if self.want_pos < self.want.len() {
@@ -244,6 +250,9 @@ impl Session {
                 )));
             }
             let id = crate::bundle::bundle_id(&c.bundle.0);
+            if self.delivered_already(&id, &c.bundle.0, store) {
+                continue;
+            }
             let admission = store.insert_as(
                 &id,
                 &c.bundle.0,
@@ -262,9 +271,6 @@ impl Session {
             }
             match admission {
                 Admission::Added(meta) => {
-                    if self.delivered_already(&meta, store) {
-                        continue;
-                    }
                     store.set_hops(&id, c.hops.saturating_add(1));
                     self.admitted.push(id);
                     self.acknowledge(&meta, key, store);
