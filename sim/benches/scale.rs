@@ -18,6 +18,7 @@
 //! ```sh
 //! cargo bench -p meshpay-sim --bench scale                 # cases 1, 2, 3, 5
 //! SCALE_CASES=1,4 cargo bench -p meshpay-sim --bench scale
+//! SCALE_RUNS=1 cargo bench -p meshpay-sim --bench scale    # one meshpay-sim run a case, not 3
 //! THE_ONE=/path/to/the-one cargo bench -p meshpay-sim --bench scale   # with The ONE
 //! ```
 //!
@@ -235,6 +236,8 @@ fn main() {
         .map(std::path::PathBuf::from)
         .filter(|p| p.join("target/core/DTNSim.class").exists());
     let cases = std::env::var("SCALE_CASES").unwrap_or_else(|_| "1,2,3,5".into());
+    let repeats: usize = std::env::var("SCALE_RUNS").map_or(3, |r| r.parse().expect("SCALE_RUNS"));
+    assert!(repeats > 0, "SCALE_RUNS: at least 1");
     println!(
         "meshpay-sim scale benchmark: 12 simulated hours a case, one process each, one core; The ONE {}",
         one.as_ref()
@@ -256,17 +259,31 @@ fn main() {
         );
         // Trace files first, outside the timed child.
         let _ = case(n, &dir);
-        let out = std::process::Command::new(std::env::current_exe().expect("exe"))
-            .env("SCALE_CASE", n.to_string())
-            .env("SCALE_DIR", &dir)
-            .output()
-            .expect("run a case");
-        assert!(out.status.success(), "case {n} failed");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut lines: Vec<&str> = text.lines().collect();
-        let ours: f64 = lines.pop().and_then(|l| l.parse().ok()).expect("wall time");
-        for l in lines {
-            println!("{l}");
+        // A run of a second or two varies by a third from one to the next: the median of
+        // `SCALE_RUNS` (3) runs, each its own process.
+        let mut runs: Vec<(f64, String)> = (0..repeats)
+            .map(|_| {
+                let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+                    .env("SCALE_CASE", n.to_string())
+                    .env("SCALE_DIR", &dir)
+                    .output()
+                    .expect("run a case");
+                assert!(out.status.success(), "case {n} failed");
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let (figures, wall) = text.trim_end().rsplit_once('\n').expect("two lines");
+                (wall.parse().expect("wall time"), figures.to_owned())
+            })
+            .collect();
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (ours, figures) = runs[runs.len() / 2].clone();
+        println!("{figures}");
+        if runs.len() > 1 {
+            let walls: Vec<String> = runs.iter().map(|r| format!("{:.2}", r.0)).collect();
+            println!(
+                "  (meshpay-sim: the median of {} runs: {} s)",
+                runs.len(),
+                walls.join(", ")
+            );
         }
         if n == 5 {
             continue;
