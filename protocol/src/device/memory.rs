@@ -193,15 +193,17 @@ impl Exchange {
 }
 
 /// A sync message as its receiver would take it off a link. Debug builds (the tests) send it
-/// through the encoding byte for byte; release builds (the simulator's long runs) make the
-/// decoder's checks, its size and its fields, without the bytes, as the codec's own tests
-/// hold the encoding to round-trip.
+/// through the encoding byte for byte and check that it comes out as it went in; release
+/// builds (the simulator's long runs) make the decoder's checks, its size and its fields,
+/// without the bytes.
 fn over_the_air(msg: SyncMessage) -> Result<SyncMessage, SyncError> {
     use crate::codec::{DecodeError, Wire as _};
     if cfg!(debug_assertions) {
         let bytes = msg.encode();
         assert_eq!(bytes.len(), msg.encoded_len(), "the size checked below");
-        return Ok(crate::codec::decode(&bytes)?);
+        let decoded: SyncMessage = crate::codec::decode(&bytes)?;
+        assert_eq!(decoded, msg, "what release builds hand over as it is");
+        return Ok(decoded);
     }
     let len = msg.encoded_len();
     if len > SyncMessage::MAX_SIZE {
