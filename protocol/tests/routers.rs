@@ -634,7 +634,7 @@ fn carrier() -> BundleStore {
 fn bury_acks(s: &mut BundleStore, n: u8) {
     for i in 0..n {
         let ack = Ack::sign(Hash([i; 32]), &device(2));
-        s.likelihoods_mut().acks_mut().add_checked(ack);
+        s.likelihoods_mut().acks_mut().add_checked(ack, T0 + 3600);
     }
 }
 
@@ -707,7 +707,9 @@ fn a_forged_maxprop_acknowledgement_deletes_nothing() {
     let forged = Ack::sign(id, &device(7));
     let fay = || {
         let mut s = carrier();
-        s.likelihoods_mut().acks_mut().add_checked(forged);
+        s.likelihoods_mut()
+            .acks_mut()
+            .add_checked(forged, T0 + 3600);
         s
     };
     let mut bea = carrier();

@@ -15,7 +15,7 @@
 //! peer sending junk can at worst crowd out other unchecked ones.
 
 use crate::keys::{BadSignature, DeviceKey, DeviceSecret, Signature};
-use crate::objects::Hash;
+use crate::objects::{Hash, UnixTime};
 use crate::riblt::key_of;
 use crate::tags;
 use std::collections::{HashMap, VecDeque};
@@ -86,16 +86,18 @@ pub fn unpack(bytes: &[u8]) -> Option<Vec<Ack>> {
 /// The last `cap` acknowledgements put in, by bundle id, oldest out.
 #[derive(Debug, Clone, Default)]
 struct Pool {
-    by_id: HashMap<Hash, (Ack, u64)>,
+    /// By id: the acknowledgement, when it came, and when its message expires (if known).
+    by_id: HashMap<Hash, (Ack, u64, UnixTime)>,
     /// Ids in the order they came, with when (an id taken out and put in again comes twice).
     order: VecDeque<(Hash, u64)>,
     next: u64,
 }
 
 impl Pool {
-    /// Puts `ack` in (replacing one of the same id); the ids pushed out past `cap`.
-    fn put(&mut self, ack: Ack, cap: usize) -> Vec<Hash> {
-        self.by_id.insert(ack.id, (ack, self.next));
+    /// Puts `ack` in (replacing one of the same id), its message expiring at `expires`; the
+    /// ids pushed out past `cap`.
+    fn put(&mut self, ack: Ack, expires: UnixTime, cap: usize) -> Vec<Hash> {
+        self.by_id.insert(ack.id, (ack, self.next, expires));
         self.order.push_back((ack.id, self.next));
         self.next += 1;
         let mut out = Vec::new();
@@ -115,11 +117,12 @@ impl Pool {
         self.by_id.get(id).map(|k| &k.0)
     }
 
-    fn newest(&self) -> impl Iterator<Item = &Ack> {
+    /// Newest first, but those of messages expired by `now`.
+    fn newest(&self, now: UnixTime) -> impl Iterator<Item = &Ack> {
         self.order
             .iter()
             .rev()
-            .filter_map(|(id, at)| self.by_id.get(id).filter(|k| k.1 == *at))
+            .filter_map(move |(id, at)| self.by_id.get(id).filter(|k| k.1 == *at && k.2 >= now))
             .map(|k| &k.0)
     }
 }
@@ -134,14 +137,15 @@ pub struct Acks {
 }
 
 impl Acks {
-    /// Keeps `ack` as checked: this node made it, or checked it against a copy it held.
-    pub fn add_checked(&mut self, ack: Ack) {
+    /// Keeps `ack` as checked: this node made it, or checked it against a copy it held,
+    /// whose expiry is `expires`.
+    pub fn add_checked(&mut self, ack: Ack, expires: UnixTime) {
         if self.checked.get(&ack.id) == Some(&ack) {
             return;
         }
         self.unchecked.by_id.remove(&ack.id);
         self.by_key.entry(key_of(&ack.id)).or_insert(ack.id);
-        for old in self.checked.put(ack, MAX_ACKS) {
+        for old in self.checked.put(ack, expires, MAX_ACKS) {
             let key = key_of(&old);
             if self.by_key.get(&key) == Some(&old) {
                 self.by_key.remove(&key);
@@ -153,7 +157,8 @@ impl Acks {
     /// kept.
     pub fn add_unchecked(&mut self, ack: Ack) {
         if self.checked.get(&ack.id).is_none() {
-            self.unchecked.put(ack, MAX_UNCHECKED);
+            // Its message's expiry is unknown until a copy checks it.
+            self.unchecked.put(ack, UnixTime::MAX, MAX_UNCHECKED);
         }
     }
 
@@ -180,9 +185,13 @@ impl Acks {
         self.by_key.get(&key).and_then(|id| self.checked.get(id))
     }
 
-    /// The newest `n` kept: checked ones first, newest first, then unchecked ones.
-    pub fn newest(&self, n: usize) -> impl Iterator<Item = &Ack> {
-        self.checked.newest().chain(self.unchecked.newest()).take(n)
+    /// The newest `n` kept but those of messages expired by `now`: checked ones first, newest
+    /// first, then unchecked ones.
+    pub fn newest(&self, n: usize, now: UnixTime) -> impl Iterator<Item = &Ack> {
+        self.checked
+            .newest(now)
+            .chain(self.unchecked.newest(now))
+            .take(n)
     }
 
     /// How many are kept, checked and unchecked.
@@ -229,7 +238,7 @@ mod tests {
         acks.add_unchecked(first);
         assert_eq!(acks.get(&first.id), Some((&first, false)));
         assert_eq!(acks.checked_for_key(key_of(&first.id)), None);
-        acks.add_checked(first);
+        acks.add_checked(first, 100);
         acks.add_unchecked(first);
         assert_eq!(acks.len(), 1);
         assert_eq!(acks.get(&first.id), Some((&first, true)));
@@ -243,21 +252,33 @@ mod tests {
         }
         assert_eq!(acks.checked_for_key(key_of(&first.id)), Some(&first));
         assert_eq!(acks.len(), 1 + MAX_UNCHECKED);
-        assert_eq!(acks.newest(1).next(), Some(&first), "checked ones go first");
+        assert_eq!(
+            acks.newest(1, 100).next(),
+            Some(&first),
+            "checked ones go first"
+        );
+        assert_ne!(
+            acks.newest(1, 101).next(),
+            Some(&first),
+            "not once its message expired"
+        );
         assert!(acks.get(&id(0, 9)).is_none(), "the oldest junk went");
         acks.forget_unchecked(&id(1, 9));
         assert!(acks.get(&id(1, 9)).is_none());
         // Past the bound the oldest checked one goes, and its key with it.
         for i in 1..=MAX_ACKS {
-            acks.add_checked(Ack {
-                id: id(i, 0),
-                sig: first.sig,
-            });
+            acks.add_checked(
+                Ack {
+                    id: id(i, 0),
+                    sig: first.sig,
+                },
+                100,
+            );
         }
         assert!(!acks.is_checked(&first.id));
         assert_eq!(acks.checked_for_key(key_of(&first.id)), None);
         assert!(acks.is_checked(&id(1, 0)));
-        let newest: Vec<Hash> = acks.newest(2).map(|a| a.id).collect();
+        let newest: Vec<Hash> = acks.newest(2, 0).map(|a| a.id).collect();
         assert_eq!(newest, [id(MAX_ACKS, 0), id(MAX_ACKS - 1, 0)]);
     }
 }

@@ -101,7 +101,7 @@ impl Session {
             return;
         }
         self.acks.flooded = true;
-        for a in store.likelihoods().acks().newest(FLOOD) {
+        for a in store.likelihoods().acks().newest(FLOOD, self.cfg.now) {
             self.acks.queue(*a);
         }
     }
@@ -152,7 +152,10 @@ impl Session {
                 None => store.likelihoods_mut().acks_mut().add_unchecked(a),
                 Some(meta) if self.confirms(&meta, &a) => {
                     store.remove(&a.id);
-                    store.likelihoods_mut().acks_mut().add_checked(a);
+                    store
+                        .likelihoods_mut()
+                        .acks_mut()
+                        .add_checked(a, meta.expires);
                 }
                 Some(_) => {}
             }
@@ -181,7 +184,7 @@ impl Session {
         };
         let acks = store.likelihoods_mut().acks_mut();
         if self.confirms(b.meta(), &a) {
-            acks.add_checked(a);
+            acks.add_checked(a, b.meta().expires);
             self.acks.queue(a);
             true
         } else {
@@ -194,7 +197,10 @@ impl Session {
     pub(super) fn acknowledge(&mut self, meta: &Meta, key: &DeviceSecret, store: &mut BundleStore) {
         if self.maxprop() && meta.kind == BundleKind::Message && meta.to == Some(self.cfg.me) {
             let a = Ack::sign(meta.id, key);
-            store.likelihoods_mut().acks_mut().add_checked(a);
+            store
+                .likelihoods_mut()
+                .acks_mut()
+                .add_checked(a, meta.expires);
             self.acks.queue(a);
         }
     }
