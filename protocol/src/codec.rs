@@ -92,13 +92,7 @@ pub fn encode_into<T: Serialize>(value: &T, mut out: Vec<u8>) -> Vec<u8> {
 
 /// Decodes bytes into `T` under its size limit, field checks and the canonical-encoding rule.
 pub fn decode<T: Wire>(bytes: &[u8]) -> Result<T, DecodeError> {
-    if bytes.len() > T::MAX_SIZE {
-        return Err(DecodeError::TooLarge {
-            kind: T::KIND,
-            len: bytes.len(),
-            limit: T::MAX_SIZE,
-        });
-    }
+    within_limit::<T>(bytes.len())?;
     let value: T = serde_cbor::from_slice(bytes).map_err(|e| {
         // An object of another version may have another shape: name the version, not the
         // shape, when it can be read.
@@ -118,6 +112,18 @@ pub fn decode<T: Wire>(bytes: &[u8]) -> Result<T, DecodeError> {
         return Err(DecodeError::NotCanonical { kind: T::KIND });
     }
     Ok(value)
+}
+
+/// Refuses an encoding of `len` bytes over `T`'s size limit.
+pub(crate) fn within_limit<T: Wire>(len: usize) -> Result<(), DecodeError> {
+    if len > T::MAX_SIZE {
+        return Err(DecodeError::TooLarge {
+            kind: T::KIND,
+            len,
+            limit: T::MAX_SIZE,
+        });
+    }
+    Ok(())
 }
 
 /// The version of an object: the first item that is not an array header, if it is a small

@@ -393,12 +393,7 @@ fn ep(d: u8) -> u64 {
 /// met nobody. P met X, Y, then X again, so f_P = {X: 0.75, Y: 0.25}, and learned Y's vector
 /// {X: 0.5, Z: 0.5}.
 fn maxprop_pair() -> (BundleStore, BundleStore, Vec<Hash>) {
-    let config = StoreConfig {
-        accept_messages: true,
-        ..StoreConfig::default()
-    };
-    let mut s = BundleStore::new(config.clone());
-    let mut p = BundleStore::new(config);
+    let (mut s, mut p) = (carrier(), carrier());
     let receipt = meshpay_protocol::testkit::receipt_bundle(1);
     let mut ids = vec![receipt.id()];
     s.insert(receipt.bytes(), Origin::Local, 0, T0);

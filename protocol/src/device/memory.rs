@@ -197,7 +197,7 @@ impl Exchange {
 /// builds (the simulator's long runs) make the decoder's checks, its size and its fields,
 /// without the bytes.
 fn over_the_air(msg: SyncMessage) -> Result<SyncMessage, SyncError> {
-    use crate::codec::{DecodeError, Wire as _};
+    use crate::codec::Wire as _;
     if cfg!(debug_assertions) {
         let bytes = msg.encode();
         assert_eq!(bytes.len(), msg.encoded_len(), "the size checked below");
@@ -205,15 +205,7 @@ fn over_the_air(msg: SyncMessage) -> Result<SyncMessage, SyncError> {
         assert_eq!(decoded, msg, "what release builds hand over as it is");
         return Ok(decoded);
     }
-    let len = msg.encoded_len();
-    if len > SyncMessage::MAX_SIZE {
-        return Err(DecodeError::TooLarge {
-            kind: SyncMessage::KIND,
-            len,
-            limit: SyncMessage::MAX_SIZE,
-        }
-        .into());
-    }
+    crate::codec::within_limit::<SyncMessage>(msg.encoded_len())?;
     msg.check()?;
     Ok(msg)
 }

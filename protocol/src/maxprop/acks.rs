@@ -117,6 +117,11 @@ impl Pool {
         self.by_id.get(id).map(|k| &k.0)
     }
 
+    /// Takes `id` out (its place in `order` goes when reached).
+    fn remove(&mut self, id: &Hash) {
+        self.by_id.remove(id);
+    }
+
     /// Newest first, but those of messages expired by `now`.
     fn newest(&self, now: UnixTime) -> impl Iterator<Item = &Ack> {
         self.order
@@ -143,7 +148,7 @@ impl Acks {
         if self.checked.get(&ack.id) == Some(&ack) {
             return;
         }
-        self.unchecked.by_id.remove(&ack.id);
+        self.unchecked.remove(&ack.id);
         self.by_key.entry(key_of(&ack.id)).or_insert(ack.id);
         for old in self.checked.put(ack, expires, MAX_ACKS) {
             let key = key_of(&old);
@@ -164,7 +169,7 @@ impl Acks {
 
     /// Forgets the unchecked acknowledgement of `id` (it did not check).
     pub fn forget_unchecked(&mut self, id: &Hash) {
-        self.unchecked.by_id.remove(id);
+        self.unchecked.remove(id);
     }
 
     /// The acknowledgement of bundle `id`, checked or not, and whether it is checked.

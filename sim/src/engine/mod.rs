@@ -686,10 +686,14 @@ impl Sim {
             }
         }
         self.counters.peak_buffer = self.counters.peak_buffer.max(store.len());
-        let acks = store.likelihoods().acks();
-        let acked: Vec<bool> = w.removed.iter().map(|id| acks.is_checked(id)).collect();
-        for (id, acked) in w.removed.iter().zip(acked) {
+        for id in &w.removed {
             if let Some(&idx) = self.by_id.get(id) {
+                let acked = self.nodes[n as usize]
+                    .device
+                    .store()
+                    .likelihoods()
+                    .acks()
+                    .is_checked(id);
                 // Not dropped but removed: a copy handed on (spray-and-focus), one deleted on an
                 // acknowledgement (MaxProp), and the destination's own copy of a message
                 // delivered (The ONE keeps none, so never drops one).
